@@ -1,0 +1,150 @@
+"""Rewrite one file: parse, run the rewriters on the classes that convert, verify, return.
+
+Only the top-level statements that hold a converting class are handed to the rewriters;
+the rest of the tree is never walked. The result is parsed again before it is returned (like
+black's safe mode): output that does not parse is a bug, reported and never written.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Optional
+
+import libcst as cst
+
+from .index import ClassRecord, Conversion, FileIndex
+from .plan import PlannedSite, Planner
+from .rewriters.bases import BaseClassRewriter
+from .rewriters.imports import NameClashError, add_imports, missing_imports
+from .rewriters.methods import PyroMethodRewriter
+from .rewriters.parameters import ParameterRewriter
+from .spec import Spec
+
+BUG_HINT = "this is a bug in bayesify: please report it with the file that triggers it"
+
+
+@dataclass
+class FileJob:
+    """What one file's rewrite needs to know about the rest of the run."""
+
+    index: FileIndex
+    conversions: dict[int, Conversion]
+    #: Random attributes that classes of this file inherit from classes in other files.
+    inherited_random: dict[int, set[str]] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return self.index.path
+
+
+@dataclass
+class FileResult:
+    path: str
+    original: bytes = b""
+    rewritten: Optional[bytes] = None
+    sites: list[PlannedSite] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: Optional[str] = None
+
+    @property
+    def changed(self) -> bool:
+        return self.rewritten is not None and self.rewritten != self.original
+
+
+class RewriteError(Exception):
+    pass
+
+
+def rewrite_source(source: bytes, job: FileJob, spec: Spec) -> FileResult:
+    result = FileResult(path=job.path, original=source)
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError as error:
+        result.error = f"{job.path}:{error.raw_line}:{error.raw_column + 1}: cannot parse: {error.message}"
+        return result
+    planner = Planner(spec)
+    try:
+        rewritten = _rewrite_module(module, job, planner)
+    except (NameClashError, RewriteError) as error:
+        result.error = f"{job.path}: {error}"
+        return result
+    result.sites, result.warnings = planner.sites, planner.warnings
+    if rewritten is module:
+        return result
+    output = rewritten.bytes
+    try:
+        ast.parse(output)
+    except SyntaxError as error:
+        result.error = f"{job.path}:{error.lineno}: the rewritten code does not parse ({error.msg}); {BUG_HINT}"
+        return result
+    result.rewritten = output
+    return result
+
+
+def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.Module:
+    classes = {record.order: record for record in job.index.classes}
+    converting = {order for order, kind in job.conversions.items() if kind.is_pyro}
+    tops = _converting_statements(job.index.classes, converting)
+    if not tops:
+        return module
+    compound = [
+        position for position, s in enumerate(module.body) if isinstance(s, cst.BaseCompoundStatement)
+    ]
+    body = list(module.body)
+    needed: set[str] = set()
+    random: dict[int, set[str]] = {order: set(attrs) for order, attrs in job.inherited_random.items()}
+
+    def run(make, position: int, first_order: int):
+        rewriter = make(first_order)
+        body[position] = body[position].visit(rewriter)
+        needed.update(rewriter.needed)
+        return rewriter
+
+    for top, first_order in tops.items():
+        position = compound[top]
+        run(lambda o: BaseClassRewriter(classes, o, job.conversions, job.index.imports), position, first_order)
+        parameters = run(
+            lambda o: ParameterRewriter(classes, o, converting, job.index.imports, planner, job.path),
+            position,
+            first_order,
+        )
+        for order, attrs in parameters.random.items():
+            random.setdefault(order, set()).update(attrs)
+    _inherit_within_file(random, job.index.classes, classes)
+    if random:
+        for top, first_order in tops.items():
+            run(lambda o: PyroMethodRewriter(classes, o, random, job.index.imports), compound[top], first_order)
+    if all(new is old for new, old in zip(body, module.body)):
+        return module
+    local_names = {record.name for record in job.index.classes if "." not in record.qualname}
+    missing = missing_imports(needed, job.index.imports, local_names)
+    return add_imports(module.with_changes(body=body), missing)
+
+
+def _converting_statements(records: list[ClassRecord], converting: set[int]) -> dict[int, int]:
+    """Top-level statement ordinal -> order of its first class, for statements that matter."""
+    tops: dict[int, int] = {}
+    for record in records:
+        tops.setdefault(record.top, record.order)
+    wanted = {record.top for record in records if record.order in converting}
+    return {top: order for top, order in tops.items() if top in wanted}
+
+
+def _inherit_within_file(
+    random: dict[int, set[str]], records: list[ClassRecord], classes: dict[int, ClassRecord]
+) -> None:
+    """A subclass reads its bases' random attributes too (bases defined in this file)."""
+    by_key = {record.key: record for record in records}
+    for record in records:
+        pending = [base.resolved for base in record.bases]
+        seen: set[str] = set()
+        while pending:
+            key = pending.pop()
+            base = by_key.get(key or "")
+            if base is None or key in seen:
+                continue
+            seen.add(key)
+            if base.order in random:
+                random.setdefault(record.order, set()).update(random[base.order])
+            pending.extend(b.resolved for b in base.bases)

@@ -1,0 +1,262 @@
+"""Index the classes of every file in a run, so that bases resolve across files.
+
+The index is built with :mod:`ast` (a C parser, several times faster than libcst's) because it
+only needs class names, bases, import bindings and the lines that assign ``self`` attributes.
+libcst parses only the files that the index says will change.
+
+Whether a class converts follows from its bases::
+
+    class Net(nn.Module)          ROOT      base becomes PyroModule
+    class MyLinear(nn.Linear)     LAYER     base becomes PyroModule[nn.Linear]
+    class Deep(Net)               INHERITS  nothing to change: Net becomes a PyroModule
+    class Done(PyroModule)        PYRO      already converted (a re-run)
+    class Plain(object)           NONE
+"""
+
+from __future__ import annotations
+
+import ast
+import enum
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+from .names import (
+    ImportTable,
+    dotted_from_ast,
+    is_pyro_nn,
+    torch_nn_class,
+)
+
+
+class Conversion(enum.Enum):
+    NONE = "not a module"
+    ROOT = "nn.Module subclass"
+    LAYER = "torch.nn layer subclass"
+    INHERITS = "subclass of a converted class"
+    PYRO = "already a PyroModule"
+    EXCLUDED = "excluded by the spec"
+
+    @property
+    def is_pyro(self) -> bool:
+        """Whether instances of the class are PyroModules after the rewrite."""
+        return self in (Conversion.ROOT, Conversion.LAYER, Conversion.INHERITS, Conversion.PYRO)
+
+
+@dataclass(frozen=True)
+class BaseRef:
+    """One base class expression: what it resolves to, and whether it is subscripted."""
+
+    resolved: Optional[str]
+    subscripted: bool = False
+
+
+@dataclass
+class ClassRecord:
+    """A class as the index sees it. ``order`` is its place in a pre-order walk of the file,
+    which is the same in the ast and libcst trees, so the two passes agree on identity."""
+
+    module: str
+    qualname: str
+    name: str
+    order: int
+    line: int
+    bases: tuple[BaseRef, ...]
+    #: Which top-level compound statement of the file holds the class: the engine runs the
+    #: rewriters on those statements only.
+    top: int
+    attr_lines: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.module}.{self.qualname}" if self.module else self.qualname
+
+
+@dataclass
+class FileIndex:
+    path: str
+    imports: ImportTable
+    classes: list[ClassRecord]
+
+    @property
+    def module(self) -> str:
+        return self.imports.module
+
+
+def module_of(path: Path) -> tuple[str, bool]:
+    """The dotted module name of ``path``, walking up the folders that hold ``__init__.py``."""
+    path = path.resolve()
+    is_package = path.name in ("__init__.py", "__init__.pyi")
+    parts = [] if is_package else [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").exists() or (folder / "__init__.pyi").exists():
+        parts.append(folder.name)
+        folder = folder.parent
+    return ".".join(reversed(parts)), is_package
+
+
+COMPOUND_STATEMENTS = tuple(
+    getattr(ast, name)
+    for name in (
+        "ClassDef", "FunctionDef", "AsyncFunctionDef", "If", "For", "AsyncFor", "While", "Try",
+        "TryStar", "With", "AsyncWith", "Match",
+    )
+    if hasattr(ast, name)
+)
+
+
+class _ClassCollector(ast.NodeVisitor):
+    """Pre-order walk collecting classes; ``order`` must match :class:`ClassCounter`."""
+
+    def __init__(self, module: str, imports: ImportTable) -> None:
+        self.module = module
+        self.imports = imports
+        self.classes: list[ClassRecord] = []
+        self.scope: list[str] = []
+        self.local_classes: dict[str, str] = {}
+        self.top = -1
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        qualname = ".".join([*self.scope, node.name])
+        record = ClassRecord(
+            module=self.module,
+            qualname=qualname,
+            name=node.name,
+            order=len(self.classes),
+            line=node.lineno,
+            bases=tuple(self._base(base) for base in node.bases),
+            top=self.top,
+            attr_lines=_self_attribute_lines(node),
+        )
+        self.classes.append(record)
+        self.local_classes.setdefault(node.name, record.key)
+        self.scope.append(node.name)
+        self.generic_visit(node)
+        self.scope.pop()
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self.scope.extend((node.name, "<locals>"))
+        self.generic_visit(node)
+        del self.scope[-2:]
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def _base(self, node: ast.expr) -> BaseRef:
+        subscripted = isinstance(node, ast.Subscript)
+        if subscripted:
+            node = node.value
+        dotted = dotted_from_ast(node)
+        return BaseRef(self.imports.resolve(dotted) or self._local(dotted), subscripted)
+
+    def _local(self, dotted: Optional[str]) -> Optional[str]:
+        if not dotted:
+            return None
+        head, _, rest = dotted.partition(".")
+        key = self.local_classes.get(head)
+        if key is None:
+            return None
+        return f"{key}.{rest}" if rest else key
+
+
+def _self_attribute_lines(cls: ast.ClassDef) -> dict[str, int]:
+    """First line of each ``self.<attr> = …`` (or ``register_parameter("attr", …)``) in the
+    methods of ``cls``: how the plan reports a site's line without libcst position metadata."""
+    lines: dict[str, int] = {}
+    for method in cls.body:
+        if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)) or not method.args.args:
+            continue
+        self_name = method.args.args[0].arg
+        for node in ast.walk(method):
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+                targets = [node.target]
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("register_parameter", "register_buffer", "add_module")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                lines.setdefault(node.args[0].value, node.lineno)
+            for target in targets:
+                dotted = dotted_from_ast(target)
+                if dotted and dotted.startswith(self_name + "."):
+                    lines.setdefault(dotted[len(self_name) + 1 :], target.lineno)
+    return lines
+
+
+def index_source(tree: ast.Module, path: str, module: str, is_package: bool) -> FileIndex:
+    imports = ImportTable.from_ast(tree, module, is_package)
+    collector = _ClassCollector(module, imports)
+    for statement in tree.body:
+        if isinstance(statement, COMPOUND_STATEMENTS):
+            collector.top += 1
+            collector.visit(statement)
+    return FileIndex(path=path, imports=imports, classes=collector.classes)
+
+
+class ClassIndex:
+    """Every class of a run, by dotted name, and how each converts."""
+
+    def __init__(self, files: Iterable[FileIndex], exclude: Iterable[str] = ()) -> None:
+        self.classes: dict[str, ClassRecord] = {}
+        for file in files:
+            for record in file.classes:
+                self.classes.setdefault(record.key, record)
+        self.exclude = tuple(exclude)
+        self._memo: dict[str, Conversion] = {}
+
+    def conversion(self, record: ClassRecord) -> Conversion:
+        key = record.key
+        if key not in self._memo:
+            self._memo[key] = Conversion.NONE  # a cycle of bases is not a module
+            self._memo[key] = self._convert(record)
+        return self._memo[key]
+
+    def _convert(self, record: ClassRecord) -> Conversion:
+        if any(fnmatch.fnmatchcase(record.name, glob) for glob in self.exclude):
+            return Conversion.EXCLUDED
+        kinds = [self._base_kind(base) for base in record.bases]
+        if Conversion.EXCLUDED in kinds:
+            return Conversion.EXCLUDED
+        for kind in (Conversion.PYRO, Conversion.INHERITS, Conversion.ROOT, Conversion.LAYER):
+            if kind in kinds:
+                return kind
+        return Conversion.NONE
+
+    def _base_kind(self, base: BaseRef) -> Conversion:
+        resolved = base.resolved
+        if is_pyro_nn(resolved, "PyroModule"):
+            return Conversion.PYRO
+        layer = torch_nn_class(resolved)
+        if layer == "Module":
+            return Conversion.ROOT
+        if layer is not None:
+            return Conversion.LAYER
+        parent = self.classes.get(resolved or "")
+        if parent is None:
+            return Conversion.NONE
+        kind = self.conversion(parent)
+        if kind is Conversion.EXCLUDED:
+            return kind
+        return Conversion.INHERITS if kind.is_pyro else Conversion.NONE
+
+    def ancestors(self, record: ClassRecord) -> list[ClassRecord]:
+        """``record`` and the indexed classes it derives from, nearest first."""
+        seen: dict[str, ClassRecord] = {}
+        pending = [record]
+        while pending:
+            current = pending.pop(0)
+            if current.key in seen:
+                continue
+            seen[current.key] = current
+            pending.extend(
+                self.classes[base.resolved]
+                for base in current.bases
+                if base.resolved in self.classes
+            )
+        return list(seen.values())

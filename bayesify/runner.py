@@ -1,0 +1,179 @@
+"""Run the pipeline over many files: prefilter, index, plan and rewrite, in parallel.
+
+Two passes over the files. The index pass reads every file that might hold a class and
+records its classes with :mod:`ast`; then the class index decides which classes convert,
+across files. The rewrite pass parses with libcst only the files that hold a converting class.
+Both passes run in a process pool when there are many files, in-process when there are few.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+from .engine import BUG_HINT, FileJob, FileResult, rewrite_source
+from .index import ClassIndex, FileIndex, index_source, module_of
+from .plan import PlannedSite, Planner, shadowed_only_entries, unmatched_entries
+from .spec import Entry, Spec
+
+#: Below this many files a process pool costs more than it saves.
+POOL_THRESHOLD = 8
+
+
+@dataclass
+class RunResult:
+    results: list[FileResult]
+    spec: Spec
+    unmatched: list[Entry] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def sites(self) -> list[PlannedSite]:
+        return [site for result in self.results for site in result.sites]
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r.error]
+
+    @property
+    def changed(self) -> list[FileResult]:
+        return [r for r in self.results if r.changed and not r.error]
+
+
+def might_hold_a_class(source: bytes) -> bool:
+    """The cheap text prefilter: a file without the word ``class`` defines no module."""
+    return b"class" in source
+
+
+def _index_file(path: str) -> tuple[str, Optional[FileIndex], Optional[str]]:
+    try:
+        source = Path(path).read_bytes()
+    except OSError as error:
+        return path, None, f"{path}: cannot read: {error.strerror or error}"
+    module, is_package = module_of(Path(path))
+    return _index_source(source, path, module, is_package)
+
+
+def _index_source(
+    source: bytes, path: str, module: str, is_package: bool
+) -> tuple[str, Optional[FileIndex], Optional[str]]:
+    if not might_hold_a_class(source):
+        return path, None, None
+    try:
+        tree = ast.parse(source, filename=path)
+    except SyntaxError as error:
+        where = f"{path}:{error.lineno}:{(error.offset or 0)}" if error.lineno else path
+        return path, None, f"{where}: cannot parse: {error.msg}"
+    except (UnicodeDecodeError, ValueError) as error:
+        return path, None, f"{path}: cannot decode: {error}"
+    return path, index_source(tree, path, module, is_package), None
+
+
+_worker_spec: Optional[Spec] = None
+
+
+def _init_worker(spec: Spec) -> None:
+    global _worker_spec
+    _worker_spec = spec
+
+
+def _rewrite_file(job: FileJob) -> FileResult:
+    spec = _worker_spec
+    try:
+        source = Path(job.path).read_bytes()
+    except OSError as error:
+        return FileResult(job.path, error=f"{job.path}: cannot read: {error.strerror or error}")
+    try:
+        return rewrite_source(source, job, spec)
+    except RecursionError:
+        return FileResult(job.path, source, error=f"{job.path}: too deeply nested to rewrite")
+    except Exception as error:  # one file's bug must not stop the others
+        return FileResult(job.path, source, error=f"{job.path}: {type(error).__name__}: {error}; {BUG_HINT}")
+
+
+def _map(function: Callable, items: Sequence, jobs: int, spec: Spec) -> list:
+    if jobs <= 1 or len(items) < POOL_THRESHOLD:
+        _init_worker(spec)
+        return [function(item) for item in items]
+    chunksize = max(1, len(items) // (jobs * 8))
+    with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(spec,)) as pool:
+        return list(pool.map(function, items, chunksize=chunksize))
+
+
+def default_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run(paths: Iterable[Path], spec: Spec, jobs: Optional[int] = None) -> RunResult:
+    """Plan and rewrite ``paths`` in memory; nothing is written here."""
+    jobs = jobs or default_jobs()
+    names = [str(path) for path in paths]
+    indexed = _map(_index_file, names, jobs, spec)
+    failures = {path: FileResult(path, error=error) for path, index, error in indexed if error}
+    indexes = [index for _, index, _ in indexed if index is not None]
+    class_index = ClassIndex(indexes, exclude=spec.exclude)
+    jobs_to_run = []
+    for file_index in indexes:
+        job = _job_for(file_index, class_index, spec)
+        if any(kind.is_pyro for kind in job.conversions.values()):
+            jobs_to_run.append(job)
+    try:
+        rewritten = {r.path: r for r in _map(_rewrite_file, jobs_to_run, jobs, spec)}
+    except BrokenProcessPool:
+        rewritten = {job.path: _rewrite_alone(job, spec) for job in jobs_to_run}
+    results = [
+        failures.get(name) or rewritten.get(name) or FileResult(name) for name in names
+    ]
+    return _finish(results, spec)
+
+
+def run_source(source: bytes, spec: Spec, path: str = "-") -> RunResult:
+    """Plan and rewrite one in-memory source (standard input), as a module of its own."""
+    _, file_index, error = _index_source(source, path, "__main__", is_package=False)
+    if error:
+        return _finish([FileResult(path, source, error=error)], spec)
+    if file_index is None:
+        return _finish([FileResult(path, source)], spec)
+    job = _job_for(file_index, ClassIndex([file_index], exclude=spec.exclude), spec)
+    return _finish([rewrite_source(source, job, spec)], spec)
+
+
+def _finish(results: list[FileResult], spec: Spec) -> RunResult:
+    outcome = RunResult(results=results, spec=spec)
+    outcome.unmatched = unmatched_entries(spec, outcome.sites)
+    outcome.warnings = [w for r in results for w in r.warnings] + [
+        f"{spec.path}:{entry.line}: {entry.selector.text} only selects parameters that an "
+        "earlier entry already decides; it has no effect"
+        for entry in shadowed_only_entries(spec, outcome.sites)
+    ]
+    return outcome
+
+
+def _job_for(file_index: FileIndex, class_index: ClassIndex, spec: Spec) -> FileJob:
+    planner = Planner(spec)
+    conversions = {}
+    inherited: dict[int, set[str]] = {}
+    for record in file_index.classes:
+        conversions[record.order] = class_index.conversion(record)
+        for ancestor in class_index.ancestors(record)[1:]:
+            if ancestor.module != file_index.module:
+                attrs = planner.random_attrs(ancestor)
+                if attrs:
+                    inherited.setdefault(record.order, set()).update(attrs)
+    return FileJob(file_index, conversions, inherited)
+
+
+def _rewrite_alone(job: FileJob, spec: Spec) -> FileResult:
+    """After a worker died, retry each file in a pool of its own, so only the file that
+    kills a worker (the native parser can overflow its stack) fails."""
+    try:
+        with ProcessPoolExecutor(1, initializer=_init_worker, initargs=(spec,)) as pool:
+            return pool.submit(_rewrite_file, job).result()
+    except BrokenProcessPool:
+        return FileResult(job.path, error=f"{job.path}: the rewrite crashed its worker process; {BUG_HINT}")
+

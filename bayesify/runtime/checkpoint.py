@@ -1,0 +1,86 @@
+"""Loading checkpoints of the deterministic model into its rewritten, Bayesian twin."""
+
+from typing import Dict, Mapping
+
+import torch
+from torch.distributions import transform_to
+
+from bayesify.runtime.prior import PRIOR_ANCHOR
+
+
+def load_deterministic(
+    model: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    strict: bool = True,
+) -> Dict[str, torch.Tensor]:
+    """
+    Loads a ``state_dict`` of the deterministic model into the rewritten model,
+    and returns the values of the parameters that are now random.
+
+    Keys are those of the deterministic model, so a checkpoint written before
+    the rewrite loads unchanged:
+
+    - a key of a :class:`~pyro.nn.module.PyroSample` attribute (its Pyro site
+      name, e.g. ``linear.weight``) is not loaded into ``model`` but returned;
+    - a key of a :class:`~pyro.nn.module.PyroParam` attribute (``bias``) is
+      loaded through its constraint into the unconstrained parameter Pyro
+      trains (``bias_unconstrained``);
+    - every other key loads as with :meth:`torch.nn.Module.load_state_dict`.
+
+    The returned values can start a guide at the deterministic weights::
+
+        model = BayesianRegressor()
+        replaced = load_deterministic(model, torch.load("regressor.pt"))
+        guide = AutoNormal(model, init_loc_fn=init_to_value(values=replaced))
+
+    They are copies on the device and with the dtype of the module that holds
+    each site, so training the guide never writes into ``state_dict``.
+
+    :param torch.nn.Module model: the rewritten model.
+    :param state_dict: a ``state_dict`` of the deterministic model.
+    :param bool strict: whether the keys of ``state_dict`` must be exactly
+        those of the deterministic model. If they are not, a
+        :class:`RuntimeError` names the missing and unexpected keys and nothing
+        is loaded.
+    :returns: the checkpoint's values of the random sites, keyed by site name.
+    :rtype: dict
+    """
+    random_sites = {}  # site name -> module holding the PyroSample
+    constrained = {}  # checkpoint key -> (model key, constraint)
+    for path, module in model.named_modules():
+        prefix = f"{path}." if path else ""
+        # PyroModule keeps its PyroSample priors and PyroParam constraints in these
+        # dicts; reading them directly avoids triggering a sample or a param statement.
+        for name in module.__dict__.get("_pyro_samples", {}):
+            random_sites[prefix + name] = module
+        for name, (constraint, _) in module.__dict__.get("_pyro_params", {}).items():
+            constrained[prefix + name] = (f"{prefix}{name}_unconstrained", constraint)
+
+    if strict:
+        unconstrained_keys = {model_key for model_key, _ in constrained.values()}
+        expected = set(model.state_dict()) - unconstrained_keys
+        expected |= set(constrained) | set(random_sites)
+        missing = sorted(expected - set(state_dict))
+        unexpected = sorted(set(state_dict) - expected)
+        if missing or unexpected:
+            raise RuntimeError(
+                f"the checkpoint does not match the deterministic "
+                f"{type(model).__name__}: missing keys {missing}, "
+                f"unexpected keys {unexpected} (pass strict=False to load the rest)"
+            )
+
+    replaced = {}
+    loadable = {}
+    for key, value in state_dict.items():
+        if key in random_sites:
+            # A hand-written PyroSample has no anchor: its value stays as saved.
+            anchor = random_sites[key]._buffers.get(PRIOR_ANCHOR)
+            like = value if anchor is None else anchor
+            replaced[key] = value.detach().to(like.device, like.dtype, copy=True)
+        elif key in constrained:
+            model_key, constraint = constrained[key]
+            loadable[model_key] = transform_to(constraint).inv(value.detach())
+        else:
+            loadable[key] = value
+    model.load_state_dict(loadable, strict=strict)
+    return replaced

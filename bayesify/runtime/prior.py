@@ -1,0 +1,168 @@
+"""Picklable priors for :class:`~pyro.nn.module.PyroSample` that follow their module."""
+
+import difflib
+import itertools
+from typing import Sequence, Tuple, Union
+
+import pyro.distributions as dist
+import torch
+
+#: Name of the empty buffer that :class:`Prior` registers on its module.
+#:
+#: A prior's numeric hyperparameters are plain numbers, so nothing in the module
+#: tells them where to live: ``dist.Normal(0., 1.)`` is float32 on the CPU even
+#: after ``model.cuda()`` or ``model.double()``. A buffer moves with every
+#: ``.to()``, ``.cuda()``, ``.double()`` and ``.half()``, so its device and dtype
+#: are the module's. It is non-persistent: it never appears in a ``state_dict``,
+#: and checkpoints of the deterministic model still load strictly.
+PRIOR_ANCHOR = "_bayesify_prior_anchor"
+
+ShapeLike = Union[int, Sequence[int], torch.Size, None]
+
+
+class Prior:
+    """
+    A prior for a :class:`~pyro.nn.module.PyroSample` attribute of a
+    :class:`~pyro.nn.module.PyroModule`, written as data instead of a lambda so
+    that the module survives ``pickle``, ``torch.save`` and ``copy.deepcopy``.
+
+    Pyro calls the prior with the module that holds the attribute each time the
+    attribute is sampled. The result is the distribution a Pyro user writes by
+    hand, with every dimension of ``shape`` an event dimension::
+
+        class BayesianLinear(PyroModule):
+            def __init__(self, in_size, out_size):
+                super().__init__()
+                # same as PyroSample(dist.Normal(0, 1).expand([in_size, out_size]).to_event(2))
+                self.weight = PyroSample(Prior(self, "Normal", 0, 1, shape=(in_size, out_size)))
+
+    A string argument names a sibling attribute of the module, read when the
+    prior is sampled, so sibling :class:`~pyro.nn.module.PyroSample` attributes
+    are sampled first and parameters are read through Pyro (a hierarchical
+    prior)::
+
+        class Hier(PyroModule):
+            def __init__(self):
+                super().__init__()
+                self.loc = PyroSample(Prior(self, "Normal", 0, 1, shape=(3,)))
+                self.scale = nn.Parameter(torch.ones(3))
+                # same as PyroSample(lambda self: dist.Normal(self.loc, self.scale).to_event(1))
+                self.x = PyroSample(Prior(self, "Normal", "loc", "scale", shape=(3,)))
+
+    Numeric hyperparameters are created on the device and with the dtype of the
+    module, so samples follow ``module.to(...)``, ``.cuda()`` and ``.double()``.
+    The prior keeps no reference to ``module``: a copy of the module samples
+    from its own attributes.
+
+    :param torch.nn.Module module: the module whose attribute the prior is for.
+        A non-persistent buffer named :data:`PRIOR_ANCHOR` is registered on it
+        (once) to track its device and dtype.
+    :param str family: name of a :mod:`pyro.distributions` class, e.g. ``"Normal"``.
+    :param args: positional arguments of ``family``: numbers, or names of
+        sibling attributes of ``module``.
+    :param shape: the shape of the sampled value: a tuple of ints, an int
+        ``n`` meaning ``(n,)``, or ``None`` (the distribution's own shape).
+    :param kwargs: keyword arguments of ``family``, like ``args``; booleans
+        (e.g. ``validate_args``) are passed unchanged.
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        family: str,
+        *args: Union[float, str],
+        shape: ShapeLike = None,
+        **kwargs: Union[float, str, bool],
+    ) -> None:
+        self.family = _distribution_class(family)
+        for value in (*args, *kwargs.values()):
+            if not isinstance(value, (int, float, str)):
+                raise TypeError(
+                    f"Prior({family!r}, ...) arguments must be numbers or names of "
+                    f"sibling attributes, got {value!r}"
+                )
+        self.args = args
+        self.kwargs = kwargs
+        self.shape = _normalize_shape(shape)
+        _register_anchor(module)
+
+    def __call__(self, module: torch.nn.Module) -> dist.Distribution:
+        anchor = module._buffers.get(PRIOR_ANCHOR)
+        if anchor is None:
+            raise RuntimeError(
+                f"{self!r} is sampled for a {type(module).__name__} it was not built "
+                f"for: pass the module that holds the attribute to Prior(...)"
+            )
+        args = [self._resolve(module, anchor, value) for value in self.args]
+        kwargs = {
+            key: self._resolve(module, anchor, value)
+            for key, value in self.kwargs.items()
+        }
+        prior = self.family(*args, **kwargs)
+        batch_shape = torch.broadcast_shapes(prior.batch_shape, self.shape)
+        if batch_shape != prior.batch_shape:
+            prior = prior.expand(batch_shape)
+        return prior.to_event(len(self.shape)) if self.shape else prior
+
+    def _resolve(self, module, anchor, value):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return getattr(module, value)
+            except AttributeError:
+                # Re-raised so the message names the prior: the bare one would name
+                # only the sibling, from inside the sampled attribute's lookup.
+                raise AttributeError(
+                    f"{self!r} reads {type(module).__name__}.{value}, which does not exist"
+                ) from None
+        return torch.as_tensor(value, dtype=anchor.dtype, device=anchor.device)
+
+    def __repr__(self) -> str:
+        arguments = [repr(value) for value in self.args]
+        arguments += [f"{key}={value!r}" for key, value in self.kwargs.items()]
+        arguments.append(f"shape={self.shape!r}")
+        return f"Prior({self.family.__name__!r}, {', '.join(arguments)})"
+
+
+def _distribution_class(family: str) -> type:
+    candidate = getattr(dist, family, None)
+    if isinstance(candidate, type) and issubclass(candidate, dist.Distribution):
+        return candidate
+    known = [
+        name
+        for name in dir(dist)
+        if isinstance(getattr(dist, name), type)
+        and issubclass(getattr(dist, name), dist.Distribution)
+    ]
+    suggestion = difflib.get_close_matches(family, known, n=1)
+    hint = f"; did you mean {suggestion[0]!r}?" if suggestion else ""
+    raise ValueError(f"{family!r} is not a pyro.distributions distribution{hint}")
+
+
+def _normalize_shape(shape: ShapeLike) -> Tuple[int, ...]:
+    if shape is None:
+        return ()
+    if isinstance(shape, int):
+        return (shape,)
+    return tuple(int(size) for size in shape)
+
+
+def _register_anchor(module: torch.nn.Module) -> None:
+    if PRIOR_ANCHOR in module._buffers:
+        return
+    # A prior attached after the module was moved (``model.cuda()`` then
+    # ``model.w = PyroSample(Prior(model, ...))``) must start where the module is.
+    placed = next(
+        (
+            tensor
+            for tensor in itertools.chain(module.parameters(), module.buffers())
+            if tensor.is_floating_point()
+        ),
+        None,
+    )
+    if placed is None:
+        anchor = torch.empty(0)
+    else:
+        anchor = torch.empty(0, dtype=placed.dtype, device=placed.device)
+    module.register_buffer(PRIOR_ANCHOR, anchor, persistent=False)

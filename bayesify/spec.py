@@ -1,0 +1,419 @@
+"""Read and validate ``priors.yaml``: the spec is data, never code.
+
+The YAML is composed into nodes with PyYAML's safe loader (so every entry keeps its line and
+no tag can build a Python object), and each prior or constraint is parsed with :mod:`ast` and
+checked against :mod:`bayesify.catalog`. Nothing in a spec is ever evaluated: what reaches
+rewritten code is a whitelisted distribution or constraint name and numbers or sibling names.
+
+>>> spec = parse_spec("version: 1\\npriors:\\n  Linear.weight: Normal(0, 1)\\n", "priors.yaml")
+>>> spec.entries[0].action.render_args()
+['0', '1']
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import fnmatch
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import yaml
+
+from . import catalog
+
+SECTIONS = ("priors", "constraints")
+TOP_LEVEL_KEYS = ("version", "priors", "constraints", "modules")
+MODULES_KEYS = ("exclude",)
+_PLAIN_TAGS = {
+    "tag:yaml.org,2002:" + kind for kind in ("str", "int", "float", "null", "bool", "map", "seq")
+}
+_SEGMENT = re.compile(r"^[A-Za-z0-9_*?\[\]!-]+$")
+
+
+class SpecError(Exception):
+    """A spec problem, rendered ``file:line: message`` like a compiler error."""
+
+    def __init__(self, path: str, line: Optional[int], message: str) -> None:
+        self.path, self.line, self.message = path, line, message
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Sibling:
+    """A bare name in a prior: the value of a sibling attribute (a hierarchical prior)."""
+
+    name: str
+
+    def render(self) -> str:
+        return f'"{self.name}"'
+
+
+@dataclass(frozen=True)
+class Number:
+    text: str
+
+    def render(self) -> str:
+        return self.text
+
+
+Argument = Union[Sibling, Number]
+
+
+@dataclass(frozen=True)
+class Prior:
+    """``Normal(0, 1)``: a random site drawn from a pyro distribution."""
+
+    family: str
+    args: tuple[Argument, ...]
+    kwargs: tuple[tuple[str, Argument], ...]
+
+    def render_args(self) -> list[str]:
+        return [a.render() for a in self.args] + [f"{k}={v.render()}" for k, v in self.kwargs]
+
+    def siblings(self) -> list[str]:
+        values = [*self.args, *(v for _, v in self.kwargs)]
+        return [v.name for v in values if isinstance(v, Sibling)]
+
+    def __str__(self) -> str:
+        shown = [a.name if isinstance(a, Sibling) else a.text for a in self.args]
+        shown += [f"{k}={v.name if isinstance(v, Sibling) else v.text}" for k, v in self.kwargs]
+        return f"{self.family}({', '.join(shown)})"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``positive`` or ``interval(0, 1)``: a learnable parameter kept inside a support."""
+
+    name: str
+    args: Optional[tuple[str, ...]]
+
+    def render(self) -> str:
+        call = f"({', '.join(self.args)})" if self.args is not None else ""
+        return f"constraints.{self.name}{call}"
+
+    def __str__(self) -> str:
+        return self.render().removeprefix("constraints.")
+
+
+Action = Union[Prior, Constraint]
+
+
+@dataclass(frozen=True)
+class Selector:
+    """``Class.attr[.attr…]``; each segment an fnmatch glob; ``pkg.module:Class`` pins a module."""
+
+    text: str
+    module: Optional[str]
+    segments: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str, path: str, line: int) -> "Selector":
+        module, sep, rest = text.rpartition(":")
+        segments = tuple(rest.split("."))
+        if len(segments) < 2 or not all(_SEGMENT.match(s) for s in segments) or (
+            sep and not module
+        ):
+            raise SpecError(
+                path,
+                line,
+                f"selector {text!r} is not of the form Class.attr[.attr…] "
+                "(or package.module:Class.attr); segments are names or fnmatch globs",
+            )
+        return cls(text, module or None, segments)
+
+    def matches_class(self, module: str, class_name: str) -> bool:
+        if self.module is not None and not fnmatch.fnmatchcase(module, self.module):
+            return False
+        return fnmatch.fnmatchcase(class_name, self.segments[0])
+
+    def matches_path(self, path: tuple[str, ...]) -> bool:
+        rest = self.segments[1:]
+        return len(rest) == len(path) and all(
+            fnmatch.fnmatchcase(part, glob) for part, glob in zip(path, rest)
+        )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of the spec: a selector and what it makes of the parameters it selects."""
+
+    selector: Selector
+    action: Action
+    line: int
+    section: str
+
+    def describe(self, spec_path: str) -> str:
+        return f"{spec_path}:{self.line} ({self.section}: {self.selector.text}: {self.action})"
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: str
+    entries: tuple[Entry, ...]
+    exclude: tuple[str, ...]
+    fingerprint: str
+
+    def select(self, module: str, class_names: tuple[str, ...], path: tuple[str, ...]):
+        """The entries that select ``path`` of a class named ``class_names[0]`` (or one of
+        the classes it inherits the site from), in spec order: the first one wins."""
+        return [
+            entry
+            for entry in self.entries
+            if entry.selector.matches_path(path)
+            and any(entry.selector.matches_class(module, name) for name in class_names)
+        ]
+
+
+EMPTY_SPEC = Spec(path="<no spec>", entries=(), exclude=(), fingerprint="")
+
+
+def load_spec(path: Union[str, Path]) -> Spec:
+    shown = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        raise SpecError(shown, None, f"cannot read the spec: {error.strerror or error}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SpecError(shown, None, f"the spec is not UTF-8 ({error.reason})") from None
+    return parse_spec(text, shown)
+
+
+def parse_spec(text: str, path: str = "priors.yaml") -> Spec:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error)
+        raise SpecError(path, mark.line + 1 if mark else None, f"not valid YAML: {problem}") from None
+    if root is None:
+        raise SpecError(path, None, "the spec is empty; it needs at least `version: 1`")
+    top = _mapping(root, path, "the spec")
+    for key, _ in top.values():
+        _check_known(key.value, TOP_LEVEL_KEYS, path, key.start_mark.line + 1, "top-level key")
+    version = top.get("version")
+    if version is None or version[1].value != "1":
+        line = version[1].start_mark.line + 1 if version else root.start_mark.line + 1
+        raise SpecError(path, line, "the spec must start with `version: 1`")
+    entries: list[Entry] = []
+    for section in SECTIONS:
+        if section in top:
+            entries.extend(_entries(top[section][1], section, path))
+    entries.sort(key=lambda entry: entry.line)
+    exclude: tuple[str, ...] = ()
+    if "modules" in top:
+        modules = _mapping(top["modules"][1], path, "`modules`")
+        for key, _ in modules.values():
+            _check_known(key.value, MODULES_KEYS, path, key.start_mark.line + 1, "key of `modules`")
+        if "exclude" in modules:
+            exclude = tuple(_scalar(node, path) for node in _sequence(modules["exclude"][1], path))
+    fingerprint = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return Spec(path=path, entries=tuple(entries), exclude=exclude, fingerprint=fingerprint)
+
+
+def _mapping(node: yaml.Node, path: str, what: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    _check_tag(node, path)
+    if isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        raise SpecError(path, node.start_mark.line + 1, f"{what} must be a mapping")
+    result: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+    for key, value in node.value:
+        name = _scalar(key, path)
+        _check_tag(value, path)
+        if name in result:
+            first = result[name][0].start_mark.line + 1
+            raise SpecError(
+                path, key.start_mark.line + 1, f"{name!r} is given twice (first on line {first})"
+            )
+        result[name] = (key, value)
+    return result
+
+
+def _sequence(node: yaml.Node, path: str) -> list[yaml.Node]:
+    if not isinstance(node, yaml.SequenceNode):
+        raise SpecError(path, node.start_mark.line + 1, "expected a list, like [Container, *Guide]")
+    return node.value
+
+
+def _scalar(node: yaml.Node, path: str) -> str:
+    _check_tag(node, path)
+    if not isinstance(node, yaml.ScalarNode):
+        raise SpecError(path, node.start_mark.line + 1, "expected a plain value here")
+    return node.value
+
+
+def _check_tag(node: yaml.Node, path: str) -> None:
+    if node.tag not in _PLAIN_TAGS:
+        raise SpecError(
+            path,
+            node.start_mark.line + 1,
+            f"YAML tag {node.tag!r} is not allowed: the spec is plain data",
+        )
+
+
+def _entries(node: yaml.Node, section: str, path: str) -> list[Entry]:
+    entries = []
+    for text, (key, value) in _mapping(node, path, f"`{section}`").items():
+        line = key.start_mark.line + 1
+        selector = Selector.parse(text, path, line)
+        source = _scalar(value, path)
+        where = f"{section}: {text}"
+        action = (
+            parse_prior(source, path, line, where)
+            if section == "priors"
+            else parse_constraint(source, path, line, where)
+        )
+        entries.append(Entry(selector, action, line, section))
+    return entries
+
+
+def _check_known(name: str, known, path: str, line: int, what: str) -> None:
+    if name not in known:
+        raise SpecError(path, line, f"unknown {what} {name!r}{_suggest(name, known)}")
+
+
+def _suggest(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    if not close:
+        lowered = {k.lower(): k for k in known}
+        close = [lowered[name.lower()]] if name.lower() in lowered else []
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _expression(source: str, path: str, line: int, where: str, what: str) -> ast.expr:
+    try:
+        return ast.parse(source.strip(), mode="eval").body
+    except SyntaxError:
+        raise SpecError(path, line, f"{where}: {source!r} is not {what}") from None
+
+
+def _callee(node: ast.expr, prefixes: tuple[str, ...]) -> Optional[str]:
+    """``Normal`` for ``Normal``, ``dist.Normal`` or ``pyro.distributions.Normal``."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    *prefix, name = reversed(parts)
+    return name if not prefix or ".".join(prefix) in prefixes else None
+
+
+def _number(node: ast.expr) -> Optional[Number]:
+    sign = ""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        sign = "-" if isinstance(node.op, ast.USub) else ""
+        node = node.operand
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, (int, float))
+        and not isinstance(node.value, bool)
+    ):
+        return Number(sign + repr(node.value))
+    return None
+
+
+def _argument(node: ast.expr, path: str, line: int, where: str, siblings: bool) -> Argument:
+    number = _number(node)
+    if number is not None:
+        return number
+    if siblings and isinstance(node, ast.Name):
+        return Sibling(node.id)
+    allowed = "numbers or names of sibling attributes" if siblings else "numbers"
+    raise SpecError(
+        path, line, f"{where}: argument {ast.unparse(node)!r} is not allowed; arguments are {allowed}"
+    )
+
+
+def _bind(
+    call: ast.Call, signature: catalog.Signature, name: str, path: str, line: int, where: str,
+    siblings: bool,
+) -> tuple[tuple[Argument, ...], tuple[tuple[str, Argument], ...]]:
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(
+        k.arg is None for k in call.keywords
+    ):
+        raise SpecError(path, line, f"{where}: * and ** arguments are not allowed")
+    params = signature.params
+    keyword_only = catalog.DISTRIBUTION_KEYWORD_ONLY_PARAMS.get(name, ())
+    positional = [p for p in params if p not in keyword_only]
+    if len(call.args) > len(positional):
+        raise SpecError(
+            path,
+            line,
+            f"{where}: {name} takes at most {len(positional)} positional arguments "
+            f"({', '.join(positional)}), {len(call.args)} given",
+        )
+    bound = set(positional[: len(call.args)])
+    for keyword in call.keywords:
+        if keyword.arg not in params:
+            raise SpecError(
+                path,
+                line,
+                f"{where}: {name} has no argument {keyword.arg!r}{_suggest(keyword.arg, params)}"
+                f" (it takes {', '.join(params)})",
+            )
+        if keyword.arg in bound:
+            raise SpecError(path, line, f"{where}: argument {keyword.arg!r} is given twice")
+        bound.add(keyword.arg)
+    missing = [p for p in params[: signature.required] if p not in bound]
+    if missing:
+        raise SpecError(
+            path, line, f"{where}: {name} needs {', '.join(missing)} (it takes {', '.join(params)})"
+        )
+    args = tuple(_argument(a, path, line, where, siblings) for a in call.args)
+    kwargs = tuple(
+        (k.arg, _argument(k.value, path, line, where, siblings)) for k in call.keywords
+    )
+    return args, kwargs
+
+
+def parse_prior(source: str, path: str, line: int, where: str) -> Prior:
+    node = _expression(source, path, line, where, "a distribution call like Normal(0, 1)")
+    if not isinstance(node, ast.Call) or _callee(node.func, ("dist", "pyro.distributions")) is None:
+        raise SpecError(
+            path, line, f"{where}: {source!r} is not a distribution call like Normal(0, 1)"
+        )
+    family = _callee(node.func, ("dist", "pyro.distributions"))
+    signature = catalog.DISTRIBUTIONS.get(family)
+    if signature is None:
+        raise SpecError(
+            path,
+            line,
+            f"{where}: unknown distribution {family!r}{_suggest(family, catalog.DISTRIBUTIONS)}",
+        )
+    args, kwargs = _bind(node, signature, family, path, line, where, siblings=True)
+    return Prior(family, args, kwargs)
+
+
+def parse_constraint(source: str, path: str, line: int, where: str) -> Constraint:
+    node = _expression(source, path, line, where, "a constraint like positive or interval(0, 1)")
+    call = node if isinstance(node, ast.Call) else None
+    name = _callee(call.func if call else node, ("constraints", "torch.distributions.constraints"))
+    if name is None:
+        raise SpecError(
+            path, line, f"{where}: {source!r} is not a constraint like positive or interval(0, 1)"
+        )
+    if name not in catalog.CONSTRAINTS:
+        raise SpecError(
+            path, line, f"{where}: unknown constraint {name!r}{_suggest(name, catalog.CONSTRAINTS)}"
+        )
+    signature = catalog.CONSTRAINTS[name]
+    if signature is None:
+        if call is not None:
+            raise SpecError(path, line, f"{where}: {name} takes no arguments; write `{name}`")
+        return Constraint(name, None)
+    if call is None:
+        raise SpecError(
+            path, line, f"{where}: {name} needs arguments ({', '.join(signature.params)})"
+        )
+    args, kwargs = _bind(call, signature, name, path, line, where, siblings=False)
+    rendered = [a.render() for a in args] + [f"{k}={v.render()}" for k, v in kwargs]
+    return Constraint(name, tuple(rendered))
