@@ -14,8 +14,8 @@ import click
 
 from . import __version__
 from .config import ConfigError, default_priors, find_config, read_config
-from .discover import DiscoveryError, discover, find_project_root
-from .output import WriteError, mirror, unified_diff, write_atomically
+from .discover import DiscoveryError, discover
+from .output import WriteError, mirror, mirror_root, unified_diff, write_atomically
 from .report import plan_json, plan_table, starter_spec, summary, unmatched_message
 from .runner import RunResult, run, run_source
 from .spec import EMPTY_SPEC, Spec, SpecError, load_spec
@@ -121,9 +121,8 @@ def rewrite(paths, priors, exclude, extend_exclude, force_exclude, jobs, quiet, 
         for changed in sorted(result.changed, key=lambda r: r.path):
             click.echo(unified_diff(changed, _label(changed.path, cwd)), nl=False, color=color)
     elif out:
-        root = find_project_root(paths)
         try:
-            for orphan in mirror(result.results, root, Path(out)):
+            for orphan in mirror(result.results, mirror_root(list(paths)), Path(out)):
                 click.echo(f"warning: {orphan} has no source any more", err=True)
         except (WriteError, ValueError) as error:
             click.echo(f"error: {error}", err=True)
@@ -143,7 +142,7 @@ def rewrite(paths, priors, exclude, extend_exclude, force_exclude, jobs, quiet, 
         click.echo(summary(result, check or diff), err=True)
     if failed:
         raise click.exceptions.Exit(EXIT_FAILED)
-    if (check or diff) and result.changed:
+    if check and result.changed:
         raise click.exceptions.Exit(EXIT_WORK)
 
 

@@ -71,6 +71,12 @@ def unified_diff(result: FileResult, label: str) -> str:
     return "".join(lines)
 
 
+def mirror_root(paths: list[str]) -> Path:
+    """The folder that ``--out`` mirrors: the one folder given, or the common parent."""
+    common = Path(os.path.commonpath([str(Path(p).resolve()) for p in paths]))
+    return common if common.is_dir() else common.parent
+
+
 def mirror(results: list[FileResult], root: Path, out: Path) -> list[Path]:
     """Write every processed file into ``out`` at its place relative to ``root``: rewritten
     files rewritten, the rest copied. Returns files in ``out`` that no longer have a source."""

@@ -1,0 +1,257 @@
+"""Rewritten code is tested by running it: import the golden outputs, build the models, trace
+them, step SVI, and compare with the same models written by hand in Pyro."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import pickle
+import sys
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import pytest
+import torch
+import torch.nn as nn
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoNormal
+from pyro.nn import PyroModule, PyroParam, PyroSample, pyro_method
+from pyro.optim import Adam
+from torch.distributions import constraints
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def load(case: str, relative: str, which: str = "expected"):
+    path = FIXTURES / case / which / relative
+    name = f"fixture_{case}_{which}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def sites(model, *args):
+    pyro.clear_param_store()  # PyroModules share Pyro's global store by site name
+    trace = poutine.trace(model).get_trace(*args)
+    return [
+        (name, site["type"], tuple(site["value"].shape))
+        for name, site in trace.nodes.items()
+        if site["type"] in ("sample", "param")
+    ]
+
+
+def read(module, *names):
+    """Read attributes the way a method of the module does (inside its Pyro context)."""
+    return pyro_method(lambda self: [getattr(self, name) for name in names])(module)
+
+
+def svi_losses(model, steps, *args, lr=0.01):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(1)
+    guide = AutoNormal(model)
+    svi = SVI(model, guide, Adam({"lr": lr}), Trace_ELBO())
+    return [svi.step(*args) for _ in range(steps)]
+
+
+class TutorialModel(PyroModule):
+    """The tutorial's regression model, around whichever Linear it is given."""
+
+    def __init__(self, linear):
+        super().__init__()
+        self.linear = linear
+        self.obs_scale = PyroSample(dist.LogNormal(0, 1))
+
+    def forward(self, input, output=None):
+        obs_loc = self.linear(input)
+        obs_scale = self.obs_scale
+        with pyro.plate("instances", len(input)):
+            return pyro.sample("obs", dist.Normal(obs_loc, obs_scale).to_event(1), obs=output)
+
+
+class BayesianLinear(PyroModule):
+    """The tutorial's hand-written Bayesian Linear."""
+
+    def __init__(self, in_size, out_size):
+        super().__init__()
+        self.bias = PyroSample(prior=dist.LogNormal(0, 1).expand([out_size]).to_event(1))
+        self.weight = PyroSample(prior=dist.Normal(0, 1).expand([in_size, out_size]).to_event(2))
+
+    def forward(self, input):
+        return self.bias + input @ self.weight
+
+
+def tutorial_run(linear_class, steps):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(1)
+    model = TutorialModel(linear_class(5, 2))
+    x = torch.randn(100, 5)
+    y = model(x)
+    guide = AutoNormal(model)
+    svi = SVI(model, guide, Adam({"lr": 0.01}), Trace_ELBO())
+    return [svi.step(x, y) / y.numel() for _ in range(steps)], model, x
+
+
+def test_rewritten_tutorial_linear_reproduces_the_tutorial_loss_table():
+    """The tutorial's table (pyro 1.9, torch 2.x), from code bayesify wrote."""
+    Linear = load("tutorial_linear", "linear.py").Linear
+    losses, _, _ = tutorial_run(Linear, 501)
+    table = {0: 7.186, 100: 2.185, 200: 1.87, 300: 1.739, 400: 1.691, 500: 1.673}
+    assert {step: float(f"{losses[step]:.4g}") for step in table} == table
+
+
+def test_rewritten_linear_equals_hand_written_pyro():
+    Linear = load("tutorial_linear", "linear.py").Linear
+    ours, model, x = tutorial_run(Linear, 30)
+    theirs, hand_model, _ = tutorial_run(BayesianLinear, 30)
+    assert ours == theirs
+    assert sites(model, x) == sites(hand_model, x)
+    assert [name for name, *_ in sites(model, x)][:2] == ["linear.bias", "linear.weight"]
+
+
+def test_rewritten_module_draws_no_random_numbers_for_replaced_initializers():
+    Linear = load("tutorial_linear", "linear.py").Linear
+    torch.manual_seed(0)
+    Linear(50, 40)
+    after_build = torch.randn(3)
+    torch.manual_seed(0)
+    assert torch.equal(after_build, torch.randn(3))
+
+
+def test_rewritten_model_follows_dtype_and_survives_copies():
+    Linear = load("tutorial_linear", "linear.py").Linear
+    model = TutorialModel(Linear(5, 2)).double()
+    x = torch.randn(10, 5, dtype=torch.float64)
+    assert model(x).dtype == torch.float64
+    for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert clone(x).shape == (10, 2)
+        assert clone(x).dtype == torch.float64
+
+
+def test_shapes_match_the_deterministic_parameters():
+    deterministic = load("shapes", "shapes.py", which="input").Shapes(3, 4)
+    rewritten = load("shapes", "shapes.py").Shapes(3, 4)
+    names = [name for name, _ in deterministic.named_parameters()]
+    trace = poutine.trace(read).get_trace(rewritten, *names)
+    for name, parameter in deterministic.named_parameters():
+        site = trace.nodes[name]
+        assert site["type"] == "sample"
+        assert site["value"].shape == parameter.shape, name
+        assert site["fn"].event_shape == parameter.shape, name
+
+
+class HandHier(PyroModule):
+    def __init__(self, n):
+        super().__init__()
+        self.loc = PyroSample(dist.Normal(0, 1).expand([n]).to_event(1))
+        self.scale = PyroParam(torch.ones(n), constraint=constraints.positive)
+        self.x = PyroSample(lambda self: dist.Normal(self.loc, self.scale).to_event(1))
+
+    def forward(self):
+        return self.x
+
+
+def test_hierarchical_prior_equals_the_tutorial_lambda_form():
+    Hier = load("hierarchical", "hier.py").Hier
+
+    def model_of(cls):
+        def model(data):
+            value = cls_instance()
+            pyro.sample("obs", dist.Normal(value, 1.0).to_event(1), obs=data)
+
+        cls_instance = cls(3)
+        return model
+
+    data = torch.tensor([0.5, -1.0, 2.0])
+    ours = svi_losses(model_of(Hier), 25, data)
+    theirs = svi_losses(model_of(HandHier), 25, data)
+    assert ours == pytest.approx(theirs, rel=1e-6)
+    assert sites(Hier(3)) == sites(HandHier(3))
+
+
+class HandGate(PyroModule):
+    def __init__(self, n):
+        super().__init__()
+        self.p = PyroParam(torch.full((n,), 0.5), constraint=constraints.interval(0, 1))
+        self.temperature = PyroParam(torch.ones(()), constraint=constraints.positive)
+        self.weight = nn.Parameter(torch.randn(n, n))
+
+    def forward(self, x):
+        return torch.sigmoid(x @ self.weight / self.temperature) * self.p
+
+
+def test_constrained_parameters_are_learned_within_their_support():
+    Gate = load("constraints", "gate.py").Gate
+
+    def regression(module):
+        def model(x, y):
+            with pyro.plate("data", len(x)):
+                pyro.sample("y", dist.Normal(module(x), 0.1).to_event(1), obs=y)
+
+        return model
+
+    x, y = torch.randn(20, 3), torch.rand(20, 3)
+    torch.manual_seed(0)
+    ours = Gate(3)
+    torch.manual_seed(0)
+    theirs = HandGate(3)
+    assert svi_losses(regression(ours), 20, x, y) == svi_losses(regression(theirs), 20, x, y)
+    store = pyro.get_param_store()
+    assert {"p", "temperature", "weight"} <= set(store.keys())
+    assert bool(((store["p"] > 0) & (store["p"] < 1)).all()) and bool(store["temperature"] > 0)
+
+
+def test_register_annotated_and_conditional_parameters_become_random():
+    Forms = load("register_and_annotated", "forms.py").Forms
+    assert sites(Forms(4), torch.zeros(4)) == [
+        ("loc", "sample", (4,)),
+        ("scale", "sample", (4,)),
+        ("offset", "sample", (4,)),
+    ]
+    assert sites(Forms(4, bias=False), torch.zeros(4)) == [("loc", "sample", (4,)), ("scale", "sample", (4,))]
+
+
+def test_layer_subclass_keeps_layer_parameters_as_named_pyro_params():
+    MaskedLinear = load("layer_subclass", "masked.py").MaskedLinear
+    layer = MaskedLinear(3, 2)
+    assert isinstance(layer, nn.Linear) and isinstance(layer, PyroModule)
+    assert sites(layer, torch.zeros(5, 3)) == [
+        ("weight", "param", (2, 3)),
+        ("bias", "param", (2,)),
+        ("gain", "sample", (2,)),
+    ]
+
+
+def test_pyro_method_makes_a_helper_method_sample_its_prior():
+    Regressor = load("pyro_method", "model.py").Regressor
+    model = Regressor(3)
+    trace = poutine.trace(model.predict).get_trace(torch.ones(3))
+    assert trace.nodes["weight"]["type"] == "sample"
+    assert repr(model) == "Regressor(3)"
+
+
+def test_every_import_spelling_gives_a_pyro_module_with_a_random_site():
+    for file, cls in [("alias_nn", "A"), ("from_torch", "B"), ("dotted", "C"), ("renamed", "D"), ("tnn", "E")]:
+        instance = getattr(load("import_spellings", f"{file}.py"), cls)()
+        assert isinstance(instance, PyroModule), cls
+        assert sites(read, instance, "w") == [("w", "sample", (2,))], cls
+
+
+def test_cross_file_subclass_inherits_the_conversion(monkeypatch):
+    monkeypatch.syspath_prepend(str(FIXTURES / "cross_file" / "expected"))
+    for name in [m for m in sys.modules if m == "pkg" or m.startswith("pkg.")]:
+        monkeypatch.delitem(sys.modules, name)
+    models = importlib.import_module("pkg.models")
+    encoder = models.ShiftedEncoder(3)
+    assert isinstance(encoder, PyroModule)
+    assert sites(encoder, torch.ones(3)) == [("scale", "sample", (3,)), ("shift", "sample", (3,))]
+    assert poutine.trace(encoder.describe).get_trace().nodes["scale"]["type"] == "sample"
+
+
+def test_excluded_container_stays_a_plain_module():
+    serving = load("exclude", "serving.py")
+    assert not isinstance(serving.Container(None, None), PyroModule)
+    assert isinstance(serving.Net(), PyroModule)
