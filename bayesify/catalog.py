@@ -646,3 +646,20 @@ NN_LAYERS: dict[str, tuple[str, ...]] = {
 NN_CONTAINERS: frozenset[str] = frozenset(
     {"ModuleDict", "ModuleList", "ParameterDict", "ParameterList", "Sequential"}
 )
+
+# torch.nn layers (not containers) whose instances hold modules of their own
+# (MultiheadAttention's out_proj): PyroModule[Layer] alone would leave those plain.
+NN_COMPOSITE_LAYERS: frozenset[str] = frozenset(
+    {
+        "AdaptiveLogSoftmaxWithLoss",
+        "DataParallel",
+        "LinearCrossEntropyLoss",
+        "MultiheadAttention",
+        "Transformer",
+        "TransformerDecoder",
+        "TransformerDecoderLayer",
+        "TransformerEncoder",
+        "TransformerEncoderLayer",
+        "TripletMarginWithDistanceLoss",
+    }
+)

@@ -16,6 +16,7 @@ import libcst as cst
 from .index import ClassRecord, Conversion, FileIndex
 from .plan import PlannedSite, Planner
 from .rewriters.bases import BaseClassRewriter
+from .rewriters.held import HeldModuleRewriter
 from .rewriters.imports import NameClashError, add_imports, missing_imports
 from .rewriters.methods import PyroMethodRewriter
 from .rewriters.parameters import ParameterRewriter
@@ -32,6 +33,8 @@ class FileJob:
     conversions: dict[int, Conversion]
     #: Random attributes that classes of this file inherit from classes in other files.
     inherited_random: dict[int, set[str]] = field(default_factory=dict)
+    #: Classes of the run that this file imports (they convert, or are not modules).
+    imported_run_classes: frozenset[str] = frozenset()
 
     @property
     def path(self) -> str:
@@ -109,7 +112,14 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
             position,
             first_order,
         )
-        for order, attrs in parameters.random.items():
+        held = run(
+            lambda o: HeldModuleRewriter(
+                classes, o, job.conversions, job.index.imports, planner, job.path, job.imported_run_classes
+            ),
+            position,
+            first_order,
+        )
+        for order, attrs in [*parameters.random.items(), *held.random.items()]:
             random.setdefault(order, set()).update(attrs)
     _inherit_within_file(random, job.index.classes, classes)
     if random:

@@ -46,10 +46,19 @@ class Conversion(enum.Enum):
 
 @dataclass(frozen=True)
 class BaseRef:
-    """One base class expression: what it resolves to, and whether it is subscripted."""
+    """One base class expression: what it resolves to, whether it is subscripted, and what
+    the subscript resolves to (``torch.nn.Linear`` in ``PyroModule[nn.Linear]``)."""
 
     resolved: Optional[str]
     subscripted: bool = False
+    argument: Optional[str] = None
+
+    @property
+    def layer(self) -> Optional[str]:
+        """The torch.nn layer this base is, or wraps in ``PyroModule[...]``."""
+        if self.subscripted and is_pyro_nn(self.resolved, "PyroModule"):
+            return torch_nn_class(self.argument)
+        return torch_nn_class(self.resolved)
 
 
 @dataclass
@@ -143,11 +152,13 @@ class _ClassCollector(ast.NodeVisitor):
     visit_AsyncFunctionDef = visit_FunctionDef
 
     def _base(self, node: ast.expr) -> BaseRef:
-        subscripted = isinstance(node, ast.Subscript)
-        if subscripted:
-            node = node.value
+        if isinstance(node, ast.Subscript):
+            return BaseRef(self._resolve(node.value), True, self._resolve(node.slice))
+        return BaseRef(self._resolve(node))
+
+    def _resolve(self, node: ast.expr) -> Optional[str]:
         dotted = dotted_from_ast(node)
-        return BaseRef(self.imports.resolve(dotted) or self._local(dotted), subscripted)
+        return self.imports.resolve(dotted) or self._local(dotted)
 
     def _local(self, dotted: Optional[str]) -> Optional[str]:
         if not dotted:

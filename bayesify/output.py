@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import io
 import os
-import shutil
+import stat
 import tempfile
 import tokenize
 from pathlib import Path
@@ -23,26 +23,46 @@ class WriteError(Exception):
     pass
 
 
-def write_atomically(path: Path, data: bytes, expected: Optional[bytes] = None) -> None:
-    """Replace ``path`` with ``data``; if ``expected`` is given, only while ``path`` holds it."""
-    if expected is not None:
-        try:
-            current = path.read_bytes()
-        except OSError as error:
-            raise WriteError(f"{path}: cannot read back: {error.strerror or error}") from None
-        if current != expected:
-            raise WriteError(f"{path}: changed while bayesify was rewriting it; left as it is now")
+def write_atomically(
+    path: Path, data: bytes, expected: Optional[bytes] = None, mode: Optional[int] = None
+) -> None:
+    """Replace ``path`` with ``data``; if ``expected`` is given, only while ``path`` holds it.
+
+    The bytes go to a temporary file in the same folder, which then replaces the file in one
+    ``os.replace``: a reader, a crash or Ctrl-C sees the old file or the new one, never a
+    part of either. ``expected`` is compared just before the replace, so an edit made while
+    bayesify ran is kept. A symbolic link is followed: the file it points to is replaced and
+    the link stays a link. The file keeps its mode and, where allowed, its owner; a new file
+    gets ``mode`` (by default what the umask allows).
+
+    A read-only file, or a file in a read-only folder, is an error even for root, whom the
+    system lets write anywhere: a read-only file is its owner saying "leave this alone".
+    """
+    path = Path(path)
+    target = Path(os.path.realpath(path))
+    existing = _stat(path, target)
+    if existing is not None and not _writable(target, existing):
+        raise WriteError(f"{path}: the file is read-only; left as it is")
+    folder = _stat(path, target.parent)
+    if folder is None or not _writable(target.parent, folder):
+        raise WriteError(f"{path}: its folder {target.parent} is read-only; left as it is")
+    if mode is None:
+        mode = stat.S_IMODE(existing.st_mode) if existing is not None else 0o666 & ~_umask()
     try:
-        mode = path.stat().st_mode if path.exists() else None
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".bayesify", dir=path.parent)
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".bayesify", dir=target.parent
+        )
     except OSError as error:
         raise WriteError(f"{path}: cannot write: {error.strerror or error}") from None
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
-        if mode is not None:
-            os.chmod(temporary, mode & 0o7777)
-        os.replace(temporary, path)
+        if existing is not None:
+            _keep_owner(temporary, existing)
+        os.chmod(temporary, mode)
+        if expected is not None:
+            _check_unchanged(path, target, expected)
+        os.replace(temporary, target)
     except BaseException as error:
         try:
             os.unlink(temporary)
@@ -53,22 +73,76 @@ def write_atomically(path: Path, data: bytes, expected: Optional[bytes] = None) 
         raise
 
 
+def _stat(shown: Path, path: Path) -> Optional[os.stat_result]:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise WriteError(f"{shown}: cannot write: {error.strerror or error}") from None
+
+
+def _writable(path: Path, status: os.stat_result) -> bool:
+    return os.access(path, os.W_OK) and bool(status.st_mode & 0o222)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _keep_owner(temporary: str, existing: os.stat_result) -> None:
+    """Give the new file the old one's owner and group, where the system allows it."""
+    if not hasattr(os, "chown"):
+        return
+    created = os.stat(temporary)
+    if (created.st_uid, created.st_gid) == (existing.st_uid, existing.st_gid):
+        return
+    try:
+        os.chown(temporary, existing.st_uid, existing.st_gid)
+    except OSError:
+        try:
+            os.chown(temporary, -1, existing.st_gid)
+        except OSError:
+            pass
+
+
+def _check_unchanged(path: Path, target: Path, expected: bytes) -> None:
+    try:
+        current = target.read_bytes()
+    except OSError as error:
+        raise WriteError(f"{path}: cannot read back: {error.strerror or error}") from None
+    if current != expected:
+        raise WriteError(f"{path}: changed while bayesify was rewriting it; left as it is now")
+
+
 def decode(source: bytes) -> str:
     """Text of a Python source file, in the encoding it declares (PEP 263)."""
     encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
     return source.decode(encoding)
 
 
-def unified_diff(result: FileResult, label: str) -> str:
-    """A diff that ``patch -p0`` and ``git apply`` apply from the folder bayesify ran in."""
-    before = decode(result.original).splitlines(keepends=True)
-    after = decode(result.rewritten or result.original).splitlines(keepends=True)
+def unified_diff(result: FileResult, label: str) -> bytes:
+    """A diff that ``patch -p0`` and ``git apply`` apply from the folder bayesify ran in.
+
+    It is bytes, the file's own, as ``diff`` writes them: lines keep their encoding, byte
+    order mark and line endings, and are split only at ``\\n``, as ``patch`` splits them
+    (a form feed or a ``\\r`` inside a line stays inside it).
+    """
+    before = _lines(result.original)
+    after = _lines(result.rewritten if result.rewritten is not None else result.original)
+    name = os.fsencode(label)
     lines = []
-    for line in difflib.unified_diff(before, after, fromfile=label, tofile=label):
+    for line in difflib.diff_bytes(difflib.unified_diff, before, after, name, name):
         lines.append(line)
-        if not line.endswith(("\n", "\r")):
-            lines.append("\n\\ No newline at end of file\n")
-    return "".join(lines)
+        if not line.endswith(b"\n"):
+            lines.append(b"\n\\ No newline at end of file\n")
+    return b"".join(lines)
+
+
+def _lines(data: bytes) -> list[bytes]:
+    return io.BytesIO(data).readlines()
 
 
 def mirror_root(paths: list[str]) -> Path:
@@ -86,14 +160,16 @@ def mirror(results: list[FileResult], root: Path, out: Path) -> list[Path]:
             continue
         source = Path(result.path)
         target = out / source.resolve().relative_to(root.resolve())
-        target.parent.mkdir(parents=True, exist_ok=True)
-        written.add(target.resolve())
-        if result.changed:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            mode = stat.S_IMODE(source.stat().st_mode)
+            data = result.rewritten if result.changed else source.read_bytes()
             old = target.read_bytes() if target.exists() else None
-            if old != result.rewritten:
-                write_atomically(target, result.rewritten)
-        elif not target.exists() or target.read_bytes() != source.read_bytes():
-            shutil.copy2(source, target)
+        except OSError as error:
+            raise WriteError(f"{target}: cannot write: {error.strerror or error}") from None
+        written.add(target.resolve())
+        if old != data:
+            write_atomically(target, data, mode=mode)
     return sorted(
         path for path in out.rglob("*.py*") if path.is_file() and path.resolve() not in written
     )

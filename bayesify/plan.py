@@ -72,6 +72,23 @@ class Planner:
         self.sites.append(site)
         return site.entry
 
+    def record(
+        self, path: str, record: ClassRecord, attr_path: tuple[str, ...], kind: SiteKind, entry: Entry
+    ) -> None:
+        """Record a site that ``entry`` selects below a held module (decided at run time)."""
+        self.sites.append(
+            PlannedSite(
+                path=path,
+                line=record.attr_lines.get(attr_path[0]),
+                module=record.module,
+                class_name=record.name,
+                attr_path=attr_path,
+                kind=kind,
+                shape=None,
+                entry=entry,
+            )
+        )
+
     def warn(self, path: str, line: Optional[int], message: str) -> None:
         self.warnings.append(f"{path}:{line}: {message}" if line else f"{path}: {message}")
 

@@ -165,7 +165,8 @@ def _job_for(file_index: FileIndex, class_index: ClassIndex, spec: Spec) -> File
                 attrs = planner.random_attrs(ancestor)
                 if attrs:
                     inherited.setdefault(record.order, set()).update(attrs)
-    return FileJob(file_index, conversions, inherited)
+    imported = frozenset(t for t in file_index.imports.bound.values() if t in class_index.classes)
+    return FileJob(file_index, conversions, inherited, imported)
 
 
 def _rewrite_alone(job: FileJob, spec: Spec) -> FileResult:

@@ -32,6 +32,8 @@ class SiteKind(enum.Enum):
     REGISTERED = "register_parameter"
     GENERATED = "PyroSample"
     CONSTRAINED = "PyroParam"
+    HELD = "held module"
+    INHERITED = "inherited from a torch.nn layer"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import ast
 import difflib
 import fnmatch
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ _PLAIN_TAGS = {
     "tag:yaml.org,2002:" + kind for kind in ("str", "int", "float", "null", "bool", "map", "seq")
 }
 _SEGMENT = re.compile(r"^[A-Za-z0-9_*?\[\]!-]+$")
+#: A prior or constraint longer than this is no hand-written spec entry; it is not parsed.
+MAX_EXPRESSION = 1000
 
 
 class SpecError(Exception):
@@ -50,7 +53,9 @@ class Sibling:
     name: str
 
     def render(self) -> str:
-        return f'"{self.name}"'
+        # A Python identifier, so only non-ASCII letters need escaping: the literal then
+        # fits a source file in any encoding (a latin-1 file cannot hold "α").
+        return '"' + self.name.encode("ascii", "backslashreplace").decode("ascii") + '"'
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,17 @@ class Spec:
         ]
 
 
+    def select_below(self, module: str, class_name: str, attr: str) -> list[Entry]:
+        """Entries that select parameters inside the module held by ``attr``."""
+        return [
+            entry
+            for entry in self.entries
+            if len(entry.selector.segments) > 2
+            and entry.selector.matches_class(module, class_name)
+            and fnmatch.fnmatchcase(attr, entry.selector.segments[1])
+        ]
+
+
 EMPTY_SPEC = Spec(path="<no spec>", entries=(), exclude=(), fingerprint="")
 
 
@@ -181,19 +197,27 @@ def load_spec(path: Union[str, Path]) -> Spec:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise SpecError(shown, None, f"the spec is not UTF-8 ({error.reason})") from None
+        line = raw[: error.start].count(b"\n") + 1
+        raise SpecError(
+            shown, line, f"the spec is not UTF-8 (byte {raw[error.start]:#04x}: {error.reason})"
+        ) from None
     return parse_spec(text, shown)
 
 
 def parse_spec(text: str, path: str = "priors.yaml") -> Spec:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.reader.ReaderError as error:
+        line = text[: error.position].count("\n") + 1
+        raise SpecError(
+            path, line, f"not valid YAML: control character {_code_point(error.character)} is not allowed"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error)
         raise SpecError(path, mark.line + 1 if mark else None, f"not valid YAML: {problem}") from None
     if root is None:
-        raise SpecError(path, None, "the spec is empty; it needs at least `version: 1`")
+        raise SpecError(path, 1, "the spec is empty; it needs at least `version: 1`")
     top = _mapping(root, path, "the spec")
     for key, _ in top.values():
         _check_known(key.value, TOP_LEVEL_KEYS, path, key.start_mark.line + 1, "top-level key")
@@ -206,6 +230,7 @@ def parse_spec(text: str, path: str = "priors.yaml") -> Spec:
         if section in top:
             entries.extend(_entries(top[section][1], section, path))
     entries.sort(key=lambda entry: entry.line)
+    _check_duplicates(entries, path)
     exclude: tuple[str, ...] = ()
     if "modules" in top:
         modules = _mapping(top["modules"][1], path, "`modules`")
@@ -215,6 +240,24 @@ def parse_spec(text: str, path: str = "priors.yaml") -> Spec:
             exclude = tuple(_scalar(node, path) for node in _sequence(modules["exclude"][1], path))
     fingerprint = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return Spec(path=path, entries=tuple(entries), exclude=exclude, fingerprint=fingerprint)
+
+
+def _code_point(character: Union[int, str]) -> str:
+    return f"U+{character if isinstance(character, int) else ord(character):04X}"
+
+
+def _check_duplicates(entries: list[Entry], path: str) -> None:
+    """A selector under both ``priors`` and ``constraints``: only the first would apply."""
+    first: dict[str, Entry] = {}
+    for entry in entries:
+        earlier = first.setdefault(entry.selector.text, entry)
+        if earlier is not entry:
+            raise SpecError(
+                path,
+                entry.line,
+                f"{entry.selector.text!r} is given twice (first on line {earlier.line}, under "
+                f"`{earlier.section}`); a parameter is either random or constrained",
+            )
 
 
 def _mapping(node: yaml.Node, path: str, what: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
@@ -287,11 +330,23 @@ def _suggest(name: str, known) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def _shown(source: str, limit: int = 60) -> str:
+    """``source`` quoted for a message, cut short: a hostile spec cannot flood the terminal."""
+    text = source.strip()
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
 def _expression(source: str, path: str, line: int, where: str, what: str) -> ast.expr:
+    if len(source) > MAX_EXPRESSION:
+        raise SpecError(
+            path, line, f"{where}: {_shown(source)} is too long ({len(source)} characters) for {what}"
+        )
     try:
         return ast.parse(source.strip(), mode="eval").body
-    except SyntaxError:
-        raise SpecError(path, line, f"{where}: {source!r} is not {what}") from None
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        # ValueError: a NUL byte, or an integer literal of more digits than Python converts;
+        # RecursionError and MemoryError: nesting deeper than the parser goes.
+        raise SpecError(path, line, f"{where}: {_shown(source)} is not {what}") from None
 
 
 def _callee(node: ast.expr, prefixes: tuple[str, ...]) -> Optional[str]:
@@ -316,27 +371,44 @@ def _number(node: ast.expr) -> Optional[Number]:
         isinstance(node, ast.Constant)
         and isinstance(node.value, (int, float))
         and not isinstance(node.value, bool)
+        and _finite(node.value)
     ):
         return Number(sign + repr(node.value))
     return None
 
 
-def _argument(node: ast.expr, path: str, line: int, where: str, siblings: bool) -> Argument:
+def _finite(value: Union[int, float]) -> bool:
+    """``1e999`` is ``inf``, which would be written as the bare name ``inf``; an integer
+    beyond any float fits no tensor. Neither is a usable hyperparameter."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _argument(
+    node: ast.expr, source: str, path: str, line: int, where: str, siblings: bool
+) -> Argument:
     number = _number(node)
     if number is not None:
         return number
-    if siblings and isinstance(node, ast.Name):
+    if siblings and isinstance(node, ast.Name) and not _is_dunder(node.id):
         return Sibling(node.id)
-    allowed = "numbers or names of sibling attributes" if siblings else "numbers"
-    raise SpecError(
-        path, line, f"{where}: argument {ast.unparse(node)!r} is not allowed; arguments are {allowed}"
-    )
+    allowed = "finite numbers or names of sibling attributes" if siblings else "finite numbers"
+    shown = _shown(ast.get_source_segment(source, node) or "")
+    raise SpecError(path, line, f"{where}: argument {shown} is not allowed; arguments are {allowed}")
+
+
+def _is_dunder(name: str) -> bool:
+    """``__class__``, ``__dict__``: Python's own attributes, never a sibling parameter."""
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
 def _bind(
-    call: ast.Call, signature: catalog.Signature, name: str, path: str, line: int, where: str,
-    siblings: bool,
+    call: ast.Call, source: str, signature: catalog.Signature, name: str, path: str, line: int,
+    where: str, siblings: bool,
 ) -> tuple[tuple[Argument, ...], tuple[tuple[str, Argument], ...]]:
+    """Check ``call``'s arguments against ``signature``; ``source`` is the text parsed."""
     if any(isinstance(a, ast.Starred) for a in call.args) or any(
         k.arg is None for k in call.keywords
     ):
@@ -368,9 +440,9 @@ def _bind(
         raise SpecError(
             path, line, f"{where}: {name} needs {', '.join(missing)} (it takes {', '.join(params)})"
         )
-    args = tuple(_argument(a, path, line, where, siblings) for a in call.args)
+    args = tuple(_argument(a, source, path, line, where, siblings) for a in call.args)
     kwargs = tuple(
-        (k.arg, _argument(k.value, path, line, where, siblings)) for k in call.keywords
+        (k.arg, _argument(k.value, source, path, line, where, siblings)) for k in call.keywords
     )
     return args, kwargs
 
@@ -379,7 +451,7 @@ def parse_prior(source: str, path: str, line: int, where: str) -> Prior:
     node = _expression(source, path, line, where, "a distribution call like Normal(0, 1)")
     if not isinstance(node, ast.Call) or _callee(node.func, ("dist", "pyro.distributions")) is None:
         raise SpecError(
-            path, line, f"{where}: {source!r} is not a distribution call like Normal(0, 1)"
+            path, line, f"{where}: {_shown(source)} is not a distribution call like Normal(0, 1)"
         )
     family = _callee(node.func, ("dist", "pyro.distributions"))
     signature = catalog.DISTRIBUTIONS.get(family)
@@ -389,7 +461,7 @@ def parse_prior(source: str, path: str, line: int, where: str) -> Prior:
             line,
             f"{where}: unknown distribution {family!r}{_suggest(family, catalog.DISTRIBUTIONS)}",
         )
-    args, kwargs = _bind(node, signature, family, path, line, where, siblings=True)
+    args, kwargs = _bind(node, source.strip(), signature, family, path, line, where, siblings=True)
     return Prior(family, args, kwargs)
 
 
@@ -399,7 +471,7 @@ def parse_constraint(source: str, path: str, line: int, where: str) -> Constrain
     name = _callee(call.func if call else node, ("constraints", "torch.distributions.constraints"))
     if name is None:
         raise SpecError(
-            path, line, f"{where}: {source!r} is not a constraint like positive or interval(0, 1)"
+            path, line, f"{where}: {_shown(source)} is not a constraint like positive or interval(0, 1)"
         )
     if name not in catalog.CONSTRAINTS:
         raise SpecError(
@@ -414,6 +486,6 @@ def parse_constraint(source: str, path: str, line: int, where: str) -> Constrain
         raise SpecError(
             path, line, f"{where}: {name} needs arguments ({', '.join(signature.params)})"
         )
-    args, kwargs = _bind(call, signature, name, path, line, where, siblings=False)
+    args, kwargs = _bind(call, source.strip(), signature, name, path, line, where, siblings=False)
     rendered = [a.render() for a in args] + [f"{k}={v.render()}" for k, v in kwargs]
     return Constraint(name, tuple(rendered))

@@ -255,3 +255,99 @@ def test_excluded_container_stays_a_plain_module():
     serving = load("exclude", "serving.py")
     assert not isinstance(serving.Container(None, None), PyroModule)
     assert isinstance(serving.Net(), PyroModule)
+
+
+def _hand_prior(module, name, prior):
+    value = getattr(module, name)
+    setattr(module, name, PyroSample(prior.expand(value.shape).to_event(value.dim())))
+
+
+class HandNet(PyroModule):
+    """The held_layers fixture's Net, made Bayesian by hand the way Pyro's docs do it."""
+
+    def __init__(self, n=4):
+        super().__init__()
+        from pyro.nn.module import to_pyro_module_
+
+        self.fc = PyroModule[nn.Linear](n, n)
+        self.conv = PyroModule[nn.Conv1d](1, 2, 3)
+        self.emb = PyroModule[nn.Embedding](10, n)
+        self.norm = PyroModule[nn.LayerNorm](n)
+        self.bn = PyroModule[nn.BatchNorm1d](n)
+        self.rnn = PyroModule[nn.GRU](n, n)
+        self.attn = nn.MultiheadAttention(n, 2)
+        to_pyro_module_(self.attn)  # its out_proj too
+        self.proj = PyroModule[nn.Linear](n, n, bias=False)
+        self.layers = PyroModule[nn.Sequential](PyroModule[nn.Linear](n, n), PyroModule[nn.ReLU](), PyroModule[nn.Linear](n, n))
+        self.blocks = PyroModule[nn.ModuleList]([PyroModule[nn.Linear](n, n) for _ in range(2)])
+        head_a = PyroModule[nn.Linear](n, 1)
+        head_b = nn.Sequential(nn.Linear(n, n), nn.Tanh())
+        to_pyro_module_(head_b)
+        self.heads = PyroModule[nn.ModuleDict]({"a": head_a, "b": head_b})
+        self.scales = PyroModule[nn.ParameterList]([nn.Parameter(torch.ones(n)) for _ in range(2)])
+        self.act = PyroModule[nn.GELU]()
+        normal = dist.Normal(0.0, 1.0)
+        for module, name in [
+            (self.fc, "weight"), (self.conv, "weight"), (self.emb, "weight"), (self.attn.out_proj, "weight"),
+            (self.proj, "weight"), (self.layers[0], "weight"), (self.layers[2], "weight"),
+            (self.blocks[0], "weight"), (self.heads["a"], "weight"),
+        ]:
+            _hand_prior(module, name, normal)
+        _hand_prior(self.rnn, "weight_ih_l0", dist.Normal(0.0, 0.5))
+        _hand_prior(self.scales, "1", dist.LogNormal(0.0, 1.0))
+        for module in (self.norm, self.bn):
+            module.weight = PyroParam(module.weight.detach().clone(), constraint=constraints.positive)
+
+    forward = None  # set below from the rewritten class: the same computation
+
+
+def test_held_layers_and_containers_equal_hand_written_pyro():
+    Net = load("held_layers", "net.py").Net
+    HandNet.forward = Net.forward
+    x = torch.randint(0, 10, (3, 5))
+
+    def regression(net):
+        def model(x, y=None):
+            out = net(x)
+            with pyro.plate("rows", out.shape[0]):
+                pyro.sample("y", dist.Normal(out, 1.0).to_event(2), obs=y)
+
+        return model
+
+    torch.manual_seed(0)
+    ours = Net()
+    torch.manual_seed(0)
+    theirs = HandNet()
+    y = torch.randn(3, 5, 1)
+    assert sites(regression(ours), x, y) == sites(regression(theirs), x, y)
+    assert svi_losses(regression(ours), 10, x, y) == svi_losses(regression(theirs), 10, x, y)
+
+
+def test_held_parameters_not_random_are_pyro_params_named_by_module_path():
+    Net = load("held_layers", "net.py").Net
+    names = {name: kind for name, kind, _ in sites(Net(), torch.randint(0, 10, (3, 5)))}
+    assert not [name for name in names if "$$$" in name]
+    assert names["fc.weight"] == "sample" and names["fc.bias"] == "param"
+    assert names["layers.0.weight"] == "sample" and names["layers.0.bias"] == "param"
+    assert names["heads.b.0.weight"] == "param"  # built by a factory function
+    assert names["scales.1"] == "sample" and names["scales.0"] == "param"
+    assert names["norm.weight"] == "param" and names["proj.weight"] == "sample"
+    assert names["attn.in_proj_weight"] == "param"
+
+
+def test_inherited_layer_parameters_get_priors():
+    layers = load("inherited_layer", "layers.py")
+    masked = layers.MaskedLinear(3, 2)
+    assert sites(masked, torch.zeros(4, 3)) == [("weight", "sample", (2, 3)), ("bias", "param", (2,))]
+    assert pyro.get_param_store().get_param("bias").abs().max() < 1
+    attention = layers.SelfAttention(4, 2)
+    kinds = {name: kind for name, kind, _ in sites(attention, torch.zeros(3, 4))}
+    assert kinds["out_proj.weight"] == "sample" and kinds["in_proj_weight"] == "param"
+
+
+def test_a_selector_that_finds_nothing_at_run_time_names_the_spec_entry():
+    from bayesify.runtime import set_prior
+
+    net = PyroModule[nn.Linear](2, 2, bias=False)
+    with pytest.raises(LookupError, match="'Net.fc.bias'.*weight"):
+        set_prior(net, "Net.fc.bias", "Normal", 0, 1)

@@ -312,13 +312,14 @@ def _guess_layer_arguments(cls: type) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (), keyword_arguments
 
 
-def measure_layer_parameters(name: str, cls: type) -> tuple[tuple[str, ...] | None, str]:
+def measure_layer_parameters(name: str, cls: type) -> tuple[tuple[str, ...] | None, str, bool]:
     """Instantiate ``cls`` on the meta device (no memory, no init cost) and list its parameters.
 
-    Returns (names, "") or (None, why it could not be measured).
+    Returns (names, "", whether it holds child modules) or (None, why it could not be
+    measured, True): a layer that cannot be measured is assumed to hold modules.
     """
     if name in LAYERS_WRAPPING_OTHER_MODULES:
-        return None, LAYERS_WRAPPING_OTHER_MODULES[name]
+        return None, LAYERS_WRAPPING_OTHER_MODULES[name], True
     args, kwargs = LAYER_EXAMPLE_ARGUMENTS.get(name) or _guess_layer_arguments(cls)
     with warnings.catch_warnings():
         # Deprecated classes (Container) and odd-but-valid settings warn; neither matters here.
@@ -328,25 +329,29 @@ def measure_layer_parameters(name: str, cls: type) -> tuple[tuple[str, ...] | No
                 layer = cls(*args, **kwargs)
         # Whatever the failure, the layer cannot be built simply: record why and move on.
         except Exception as error:
-            return None, f"{type(error).__name__}: {error}".splitlines()[0]
-    return tuple(parameter_name for parameter_name, _ in layer.named_parameters()), ""
+            return None, f"{type(error).__name__}: {error}".splitlines()[0], True
+    names = tuple(parameter_name for parameter_name, _ in layer.named_parameters())
+    return names, "", any(True for _ in layer.children())
 
 
-def collect_layers() -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+def collect_layers() -> tuple[dict[str, tuple[str, ...]], dict[str, str], set[str]]:
     layers: dict[str, tuple[str, ...]] = {}
     unmeasured: dict[str, str] = {}
+    composite: set[str] = set()
     for name in sorted(dir(torch.nn)):
         candidate = getattr(torch.nn, name)
         if name.startswith("_") or not inspect.isclass(candidate):
             continue
         if not issubclass(candidate, torch.nn.Module):
             continue
-        parameter_names, why_not = measure_layer_parameters(name, candidate)
+        parameter_names, why_not, holds_modules = measure_layer_parameters(name, candidate)
+        if holds_modules and name not in NN_CONTAINERS:
+            composite.add(name)
         if parameter_names is None:
             unmeasured[name] = why_not
             parameter_names = ()
         layers[name] = parameter_names
-    return layers, unmeasured
+    return layers, unmeasured, composite
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,7 +448,7 @@ def _comment_block(title: str, lines: list[str]) -> list[str]:
 def render_catalog() -> str:
     distributions = collect_distributions()
     constraints = collect_constraints()
-    layers, unmeasured_layers = collect_layers()
+    layers, unmeasured_layers, composite = collect_layers()
 
     included = {name: e for name, e in distributions.items() if e.signature is not None}
     out = [HEADER, ""]
@@ -530,6 +535,14 @@ def render_catalog() -> str:
     out += [
         "NN_CONTAINERS: frozenset[str] = frozenset(",
         f"    {{{containers}}}",
+        ")",
+        "",
+        "# torch.nn layers (not containers) whose instances hold modules of their own",
+        "# (MultiheadAttention's out_proj): PyroModule[Layer] alone would leave those plain.",
+        "NN_COMPOSITE_LAYERS: frozenset[str] = frozenset(",
+        "    {",
+        *(f"        {_quote(name)}," for name in sorted(composite)),
+        "    }",
         ")",
         "",
     ]

@@ -36,6 +36,9 @@ SOURCES = {
     "pyro_method": "pyro.nn",
     "constraints": "torch.distributions",
     "Prior": "bayesify.runtime",
+    "pyro_module": "bayesify.runtime",
+    "set_constraint": "bayesify.runtime",
+    "set_prior": "bayesify.runtime",
 }
 #: Other spellings of the same objects, which count as already imported.
 ALIASES = {

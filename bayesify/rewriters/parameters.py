@@ -99,7 +99,7 @@ class ParameterRewriter(ClassScopedTransformer):
             return statement
         else:
             value = self._constrained(site.init, entry.action.render())
-        if _same_code(site.call, value):
+        if same_code(site.call, value):
             return statement
         if site.kind is SiteKind.REGISTERED:
             target = cst.Attribute(value=cst.Name(self_name), attr=cst.Name(site.attr))
@@ -121,8 +121,7 @@ class ParameterRewriter(ClassScopedTransformer):
         return cst.parse_expression(f"{PYRO_PARAM}({code(init)}, constraint={constraint})")
 
 
-def _same_code(old: cst.CSTNode, new: cst.CSTNode) -> bool:
-    """Equal up to formatting, so a generated line that black re-wrapped stays put."""
-    return ast.dump(ast.parse(code(old).strip(), mode="eval")) == ast.dump(
-        ast.parse(code(new).strip(), mode="eval")
-    )
+def same_code(old: cst.CSTNode, new: cst.CSTNode) -> bool:
+    """Equal up to formatting and comments, so a generated line that black re-wrapped, or
+    that a user commented, stays as it is."""
+    return ast.dump(ast.parse(code(old).strip())) == ast.dump(ast.parse(code(new).strip()))
