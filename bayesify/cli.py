@@ -45,6 +45,8 @@ def _common(function):
             click.option("--exclude", metavar="REGEX", help="Paths to skip; replaces the defaults and .gitignore."),
             click.option("--extend-exclude", metavar="REGEX", help="More paths to skip."),
             click.option("--force-exclude", metavar="REGEX", help="Paths to skip even when named explicitly."),
+            click.option("--context", metavar="PATH", multiple=True, type=click.Path(exists=True),
+                         help="Read-only sources whose classes are bases of the rewritten ones (repeatable)."),
             click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores)."),
             click.option("-q", "--quiet", is_flag=True, help="Only errors."),
             click.option("-v", "--verbose", is_flag=True, help="Every file and every warning."),
@@ -82,11 +84,12 @@ def _files(paths: tuple[str, ...], exclude, extend_exclude, force_exclude) -> li
         raise _fail(f"error: {error}") from None
 
 
-def _run(paths, priors, exclude, extend_exclude, force_exclude, jobs, quiet, verbose) -> RunResult:
+def _run(paths, priors, exclude, extend_exclude, force_exclude, context, jobs, quiet, verbose) -> RunResult:
     if not paths:
         raise _fail("error: no PATH given (a file, a folder, or - for standard input)")
     spec = _spec(priors, paths)
-    result = run(_files(paths, exclude, extend_exclude, force_exclude), spec, jobs)
+    context_files = _files((*context, *spec.context), None, None, None) if context or spec.context else []
+    result = run(_files(paths, exclude, extend_exclude, force_exclude), spec, jobs, context_files)
     _say_problems(result, quiet, verbose)
     return result
 
@@ -106,12 +109,12 @@ def _say_problems(result: RunResult, quiet: bool, verbose: bool) -> None:
 @click.option("--out", metavar="DIR", type=click.Path(file_okay=False), help="Write the rewritten tree here.")
 @click.option("--allow-unmatched", is_flag=True, help="Spec entries that select nothing are not an error.")
 @click.option("--color/--no-color", default=None, help="Colour the diff (default: only on a terminal).")
-def rewrite(paths, priors, exclude, extend_exclude, force_exclude, jobs, quiet, verbose,
+def rewrite(paths, priors, exclude, extend_exclude, force_exclude, context, jobs, quiet, verbose,
             check, diff, out, allow_unmatched, color):
     """Rewrite PATHS in place (or into --out DIR); - reads standard input."""
     if paths == ("-",):
         raise click.exceptions.Exit(_rewrite_stdin(_spec(priors, paths), allow_unmatched))
-    result = _run(paths, priors, exclude, extend_exclude, force_exclude, jobs, quiet, verbose)
+    result = _run(paths, priors, exclude, extend_exclude, force_exclude, context, jobs, quiet, verbose)
     message = unmatched_message(result)
     if message and not allow_unmatched:
         raise _fail(message)
@@ -171,9 +174,9 @@ def _rewrite_stdin(spec: Spec, allow_unmatched: bool) -> int:
 @main.command()
 @_common
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
-def plan(paths, priors, exclude, extend_exclude, force_exclude, jobs, quiet, verbose, output_format):
+def plan(paths, priors, exclude, extend_exclude, force_exclude, context, jobs, quiet, verbose, output_format):
     """Show every parameter found, the entry that selects it, and its prior; write nothing."""
-    result = _run(paths, priors, exclude, extend_exclude, force_exclude, jobs, quiet, verbose)
+    result = _run(paths, priors, exclude, extend_exclude, force_exclude, context, jobs, quiet, verbose)
     click.echo(plan_json(result) if output_format == "json" else plan_table(result))
     if result.failed:
         raise click.exceptions.Exit(EXIT_FAILED)
@@ -185,7 +188,7 @@ def plan(paths, priors, exclude, extend_exclude, force_exclude, jobs, quiet, ver
 @_common
 @click.option("-o", "--output", default="priors.yaml", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing spec.")
-def init(paths, priors, exclude, extend_exclude, force_exclude, jobs, quiet, verbose, output, force):
+def init(paths, priors, exclude, extend_exclude, force_exclude, context, jobs, quiet, verbose, output, force):
     """Write a starter priors.yaml listing every parameter found in PATHS."""
     target = Path(output)
     if target.exists() and not force:

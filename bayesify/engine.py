@@ -31,6 +31,8 @@ class FileJob:
 
     index: FileIndex
     conversions: dict[int, Conversion]
+    #: How each base of each class converts (ROOT, LAYER, EXTERNAL, ...), by class order.
+    base_kinds: dict[int, tuple[Conversion, ...]] = field(default_factory=dict)
     #: Random attributes that classes of this file inherit from classes in other files.
     inherited_random: dict[int, set[str]] = field(default_factory=dict)
     #: Classes of the run that this file imports (they convert, or are not modules).
@@ -106,7 +108,7 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
 
     for top, first_order in tops.items():
         position = compound[top]
-        run(lambda o: BaseClassRewriter(classes, o, job.conversions, job.index.imports), position, first_order)
+        run(lambda o: BaseClassRewriter(classes, o, job.conversions, job.base_kinds), position, first_order)
         parameters = run(
             lambda o: ParameterRewriter(classes, o, converting, job.index.imports, planner, job.path),
             position,

@@ -34,6 +34,7 @@ class Conversion(enum.Enum):
     NONE = "not a module"
     ROOT = "nn.Module subclass"
     LAYER = "torch.nn layer subclass"
+    EXTERNAL = "subclass of an nn.Module outside the rewritten files"
     INHERITS = "subclass of a converted class"
     PYRO = "already a PyroModule"
     EXCLUDED = "excluded by the spec"
@@ -41,7 +42,14 @@ class Conversion(enum.Enum):
     @property
     def is_pyro(self) -> bool:
         """Whether instances of the class are PyroModules after the rewrite."""
-        return self in (Conversion.ROOT, Conversion.LAYER, Conversion.INHERITS, Conversion.PYRO)
+        return self in (
+            Conversion.ROOT, Conversion.LAYER, Conversion.EXTERNAL, Conversion.INHERITS, Conversion.PYRO
+        )
+
+    @property
+    def wraps_base(self) -> bool:
+        """Whether the base itself stays a plain nn.Module, so it becomes PyroModule[Base]."""
+        return self in (Conversion.LAYER, Conversion.EXTERNAL)
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class ClassRecord:
     #: rewriters on those statements only.
     top: int
     attr_lines: dict[str, int] = field(default_factory=dict)
+    methods: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -137,6 +146,9 @@ class _ClassCollector(ast.NodeVisitor):
             bases=tuple(self._base(base) for base in node.bases),
             top=self.top,
             attr_lines=_self_attribute_lines(node),
+            methods=tuple(
+                m.name for m in node.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))
+            ),
         )
         self.classes.append(record)
         self.local_classes.setdefault(node.name, record.key)
@@ -211,14 +223,31 @@ def index_source(tree: ast.Module, path: str, module: str, is_package: bool) -> 
 
 
 class ClassIndex:
-    """Every class of a run, by dotted name, and how each converts."""
+    """Every class of a run, by dotted name, and how each converts.
 
-    def __init__(self, files: Iterable[FileIndex], exclude: Iterable[str] = ()) -> None:
+    ``context`` files are indexed but not rewritten: a class of the run whose base is a
+    module class there (a package's base model, say) gets ``PyroModule[Base]``, as does a
+    base whose dotted name matches one of the ``external`` globs (the spec's
+    ``modules: external:``), for nn.Module classes whose source is not at hand at all.
+    """
+
+    def __init__(
+        self,
+        files: Iterable[FileIndex],
+        exclude: Iterable[str] = (),
+        context: Iterable[FileIndex] = (),
+        external: Iterable[str] = (),
+    ) -> None:
         self.classes: dict[str, ClassRecord] = {}
         for file in files:
             for record in file.classes:
                 self.classes.setdefault(record.key, record)
+        self.rewritten = frozenset(self.classes)
+        for file in context:
+            for record in file.classes:
+                self.classes.setdefault(record.key, record)
         self.exclude = tuple(exclude)
+        self.external = tuple(external)
         self._memo: dict[str, Conversion] = {}
 
     def conversion(self, record: ClassRecord) -> Conversion:
@@ -231,13 +260,19 @@ class ClassIndex:
     def _convert(self, record: ClassRecord) -> Conversion:
         if any(fnmatch.fnmatchcase(record.name, glob) for glob in self.exclude):
             return Conversion.EXCLUDED
-        kinds = [self._base_kind(base) for base in record.bases]
+        kinds = self.base_kinds(record)
         if Conversion.EXCLUDED in kinds:
             return Conversion.EXCLUDED
-        for kind in (Conversion.PYRO, Conversion.INHERITS, Conversion.ROOT, Conversion.LAYER):
+        for kind in (
+            Conversion.PYRO, Conversion.INHERITS, Conversion.ROOT, Conversion.LAYER, Conversion.EXTERNAL
+        ):
             if kind in kinds:
                 return kind
         return Conversion.NONE
+
+    def base_kinds(self, record: ClassRecord) -> list[Conversion]:
+        """How each base of ``record`` converts, in the order they are written."""
+        return [self._base_kind(base) for base in record.bases]
 
     def _base_kind(self, base: BaseRef) -> Conversion:
         resolved = base.resolved
@@ -248,13 +283,31 @@ class ClassIndex:
             return Conversion.ROOT
         if layer is not None:
             return Conversion.LAYER
+        if resolved and any(fnmatch.fnmatchcase(resolved, glob) for glob in self.external):
+            return Conversion.EXTERNAL
         parent = self.classes.get(resolved or "")
         if parent is None:
             return Conversion.NONE
         kind = self.conversion(parent)
         if kind is Conversion.EXCLUDED:
             return kind
-        return Conversion.INHERITS if kind.is_pyro else Conversion.NONE
+        if not kind.is_pyro:
+            return Conversion.NONE
+        if parent.key in self.rewritten or kind is Conversion.PYRO:
+            return Conversion.INHERITS
+        return Conversion.EXTERNAL
+
+    def unseen_bases(self, record: ClassRecord) -> list[str]:
+        """Bases of a class that looks like a module (it has ``forward``) that bayesify
+        cannot see, when it does not convert: they may be nn.Modules."""
+        if "forward" not in record.methods or self.conversion(record) is not Conversion.NONE:
+            return []
+        return [
+            base.resolved
+            for base in record.bases
+            if base.resolved and base.resolved not in self.classes
+            and base.resolved.partition(".")[0] not in ("builtins", "abc", "typing")
+        ]
 
     def ancestors(self, record: ClassRecord) -> list[ClassRecord]:
         """``record`` and the indexed classes it derives from, nearest first."""

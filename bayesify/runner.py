@@ -109,14 +109,19 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def run(paths: Iterable[Path], spec: Spec, jobs: Optional[int] = None) -> RunResult:
-    """Plan and rewrite ``paths`` in memory; nothing is written here."""
+def run(
+    paths: Iterable[Path], spec: Spec, jobs: Optional[int] = None, context: Iterable[Path] = ()
+) -> RunResult:
+    """Plan and rewrite ``paths`` in memory; nothing is written here. ``context`` files are
+    read for their classes only (the bases of classes in ``paths``), never rewritten."""
     jobs = jobs or default_jobs()
     names = [str(path) for path in paths]
-    indexed = _map(_index_file, names, jobs, spec)
-    failures = {path: FileResult(path, error=error) for path, index, error in indexed if error}
-    indexes = [index for _, index, _ in indexed if index is not None]
-    class_index = ClassIndex(indexes, exclude=spec.exclude)
+    context_names = sorted({str(path) for path in context} - set(names))
+    indexed = _map(_index_file, names + context_names, jobs, spec)
+    failures = {path: FileResult(path, error=error) for path, index, error in indexed[: len(names)] if error}
+    indexes = [index for _, index, _ in indexed[: len(names)] if index is not None]
+    context_indexes = [index for _, index, _ in indexed[len(names) :] if index is not None]
+    class_index = ClassIndex(indexes, spec.exclude, context_indexes, spec.external)
     jobs_to_run = []
     for file_index in indexes:
         job = _job_for(file_index, class_index, spec)
@@ -129,7 +134,7 @@ def run(paths: Iterable[Path], spec: Spec, jobs: Optional[int] = None) -> RunRes
     results = [
         failures.get(name) or rewritten.get(name) or FileResult(name) for name in names
     ]
-    return _finish(results, spec)
+    return _finish(results, spec, _unseen_base_warnings(indexes, class_index))
 
 
 def run_source(source: bytes, spec: Spec, path: str = "-") -> RunResult:
@@ -139,14 +144,25 @@ def run_source(source: bytes, spec: Spec, path: str = "-") -> RunResult:
         return _finish([FileResult(path, source, error=error)], spec)
     if file_index is None:
         return _finish([FileResult(path, source)], spec)
-    job = _job_for(file_index, ClassIndex([file_index], exclude=spec.exclude), spec)
+    job = _job_for(file_index, ClassIndex([file_index], spec.exclude, external=spec.external), spec)
     return _finish([rewrite_source(source, job, spec)], spec)
 
 
-def _finish(results: list[FileResult], spec: Spec) -> RunResult:
+def _unseen_base_warnings(indexes: list[FileIndex], class_index: ClassIndex) -> list[str]:
+    return [
+        f"{file_index.path}:{record.line}: {record.name} derives from {base}, which bayesify "
+        "cannot see, so it is left as it is; if that is an nn.Module, name its source with "
+        "--context (or `modules: context:` in the spec), or list it under `modules: external:`"
+        for file_index in indexes
+        for record in file_index.classes
+        for base in class_index.unseen_bases(record)
+    ]
+
+
+def _finish(results: list[FileResult], spec: Spec, warnings: Sequence[str] = ()) -> RunResult:
     outcome = RunResult(results=results, spec=spec)
     outcome.unmatched = unmatched_entries(spec, outcome.sites)
-    outcome.warnings = [w for r in results for w in r.warnings] + [
+    outcome.warnings = [*warnings, *(w for r in results for w in r.warnings)] + [
         f"{spec.path}:{entry.line}: {entry.selector.text} only selects parameters that an "
         "earlier entry already decides; it has no effect"
         for entry in shadowed_only_entries(spec, outcome.sites)
@@ -157,16 +173,18 @@ def _finish(results: list[FileResult], spec: Spec) -> RunResult:
 def _job_for(file_index: FileIndex, class_index: ClassIndex, spec: Spec) -> FileJob:
     planner = Planner(spec)
     conversions = {}
+    base_kinds = {}
     inherited: dict[int, set[str]] = {}
     for record in file_index.classes:
         conversions[record.order] = class_index.conversion(record)
+        base_kinds[record.order] = tuple(class_index.base_kinds(record))
         for ancestor in class_index.ancestors(record)[1:]:
             if ancestor.module != file_index.module:
                 attrs = planner.random_attrs(ancestor)
                 if attrs:
                     inherited.setdefault(record.order, set()).update(attrs)
     imported = frozenset(t for t in file_index.imports.bound.values() if t in class_index.classes)
-    return FileJob(file_index, conversions, inherited, imported)
+    return FileJob(file_index, conversions, base_kinds, inherited, imported)
 
 
 def _rewrite_alone(job: FileJob, spec: Spec) -> FileResult:

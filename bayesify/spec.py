@@ -28,7 +28,7 @@ from . import catalog
 
 SECTIONS = ("priors", "constraints")
 TOP_LEVEL_KEYS = ("version", "priors", "constraints", "modules")
-MODULES_KEYS = ("exclude",)
+MODULES_KEYS = ("exclude", "external", "context")
 _PLAIN_TAGS = {
     "tag:yaml.org,2002:" + kind for kind in ("str", "int", "float", "null", "bool", "map", "seq")
 }
@@ -162,6 +162,10 @@ class Spec:
     entries: tuple[Entry, ...]
     exclude: tuple[str, ...]
     fingerprint: str
+    #: Globs of dotted names of nn.Module classes outside the rewritten files.
+    external: tuple[str, ...] = ()
+    #: Read-only source paths (relative to the spec) indexed for their classes.
+    context: tuple[str, ...] = ()
 
     def select(self, module: str, class_names: tuple[str, ...], path: tuple[str, ...]):
         """The entries that select ``path`` of a class named ``class_names[0]`` (or one of
@@ -216,7 +220,7 @@ def parse_spec(text: str, path: str = "priors.yaml") -> Spec:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error)
         raise SpecError(path, mark.line + 1 if mark else None, f"not valid YAML: {problem}") from None
-    if root is None:
+    if root is None or root.tag == "tag:yaml.org,2002:null":
         raise SpecError(path, 1, "the spec is empty; it needs at least `version: 1`")
     top = _mapping(root, path, "the spec")
     for key, _ in top.values():
@@ -231,15 +235,23 @@ def parse_spec(text: str, path: str = "priors.yaml") -> Spec:
             entries.extend(_entries(top[section][1], section, path))
     entries.sort(key=lambda entry: entry.line)
     _check_duplicates(entries, path)
-    exclude: tuple[str, ...] = ()
+    lists: dict[str, tuple[str, ...]] = {}
     if "modules" in top:
         modules = _mapping(top["modules"][1], path, "`modules`")
         for key, _ in modules.values():
             _check_known(key.value, MODULES_KEYS, path, key.start_mark.line + 1, "key of `modules`")
-        if "exclude" in modules:
-            exclude = tuple(_scalar(node, path) for node in _sequence(modules["exclude"][1], path))
+        for key, (_, node) in modules.items():
+            lists[key] = tuple(_scalar(item, path) for item in _sequence(node, path))
     fingerprint = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return Spec(path=path, entries=tuple(entries), exclude=exclude, fingerprint=fingerprint)
+    folder = Path(path).parent
+    return Spec(
+        path=path,
+        entries=tuple(entries),
+        exclude=lists.get("exclude", ()),
+        external=lists.get("external", ()),
+        context=tuple(str(folder / item) for item in lists.get("context", ())),
+        fingerprint=fingerprint,
+    )
 
 
 def _code_point(character: Union[int, str]) -> str:

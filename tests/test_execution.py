@@ -351,3 +351,23 @@ def test_a_selector_that_finds_nothing_at_run_time_names_the_spec_entry():
     net = PyroModule[nn.Linear](2, 2, bias=False)
     with pytest.raises(LookupError, match="'Net.fc.bias'.*weight"):
         set_prior(net, "Net.fc.bias", "Normal", 0, 1)
+
+
+def test_subclass_of_a_context_base_model_becomes_a_pyro_module(monkeypatch):
+    monkeypatch.syspath_prepend(str(FIXTURES / "context_bases" / "context"))
+    monkeypatch.setitem(sys.modules, "otherlib", type(sys)("otherlib"))
+    blocks = type(sys)("otherlib.blocks")
+    blocks.ExternalBlock = nn.Identity
+    monkeypatch.setitem(sys.modules, "otherlib.blocks", blocks)
+    mysterylib = type(sys)("mysterylib")
+    mysterylib.Thing = object
+    monkeypatch.setitem(sys.modules, "mysterylib", mysterylib)
+    model = load("context_bases", "model.py")
+    classifier = model.Classifier(4, 2)
+    assert isinstance(classifier, PyroModule)
+    assert sites(classifier, torch.ones(3, 4)) == [
+        ("head.weight", "sample", (2, 4)),
+        ("head.bias", "param", (2,)),
+        ("scale", "param", (4,)),
+    ]
+    assert isinstance(model.Wrapped(), PyroModule)

@@ -5,15 +5,17 @@ Before::
     class Regressor(nn.Module): ...
     class MaskedLinear(torch.nn.Linear): ...
     class Deep(Regressor): ...
+    class Bert(PreTrainedModel): ...      # an nn.Module from a --context file, or external
 
 After::
 
     class Regressor(PyroModule): ...
     class MaskedLinear(PyroModule[torch.nn.Linear]): ...
     class Deep(Regressor): ...            # inherits: nothing to change
+    class Bert(PyroModule[PreTrainedModel]): ...
 
-The base is recognised by what it resolves to, however ``torch.nn`` was imported; a built-in
-layer keeps the spelling the user wrote inside ``PyroModule[...]``.
+The base is recognised by what it resolves to, however ``torch.nn`` was imported; a base that
+stays a plain nn.Module keeps the spelling the user wrote inside ``PyroModule[...]``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import libcst as cst
 
 from ..index import ClassRecord, Conversion
-from ..names import ImportTable, dotted_from_cst, torch_nn_class
 from .context import ClassScopedTransformer
 
 PYRO_MODULE = "PyroModule"
@@ -33,27 +34,28 @@ class BaseClassRewriter(ClassScopedTransformer):
         classes: dict[int, ClassRecord],
         first_order: int,
         conversions: dict[int, Conversion],
-        imports: ImportTable,
+        base_kinds: dict[int, tuple[Conversion, ...]],
     ) -> None:
         super().__init__(classes, first_order)
         self.conversions = conversions
-        self.imports = imports
+        self.base_kinds = base_kinds
         self.needed: set[str] = set()
 
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
         record = self.current_class
         conversion = self.conversions.get(record.order) if record else None
-        if conversion not in (Conversion.ROOT, Conversion.LAYER):
+        if conversion not in (Conversion.ROOT, Conversion.LAYER, Conversion.EXTERNAL):
             return updated_node
-        bases = [self._convert(arg) for arg in updated_node.bases]
+        kinds = iter(self.base_kinds.get(record.order, ()))
+        bases = [arg if arg.keyword else self._convert(arg, next(kinds, None), conversion) for arg in updated_node.bases]
         self.needed.add(PYRO_MODULE)
         return updated_node.with_changes(bases=bases)
 
-    def _convert(self, arg: cst.Arg) -> cst.Arg:
-        layer = torch_nn_class(self.imports.resolve(dotted_from_cst(arg.value)))
-        if arg.keyword is not None or layer is None:
+    @staticmethod
+    def _convert(arg: cst.Arg, kind: Conversion, conversion: Conversion) -> cst.Arg:
+        if kind is not conversion:
             return arg
-        if layer == "Module":
+        if kind is Conversion.ROOT:
             return arg.with_changes(value=cst.Name(PYRO_MODULE))
         return arg.with_changes(
             value=cst.Subscript(
