@@ -366,8 +366,8 @@ def test_subclass_of_a_context_base_model_becomes_a_pyro_module(monkeypatch):
     classifier = model.Classifier(4, 2)
     assert isinstance(classifier, PyroModule)
     assert sites(classifier, torch.ones(3, 4)) == [
+        ("scale", "param", (4,)),
         ("head.weight", "sample", (2, 4)),
         ("head.bias", "param", (2,)),
-        ("scale", "param", (4,)),
     ]
     assert isinstance(model.Wrapped(), PyroModule)
