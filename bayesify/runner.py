@@ -31,6 +31,9 @@ class RunResult:
     spec: Spec
     unmatched: list[Entry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Pitfalls of the tutorial found in the rewritten code (``path:line: message``):
+    #: warnings, or errors under ``--strict``.
+    lints: list[str] = field(default_factory=list)
 
     @property
     def sites(self) -> list[PlannedSite]:
