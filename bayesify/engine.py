@@ -14,6 +14,7 @@ from typing import Optional
 import libcst as cst
 
 from .index import ClassRecord, Conversion, FileIndex
+from .lints import LintContext, lint
 from .plan import PlannedSite, Planner
 from .rewriters.bases import BaseClassRewriter
 from .rewriters.held import HeldModuleRewriter
@@ -37,6 +38,8 @@ class FileJob:
     inherited_random: dict[int, set[str]] = field(default_factory=dict)
     #: Classes of the run that this file imports (they convert, or are not modules).
     imported_run_classes: frozenset[str] = frozenset()
+    #: Those of them whose instances are PyroModules after the rewrite.
+    imported_pyro_classes: frozenset[str] = frozenset()
 
     @property
     def path(self) -> str:
@@ -50,6 +53,7 @@ class FileResult:
     rewritten: Optional[bytes] = None
     sites: list[PlannedSite] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    lints: list[str] = field(default_factory=list)
     error: Optional[str] = None
 
     @property
@@ -75,6 +79,8 @@ def rewrite_source(source: bytes, job: FileJob, spec: Spec) -> FileResult:
         result.error = f"{job.path}: {error}"
         return result
     result.sites, result.warnings = planner.sites, planner.warnings
+    # Lines in findings are the user's lines, so the lints read the source as it was.
+    result.lints = lint(ast.parse(source), _lint_context(job, planner))
     if rewritten is module:
         return result
     output = rewritten.bytes
@@ -85,6 +91,25 @@ def rewrite_source(source: bytes, job: FileJob, spec: Spec) -> FileResult:
         return result
     result.rewritten = output
     return result
+
+
+def _lint_context(job: FileJob, planner: Planner) -> LintContext:
+    classes = {record.order: record for record in job.index.classes}
+    random: dict[int, set[str]] = {}
+    by_class = {(r.module, r.name): r.order for r in job.index.classes}
+    for site in planner.sites:
+        if site.outcome.startswith("random"):
+            random.setdefault(by_class[(site.module, site.class_name)], set()).add(site.attr_path[0])
+    _inherit_within_file(random, job.index.classes, classes)
+    local_pyro = {classes[o].key for o, kind in job.conversions.items() if kind.is_pyro}
+    return LintContext(
+        path=job.path,
+        imports=job.index.imports,
+        classes=classes,
+        conversions=job.conversions,
+        random=random,
+        pyro_classes=frozenset(local_pyro) | job.imported_pyro_classes,
+    )
 
 
 def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.Module:

@@ -165,6 +165,7 @@ def _unseen_base_warnings(indexes: list[FileIndex], class_index: ClassIndex) -> 
 def _finish(results: list[FileResult], spec: Spec, warnings: Sequence[str] = ()) -> RunResult:
     outcome = RunResult(results=results, spec=spec)
     outcome.unmatched = unmatched_entries(spec, outcome.sites)
+    outcome.lints = [finding for result in results for finding in result.lints]
     outcome.warnings = [*warnings, *(w for r in results for w in r.warnings)] + [
         f"{spec.path}:{entry.line}: {entry.selector.text} only selects parameters that an "
         "earlier entry already decides; it has no effect"
@@ -187,7 +188,8 @@ def _job_for(file_index: FileIndex, class_index: ClassIndex, spec: Spec) -> File
                 if attrs:
                     inherited.setdefault(record.order, set()).update(attrs)
     imported = frozenset(t for t in file_index.imports.bound.values() if t in class_index.classes)
-    return FileJob(file_index, conversions, base_kinds, inherited, imported)
+    imported_pyro = frozenset(t for t in imported if class_index.conversion(class_index.classes[t]).is_pyro)
+    return FileJob(file_index, conversions, base_kinds, inherited, imported, imported_pyro)
 
 
 def _rewrite_alone(job: FileJob, spec: Spec) -> FileResult:

@@ -1,0 +1,199 @@
+"""The tutorial's pitfalls, found in the rewritten code and reported with file and line.
+
+- **plate**: a random attribute (or a module holding random attributes) first read inside a
+  ``pyro.plate`` in ``forward`` is sampled with the plate's batch shape, once per element,
+  instead of once::
+
+      with pyro.plate("data", len(x)):
+          scale = self.scale          # <- first read here: shape (len(x),)
+
+- **two roots**: a plain ``nn.Module`` (a class the spec excludes) that builds two or more
+  PyroModules gives two Pyro roots; sites of the same name then share one parameter.
+- **called, then attached**: a PyroModule called on its own fixes its site names as a root;
+  attached to another module afterwards, it keeps them.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from .index import ClassRecord, Conversion
+from .names import ImportTable, dotted_from_ast
+
+
+@dataclass(frozen=True)
+class LintContext:
+    path: str
+    imports: ImportTable
+    classes: dict[int, ClassRecord]
+    conversions: dict[int, Conversion]
+    #: Attributes that are random, or hold modules with random attributes, by class order.
+    random: dict[int, set[str]]
+    #: Dotted names of classes (this file's and imported ones) whose instances are PyroModules.
+    pyro_classes: frozenset[str]
+
+    def random_reads(self, cls: ast.ClassDef, record: ClassRecord) -> set[str]:
+        """Attributes whose first read samples: random ones, and modules of this file's
+        classes that have random attributes (``self.linear = BayesianLinear(...)``)."""
+        random_classes = {self.classes[o].key for o, attrs in self.random.items() if attrs and o in self.classes}
+        holders = {
+            target.attr
+            for node in ast.walk(cls)
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+            for target in node.targets
+            if isinstance(target, ast.Attribute)
+            and (self.imports.resolve(dotted_from_ast(node.value.func)) or f"{self.imports.module}.{dotted_from_ast(node.value.func)}")
+            in random_classes
+        }
+        return self.random.get(record.order, set()) | holders
+
+
+def lint(tree: ast.Module, context: LintContext) -> list[str]:
+    findings: list[str] = []
+    order = 0
+    for node in _preorder_classes(tree):
+        record = context.classes.get(order)
+        order += 1
+        if record is None:
+            continue
+        conversion = context.conversions.get(record.order, Conversion.NONE)
+        if conversion.is_pyro:
+            findings += _plate_reads(node, record, context)
+        elif conversion is Conversion.EXCLUDED:
+            findings += _two_roots(node, record, context)
+    findings += _called_then_attached(tree, context)
+    return findings
+
+
+def _preorder_classes(tree: ast.AST) -> Iterable[ast.ClassDef]:
+    """Classes in the pre-order the index numbers them in."""
+    for child in ast.iter_child_nodes(tree):
+        if isinstance(child, ast.ClassDef):
+            yield child
+        yield from _preorder_classes(child)
+
+
+def _is_plate(item: ast.withitem, imports: ImportTable) -> bool:
+    call = item.context_expr
+    return isinstance(call, ast.Call) and (imports.resolve(dotted_from_ast(call.func)) or "") in (
+        "pyro.plate",
+        "pyro.primitives.plate",
+    )
+
+
+def _plate_reads(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -> list[str]:
+    random = context.random_reads(cls, record)
+    forward = next(
+        (m for m in cls.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)) and m.name == "forward"),
+        None,
+    )
+    if not random or forward is None or not forward.args.args:
+        return []
+    self_name = forward.args.args[0].arg
+    first_reads: dict[str, tuple[int, Optional[str]]] = {}
+
+    def walk(node: ast.AST, plate: Optional[str]) -> None:
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                walk(item.context_expr, plate)
+            inner = plate
+            for item in node.items:
+                if _is_plate(item, context.imports):
+                    name = item.context_expr.args[0] if item.context_expr.args else None
+                    inner = ast.literal_eval(name) if isinstance(name, ast.Constant) else "…"
+            for statement in node.body:
+                walk(statement, inner)
+            return
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == self_name
+            and node.attr in random
+        ):
+            first_reads.setdefault(node.attr, (node.lineno, plate))
+        for child in ast.iter_child_nodes(node):
+            walk(child, plate)
+
+    for statement in forward.body:
+        walk(statement, None)
+    return [
+        f"{context.path}:{line}: {record.name}.forward first reads the random attribute "
+        f"{attr!r} inside pyro.plate({plate!r}), so it is sampled once per element of the "
+        "plate; read it before the plate (the tutorial's plate pitfall)"
+        for attr, (line, plate) in sorted(first_reads.items(), key=lambda item: item[1][0])
+        if plate is not None
+    ]
+
+
+def _makes_pyro_module(value: ast.expr, context: LintContext) -> bool:
+    if not isinstance(value, ast.Call):
+        return False
+    func = value.func
+    if isinstance(func, ast.Subscript):
+        func = func.value
+    resolved = context.imports.resolve(dotted_from_ast(func)) or f"{context.imports.module}.{dotted_from_ast(func)}"
+    return (
+        resolved in context.pyro_classes
+        or resolved.rpartition(".")[2] == "PyroModule"
+        or resolved == "bayesify.runtime.pyro_module"
+    )
+
+
+def _two_roots(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -> list[str]:
+    built = [
+        node
+        for node in ast.walk(cls)
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Attribute) for t in node.targets)
+        and _makes_pyro_module(node.value, context)
+    ]
+    if len(built) < 2:
+        return []
+    return [
+        f"{context.path}:{built[1].lineno}: {record.name} stays a plain nn.Module but builds "
+        f"{len(built)} PyroModules: each is a Pyro root, and sites of the same name in them "
+        "share one parameter; make one an attribute of the other, or do not exclude "
+        f"{record.name} (the tutorial's naming pitfall)"
+    ]
+
+
+def _called_then_attached(tree: ast.Module, context: LintContext) -> list[str]:
+    findings = []
+    for function in ast.walk(tree):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        instances: set[str] = set()
+        called: set[str] = set()
+        for node in _in_order(function.body):
+            if isinstance(node, ast.Assign) and _makes_pyro_module(node.value, context):
+                instances.update(t.id for t in node.targets if isinstance(t, ast.Name))
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in instances:
+                called.add(node.func.id)
+            elif (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in called
+                and any(isinstance(t, ast.Attribute) for t in node.targets)
+            ):
+                findings.append(
+                    f"{context.path}:{node.lineno}: {node.value.id} was called on its own before "
+                    "being attached to another module: its sites were named as a root and keep "
+                    "those names; attach it first, then call the outer module"
+                )
+    return findings
+
+
+def _in_order(statements: list[ast.stmt]) -> Iterable[ast.AST]:
+    """Nodes in source order, not descending into nested functions or classes."""
+    for statement in statements:
+        pending = [statement]
+        while pending:
+            node = pending.pop(0)
+            yield node
+            pending[:0] = [
+                child
+                for child in ast.iter_child_nodes(node)
+                if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+            ]
