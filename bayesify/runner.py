@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
+from .cache import Cache, digest, job_fingerprint
 from .engine import BUG_HINT, FileJob, FileResult, rewrite_source
 from .index import ClassIndex, FileIndex, index_source, module_of
 from .plan import PlannedSite, Planner, shadowed_only_entries, unmatched_entries
@@ -113,31 +114,73 @@ def default_jobs() -> int:
 
 
 def run(
-    paths: Iterable[Path], spec: Spec, jobs: Optional[int] = None, context: Iterable[Path] = ()
+    paths: Iterable[Path],
+    spec: Spec,
+    jobs: Optional[int] = None,
+    context: Iterable[Path] = (),
+    cache: Optional[Cache] = None,
 ) -> RunResult:
     """Plan and rewrite ``paths`` in memory; nothing is written here. ``context`` files are
-    read for their classes only (the bases of classes in ``paths``), never rewritten."""
+    read for their classes only (the bases of classes in ``paths``), never rewritten. With a
+    ``cache``, files whose bytes (and whose job) are unchanged since a run are not redone."""
     jobs = jobs or default_jobs()
     names = [str(path) for path in paths]
     context_names = sorted({str(path) for path in context} - set(names))
-    indexed = _map(_index_file, names + context_names, jobs, spec)
-    failures = {path: FileResult(path, error=error) for path, index, error in indexed[: len(names)] if error}
-    indexes = [index for _, index, _ in indexed[: len(names)] if index is not None]
-    context_indexes = [index for _, index, _ in indexed[len(names) :] if index is not None]
+    sources = _read_all(names + context_names) if cache else {}
+    digests = {name: digest(source) for name, source in sources.items()}
+    indexed = dict(_cached_indexes(cache, digests))
+    missing = [name for name in names + context_names if name not in indexed]
+    for path, index, error in _map(_index_file, missing, jobs, spec):
+        indexed[path] = (index, error)
+        if cache and not error and path in digests:
+            cache.store_index(path, digests[path], index)
+    failures = {name: FileResult(name, error=indexed[name][1]) for name in names if indexed[name][1]}
+    indexes = [indexed[name][0] for name in names if indexed[name][0] is not None]
+    context_indexes = [indexed[n][0] for n in context_names if indexed[n][0] is not None]
     class_index = ClassIndex(indexes, spec.exclude, context_indexes, spec.external)
-    jobs_to_run = []
+    results: dict[str, FileResult] = {}
+    pending = []
     for file_index in indexes:
         job = _job_for(file_index, class_index, spec)
-        if any(kind.is_pyro for kind in job.conversions.values()):
-            jobs_to_run.append(job)
+        if not any(kind.is_pyro for kind in job.conversions.values()):
+            continue
+        path = job.path
+        hit = cache and path in digests and cache.result(path, digests[path], job_fingerprint(job), sources[path])
+        if hit:
+            results[path] = hit
+        else:
+            pending.append(job)
     try:
-        rewritten = {r.path: r for r in _map(_rewrite_file, jobs_to_run, jobs, spec)}
+        done = _map(_rewrite_file, pending, jobs, spec)
     except BrokenProcessPool:
-        rewritten = {job.path: _rewrite_alone(job, spec) for job in jobs_to_run}
-    results = [
-        failures.get(name) or rewritten.get(name) or FileResult(name) for name in names
-    ]
-    return _finish(results, spec, _unseen_base_warnings(indexes, class_index))
+        done = [_rewrite_alone(job, spec) for job in pending]
+    for job, result in zip(pending, done):
+        results[job.path] = result
+        if cache and job.path in digests:
+            cache.store_result(digests[job.path], job_fingerprint(job), result)
+    if cache:
+        cache.save()
+    ordered = [failures.get(name) or results.get(name) or FileResult(name) for name in names]
+    return _finish(ordered, spec, _unseen_base_warnings(indexes, class_index))
+
+
+def _read_all(names: list[str]) -> dict[str, bytes]:
+    sources = {}
+    for name in names:
+        try:
+            sources[name] = Path(name).read_bytes()
+        except OSError:
+            pass  # the index pass reports it
+    return sources
+
+
+def _cached_indexes(cache: Optional[Cache], digests: dict[str, str]):
+    if cache is None:
+        return
+    for path, file_digest in digests.items():
+        hit, index = cache.index(path, file_digest)
+        if hit:
+            yield path, (index, None)
 
 
 def run_source(source: bytes, spec: Spec, path: str = "-") -> RunResult:

@@ -1,0 +1,90 @@
+"""Re-runs skip unchanged files, and nothing a file depends on goes unnoticed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import bayesify.runner as runner
+from bayesify.cache import Cache
+from bayesify.spec import parse_spec
+
+SPEC = parse_spec("version: 1\npriors:\n  Base.w: Normal(0, 1)\n  Child.v: Normal(0, 1)\n")
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    (tmp_path / "base.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Base(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.w = nn.Parameter(torch.zeros(2))\n"
+    )
+    (tmp_path / "child.py").write_text(
+        "import torch\nfrom torch import nn\nfrom base import Base\n\n\nclass Child(Base):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.v = nn.Parameter(torch.zeros(2))\n\n"
+        "    def show(self):\n        return self.w\n"
+    )
+    return tmp_path
+
+
+@pytest.fixture
+def rewrites(monkeypatch) -> list[str]:
+    """The files that were really rewritten (not served from the cache)."""
+    seen: list[str] = []
+    real = runner.rewrite_source
+
+    def counting(source, job, spec):
+        seen.append(Path(job.path).name)
+        return real(source, job, spec)
+
+    monkeypatch.setattr(runner, "rewrite_source", counting)
+    return seen
+
+
+def run(tree: Path, cache: Cache, spec=SPEC):
+    return runner.run(sorted(tree.glob("*.py")), spec, jobs=1, cache=cache)
+
+
+def outputs(result) -> dict[str, bytes]:
+    return {Path(r.path).name: r.rewritten for r in result.results}
+
+
+def test_a_second_run_redoes_nothing_and_gives_the_same_result(tree, tmp_path, rewrites):
+    path = tmp_path / "cache.pickle"
+    first = run(tree, Cache(path))
+    assert sorted(rewrites) == ["base.py", "child.py"]
+    rewrites.clear()
+    second = run(tree, Cache(path))
+    assert rewrites == []
+    assert outputs(second) == outputs(first)
+    assert [s.name for s in second.sites] == [s.name for s in first.sites]
+
+
+def test_editing_a_base_class_redoes_its_subclasses(tree, tmp_path, rewrites):
+    path = tmp_path / "cache.pickle"
+    run(tree, Cache(path))
+    rewrites.clear()
+    base = tree / "base.py"
+    base.write_text(base.read_text().replace("class Base(nn.Module)", "class Base(object)"))
+    result = run(tree, Cache(path), parse_spec("version: 1\npriors: {}\n"))
+    assert sorted(rewrites) == []  # nothing converts any more: no file needs a rewrite
+    assert not result.changed
+    rewrites.clear()
+    base.write_text(base.read_text().replace("class Base(object)", "class Base(nn.Module)"))
+    run(tree, Cache(path))
+    assert sorted(rewrites) == ["base.py"], "child.py's job is what it was in the first run"
+
+
+def test_a_damaged_cache_is_an_empty_one(tree, tmp_path, rewrites):
+    path = tmp_path / "cache.pickle"
+    path.write_bytes(b"not a pickle")
+    result = run(tree, Cache(path))
+    assert not result.failed and len(result.changed) == 2
+    assert sorted(rewrites) == ["base.py", "child.py"]
+
+
+def test_each_spec_has_its_own_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("BAYESIFY_CACHE_DIR", str(tmp_path))
+    other = parse_spec("version: 1\npriors:\n  Base.w: Normal(0, 2)\n")
+    assert Cache.for_spec(SPEC.fingerprint).path != Cache.for_spec(other.fingerprint).path
+    assert Cache.for_spec(SPEC.fingerprint).path.parent == tmp_path
