@@ -17,6 +17,7 @@ from .index import ClassRecord, Conversion, FileIndex
 from .lints import LintContext, lint
 from .plan import PlannedSite, Planner
 from .rewriters.bases import BaseClassRewriter
+from .rewriters.compose import SKIPPED, Walk
 from .rewriters.held import HeldModuleRewriter
 from .rewriters.imports import NameClashError, add_imports, missing_imports
 from .rewriters.methods import PyroMethodRewriter
@@ -124,34 +125,29 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
     body = list(module.body)
     needed: set[str] = set()
     random: dict[int, set[str]] = {order: set(attrs) for order, attrs in job.inherited_random.items()}
-
-    def run(make, position: int, first_order: int):
-        rewriter = make(first_order)
-        body[position] = body[position].visit(rewriter)
-        needed.update(rewriter.needed)
-        return rewriter
-
+    imports = job.index.imports
     for top, first_order in tops.items():
-        position = compound[top]
-        run(lambda o: BaseClassRewriter(classes, o, job.conversions, job.base_kinds), position, first_order)
-        parameters = run(
-            lambda o: ParameterRewriter(classes, o, converting, job.index.imports, planner, job.path),
-            position,
-            first_order,
-        )
-        held = run(
-            lambda o: HeldModuleRewriter(
-                classes, o, job.conversions, job.index.imports, planner, job.path, job.imported_run_classes
+        rewriters = (
+            BaseClassRewriter(classes, first_order, job.conversions, job.base_kinds),
+            ParameterRewriter(classes, first_order, converting, imports, planner, job.path),
+            HeldModuleRewriter(
+                classes, first_order, job.conversions, imports, planner, job.path, job.imported_run_classes
             ),
-            position,
-            first_order,
         )
-        for order, attrs in [*parameters.random.items(), *held.random.items()]:
+        body[compound[top]] = body[compound[top]].visit(Walk(*rewriters))
+        for rewriter in rewriters:
+            needed.update(rewriter.needed)
+        for order, attrs in [*rewriters[1].random.items(), *rewriters[2].random.items()]:
             random.setdefault(order, set()).update(attrs)
     _inherit_within_file(random, job.index.classes, classes)
-    if random:
-        for top, first_order in tops.items():
-            run(lambda o: PyroMethodRewriter(classes, o, random, job.index.imports), compound[top], first_order)
+    # Decorators depend on every random attribute of the class, so they come in a second
+    # walk, which never enters a statement line.
+    random_tops = {classes[order].top for order, attrs in random.items() if attrs and order in classes}
+    for top, first_order in tops.items():
+        if top in random_tops:
+            methods = PyroMethodRewriter(classes, first_order, random, imports)
+            body[compound[top]] = body[compound[top]].visit(Walk(methods, skip=(*SKIPPED, cst.SimpleStatementLine)))
+            needed.update(methods.needed)
     if all(new is old for new, old in zip(body, module.body)):
         return module
     local_names = {record.name for record in job.index.classes if "." not in record.qualname}

@@ -72,7 +72,9 @@ class BaseRef:
 @dataclass
 class ClassRecord:
     """A class as the index sees it. ``order`` is its place in a pre-order walk of the file,
-    which is the same in the ast and libcst trees, so the two passes agree on identity."""
+    which is the same in the ast and libcst trees (see
+    :class:`~bayesify.rewriters.context.ClassScopedTransformer`), so the two passes agree on
+    which class is which."""
 
     module: str
     qualname: str
@@ -84,7 +86,12 @@ class ClassRecord:
     #: rewriters on those statements only.
     top: int
     attr_lines: dict[str, int] = field(default_factory=dict)
-    methods: tuple[str, ...] = ()
+    #: The ``self.<attr>`` names each method mentions, by method name.
+    method_reads: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return tuple(self.method_reads)
 
     @property
     def key(self) -> str:
@@ -124,8 +131,11 @@ COMPOUND_STATEMENTS = tuple(
 )
 
 
-class _ClassCollector(ast.NodeVisitor):
-    """Pre-order walk collecting classes; ``order`` must match :class:`ClassCounter`."""
+class _ClassCollector:
+    """Classes in pre-order, the order libcst visits them in (see ``ClassRecord.order``).
+
+    Only statement bodies are walked: classes never stand inside expressions.
+    """
 
     def __init__(self, module: str, imports: ImportTable) -> None:
         self.module = module
@@ -135,33 +145,38 @@ class _ClassCollector(ast.NodeVisitor):
         self.local_classes: dict[str, str] = {}
         self.top = -1
 
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        qualname = ".".join([*self.scope, node.name])
+    def visit(self, node: ast.stmt) -> None:
+        if isinstance(node, ast.ClassDef):
+            self._class(node)
+            return
+        is_function = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        if is_function:
+            self.scope.extend((node.name, "<locals>"))
+        for block in _blocks(node):
+            for statement in block:
+                self.visit(statement)
+        if is_function:
+            del self.scope[-2:]
+
+    def _class(self, node: ast.ClassDef) -> None:
+        attr_lines, method_reads = _scan_methods(node)
         record = ClassRecord(
             module=self.module,
-            qualname=qualname,
+            qualname=".".join([*self.scope, node.name]),
             name=node.name,
             order=len(self.classes),
             line=node.lineno,
             bases=tuple(self._base(base) for base in node.bases),
             top=self.top,
-            attr_lines=_self_attribute_lines(node),
-            methods=tuple(
-                m.name for m in node.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))
-            ),
+            attr_lines=attr_lines,
+            method_reads=method_reads,
         )
         self.classes.append(record)
         self.local_classes.setdefault(node.name, record.key)
         self.scope.append(node.name)
-        self.generic_visit(node)
+        for statement in node.body:
+            self.visit(statement)
         self.scope.pop()
-
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
-        self.scope.extend((node.name, "<locals>"))
-        self.generic_visit(node)
-        del self.scope[-2:]
-
-    visit_AsyncFunctionDef = visit_FunctionDef
 
     def _base(self, node: ast.expr) -> BaseRef:
         if isinstance(node, ast.Subscript):
@@ -182,34 +197,54 @@ class _ClassCollector(ast.NodeVisitor):
         return f"{key}.{rest}" if rest else key
 
 
-def _self_attribute_lines(cls: ast.ClassDef) -> dict[str, int]:
-    """First line of each ``self.<attr> = …`` (or ``register_parameter("attr", …)``) in the
-    methods of ``cls``: how the plan reports a site's line without libcst position metadata."""
-    lines: dict[str, int] = {}
-    for method in cls.body:
-        if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)) or not method.args.args:
+def _blocks(node: ast.stmt) -> Iterable[list[ast.stmt]]:
+    """The statement lists directly inside a compound statement, in source order."""
+    for field in ("body", "handlers", "orelse", "finalbody", "cases"):
+        block = getattr(node, field, None)
+        if not block:
             continue
-        self_name = method.args.args[0].arg
+        if field in ("handlers", "cases"):
+            for part in block:
+                yield part.body
+        else:
+            yield block
+
+
+_REGISTERS = ("register_parameter", "register_buffer", "add_module")
+
+
+def _scan_methods(cls: ast.ClassDef) -> tuple[dict[str, int], dict[str, frozenset[str]]]:
+    """One walk of each method of ``cls`` for what the rewrite needs to know of it:
+
+    - the first line of each ``self.<attr> = …`` (or ``register_parameter("attr", …)``), how
+      the plan reports a site's line without libcst position metadata;
+    - the ``self.<attr>`` names each method mentions, which decide ``@pyro_method``.
+    """
+    lines: dict[str, int] = {}
+    reads: dict[str, frozenset[str]] = {}
+    for method in cls.body:
+        if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        positional = [*method.args.posonlyargs, *method.args.args]
+        self_name = positional[0].arg if positional else None
+        names = set()
         for node in ast.walk(method):
-            targets: list[ast.expr] = []
-            if isinstance(node, ast.Assign):
-                targets = node.targets
-            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-                targets = [node.target]
+            if isinstance(node, ast.Attribute):
+                if isinstance(node.value, ast.Name) and node.value.id == self_name:
+                    names.add(node.attr)
+                    if isinstance(node.ctx, ast.Store):
+                        lines.setdefault(node.attr, node.lineno)
             elif (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
-                and node.func.attr in ("register_parameter", "register_buffer", "add_module")
+                and node.func.attr in _REGISTERS
                 and node.args
                 and isinstance(node.args[0], ast.Constant)
                 and isinstance(node.args[0].value, str)
             ):
                 lines.setdefault(node.args[0].value, node.lineno)
-            for target in targets:
-                dotted = dotted_from_ast(target)
-                if dotted and dotted.startswith(self_name + "."):
-                    lines.setdefault(dotted[len(self_name) + 1 :], target.lineno)
-    return lines
+        reads[method.name] = reads.get(method.name, frozenset()) | names
+    return lines, reads
 
 
 def index_source(tree: ast.Module, path: str, module: str, is_package: bool) -> FileIndex:

@@ -152,13 +152,16 @@ class HeldModuleRewriter(ClassScopedTransformer):
             self.needed.add(WRAP)
             wanted.insert(0, cst.parse_statement(f"{WRAP}({self_name})\n"))
         body = list(updated_node.body.body)
-        kept = [s for s in body if not self._is_generated(s, self_name)]
+        generated = [position for position, s in enumerate(body) if self._is_generated(s, self_name)]
+        if not wanted and not generated:
+            return updated_node
+        kept = [s for position, s in enumerate(body) if position not in generated]
         end = len(kept) - 1 if kept and _is_return(kept[-1]) else len(kept)
         new_body = kept[:end] + wanted + kept[end:]
-        if len(new_body) == len(body) and all(
-            same_code(new, old) for new, old in zip(new_body, body)
+        if generated == list(range(end, end + len(wanted))) and all(
+            same_code(body[position], new) for position, new in zip(generated, wanted)
         ):
-            return updated_node
+            return updated_node  # the block is where it belongs and says the same
         return updated_node.with_changes(body=updated_node.body.with_changes(body=new_body))
 
     def _entries(self, record: ClassRecord) -> list[Entry]:

@@ -33,6 +33,9 @@ _LEAVE_ALONE = {"property", "staticmethod", "classmethod", "cached_property", "s
 
 
 class PyroMethodRewriter(ClassScopedTransformer):
+    """Reads of ``self.<attr>`` come from the index (:attr:`ClassRecord.method_reads`), so
+    this rewriter never looks inside method bodies."""
+
     def __init__(
         self,
         classes: dict[int, ClassRecord],
@@ -44,32 +47,20 @@ class PyroMethodRewriter(ClassScopedTransformer):
         self.random_attrs = random_attrs
         self.imports = imports
         self.needed: set[str] = set()
-        self._reads_random: list[bool] = []
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-        self._reads_random.append(False)
-        return True
-
-    def visit_Attribute(self, node: cst.Attribute) -> None:
-        scope = self.method_scope()
-        if (
-            scope is not None
-            and isinstance(node.value, cst.Name)
-            and node.value.value == scope[1]
-            and node.attr.value in self.random_attrs.get(scope[0].order, ())
-        ):
-            self._reads_random[-1] = True
 
     def leave_FunctionDef(
         self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef
     ) -> cst.FunctionDef:
-        reads_random = self._reads_random.pop()
-        if not reads_random or self.method_scope() is None or not self._wants_decorator(updated_node):
+        scope = self.method_scope()
+        if scope is None:
+            return updated_node
+        record = scope[0]
+        reads = record.method_reads.get(updated_node.name.value, frozenset())
+        if not reads & self.random_attrs.get(record.order, set()) or not self._wants_decorator(updated_node):
             return updated_node
         self.needed.add(PYRO_METHOD)
         decorator = cst.Decorator(decorator=cst.Name(PYRO_METHOD))
         return updated_node.with_changes(decorators=[decorator, *updated_node.decorators])
-
     def _wants_decorator(self, node: cst.FunctionDef) -> bool:
         name = node.name.value
         if name == "forward" or (name.startswith("__") and name.endswith("__")):
