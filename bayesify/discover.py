@@ -83,8 +83,13 @@ def discover(
     extend_exclude: str | None = None,
     force_exclude: str | None = None,
     include: str = DEFAULT_INCLUDES,
+    warnings: list[str] | None = None,
 ) -> list[Path]:
-    """The Python files that ``paths`` name, de-duplicated and sorted (see the module doc)."""
+    """The Python files that ``paths`` name, de-duplicated and sorted (see the module doc).
+
+    Files that look like sources but cannot be read (a symbolic link that leads nowhere) are
+    skipped and, when ``warnings`` is given, said there.
+    """
     root = Path(os.path.abspath(root if root is not None else find_project_root(paths)))
     force_exclude_regex = _compile("--force-exclude", force_exclude) if force_exclude else None
     excludes = [
@@ -106,6 +111,8 @@ def discover(
     )
     for path in paths:
         finder.add_argument(Path(path))
+    if warnings is not None:
+        warnings.extend(finder.warnings)
     return finder.result()
 
 
@@ -148,12 +155,15 @@ class _Finder:
         # File identity -> (reached through a symlinked entry?, path); the lowest pair wins,
         # so a file is listed once, preferably under its own name.
         self.files: dict[tuple[int, int], tuple[bool, Path]] = {}
+        self.warnings: list[str] = []
 
     def result(self) -> list[Path]:
         return sorted(path for _, path in self.files.values())
 
     def add_argument(self, path: Path) -> None:
         if not path.exists():
+            if path.is_symlink():
+                raise DiscoveryError(f"{path}: {_NOWHERE}")
             raise DiscoveryError(f"{path}: no such file or folder")
         relative = self._relative_to_root(path)
         if not path.is_dir():
@@ -214,6 +224,8 @@ class _Finder:
             entry_relative = f"{relative}/{entry.name}" if relative else entry.name
             is_link = entry.is_symlink()
             if is_link and not self._resolves_inside_root(entry.path):
+                if not os.path.exists(entry.path) and self.include.search(f"/{entry_relative}"):
+                    self.warnings.append(f"{entry.path}: {_NOWHERE}; skipped")
                 continue
             is_dir = entry.is_dir()
             if self._is_excluded(entry_relative, is_dir, gitignores):
@@ -254,6 +266,9 @@ class _Finder:
         identity = _identity(stat)
         candidate = (through_link, path)
         self.files[identity] = min(self.files.get(identity, candidate), candidate)
+
+
+_NOWHERE = "a symbolic link that leads nowhere (a loop, or its target is gone)"
 
 
 def _identity(stat: os.stat_result) -> tuple[int, int]:

@@ -85,6 +85,8 @@ def rewrite_source(source: bytes, job: FileJob, spec: Spec) -> FileResult:
     if rewritten is module:
         return result
     output = rewritten.bytes
+    if source.endswith(b"\r") and not output.endswith(b"\r"):
+        output += b"\r"  # libcst drops a lone carriage return that ends a file
     try:
         ast.parse(output)
     except SyntaxError as error:

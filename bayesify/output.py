@@ -32,8 +32,8 @@ def write_atomically(
     ``os.replace``: a reader, a crash or Ctrl-C sees the old file or the new one, never a
     part of either. ``expected`` is compared just before the replace, so an edit made while
     bayesify ran is kept. A symbolic link is followed: the file it points to is replaced and
-    the link stays a link. The file keeps its mode and, where allowed, its owner; a new file
-    gets ``mode`` (by default what the umask allows).
+    the link stays a link. The file keeps its owner where the system allows, and its mode
+    unless ``mode`` is given; a new file without one gets what the umask allows.
 
     A read-only file, or a file in a read-only folder, is an error even for root, whom the
     system lets write anywhere: a read-only file is its owner saying "leave this alone".
@@ -44,7 +44,9 @@ def write_atomically(
     if existing is not None and not _writable(target, existing):
         raise WriteError(f"{path}: the file is read-only; left as it is")
     folder = _stat(path, target.parent)
-    if folder is None or not _writable(target.parent, folder):
+    if folder is None:
+        raise WriteError(f"{path}: cannot write: the folder {target.parent} does not exist")
+    if not _writable(target.parent, folder):
         raise WriteError(f"{path}: its folder {target.parent} is read-only; left as it is")
     if mode is None:
         mode = stat.S_IMODE(existing.st_mode) if existing is not None else 0o666 & ~_umask()

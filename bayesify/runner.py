@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
+
+import libcst as cst
 
 from .cache import Cache, digest, job_fingerprint
 from .engine import BUG_HINT, FileJob, FileResult, rewrite_source
@@ -72,10 +75,21 @@ def _index_source(
         tree = ast.parse(source, filename=path)
     except SyntaxError as error:
         where = f"{path}:{error.lineno}:{(error.offset or 0)}" if error.lineno else path
-        return path, None, f"{where}: cannot parse: {error.msg}"
+        return path, None, f"{where}: cannot parse: {error.msg}{_newer_syntax_hint(source)}"
     except (UnicodeDecodeError, ValueError) as error:
         return path, None, f"{path}: cannot decode: {error}"
+    except (RecursionError, MemoryError):
+        return path, None, f"{path}: too deeply nested for Python's parser (a very long expression?)"
     return path, index_source(tree, path, module, is_package), None
+
+
+def _newer_syntax_hint(source: bytes) -> str:
+    """Python's own parser is the index's; libcst may read syntax of newer Pythons."""
+    try:
+        cst.parse_module(source)
+    except Exception:  # any failure means: not newer syntax, just a syntax error
+        return ""
+    return f" (syntax newer than Python {sys.version_info.major}.{sys.version_info.minor}; run bayesify with a newer Python)"
 
 
 _worker_spec: Optional[Spec] = None
@@ -207,13 +221,22 @@ def _unseen_base_warnings(indexes: list[FileIndex], class_index: ClassIndex) -> 
 
 def _finish(results: list[FileResult], spec: Spec, warnings: Sequence[str] = ()) -> RunResult:
     outcome = RunResult(results=results, spec=spec)
-    outcome.unmatched = unmatched_entries(spec, outcome.sites)
     outcome.lints = [finding for result in results for finding in result.lints]
     outcome.warnings = [*warnings, *(w for r in results for w in r.warnings)] + [
         f"{spec.path}:{entry.line}: {entry.selector.text} only selects parameters that an "
         "earlier entry already decides; it has no effect"
         for entry in shadowed_only_entries(spec, outcome.sites)
     ]
+    unmatched = unmatched_entries(spec, outcome.sites)
+    if outcome.failed:
+        # The classes of the files that failed are unknown: an entry may well select them, and
+        # the files that could be read must still be rewritten.
+        outcome.warnings += [
+            f"{spec.path}:{entry.line}: {entry.selector.text} selects nothing in the files that could be read"
+            for entry in unmatched
+        ]
+    else:
+        outcome.unmatched = unmatched
     return outcome
 
 

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bayesify import catalog
+from bayesify.runner import run_source
 from bayesify.spec import Constraint, Prior, SpecError, load_spec, parse_spec
 
 SPEC = "priors.yaml"
@@ -554,42 +555,45 @@ def _only(nodes: ast.AST, allowed: tuple[type, ...]) -> None:
     assert not kinds, f"rendered code holds {sorted(kinds)}"
 
 
-def assert_prior_is_whitelisted(prior: Prior) -> None:
-    """What the rewrite writes, ``Family(<rendered args>)``, is a call of a catalog
-    distribution with finite number literals and string literals naming identifiers."""
-    rendered = prior.render_args()
-    assert all(arg.isascii() for arg in rendered)
-    tree = ast.parse(f"{prior.family}({', '.join(rendered)})", mode="eval")
-    _only(tree, (ast.Expression, ast.Call, ast.Name, ast.Load, ast.keyword, ast.Constant, ast.UnaryOp, ast.USub))
-    call = tree.body
+def assert_prior_call_is_whitelisted(call: ast.expr) -> None:
+    """``Family(args)``: a catalog distribution, finite number literals and string literals
+    naming identifiers, each keyword a parameter of the distribution, given once."""
+    _only(call, (ast.Call, ast.Name, ast.Load, ast.keyword, ast.Constant, ast.UnaryOp, ast.USub))
     assert isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
     assert call.func.id in catalog.DISTRIBUTIONS
-    params = catalog.DISTRIBUTIONS[call.func.id].params
-    assert [n for n in ast.walk(tree) if isinstance(n, ast.Name)] == [call.func]
+    assert [n for n in ast.walk(call) if isinstance(n, ast.Name)] == [call.func]
     for value in [*call.args, *(k.value for k in call.keywords)]:
         assert _is_finite_number(value) or _is_sibling_name(value), ast.dump(value)
-    assert all(k.arg in params for k in call.keywords)
+    assert all(k.arg in catalog.DISTRIBUTIONS[call.func.id].params for k in call.keywords)
     assert len({k.arg for k in call.keywords}) == len(call.keywords)
+
+
+def assert_constraint_is_whitelisted_node(node: ast.expr) -> None:
+    """``constraints.name`` or ``constraints.factory(numbers)``, from the catalog."""
+    _only(node, (ast.Call, ast.Attribute, ast.Name, ast.Load, ast.keyword, ast.Constant, ast.UnaryOp, ast.USub))
+    call = node if isinstance(node, ast.Call) else None
+    attribute = call.func if call else node
+    assert isinstance(attribute, ast.Attribute) and attribute.attr in catalog.CONSTRAINTS
+    assert isinstance(attribute.value, ast.Name) and attribute.value.id == "constraints"
+    signature = catalog.CONSTRAINTS[attribute.attr]
+    assert (call is None) == (signature is None)
+    if call is not None:
+        for value in [*call.args, *(k.value for k in call.keywords)]:
+            assert _is_finite_number(value), ast.dump(value)
+        assert all(k.arg in signature.params for k in call.keywords)
+
+
+def assert_prior_is_whitelisted(prior: Prior) -> None:
+    """What the rewrite writes for a prior, ``Family(<rendered args>)``, is whitelisted."""
+    rendered = prior.render_args()
+    assert all(arg.isascii() for arg in rendered)
+    assert_prior_call_is_whitelisted(ast.parse(f"{prior.family}({', '.join(rendered)})", mode="eval").body)
 
 
 def assert_constraint_is_whitelisted(constraint: Constraint) -> None:
     rendered = constraint.render()
     assert rendered.isascii()
-    tree = ast.parse(rendered, mode="eval")
-    _only(
-        tree,
-        (ast.Expression, ast.Call, ast.Attribute, ast.Name, ast.Load, ast.keyword, ast.Constant, ast.UnaryOp, ast.USub),
-    )
-    node = tree.body
-    call = node if isinstance(node, ast.Call) else None
-    attribute = call.func if call else node
-    assert isinstance(attribute, ast.Attribute) and attribute.attr in catalog.CONSTRAINTS
-    assert isinstance(attribute.value, ast.Name) and attribute.value.id == "constraints"
-    assert (call is None) == (catalog.CONSTRAINTS[attribute.attr] is None)
-    if call is not None:
-        for value in [*call.args, *(k.value for k in call.keywords)]:
-            assert _is_finite_number(value), ast.dump(value)
-        assert all(k.arg in catalog.CONSTRAINTS[attribute.attr].params for k in call.keywords)
+    assert_constraint_is_whitelisted_node(ast.parse(rendered, mode="eval").body)
 
 
 def assert_safe(text: str) -> None:
@@ -692,3 +696,61 @@ def test_random_bytes_as_a_spec_file_are_refused_cleanly_or_safe(tmp_path_factor
         return
     for entry in spec.entries:
         assert_prior_is_whitelisted(entry.action)
+
+
+MODULE = b"""\
+import torch
+import torch.nn as nn
+
+
+class Lin(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(2, 3))
+"""
+
+
+def _generated_value(rewritten: bytes) -> ast.expr:
+    """The value the rewrite assigns to ``self.w``."""
+    tree = ast.parse(rewritten)
+    (value,) = [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Attribute)
+        and node.targets[0].attr == "w"
+    ]
+    return value
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(entry=near_valid_entries())
+def test_every_accepted_entry_reaches_the_rewritten_code_whitelisted(entry: tuple[str, str]) -> None:
+    """End to end: what the rewrite writes for ``self.w`` holds nothing from the spec but a
+    catalog name and whitelisted arguments."""
+    section, action = entry
+    try:
+        spec = parse_spec(spec_with(section, action), SPEC)
+    except SpecError:
+        return
+    result = run_source(MODULE, spec)
+    assert not result.failed, result.failed[0].error
+    value = _generated_value(result.results[0].rewritten)
+    if section == "priors":
+        # PyroSample(Prior(self, "<Family>", <args>..., shape=(2, 3)))
+        assert isinstance(value, ast.Call) and ast.unparse(value.func) == "PyroSample"
+        (prior,) = value.args
+        assert isinstance(prior, ast.Call) and ast.unparse(prior.func) == "Prior"
+        module, family, *args = prior.args
+        assert ast.unparse(module) == "self"
+        assert isinstance(family, ast.Constant) and isinstance(family.value, str)
+        shape = [ast.unparse(k.value) for k in prior.keywords if k.arg == "shape"]
+        assert shape == ["(2, 3)"]
+        keywords = [k for k in prior.keywords if k.arg != "shape"]
+        assert_prior_call_is_whitelisted(ast.Call(ast.Name(family.value, ast.Load()), args, keywords))
+    else:
+        # PyroParam(torch.randn(2, 3), constraint=constraints.<name>[(<numbers>)])
+        assert isinstance(value, ast.Call) and ast.unparse(value.func) == "PyroParam"
+        assert [ast.unparse(a) for a in value.args] == ["torch.randn(2, 3)"]
+        (constraint,) = [k.value for k in value.keywords if k.arg == "constraint"]
+        assert_constraint_is_whitelisted_node(constraint)

@@ -25,7 +25,7 @@ import libcst as cst
 from ..index import ClassRecord, Conversion
 from .context import ClassScopedTransformer
 
-PYRO_MODULE = "PyroModule"
+PYRO_MODULE, PYRO_METACLASS = "PyroModule", "pyro_metaclass"
 
 
 class BaseClassRewriter(ClassScopedTransformer):
@@ -48,8 +48,20 @@ class BaseClassRewriter(ClassScopedTransformer):
             return updated_node
         kinds = iter(self.base_kinds.get(record.order, ()))
         bases = [arg if arg.keyword else self._convert(arg, next(kinds, None), conversion) for arg in updated_node.bases]
+        keywords = [self._metaclass(arg) for arg in updated_node.keywords]
         self.needed.add(PYRO_MODULE)
-        return updated_node.with_changes(bases=bases)
+        return updated_node.with_changes(bases=bases, keywords=keywords)
+
+    def _metaclass(self, arg: cst.Arg) -> cst.Arg:
+        """``metaclass=abc.ABCMeta`` -> ``metaclass=pyro_metaclass(abc.ABCMeta)``: PyroModule
+        has a metaclass of its own, and Python wants one that derives from both."""
+        if arg.keyword is None or arg.keyword.value != "metaclass":
+            return arg
+        value = arg.value
+        if isinstance(value, cst.Call) and isinstance(value.func, cst.Name) and value.func.value == PYRO_METACLASS:
+            return arg
+        self.needed.add(PYRO_METACLASS)
+        return arg.with_changes(value=cst.Call(func=cst.Name(PYRO_METACLASS), args=[cst.Arg(value=value)]))
 
     @staticmethod
     def _convert(arg: cst.Arg, kind: Conversion, conversion: Conversion) -> cst.Arg:

@@ -36,6 +36,7 @@ SOURCES = {
     "pyro_method": "pyro.nn",
     "constraints": "torch.distributions",
     "Prior": "bayesify.runtime",
+    "pyro_metaclass": "bayesify.runtime",
     "pyro_module": "bayesify.runtime",
     "set_constraint": "bayesify.runtime",
     "set_prior": "bayesify.runtime",

@@ -10,6 +10,15 @@ containers set once the model is built (:func:`set_prior`, :func:`set_constraint
 
 from bayesify.runtime.checkpoint import load_deterministic
 from bayesify.runtime.held import pyro_module, set_constraint, set_prior
+from bayesify.runtime.metaclass import pyro_metaclass
 from bayesify.runtime.prior import PRIOR_ANCHOR, Prior
 
-__all__ = ["PRIOR_ANCHOR", "Prior", "load_deterministic", "pyro_module", "set_constraint", "set_prior"]
+__all__ = [
+    "PRIOR_ANCHOR",
+    "Prior",
+    "load_deterministic",
+    "pyro_metaclass",
+    "pyro_module",
+    "set_constraint",
+    "set_prior",
+]
