@@ -2,7 +2,7 @@
 
 One file per spec (and bayesify version) under the user's cache folder
 (``$BAYESIFY_CACHE_DIR``, else ``$XDG_CACHE_HOME/bayesify``, else ``~/.cache/bayesify``). Each
-source file has an entry keyed by its path and the SHA-256 of its bytes:
+source file has an entry keyed by its absolute path and the SHA-256 of its bytes:
 
 - its index record (classes, bases, imports), valid while the bytes are the same;
 - its rewrite result (rewritten bytes, sites, warnings, lints), valid while the bytes *and*
@@ -16,6 +16,7 @@ Failures are never cached. The cache is written atomically (a temporary file, th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pickle
@@ -54,6 +55,11 @@ def job_fingerprint(job: FileJob) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
+def _relabel(message: str, old: str, new: str) -> str:
+    """A cached ``path:line: message`` under the name the file has in this run."""
+    return new + message[len(old) :] if message.startswith(old + ":") else message
+
+
 @dataclass
 class _Entry:
     digest: str
@@ -83,17 +89,18 @@ class Cache:
 
     def index(self, path: str, file_digest: str) -> tuple[bool, Optional[FileIndex]]:
         """``(hit, index record)``; a hit with no record is a file holding no class."""
-        entry = self._entries.get(path)
+        entry = self._entries.get(os.path.abspath(path))
         if entry is None or entry.digest != file_digest:
             return False, None
-        return True, entry.index
+        # The same file may have been named another way (src/m.py, then m.py from src/).
+        return True, entry.index and dataclasses.replace(entry.index, path=path)
 
     def store_index(self, path: str, file_digest: str, index: Optional[FileIndex]) -> None:
-        self._entries[path] = _Entry(file_digest, index)
+        self._entries[os.path.abspath(path)] = _Entry(file_digest, index)
         self._dirty = True
 
     def result(self, path: str, file_digest: str, job: str, source: bytes) -> Optional[FileResult]:
-        entry = self._entries.get(path)
+        entry = self._entries.get(os.path.abspath(path))
         if entry is None or entry.digest != file_digest or entry.job != job or entry.result is None:
             return None
         cached = entry.result
@@ -102,13 +109,13 @@ class Cache:
             path=path,
             original=source,
             rewritten=rewritten,
-            sites=list(cached.sites),
-            warnings=list(cached.warnings),
-            lints=list(cached.lints),
+            sites=[dataclasses.replace(site, path=path) for site in cached.sites],
+            warnings=[_relabel(message, cached.path, path) for message in cached.warnings],
+            lints=[_relabel(message, cached.path, path) for message in cached.lints],
         )
 
     def store_result(self, file_digest: str, job: str, result: FileResult) -> None:
-        entry = self._entries.get(result.path)
+        entry = self._entries.get(os.path.abspath(result.path))
         if result.error or entry is None or entry.digest != file_digest:
             return
         entry.job = job

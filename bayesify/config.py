@@ -3,16 +3,22 @@
 ::
 
     [tool.bayesify]
-    priors = "priors.yaml"        # relative to this pyproject.toml
+    priors = "model/priors.yaml"    # relative to this pyproject.toml
     extend-exclude = "^/generated/"
     allow-unmatched = false
+    context = ["../shared/layers"]
 
-Keys are the long option names (``-`` or ``_`` alike). The priors path, and the default
-``priors.yaml`` beside the project root, are resolved against the config file's folder.
+The file is the ``pyproject.toml`` at the project root of the PATHS (see
+:func:`bayesify.discover.find_project_root`), or the one ``--config`` names. Keys are the
+long option names, ``-`` or ``_`` alike; values have the option's type. Paths (``priors``,
+``out``, ``context``) are relative to the config file, so the same config works from any
+folder. Without a ``priors`` key the spec is ``priors.yaml`` beside the config file, or at
+the project root when there is no config.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -24,19 +30,28 @@ else:  # pragma: no cover - exercised on older Pythons only
 
 from .discover import find_project_root
 
+DEFAULT_SPEC = "priors.yaml"
+#: Options whose values are paths, resolved against the config file's folder.
+PATH_KEYS = ("priors", "out")
+PATH_LIST_KEYS = ("context",)
+
 
 class ConfigError(Exception):
     pass
 
 
+def _real_paths(paths: Sequence[str]) -> list[str]:
+    return [path for path in paths if path != "-"] or ["."]
+
+
 def find_config(paths: Sequence[str]) -> Optional[Path]:
-    root = find_project_root([p for p in paths if p != "-"] or ["."])
-    candidate = root / "pyproject.toml"
+    """``pyproject.toml`` at the project root of ``paths``, if there is one."""
+    candidate = find_project_root(_real_paths(paths)) / "pyproject.toml"
     return candidate if candidate.is_file() else None
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """The ``[tool.bayesify]`` table as click defaults, paths made absolute."""
+    """The ``[tool.bayesify]`` table, keys in ``snake_case``, paths made absolute."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
@@ -44,15 +59,46 @@ def read_config(path: Path) -> dict[str, Any]:
     table = data.get("tool", {}).get("bayesify", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.bayesify] must be a table")
+    folder = path.resolve().parent
     defaults = {key.replace("-", "_"): value for key, value in table.items()}
-    for key in ("priors", "out"):
+    for key in PATH_KEYS:
         if key in defaults:
-            defaults[key] = str((path.parent / defaults[key]).resolve())
+            defaults[key] = str(folder / _path_value(path, key, defaults[key]))
+    for key in PATH_LIST_KEYS:
+        if key in defaults:
+            values = defaults[key]
+            values = [values] if isinstance(values, str) else values
+            if not isinstance(values, list):
+                raise ConfigError(f"{path}: [tool.bayesify] {key} must be a path or a list of paths")
+            defaults[key] = [str(folder / _path_value(path, key, value)) for value in values]
     return defaults
 
 
-def default_priors(paths: Sequence[str]) -> Optional[str]:
-    """``priors.yaml`` at the project root, when there is one and no option names a spec."""
-    root = find_project_root([p for p in paths if p != "-"] or ["."])
-    candidate = root / "priors.yaml"
+def _path_value(config: Path, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{config}: [tool.bayesify] {key} must be a path (a string), not {value!r}")
+    return value
+
+
+def spec_location(paths: Sequence[str], config: Optional[Path]) -> Path:
+    """Where the spec is when no option names it: ``priors.yaml`` beside the config file,
+    or at the project root when there is no config."""
+    folder = config.resolve().parent if config else find_project_root(_real_paths(paths))
+    return folder / DEFAULT_SPEC
+
+
+def default_priors(paths: Sequence[str], config: Optional[Path]) -> Optional[str]:
+    """The spec at :func:`spec_location`, if there is one."""
+    candidate = spec_location(paths, config)
     return str(candidate) if candidate.is_file() else None
+
+
+def shown(path: str) -> str:
+    """``path`` as messages show it: relative to the current folder, unless the absolute
+    path is shorter (a folder far from here)."""
+    absolute = os.path.abspath(path)
+    try:
+        relative = os.path.relpath(absolute)
+    except ValueError:  # another drive
+        return absolute
+    return relative if len(relative) <= len(absolute) else absolute

@@ -172,6 +172,9 @@ def mirror(results: list[FileResult], root: Path, out: Path) -> list[Path]:
         written.add(target.resolve())
         if old != data:
             write_atomically(target, data, mode=mode)
+    # Python sources only: "*.py*" would also match the .pyc files of an imported mirror.
     return sorted(
-        path for path in out.rglob("*.py*") if path.is_file() and path.resolve() not in written
+        path
+        for path in out.rglob("*")
+        if path.suffix in (".py", ".pyi") and path.is_file() and path.resolve() not in written
     )

@@ -114,13 +114,21 @@ def _rewrite_file(job: FileJob) -> FileResult:
         return FileResult(job.path, source, error=f"{job.path}: {type(error).__name__}: {error}; {BUG_HINT}")
 
 
-def _map(function: Callable, items: Sequence, jobs: int, spec: Spec) -> list:
+def _map(function: Callable, items: Sequence, jobs: int, spec: Spec, done: Callable = lambda item: None) -> list:
+    """``function`` over ``items``, in order; ``done(item)`` is called as each one finishes."""
+    results = []
     if jobs <= 1 or len(items) < POOL_THRESHOLD:
         _init_worker(spec)
-        return [function(item) for item in items]
+        for item in items:
+            results.append(function(item))
+            done(item)
+        return results
     chunksize = max(1, len(items) // (jobs * 8))
     with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(spec,)) as pool:
-        return list(pool.map(function, items, chunksize=chunksize))
+        for item, result in zip(items, pool.map(function, items, chunksize=chunksize)):
+            results.append(result)
+            done(item)
+    return results
 
 
 def default_jobs() -> int:
@@ -133,18 +141,24 @@ def run(
     jobs: Optional[int] = None,
     context: Iterable[Path] = (),
     cache: Optional[Cache] = None,
+    progress: Optional[Callable[[int], None]] = None,
 ) -> RunResult:
     """Plan and rewrite ``paths`` in memory; nothing is written here. ``context`` files are
     read for their classes only (the bases of classes in ``paths``), never rewritten. With a
-    ``cache``, files whose bytes (and whose job) are unchanged since a run are not redone."""
+    ``cache``, files whose bytes (and whose job) are unchanged since a run are not redone.
+    ``progress(steps)`` is called as work finishes: ``2 * len(paths)`` steps in all (each
+    path is indexed, then rewritten or skipped); context files count for nothing."""
     jobs = jobs or default_jobs()
     names = [str(path) for path in paths]
     context_names = sorted({str(path) for path in context} - set(names))
+    step = progress or (lambda steps: None)
+    run_files = set(names)
     sources = _read_all(names + context_names) if cache else {}
     digests = {name: digest(source) for name, source in sources.items()}
     indexed = dict(_cached_indexes(cache, digests))
     missing = [name for name in names + context_names if name not in indexed]
-    for path, index, error in _map(_index_file, missing, jobs, spec):
+    step(len(run_files.intersection(indexed)))
+    for path, index, error in _map(_index_file, missing, jobs, spec, lambda name: step(int(name in run_files))):
         indexed[path] = (index, error)
         if cache and not error and path in digests:
             cache.store_index(path, digests[path], index)
@@ -164,8 +178,9 @@ def run(
             results[path] = hit
         else:
             pending.append(job)
+    step(len(names) - len(pending))
     try:
-        done = _map(_rewrite_file, pending, jobs, spec)
+        done = _map(_rewrite_file, pending, jobs, spec, lambda job: step(1))
     except BrokenProcessPool:
         done = [_rewrite_alone(job, spec) for job in pending]
     for job, result in zip(pending, done):

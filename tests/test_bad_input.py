@@ -448,11 +448,6 @@ def test_a_file_symlink_loop_is_called_a_loop(project: Path) -> None:
     assert run.code == 2 and re.search(r"a\.py: .*(symbolic link|symlink)", run.stderr), run
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="discover._walk skips a symlink loop inside a walked folder without a word: a file "
-    "the user expects rewritten is silently not",
-)
 def test_a_file_symlink_loop_in_a_folder_is_reported(project: Path) -> None:
     (project / "src").mkdir()
     (project / "src" / "m.py").write_text(model())

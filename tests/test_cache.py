@@ -88,3 +88,13 @@ def test_each_spec_has_its_own_cache(monkeypatch, tmp_path):
     other = parse_spec("version: 1\npriors:\n  Base.w: Normal(0, 2)\n")
     assert Cache.for_spec(SPEC.fingerprint).path != Cache.for_spec(other.fingerprint).path
     assert Cache.for_spec(SPEC.fingerprint).path.parent == tmp_path
+
+
+def test_a_file_named_another_way_is_reported_under_its_new_name(tree, tmp_path, monkeypatch):
+    path = tmp_path / "cache.pickle"
+    run(tree, Cache(path))
+    monkeypatch.chdir(tree)
+    again = runner.run([Path("child.py"), Path("base.py")], SPEC, jobs=1, cache=Cache(path))
+    assert [r.path for r in again.results] == ["child.py", "base.py"]
+    assert {site.path for site in again.sites} == {"child.py", "base.py"}
+    assert len(again.changed) == 2 and not again.unmatched

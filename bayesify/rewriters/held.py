@@ -167,19 +167,45 @@ class HeldModuleRewriter(ClassScopedTransformer):
     def _entries(self, record: ClassRecord) -> list[Entry]:
         """Spec entries for parameters this class holds or inherits from a torch.nn layer,
         in spec order (at run time, the first entry to select a parameter wins)."""
+        held = self._held.get(record.order, {})
+        # Parameters the catalog names (a held layer's, a base layer's) are planned one by
+        # one, selected or not, so that `plan` and `init` list them and the first entry wins.
+        known = self._known_paths(record)
+        for path in known:
+            kind = SiteKind.HELD if path[0] in held else SiteKind.INHERITED
+            entry = self.planner.select(self.path, record, path, kind, None)
+            if entry is not None and isinstance(entry.action, Prior):
+                self.random.setdefault(record.order, set()).add(path[0])
         chosen = []
         for entry in self.planner.spec.entries:
             if entry.selector.matches_class(record.module, record.name):
                 hits = self._paths(record, entry.selector.segments[1:])
-                held = self._held.get(record.order, {})
                 for hit in hits:
-                    kind = SiteKind.HELD if hit[0] in held else SiteKind.INHERITED
-                    self.planner.record(self.path, record, hit, kind, entry)
+                    if hit in known:
+                        continue
+                    # A container's or another library's parameters: decided at run time.
+                    self.planner.record(self.path, record, hit, SiteKind.HELD, entry)
                     if isinstance(entry.action, Prior):
                         self.random.setdefault(record.order, set()).add(hit[0])
                 if hits:
                     chosen.append(entry)
         return chosen
+
+    def _known_paths(self, record: ClassRecord) -> list[tuple[str, ...]]:
+        """Every parameter path of ``record`` the catalog names: those of the torch.nn layers
+        it holds, and those it inherits from a torch.nn layer it derives from."""
+        paths = [
+            (attr, *name.split("."))
+            for attr, layer in self._held.get(record.order, {}).items()
+            if layer in catalog.NN_LAYERS and layer not in catalog.NN_CONTAINERS
+            for name in catalog.NN_LAYERS[layer]
+        ]
+        paths += [
+            path
+            for path in (tuple(name.split(".")) for name in self._inherited_layer_parameters(record))
+            if path[0] not in record.attr_lines
+        ]
+        return paths
 
     def _paths(self, record: ClassRecord, pattern: tuple[str, ...]) -> list[tuple[str, ...]]:
         """Parameter paths of ``record`` that ``pattern`` selects, as far as the source tells:
