@@ -371,3 +371,13 @@ def test_subclass_of_a_context_base_model_becomes_a_pyro_module(monkeypatch):
         ("head.bias", "param", (2,)),
     ]
     assert isinstance(model.Wrapped(), PyroModule)
+
+
+def test_a_constraint_its_initial_value_breaks_fails_construction_by_name():
+    from bayesify.runtime import set_constraint
+
+    layer = PyroModule[nn.Linear](3, 2)
+    with torch.no_grad():
+        layer.bias.fill_(-1.0)
+    with pytest.raises(ValueError, match="'Head.bias' constrains PyroLinear.bias"):
+        set_constraint(layer, "Head.bias", constraints.positive)

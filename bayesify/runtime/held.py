@@ -76,7 +76,15 @@ def set_constraint(module: torch.nn.Module, selector: str, constraint: Constrain
     :func:`set_prior` for ``selector``.
     """
     for owner, name, parameter in _plain_parameters(module, selector):
-        setattr(owner, name, PyroParam(parameter.detach().clone(), constraint=constraint))
+        value = parameter.detach().clone()
+        if value.device.type != "meta" and not bool(constraint.check(value).all()):
+            # Pyro would start from the inverse transform of a value outside the support: NaN.
+            raise ValueError(
+                f"the spec entry {selector!r} constrains {type(owner).__name__}.{name} to "
+                f"{constraint}, but its initial value is not inside it; initialise it inside "
+                "the support, or choose another constraint"
+            )
+        setattr(owner, name, PyroParam(value, constraint=constraint))
 
 
 def _plain_parameters(
