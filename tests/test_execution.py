@@ -381,3 +381,9 @@ def test_a_constraint_its_initial_value_breaks_fails_construction_by_name():
         layer.bias.fill_(-1.0)
     with pytest.raises(ValueError, match="'Head.bias' constrains PyroLinear.bias"):
         set_constraint(layer, "Head.bias", constraints.positive)
+
+
+def test_a_layer_subclass_without_init_gets_one_that_sets_its_priors():
+    ScaledLinear = load("inherited_layer", "layers.py").ScaledLinear
+    layer = ScaledLinear(3, 2, bias=False)
+    assert sites(layer, torch.zeros(4, 3)) == [("weight", "sample", (2, 3))]

@@ -137,6 +137,31 @@ class HeldModuleRewriter(ClassScopedTransformer):
 
     # -- the set_prior / set_constraint block at the end of __init__ ----------------------
 
+    def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
+        """A layer subclass without ``__init__`` (``class MaskedLinear(nn.Linear)`` with only a
+        ``forward``) gets one that passes everything on, to hold the generated block."""
+        record = self.current_class
+        if (
+            record is None
+            or "__init__" in record.methods
+            or not self.conversions.get(record.order, Conversion.NONE).is_pyro
+            or not self._inherited_layer_parameters(record)
+            or not isinstance(updated_node.body, cst.IndentedBlock)
+        ):
+            return updated_node
+        stub = cst.parse_statement("def __init__(self, *args, **kwargs):\n    super().__init__(*args, **kwargs)\n")
+        self._frames.append(type(self._frames[-1])(self_name="self", is_method=True))
+        try:
+            init = self.leave_FunctionDef(stub, stub)
+        finally:
+            self._frames.pop()
+        if init is stub:
+            return updated_node  # nothing to set: leave the class as it is
+        body = list(updated_node.body.body)
+        at = 1 if body and _is_docstring(body[0]) else 0
+        body.insert(at, init.with_changes(leading_lines=[cst.EmptyLine(indent=False)] if at else []))
+        return updated_node.with_changes(body=updated_node.body.with_changes(body=body))
+
     def leave_FunctionDef(
         self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef
     ) -> cst.FunctionDef:
@@ -279,6 +304,14 @@ def _from_elsewhere(resolved: Optional[str], written: Optional[str]) -> bool:
     if resolved is not None:
         return resolved.partition(".")[0] not in _NOT_MODULES
     return written not in SOURCES and not hasattr(builtins, written or "")
+
+
+def _is_docstring(statement: cst.BaseStatement) -> bool:
+    return (
+        isinstance(statement, cst.SimpleStatementLine)
+        and isinstance(statement.body[0], cst.Expr)
+        and isinstance(statement.body[0].value, (cst.SimpleString, cst.ConcatenatedString))
+    )
 
 
 def _is_return(statement: cst.BaseStatement) -> bool:
