@@ -49,7 +49,6 @@ def job_fingerprint(job: FileJob) -> str:
         sorted((o, k.name) for o, k in job.conversions.items()),
         sorted((o, tuple(k.name for k in kinds)) for o, kinds in job.base_kinds.items()),
         sorted((o, sorted(attrs)) for o, attrs in job.inherited_random.items()),
-        sorted(job.imported_run_classes),
         sorted(job.imported_pyro_classes),
     )
     return hashlib.sha256(repr(parts).encode()).hexdigest()

@@ -37,9 +37,7 @@ class FileJob:
     base_kinds: dict[int, tuple[Conversion, ...]] = field(default_factory=dict)
     #: Random attributes that classes of this file inherit from classes in other files.
     inherited_random: dict[int, set[str]] = field(default_factory=dict)
-    #: Classes of the run that this file imports (they convert, or are not modules).
-    imported_run_classes: frozenset[str] = frozenset()
-    #: Those of them whose instances are PyroModules after the rewrite.
+    #: Classes of the run that this file imports whose instances are PyroModules.
     imported_pyro_classes: frozenset[str] = frozenset()
 
     @property
@@ -132,9 +130,7 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
         rewriters = (
             BaseClassRewriter(classes, first_order, job.conversions, job.base_kinds),
             ParameterRewriter(classes, first_order, converting, imports, planner, job.path),
-            HeldModuleRewriter(
-                classes, first_order, job.conversions, imports, planner, job.path, job.imported_run_classes
-            ),
+            HeldModuleRewriter(classes, first_order, job.conversions, imports, planner, job.path),
         )
         body[compound[top]] = body[compound[top]].visit(Walk(*rewriters))
         for rewriter in rewriters:

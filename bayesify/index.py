@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import enum
+import sys
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,7 +342,9 @@ class ClassIndex:
             base.resolved
             for base in record.bases
             if base.resolved and base.resolved not in self.classes
-            and base.resolved.partition(".")[0] not in ("builtins", "abc", "typing")
+            # torch's classes outside torch.nn (torch.autograd.Function) are no modules, nor
+            # are those of the standard library.
+            and base.resolved.partition(".")[0] not in ("torch", "pyro", "builtins", *sys.stdlib_module_names)
         ]
 
     def ancestors(self, record: ClassRecord) -> list[ClassRecord]:

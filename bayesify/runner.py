@@ -268,9 +268,12 @@ def _job_for(file_index: FileIndex, class_index: ClassIndex, spec: Spec) -> File
                 attrs = planner.random_attrs(ancestor)
                 if attrs:
                     inherited.setdefault(record.order, set()).update(attrs)
-    imported = frozenset(t for t in file_index.imports.bound.values() if t in class_index.classes)
-    imported_pyro = frozenset(t for t in imported if class_index.conversion(class_index.classes[t]).is_pyro)
-    return FileJob(file_index, conversions, base_kinds, inherited, imported, imported_pyro)
+    imported_pyro = frozenset(
+        target
+        for target in file_index.imports.bound.values()
+        if target in class_index.classes and class_index.conversion(class_index.classes[target]).is_pyro
+    )
+    return FileJob(file_index, conversions, base_kinds, inherited, imported_pyro)
 
 
 def _rewrite_alone(job: FileJob, spec: Spec) -> FileResult:

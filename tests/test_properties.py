@@ -8,7 +8,7 @@ or latin-1; and a spec selecting some of the parameters. Whatever it writes:
 
 * the output parses, and rewriting it again changes nothing;
 * every line that is not a rewrite site is kept byte for byte, and the only new lines are
-  imports and ``@pyro_method`` decorators;
+  imports, ``@pyro_method`` decorators and the ``pyro_module(self)`` / ``set_prior`` block;
 * each selected parameter is made random or constrained, and nothing else is;
 * ``bayesify rewrite --diff``, applied with ``patch -p0``, gives exactly what
   ``bayesify rewrite`` writes in place.
@@ -201,7 +201,8 @@ def sources(draw: st.DrawFn, prefix: str = "") -> Source:
 # --- Checks ----------------------------------------------------------------------------
 
 ADDED_LINE = re.compile(
-    rb"^(from (pyro\.nn|torch\.distributions|bayesify\.runtime) import [\w, ]+|\s*@pyro_method)\r?\n?$"
+    rb"^(from (pyro\.nn|torch\.distributions|bayesify\.runtime) import [\w, ]+|\s*@pyro_method"
+    rb"|\s*pyro_module\(self\)|\s*set_(prior|constraint)\(self, .*\))\r?\n?$"
 )
 
 
@@ -214,8 +215,8 @@ def rewrite(data: bytes, spec_text: str) -> bytes:
 
 
 def check_only_sites_changed(source: Source, before: bytes, after: bytes) -> None:
-    """Lines that are not rewrite sites are kept byte for byte; new lines are imports and
-    ``@pyro_method`` decorators. Compared on raw lines, so endings and encoding count."""
+    """Lines that are not rewrite sites are kept byte for byte; new lines are imports,
+    ``@pyro_method`` decorators and the block that ends ``__init__``. Compared on raw lines, so endings and encoding count."""
     old, new = before.split(b"\n"), after.split(b"\n")
     may_change = source.may_change
     matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)

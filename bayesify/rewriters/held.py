@@ -7,29 +7,33 @@ Before, with ``Model.fc.weight: Normal(0, 1)`` and ``Model.layers.*.bias: positi
         def __init__(self):
             super().__init__()
             self.fc = nn.Linear(5, 2)
-            self.layers = nn.Sequential(nn.Linear(2, 2), nn.Tanh())
-            self.proj = LinearNoBias(2, 2)        # partial(nn.Linear, bias=False)
+            self.layers = nn.ModuleList([])
+            for _ in range(2):
+                self.layers.append(Block())
 
 After::
 
     class Model(PyroModule):
         def __init__(self):
             super().__init__()
-            self.fc = PyroModule[nn.Linear](5, 2)
-            self.layers = pyro_module(nn.Sequential(nn.Linear(2, 2), nn.Tanh()))
-            self.proj = pyro_module(LinearNoBias(2, 2))
+            self.fc = nn.Linear(5, 2)
+            self.layers = nn.ModuleList([])
+            for _ in range(2):
+                self.layers.append(Block())
+            pyro_module(self)
             set_prior(self, "Model.fc.weight", "Normal", 0, 1)
             set_constraint(self, "Model.layers.*.bias", constraints.positive)
 
-A torch.nn layer held directly gets ``PyroModule[Layer]``, the tutorial's idiom. A container,
-or a module of another library (a class-like name from outside the run, torch and the
-standard library), gets :func:`bayesify.runtime.pyro_module`, which converts it and all it
-holds at run time, however it was built. Either way its parameters stay learnable Pyro
-parameters named by their module path (``fc.bias``, ``layers.0.weight``).
+A class that may hold modules (it assigns or attaches anything that is not a literal or a
+parameter) ends its ``__init__`` with :func:`bayesify.runtime.pyro_module`, which makes
+every module it holds a PyroModule at run time, however it was built: a torch.nn layer, a
+container filled by ``append``, a conditional expression, a module passed in, another
+library's. So every parameter that is not random is a Pyro param named by its module path
+(``fc.bias``, ``layers.0.weight``), and no held module becomes a second Pyro root.
 
-The ``set_prior``/``set_constraint`` block ends ``__init__``; it is regenerated from the spec
-on every run. A subclass of a built-in layer (``class MaskedLinear(nn.Linear)``) gets the same
-block for the parameters it inherits (``MaskedLinear.weight``).
+The ``set_prior``/``set_constraint`` lines follow it, one per spec entry that selects
+parameters below an attribute (or, for ``class MaskedLinear(nn.Linear)``, parameters the
+class inherits from the layer). The block is regenerated from the spec on every run.
 """
 
 from __future__ import annotations
@@ -43,17 +47,17 @@ import libcst as cst
 
 from .. import catalog
 from ..index import ClassRecord, Conversion
-from ..names import ImportTable, dotted_from_cst, torch_nn_class
+from ..names import ImportTable, dotted_from_cst, is_pyro_nn, is_torch_nn, torch_nn_class
 from ..plan import Planner
 from ..sites import SiteKind
 from ..spec import Entry, Prior
 from .context import ClassScopedTransformer
-from .imports import SOURCES
 from .parameters import same_code
 
-PYRO_MODULE, WRAP, SET_PRIOR, SET_CONSTRAINT = "PyroModule", "pyro_module", "set_prior", "set_constraint"
+WRAP, SET_PRIOR, SET_CONSTRAINT = "pyro_module", "set_prior", "set_constraint"
 RUNTIME = "bayesify.runtime."
-_NOT_MODULES = frozenset({"torch", "pyro", "numpy", "builtins", *sys.stdlib_module_names})
+#: Methods of ``self`` that attach nothing that could be a module.
+_NOT_ATTACHING = frozenset({"register_buffer", "register_parameter"})
 
 
 class HeldModuleRewriter(ClassScopedTransformer):
@@ -65,18 +69,18 @@ class HeldModuleRewriter(ClassScopedTransformer):
         imports: ImportTable,
         planner: Planner,
         path: str,
-        run_classes: frozenset[str],
     ) -> None:
         super().__init__(classes, first_order)
         self.conversions = conversions
         self.imports = imports
         self.planner = planner
         self.path = path
-        self.run_classes = run_classes
         self.needed: set[str] = set()
         self.random: dict[int, set[str]] = {}
-        #: Attributes each class assigns a module to: the torch.nn layer name, or None.
+        #: Attributes each class may hold a module in: the torch.nn layer, when known.
         self._held: dict[int, dict[str, Optional[str]]] = {}
+        #: Classes whose methods assign or attach something that may be a module.
+        self._attaches: set[int] = set()
 
     def _converting_method(self) -> Optional[tuple[ClassRecord, str]]:
         scope = self.method_scope()
@@ -84,58 +88,78 @@ class HeldModuleRewriter(ClassScopedTransformer):
             return None
         return scope
 
-    # -- self.x = <module>: make what is held a PyroModule -------------------------------
+    # -- what may a class hold? (nothing here changes the statements) ------------------
 
     def leave_Assign(self, original_node: cst.Assign, updated_node: cst.Assign) -> cst.Assign:
+        for target in updated_node.targets:
+            self._note(target.target, updated_node.value)
+        return updated_node
+
+    def leave_AnnAssign(self, original_node: cst.AnnAssign, updated_node: cst.AnnAssign) -> cst.AnnAssign:
+        if updated_node.value is not None:
+            self._note(updated_node.target, updated_node.value)
+        return updated_node
+
+    def leave_Expr(self, original_node: cst.Expr, updated_node: cst.Expr) -> cst.Expr:
+        """``self.layers.append(…)``, ``self.add_module(…)``, ``setattr(self, …)``."""
         scope = self._converting_method()
-        if scope is None or len(updated_node.targets) != 1:
+        call = updated_node.value
+        if scope is None or not isinstance(call, cst.Call):
             return updated_node
         record, self_name = scope
-        target = updated_node.targets[0].target
-        if not (isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == self_name):
-            return updated_node
-        attr = target.attr.value
-        value, layer, is_module = self._convert_value(updated_node.value, record, attr)
-        if is_module:
-            self._held.setdefault(record.order, {})[attr] = layer
-        return updated_node if value is updated_node.value else updated_node.with_changes(value=value)
+        dotted = dotted_from_cst(call.func) or ""
+        on_self = dotted.startswith(self_name + ".") and dotted.rpartition(".")[2] not in _NOT_ATTACHING
+        sets_on_self = dotted == "setattr" and bool(call.args) and _is_name(call.args[0].value, self_name)
+        if (on_self or sets_on_self) and not self._is_generated_call(call, self_name):
+            self._attaches.add(record.order)
+        return updated_node
 
-    def _convert_value(self, value: cst.BaseExpression, record: ClassRecord, attr: str):
-        """``(new value, torch.nn layer name or None, whether the value is a module)``."""
-        selected_below = bool(self.planner.spec.select_below(record.module, record.name, attr))
-        if isinstance(value, cst.Call):
-            func = value.func
-            resolved = self.imports.resolve(dotted_from_cst(func))
-            layer = torch_nn_class(resolved)
-            if isinstance(func, cst.Subscript) or resolved == RUNTIME + WRAP:
-                return value, _subscripted_layer(func, self.imports), True
-            if layer == "Module":
-                self.needed.add(PYRO_MODULE)
-                return value.with_changes(func=cst.Name(PYRO_MODULE)), None, True
-            if layer in catalog.NN_CONTAINERS or layer in catalog.NN_COMPOSITE_LAYERS:
-                return self._wrap(value), layer, True
-            if layer in catalog.NN_LAYERS:
-                self.needed.add(PYRO_MODULE)
-                subscript = cst.Subscript(
-                    value=cst.Name(PYRO_MODULE), slice=[cst.SubscriptElement(slice=cst.Index(value=func))]
-                )
-                return value.with_changes(func=subscript), layer, True
-            if layer is not None or (resolved or "") in self.run_classes or self._local_class(func):
-                return value, None, False
-            if _class_like(func) and _from_elsewhere(resolved, dotted_from_cst(func)):
-                return self._wrap(value), None, True
-        if selected_below and not isinstance(value, (cst.BaseNumber, cst.BaseString)):
-            return self._wrap(value), None, True
-        return value, None, False
+    def _note(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        scope = self._converting_method()
+        if scope is None:
+            return
+        record, self_name = scope
+        if isinstance(target, cst.Subscript) and _is_self_attribute(target.value, self_name):
+            self._attaches.add(record.order)  # self.heads["a"] = ...
+        if not _is_self_attribute(target, self_name) or not self._may_be_module(value):
+            return
+        self._attaches.add(record.order)
+        self._held.setdefault(record.order, {})[target.attr.value] = self._layer(value)
 
-    def _local_class(self, func: cst.BaseExpression) -> bool:
-        return isinstance(func, cst.Name) and any(r.name == func.value for r in self.classes.values())
+    def _may_be_module(self, value: cst.BaseExpression) -> bool:
+        """Whether an assigned value may be (or hold) a module: a call of anything but a
+        builtin, the standard library, a tensor factory or a parameter, or a conditional,
+        ``or`` or collection holding one. Names and arithmetic (``self.dim = dim``,
+        ``dim ** -0.5``) are taken for configuration, not modules."""
+        if isinstance(value, cst.IfExp):
+            return self._may_be_module(value.body) or self._may_be_module(value.orelse)
+        if isinstance(value, cst.BooleanOperation):
+            return self._may_be_module(value.left) or self._may_be_module(value.right)
+        if isinstance(value, (cst.Tuple, cst.List, cst.Set)):
+            return any(self._may_be_module(element.value) for element in value.elements)
+        if isinstance(value, cst.Dict):
+            return any(self._may_be_module(element.value) for element in value.elements if isinstance(element, cst.DictElement))
+        if not isinstance(value, cst.Call):
+            return False
+        written = dotted_from_cst(value.func) or ""
+        resolved = self.imports.resolve(written)
+        if resolved is None:
+            return not hasattr(builtins, written)
+        if is_torch_nn(resolved, "Parameter") or any(is_pyro_nn(resolved, n) for n in ("PyroParam", "PyroSample")):
+            return False
+        top = resolved.partition(".")[0]
+        if top == "torch":
+            return resolved.startswith("torch.nn.")  # torch.zeros(...) is a tensor
+        return top not in sys.stdlib_module_names
 
-    def _wrap(self, value: cst.BaseExpression) -> cst.Call:
-        self.needed.add(WRAP)
-        return cst.Call(func=cst.Name(WRAP), args=[cst.Arg(value=value)])
+    def _layer(self, value: cst.BaseExpression) -> Optional[str]:
+        """The torch.nn layer a value builds, when its parameters are known by name."""
+        if not isinstance(value, cst.Call):
+            return None
+        layer = torch_nn_class(self.imports.resolve(dotted_from_cst(value.func)))
+        return layer if layer in catalog.NN_LAYERS and layer not in catalog.NN_CONTAINERS else None
 
-    # -- the set_prior / set_constraint block at the end of __init__ ----------------------
+    # -- the block at the end of __init__ ---------------------------------------------
 
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
         """A layer subclass without ``__init__`` (``class MaskedLinear(nn.Linear)`` with only a
@@ -172,8 +196,9 @@ class HeldModuleRewriter(ClassScopedTransformer):
         if not isinstance(updated_node.body, cst.IndentedBlock):
             return updated_node
         wanted = [self._statement(self_name, entry) for entry in self._entries(record)]
-        if self._inherited_layer(record) in catalog.NN_COMPOSITE_LAYERS:
-            # The modules the layer's own __init__ made (out_proj) are plain until converted.
+        # The modules the class holds, and those a composite layer's own __init__ made
+        # (MultiheadAttention's out_proj), are plain until converted.
+        if record.order in self._attaches or self._inherited_layer(record) in catalog.NN_COMPOSITE_LAYERS:
             self.needed.add(WRAP)
             wanted.insert(0, cst.parse_statement(f"{WRAP}({self_name})\n"))
         body = list(updated_node.body.body)
@@ -273,37 +298,28 @@ class HeldModuleRewriter(ClassScopedTransformer):
         if not (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1):
             return False
         expression = statement.body[0]
-        if not (isinstance(expression, cst.Expr) and isinstance(expression.value, cst.Call)):
-            return False
-        call = expression.value
+        return (
+            isinstance(expression, cst.Expr)
+            and isinstance(expression.value, cst.Call)
+            and self._is_generated_call(expression.value, self_name)
+        )
+
+    def _is_generated_call(self, call: cst.Call, self_name: str) -> bool:
         resolved = self.imports.resolve(dotted_from_cst(call.func))
         generated = (RUNTIME + SET_PRIOR, RUNTIME + SET_CONSTRAINT, RUNTIME + WRAP)
-        return resolved in generated and bool(call.args) and (
-            isinstance(call.args[0].value, cst.Name) and call.args[0].value.value == self_name
-        )
+        return resolved in generated and bool(call.args) and _is_name(call.args[0].value, self_name)
 
 
 def _matches(path: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
     return len(path) == len(pattern) and all(map(fnmatchcase, path, pattern))
 
 
-def _subscripted_layer(func: cst.BaseExpression, imports: ImportTable) -> Optional[str]:
-    if isinstance(func, cst.Subscript) and len(func.slice) == 1 and isinstance(func.slice[0].slice, cst.Index):
-        return torch_nn_class(imports.resolve(dotted_from_cst(func.slice[0].slice.value)))
-    return None
+def _is_name(node: cst.BaseExpression, name: str) -> bool:
+    return isinstance(node, cst.Name) and node.value == name
 
 
-def _class_like(func: cst.BaseExpression) -> bool:
-    dotted = dotted_from_cst(func) or ""
-    return any(part[:1].isupper() for part in dotted.split("."))
-
-
-def _from_elsewhere(resolved: Optional[str], written: Optional[str]) -> bool:
-    """Not torch, pyro, the standard library, a builtin or a name the rewrite adds: another
-    library, or a name bound in this file (``LinearNoBias = partial(nn.Linear, bias=False)``)."""
-    if resolved is not None:
-        return resolved.partition(".")[0] not in _NOT_MODULES
-    return written not in SOURCES and not hasattr(builtins, written or "")
+def _is_self_attribute(node: cst.BaseExpression, self_name: str) -> bool:
+    return isinstance(node, cst.Attribute) and _is_name(node.value, self_name)
 
 
 def _is_docstring(statement: cst.BaseStatement) -> bool:

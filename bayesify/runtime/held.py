@@ -7,8 +7,9 @@ their spec selector and replace them there::
     class Model(PyroModule):
         def __init__(self):
             super().__init__()
-            self.fc = PyroModule[nn.Linear](5, 2)
-            self.layers = pyro_module(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1)))
+            self.fc = nn.Linear(5, 2)
+            self.layers = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+            pyro_module(self)
             set_prior(self, "Model.fc.weight", "Normal", 0, 1)
             set_prior(self, "Model.layers.*.weight", "Normal", 0, 1)
             set_constraint(self, "Model.layers.*.bias", constraints.positive)
@@ -32,16 +33,24 @@ _UNCONSTRAINED = "_unconstrained"
 
 def pyro_module(module: torch.nn.Module) -> torch.nn.Module:
     """
-    Makes ``module`` and every module inside it a
+    Makes every module inside ``module``, and ``module`` itself, a
     :class:`~pyro.nn.module.PyroModule`, in place, and returns it.
 
-    The rewriter wraps containers and modules of other libraries with it, so that
-    their parameters are Pyro parameters named by their module path
-    (``layers.0.weight``) whatever built them: a comprehension, ``*args``, a factory
-    function. A value that is not an :class:`torch.nn.Module` is returned as it is.
+    Rewritten classes end ``__init__`` with ``pyro_module(self)``, so that what
+    they hold is Pyro whatever built it: a layer, a container filled by
+    ``append``, a conditional expression, a module passed in, another library's.
+    Its parameters are then Pyro parameters named by their module path
+    (``layers.0.weight``), and none of its modules is a second Pyro root. Empty
+    slots (``nn.ModuleList([layer, None])``) stay empty. A value that is not an
+    :class:`torch.nn.Module` is returned as it is.
     """
-    if isinstance(module, torch.nn.Module):
-        to_pyro_module_(module, recurse=True)
+    if not isinstance(module, torch.nn.Module):
+        return module
+    for child in module.children():
+        pyro_module(child)
+    if not isinstance(module, PyroModule):
+        # Children first: the parent then re-registers them as the PyroModules they are.
+        to_pyro_module_(module, recurse=False)
     return module
 
 
@@ -62,7 +71,9 @@ def set_prior(
         segment with fnmatch, against parameter paths (``fc.weight``,
         ``layers.0.bias``). Parameters an earlier call already made random or
         constrained are skipped: the first spec entry wins.
-    :raises LookupError: if the selector matches no parameter at all.
+    :raises LookupError: if the selector matches no parameter of an attribute the
+        module has. An attribute the module lacks (a layer built only under some
+        ``if``) is no error: its parameters simply do not exist this time.
     """
     for owner, name, parameter in _plain_parameters(module, selector):
         setattr(owner, name, PyroSample(Prior(owner, family, *args, shape=parameter.shape, **kwargs)))
@@ -97,6 +108,8 @@ def _plain_parameters(
         if len(path) == len(pattern) and all(map(fnmatchcase, path, pattern))
     ]
     if not matched:
+        if not _has_attribute(module, pattern[0]):
+            return  # built conditionally (``if expand: self.expand = ...``), and not this time
         known = ", ".join(".".join(path) for path, _, _ in _parameter_paths(module)) or "none"
         raise LookupError(
             f"the spec entry {selector!r} selects no parameter of this "
@@ -108,6 +121,18 @@ def _plain_parameters(
         parameter = owner._parameters.get(name)
         if parameter is not None:  # not made random or constrained by an earlier entry
             yield owner, name, parameter
+
+
+def _has_attribute(module: torch.nn.Module, glob: str) -> bool:
+    """Whether ``module`` has an attribute (a module, a parameter, a random or constrained
+    one) whose name ``glob`` matches."""
+    names = [
+        *(name for name, child in module._modules.items() if child is not None),
+        *(name for name, value in module._parameters.items() if value is not None),
+        *getattr(module, "_pyro_samples", {}),
+        *getattr(module, "_pyro_params", {}),
+    ]
+    return any(fnmatchcase(name, glob) for name in names)
 
 
 def _parameter_paths(module: torch.nn.Module) -> Iterator[Tuple[Tuple[str, ...], torch.nn.Module, str]]:
