@@ -58,24 +58,24 @@ class Planner:
     ) -> Optional[Entry]:
         """The entry that decides the site ``attr_path`` of ``record``, recorded in the plan."""
         entries = self.spec.select(record.module, (record.name,), attr_path)
-        site = PlannedSite(
-            path=path,
-            line=record.attr_lines.get(attr_path[0]),
-            module=record.module,
-            class_name=record.name,
-            attr_path=attr_path,
-            kind=kind,
-            shape=shape,
-            entry=entries[0] if entries else None,
-            shadowed=tuple(entries[1:]),
-        )
-        self.sites.append(site)
-        return site.entry
+        self._add(path, record, attr_path, kind, shape, entries)
+        return entries[0] if entries else None
 
     def record(
         self, path: str, record: ClassRecord, attr_path: tuple[str, ...], kind: SiteKind, entry: Entry
     ) -> None:
         """Record a site that ``entry`` selects below a held module (decided at run time)."""
+        self._add(path, record, attr_path, kind, None, [entry])
+
+    def _add(
+        self,
+        path: str,
+        record: ClassRecord,
+        attr_path: tuple[str, ...],
+        kind: SiteKind,
+        shape: Optional[str],
+        entries: list[Entry],
+    ) -> None:
         self.sites.append(
             PlannedSite(
                 path=path,
@@ -84,8 +84,9 @@ class Planner:
                 class_name=record.name,
                 attr_path=attr_path,
                 kind=kind,
-                shape=None,
-                entry=entry,
+                shape=shape,
+                entry=entries[0] if entries else None,
+                shadowed=tuple(entries[1:]),
             )
         )
 

@@ -25,6 +25,7 @@ from typing import Optional, Union
 import yaml
 
 from . import catalog
+from .names import dotted_from_ast
 
 SECTIONS = ("priors", "constraints")
 TOP_LEVEL_KEYS = ("version", "priors", "constraints", "modules")
@@ -363,15 +364,8 @@ def _expression(source: str, path: str, line: int, where: str, what: str) -> ast
 
 def _callee(node: ast.expr, prefixes: tuple[str, ...]) -> Optional[str]:
     """``Normal`` for ``Normal``, ``dist.Normal`` or ``pyro.distributions.Normal``."""
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if not isinstance(node, ast.Name):
-        return None
-    parts.append(node.id)
-    *prefix, name = reversed(parts)
-    return name if not prefix or ".".join(prefix) in prefixes else None
+    prefix, _, name = (dotted_from_ast(node) or "").rpartition(".")
+    return name if name and (not prefix or prefix in prefixes) else None
 
 
 def _number(node: ast.expr) -> Optional[Number]:

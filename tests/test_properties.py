@@ -17,7 +17,6 @@ or latin-1; and a spec selecting some of the parameters. Whatever it writes:
 from __future__ import annotations
 
 import ast
-import difflib
 import re
 import shutil
 import subprocess
@@ -215,19 +214,30 @@ def rewrite(data: bytes, spec_text: str) -> bytes:
 
 
 def check_only_sites_changed(source: Source, before: bytes, after: bytes) -> None:
-    """Lines that are not rewrite sites are kept byte for byte; new lines are imports,
-    ``@pyro_method`` decorators and the block that ends ``__init__``. Compared on raw lines, so endings and encoding count."""
-    old, new = before.split(b"\n"), after.split(b"\n")
+    """Lines that are not rewrite sites are kept byte for byte, in order; new lines are
+    imports, ``@pyro_method`` decorators and the block that ends ``__init__``. Compared on
+    raw lines, so endings and encoding count. (Not with difflib: on repeated classes it
+    may pair lines across classes and see changes where there are none.)"""
+    old = before.split(b"\n")
+    new = [line for line in after.split(b"\n") if not ADDED_LINE.match(line + b"\n")]
     may_change = source.may_change
-    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
-    for tag, old_start, old_end, new_start, new_end in matcher.get_opcodes():
-        if tag == "equal":
+    at = 0  # the next line of `new` to account for
+    number = 0
+    while number < len(old):
+        if number not in may_change:
+            assert at < len(new) and new[at] == old[number], f"line {number + 1} changed: {old[number]!r}"
+            number, at = number + 1, at + 1
             continue
-        touched = set(range(old_start, old_end)) - may_change
-        assert not touched, f"lines outside the rewrite sites changed: {[old[i] for i in sorted(touched)]}"
-        if old_start == old_end:  # lines only added
-            added = [new[i] for i in range(new_start, new_end)]
-            assert all(ADDED_LINE.match(line + b"\n") for line in added), added
+        # A run of site lines (a statement may span several) becomes at most as many lines.
+        end = number
+        while end < len(old) and end in may_change:
+            end += 1
+        following = old[end] if end < len(old) else None
+        taken = 0
+        while at < len(new) and new[at] != following and taken < end - number:
+            at, taken = at + 1, taken + 1
+        number = end
+    assert at == len(new), f"lines were added that are not imports, decorators or the block: {new[at:]}"
 
 
 PROPERTIES = settings(
