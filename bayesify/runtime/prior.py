@@ -84,7 +84,16 @@ class Prior:
         self.args = args
         self.kwargs = kwargs
         self.shape = _normalize_shape(shape)
+        # A prior of numbers alone is the same distribution every time, for one device and
+        # dtype: it is built once for each, as a hand-written ``PyroSample(dist...)`` is.
+        self._fixed = not any(isinstance(value, str) for value in (*args, *kwargs.values()))
+        self._built: dict[tuple[torch.device, torch.dtype], dist.Distribution] = {}
         _register_anchor(module)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_built"] = {}  # built again where the copy lives
+        return state
 
     def __call__(self, module: torch.nn.Module) -> dist.Distribution:
         anchor = module._buffers.get(PRIOR_ANCHOR)
@@ -93,6 +102,15 @@ class Prior:
                 f"{self!r} is sampled for a {type(module).__name__} it was not built "
                 f"for: pass the module that holds the attribute to Prior(...)"
             )
+        if not self._fixed:
+            return self._build(module, anchor)
+        key = (anchor.device, anchor.dtype)
+        built = self._built.get(key)
+        if built is None:
+            built = self._built[key] = self._build(module, anchor)
+        return built
+
+    def _build(self, module: torch.nn.Module, anchor: torch.Tensor) -> dist.Distribution:
         args = [self._resolve(module, anchor, value) for value in self.args]
         kwargs = {
             key: self._resolve(module, anchor, value)
