@@ -17,7 +17,7 @@ from .index import ClassRecord, Conversion, FileIndex
 from .lints import LintContext, lint
 from .plan import PlannedSite, Planner
 from .rewriters.bases import BaseClassRewriter
-from .rewriters.compose import SKIPPED, Walk
+from .rewriters.compose import DEFINITIONS, Walk
 from .rewriters.held import HeldModuleRewriter
 from .rewriters.imports import NameClashError, add_imports, missing_imports
 from .rewriters.methods import PyroMethodRewriter
@@ -79,7 +79,7 @@ def rewrite_source(source: bytes, job: FileJob, spec: Spec) -> FileResult:
         return result
     result.sites, result.warnings = planner.sites, planner.warnings
     # Lines in findings are the user's lines, so the lints read the source as it was.
-    result.lints = lint(ast.parse(source), _lint_context(job, planner))
+    result.lints = lint(source, _lint_context(job, planner))
     if rewritten is module:
         return result
     output = rewritten.bytes
@@ -144,7 +144,7 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
     for top, first_order in tops.items():
         if top in random_tops:
             methods = PyroMethodRewriter(classes, first_order, random, imports)
-            body[compound[top]] = body[compound[top]].visit(Walk(methods, skip=(*SKIPPED, cst.SimpleStatementLine)))
+            body[compound[top]] = body[compound[top]].visit(Walk(methods, enter=DEFINITIONS))
             needed.update(methods.needed)
     if all(new is old for new, old in zip(body, module.body)):
         return module

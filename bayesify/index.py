@@ -153,7 +153,7 @@ class _ClassCollector:
         is_function = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
         if is_function:
             self.scope.extend((node.name, "<locals>"))
-        for block in _blocks(node):
+        for block in statement_blocks(node):
             for statement in block:
                 self.visit(statement)
         if is_function:
@@ -198,7 +198,7 @@ class _ClassCollector:
         return f"{key}.{rest}" if rest else key
 
 
-def _blocks(node: ast.stmt) -> Iterable[list[ast.stmt]]:
+def statement_blocks(node: ast.stmt) -> Iterable[list[ast.stmt]]:
     """The statement lists directly inside a compound statement, in source order."""
     for field in ("body", "handlers", "orelse", "finalbody", "cases"):
         block = getattr(node, field, None)

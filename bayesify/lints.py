@@ -16,10 +16,11 @@
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from .index import ClassRecord, Conversion
+from .index import ClassRecord, Conversion, statement_blocks
 from .names import ImportTable, dotted_from_ast
 
 
@@ -50,29 +51,49 @@ class LintContext:
         return self.random.get(record.order, set()) | holders
 
 
-def lint(tree: ast.Module, context: LintContext) -> list[str]:
+def lint(source: bytes, context: LintContext) -> list[str]:
+    """The findings for one file, read from its source as it was (so lines are the user's).
+
+    The source is parsed only when some lint can apply: a random attribute and the word
+    ``plate``; a class the spec excludes; a PyroModule class built into a local name.
+    """
+    plate = b"plate" in source and any(context.random.values())
+    excluded = Conversion.EXCLUDED in context.conversions.values()
+    attached = _builds_locals(source, context)
+    if not (plate or excluded or attached):
+        return []
+    tree = ast.parse(source)
     findings: list[str] = []
-    order = 0
-    for node in _preorder_classes(tree):
+    for order, node in enumerate(_preorder_classes(tree.body)):
         record = context.classes.get(order)
-        order += 1
+        conversion = context.conversions.get(order, Conversion.NONE)
         if record is None:
             continue
-        conversion = context.conversions.get(record.order, Conversion.NONE)
-        if conversion.is_pyro:
+        if plate and conversion.is_pyro:
             findings += _plate_reads(node, record, context)
         elif conversion is Conversion.EXCLUDED:
             findings += _two_roots(node, record, context)
-    findings += _called_then_attached(tree, context)
+    if attached:
+        findings += _called_then_attached(tree, context)
     return findings
 
 
-def _preorder_classes(tree: ast.AST) -> Iterable[ast.ClassDef]:
-    """Classes in the pre-order the index numbers them in."""
-    for child in ast.iter_child_nodes(tree):
-        if isinstance(child, ast.ClassDef):
-            yield child
-        yield from _preorder_classes(child)
+def _builds_locals(source: bytes, context: LintContext) -> bool:
+    """Whether some line binds a local name to a new instance of a PyroModule class."""
+    names = {key.rpartition(".")[2] for key in context.pyro_classes}
+    if not names:
+        return False
+    pattern = rb"^[ \t]*\w+[ \t]*=[ \t]*[\w.]*\b(?:" + b"|".join(re.escape(n.encode()) for n in sorted(names)) + rb")\("
+    return re.search(pattern, source, re.MULTILINE) is not None
+
+
+def _preorder_classes(statements: list[ast.stmt]) -> Iterable[ast.ClassDef]:
+    """Classes in the pre-order the index numbers them in (they stand only in statements)."""
+    for statement in statements:
+        if isinstance(statement, ast.ClassDef):
+            yield statement
+        for block in statement_blocks(statement):
+            yield from _preorder_classes(block)
 
 
 def _is_plate(item: ast.withitem, imports: ImportTable) -> bool:

@@ -1,10 +1,11 @@
-"""Run several rewriters in one walk of a tree, skipping what none of them reads.
+"""Run several rewriters in one walk of a tree, entering only what they read.
 
 Each rewriter stays a small transformer of its own; :class:`Walk` hands every node to each
 of them in turn (``leave`` results chained), so the tree is walked and rebuilt once instead
-of once per rewriter. Subtrees of the ``skip`` types (expressions, by default: the rewriters
-look at statements and definitions, and read the expressions they need directly) are
-neither walked nor rebuilt, which is most of a file.
+of once per rewriter. The rewriters look at definitions and statements, and read the
+expressions they need directly, so the walk enters only the node types in ``enter``
+(definitions, blocks, statement lines and the statements that assign or call): expressions,
+whitespace and the rest, most of a file, are neither walked nor rebuilt.
 """
 
 from __future__ import annotations
@@ -13,17 +14,30 @@ from typing import Union
 
 import libcst as cst
 
-SKIPPED = (cst.BaseExpression, cst.Parameters, cst.Decorator, cst.Arg)
+#: Definitions and the statement structure that can hold them.
+DEFINITIONS = frozenset(
+    getattr(cst, name)
+    for name in (
+        "ClassDef", "FunctionDef", "IndentedBlock", "SimpleStatementSuite", "If", "Else", "For",
+        "While", "Try", "TryStar", "ExceptHandler", "ExceptStarHandler", "Finally", "With",
+        "Match", "MatchCase",
+    )
+    if hasattr(cst, name)
+)
+#: ... and the statements inside them that assign or call.
+STATEMENTS = DEFINITIONS | {cst.SimpleStatementLine, cst.Assign, cst.AnnAssign, cst.Expr}
 
 
 class Walk(cst.CSTTransformer):
-    def __init__(self, *rewriters: cst.CSTTransformer, skip: tuple[type, ...] = SKIPPED) -> None:
+    def __init__(self, *rewriters: cst.CSTTransformer, enter: frozenset[type] = STATEMENTS) -> None:
         super().__init__()
         self.rewriters = rewriters
-        self.skip = skip
+        self.enter = enter
 
     def on_visit(self, node: cst.CSTNode) -> bool:
-        if isinstance(node, self.skip):
+        # By exact type, not isinstance: libcst's node classes are abstract, and an ABC
+        # check on every node of a file costs more than the rewrite.
+        if type(node) not in self.enter:
             return False
         for rewriter in self.rewriters:
             rewriter.on_visit(node)
@@ -32,7 +46,7 @@ class Walk(cst.CSTTransformer):
     def on_leave(
         self, original_node: cst.CSTNode, updated_node: cst.CSTNode
     ) -> Union[cst.CSTNode, cst.RemovalSentinel, cst.FlattenSentinel]:
-        if isinstance(original_node, self.skip):
+        if type(original_node) not in self.enter:
             return updated_node
         for rewriter in self.rewriters:
             updated_node = rewriter.on_leave(original_node, updated_node)
