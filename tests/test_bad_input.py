@@ -28,6 +28,7 @@ import bayesify.output
 import bayesify.runner
 from bayesify.cli import main
 from bayesify.output import WriteError, write_atomically
+from bayesify.spec import parse_spec
 
 SCRIPT = Path(sys.executable).parent / "bayesify"
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-c", "from bayesify.cli import main; main()"]
@@ -1033,3 +1034,23 @@ def test_diff_of_unusual_bytes_applies_with_patch(project: Path, tmp_path_factor
     assert patched.returncode == 0, patched.stdout + patched.stderr
     for name in files:
         assert (copy / name).read_bytes() == (project / name).read_bytes(), name
+
+
+def test_a_worker_that_dies_fails_its_file_alone(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The native parser can overflow its stack and kill a worker process: that file fails,
+    with a message, and the run goes on with the others in processes of their own."""
+    for number in range(10):  # enough files for a process pool
+        (project / f"m{number}.py").write_text(model())
+    real = bayesify.runner.rewrite_source
+
+    def dies_on_m3(source, job, spec):
+        if job.path.endswith("m3.py"):
+            os._exit(70)  # as a segfault would: no exception, no cleanup
+        return real(source, job, spec)
+
+    monkeypatch.setattr(bayesify.runner, "rewrite_source", dies_on_m3)
+    files = sorted(project.glob("m*.py"))
+    result = bayesify.runner.run(files, parse_spec(spec("Lin"), "priors.yaml"), jobs=2)
+    failed = {Path(r.path).name: r.error for r in result.failed}
+    assert list(failed) == ["m3.py"] and "crashed its worker process" in failed["m3.py"]
+    assert len(result.changed) == 9
