@@ -60,10 +60,6 @@ class FileResult:
         return self.rewritten is not None and self.rewritten != self.original
 
 
-class RewriteError(Exception):
-    pass
-
-
 def rewrite_source(source: bytes, job: FileJob, spec: Spec) -> FileResult:
     result = FileResult(path=job.path, original=source)
     try:
@@ -74,7 +70,7 @@ def rewrite_source(source: bytes, job: FileJob, spec: Spec) -> FileResult:
     planner = Planner(spec)
     try:
         rewritten = _rewrite_module(module, job, planner)
-    except (NameClashError, RewriteError) as error:
+    except NameClashError as error:
         result.error = f"{job.path}: {error}"
         return result
     result.sites, result.warnings = planner.sites, planner.warnings

@@ -17,14 +17,6 @@ from typing import Iterable, Optional
 import libcst as cst
 
 
-def module_name_for(path_parts: Iterable[str], is_package_init: bool) -> str:
-    """The dotted module name of a file, given the folder names of its package chain."""
-    parts = list(path_parts)
-    if is_package_init:
-        parts = parts[:-1]
-    return ".".join(parts)
-
-
 class ImportTable:
     """The names bound by one module's top-level imports, and the classes it defines.
 

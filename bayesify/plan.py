@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .index import ClassIndex, ClassRecord
+from .index import ClassRecord
 from .sites import SiteKind
 from .spec import Entry, Prior, Spec
 
@@ -44,7 +44,6 @@ class PlannedSite:
 @dataclass
 class Planner:
     spec: Spec
-    index: Optional[ClassIndex] = None
     sites: list[PlannedSite] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -57,7 +56,7 @@ class Planner:
         shape: Optional[str],
     ) -> Optional[Entry]:
         """The entry that decides the site ``attr_path`` of ``record``, recorded in the plan."""
-        entries = self.spec.select(record.module, (record.name,), attr_path)
+        entries = self.spec.select(record.module, record.name, attr_path)
         self._add(path, record, attr_path, kind, shape, entries)
         return entries[0] if entries else None
 
@@ -96,12 +95,12 @@ class Planner:
     def random_attrs(self, record: ClassRecord) -> set[str]:
         """Attributes of ``record`` that a prior selects, judged from the index alone: used for
         classes in other files, whose sites this worker does not see."""
-        return {
-            attr
-            for attr in record.attr_lines
-            for entries in [self.spec.select(record.module, (record.name,), (attr,))]
-            if entries and isinstance(entries[0].action, Prior)
-        }
+        random = set()
+        for attr in record.attr_lines:
+            entries = self.spec.select(record.module, record.name, (attr,))
+            if entries and isinstance(entries[0].action, Prior):
+                random.add(attr)
+        return random
 
 
 def unmatched_entries(spec: Spec, sites: list[PlannedSite]) -> list[Entry]:

@@ -168,25 +168,13 @@ class Spec:
     #: Read-only source paths (relative to the spec) indexed for their classes.
     context: tuple[str, ...] = ()
 
-    def select(self, module: str, class_names: tuple[str, ...], path: tuple[str, ...]):
-        """The entries that select ``path`` of a class named ``class_names[0]`` (or one of
-        the classes it inherits the site from), in spec order: the first one wins."""
+    def select(self, module: str, class_name: str, path: tuple[str, ...]) -> list[Entry]:
+        """The entries that select ``path`` of class ``class_name`` in ``module``, in spec
+        order: the first one wins."""
         return [
             entry
             for entry in self.entries
-            if entry.selector.matches_path(path)
-            and any(entry.selector.matches_class(module, name) for name in class_names)
-        ]
-
-
-    def select_below(self, module: str, class_name: str, attr: str) -> list[Entry]:
-        """Entries that select parameters inside the module held by ``attr``."""
-        return [
-            entry
-            for entry in self.entries
-            if len(entry.selector.segments) > 2
-            and entry.selector.matches_class(module, class_name)
-            and fnmatch.fnmatchcase(attr, entry.selector.segments[1])
+            if entry.selector.matches_path(path) and entry.selector.matches_class(module, class_name)
         ]
 
 
