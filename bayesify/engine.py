@@ -93,11 +93,10 @@ def rewrite_source(source: bytes, job: FileJob, spec: Spec) -> FileResult:
 def _lint_context(job: FileJob, planner: Planner) -> LintContext:
     classes = {record.order: record for record in job.index.classes}
     random: dict[int, set[str]] = {}
-    by_class = {(r.module, r.name): r.order for r in job.index.classes}
     for site in planner.sites:
         if site.outcome.startswith("random"):
-            random.setdefault(by_class[(site.module, site.class_name)], set()).add(site.attr_path[0])
-    _inherit_within_file(random, job.index.classes, classes)
+            random.setdefault(site.class_order, set()).add(site.attr_path[0])
+    _inherit_within_file(random, job.index.classes)
     local_pyro = {classes[o].key for o, kind in job.conversions.items() if kind.is_pyro}
     return LintContext(
         path=job.path,
@@ -133,7 +132,7 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
             needed.update(rewriter.needed)
         for order, attrs in [*rewriters[1].random.items(), *rewriters[2].random.items()]:
             random.setdefault(order, set()).update(attrs)
-    _inherit_within_file(random, job.index.classes, classes)
+    _inherit_within_file(random, job.index.classes)
     # Decorators depend on every random attribute of the class, so they come in a second
     # walk, which never enters a statement line.
     random_tops = {classes[order].top for order, attrs in random.items() if attrs and order in classes}
@@ -158,9 +157,7 @@ def _converting_statements(records: list[ClassRecord], converting: set[int]) -> 
     return {top: order for top, order in tops.items() if top in wanted}
 
 
-def _inherit_within_file(
-    random: dict[int, set[str]], records: list[ClassRecord], classes: dict[int, ClassRecord]
-) -> None:
+def _inherit_within_file(random: dict[int, set[str]], records: list[ClassRecord]) -> None:
     """A subclass reads its bases' random attributes too (bases defined in this file)."""
     by_key = {record.key: record for record in records}
     for record in records:

@@ -23,6 +23,8 @@ class PlannedSite:
     line: Optional[int]
     module: str
     class_name: str
+    #: The class's place in its file (see ``ClassRecord.order``).
+    class_order: int
     attr_path: tuple[str, ...]
     kind: SiteKind
     shape: Optional[str]
@@ -81,6 +83,7 @@ class Planner:
                 line=record.attr_lines.get(attr_path[0]),
                 module=record.module,
                 class_name=record.name,
+                class_order=record.order,
                 attr_path=attr_path,
                 kind=kind,
                 shape=shape,
