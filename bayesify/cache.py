@@ -39,6 +39,17 @@ def cache_folder() -> Path:
     return Path(base) / "bayesify"
 
 
+def _code_fingerprint() -> list[tuple[str, int, int]]:
+    """bayesify's own sources, by size and time: a development install that changed since a
+    run must not read that run's results (the version alone does not move)."""
+    package = Path(__file__).parent
+    sources = []
+    for path in package.rglob("*.py"):
+        stat = path.stat()
+        sources.append((str(path.relative_to(package)), stat.st_size, stat.st_mtime_ns))
+    return sorted(sources)
+
+
 def digest(source: bytes) -> str:
     return hashlib.sha256(source).hexdigest()
 
@@ -83,7 +94,8 @@ class Cache:
 
     @classmethod
     def for_spec(cls, spec_fingerprint: str, context: tuple[str, ...] = ()) -> "Cache":
-        key = hashlib.sha256(repr((__version__, spec_fingerprint, sorted(context))).encode()).hexdigest()
+        parts = (__version__, _code_fingerprint(), spec_fingerprint, sorted(context))
+        key = hashlib.sha256(repr(parts).encode()).hexdigest()
         return cls(cache_folder() / f"cache-{__version__}-{key[:20]}.pickle")
 
     def index(self, path: str, file_digest: str) -> tuple[bool, Optional[FileIndex]]:
