@@ -47,11 +47,6 @@ class Conversion(enum.Enum):
             Conversion.ROOT, Conversion.LAYER, Conversion.EXTERNAL, Conversion.INHERITS, Conversion.PYRO
         )
 
-    @property
-    def wraps_base(self) -> bool:
-        """Whether the base itself stays a plain nn.Module, so it becomes PyroModule[Base]."""
-        return self in (Conversion.LAYER, Conversion.EXTERNAL)
-
 
 @dataclass(frozen=True)
 class BaseRef:

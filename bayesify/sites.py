@@ -46,8 +46,6 @@ class ParameterSite:
     init: Optional[cst.BaseExpression]
     #: The ``shape=`` source of a generated prior.
     generated_shape: Optional[str] = None
-    #: The source of a generated prior, to tell whether a new spec changes it.
-    generated_prior: Optional[str] = None
 
 
 def _self_attribute(target: cst.BaseExpression, self_name: str) -> Optional[str]:
@@ -106,7 +104,6 @@ def recognize_value(attr: str, value: cst.BaseExpression, imports: ImportTable) 
                     call,
                     None,
                     generated_shape=code(shape) if shape is not None else None,
-                    generated_prior=code(prior),
                 )
     return None
 

@@ -229,7 +229,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
         chosen = []
         for entry in self.planner.spec.entries:
             if entry.selector.matches_class(record.module, record.name):
-                hits = self._paths(record, entry.selector.segments[1:])
+                hits = self._paths(record, entry.selector.segments[1:], known)
                 for hit in hits:
                     if hit in known:
                         continue
@@ -247,7 +247,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
         paths = [
             (attr, *name.split("."))
             for attr, layer in self._held.get(record.order, {}).items()
-            if layer in catalog.NN_LAYERS and layer not in catalog.NN_CONTAINERS
+            if layer is not None
             for name in catalog.NN_LAYERS[layer]
         ]
         paths += [
@@ -257,23 +257,19 @@ class HeldModuleRewriter(ClassScopedTransformer):
         ]
         return paths
 
-    def _paths(self, record: ClassRecord, pattern: tuple[str, ...]) -> list[tuple[str, ...]]:
+    def _paths(
+        self, record: ClassRecord, pattern: tuple[str, ...], known: list[tuple[str, ...]]
+    ) -> list[tuple[str, ...]]:
         """Parameter paths of ``record`` that ``pattern`` selects, as far as the source tells:
-        a held torch.nn layer's parameters are known; a container's or another library's
-        module's are not, so its attribute stands for them and the runtime checks the rest."""
-        paths: list[tuple[str, ...]] = []
-        for attr, layer in self._held.get(record.order, {}).items():
-            if len(pattern) < 2 or not fnmatchcase(attr, pattern[0]):
-                continue
-            if layer in catalog.NN_LAYERS and layer not in catalog.NN_CONTAINERS:
-                known = [(attr, *name.split(".")) for name in catalog.NN_LAYERS[layer]]
-                paths += [path for path in known if _matches(path, pattern)]
-            else:
-                paths.append((attr, *pattern[1:]))
-        for name in self._inherited_layer_parameters(record):
-            path = tuple(name.split("."))
-            if path[0] not in record.attr_lines and _matches(path, pattern):
-                paths.append(path)
+        the ``known`` ones it matches; for a container's or another library's module, whose
+        parameters only the built model knows, its attribute stands for them."""
+        paths = [path for path in known if _matches(path, pattern)]
+        if len(pattern) > 1:
+            paths += [
+                (attr, *pattern[1:])
+                for attr, layer in self._held.get(record.order, {}).items()
+                if layer is None and fnmatchcase(attr, pattern[0])
+            ]
         return paths
 
     def _inherited_layer(self, record: ClassRecord) -> Optional[str]:
