@@ -453,6 +453,22 @@ def test_context_in_the_config_is_relative_to_it(project: Path):
     assert (project / "src" / "classifier.py").read_bytes() == (fixture / "expected" / "model.py").read_bytes()
 
 
+def test_a_base_a_package_reexports_is_seen_in_the_run_and_as_context(tmp_path: Path):
+    """``from .base import Flow`` in ``flows/__init__.py``, used as ``flows.Flow``: the class
+    is in the run (or in --context), so there is nothing to warn about."""
+    fixture = ROOT / "tests" / "fixtures" / "reexported_base"
+    shutil.copytree(fixture / "input", tmp_path / "src")
+    package = tmp_path / "src" / "flowlib"
+    whole = bayesify("rewrite", "--check", str(package), "--priors", str(fixture / "priors.yaml"))
+    assert whole.exit_code == 1 and "cannot see" not in whole.stderr, whole.stderr
+    alone = bayesify("rewrite", "--check", str(package / "model.py"), "--priors", str(fixture / "priors.yaml"))
+    assert "derives from flowlib.flows.Flow, which bayesify cannot see" in alone.stderr
+    context = bayesify("rewrite", "--check", str(package / "model.py"), "--context", str(package / "flows"),
+                       "--priors", str(fixture / "priors.yaml"))
+    assert context.exit_code == 1 and "cannot see" not in context.stderr, context.stderr
+    assert "2 sites made random" in context.stderr
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [

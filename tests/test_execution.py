@@ -251,6 +251,16 @@ def test_cross_file_subclass_inherits_the_conversion(monkeypatch):
     assert poutine.trace(encoder.describe).get_trace().nodes["scale"]["type"] == "sample"
 
 
+def test_a_base_a_package_reexports_converts_its_subclass(monkeypatch):
+    monkeypatch.syspath_prepend(str(FIXTURES / "reexported_base" / "expected"))
+    for name in [m for m in sys.modules if m == "flowlib" or m.startswith("flowlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    flowlib = importlib.import_module("flowlib")
+    flow = flowlib.PlanarFlow(3)
+    assert isinstance(flow, flowlib.flows.Flow) and isinstance(flow, PyroModule)
+    assert sorted(sites(flow, torch.ones(2, 3))) == [("b", "param", (1,)), ("u", "sample", (3,)), ("w", "sample", (3,))]
+
+
 def test_excluded_container_stays_a_plain_module():
     serving = load("exclude", "serving.py")
     assert not isinstance(serving.Container(None, None), PyroModule)
