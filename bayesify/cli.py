@@ -23,7 +23,15 @@ from . import __version__, report
 from .cache import Cache
 from .config import ConfigError, default_priors, find_config, read_config, shown, spec_location
 from .discover import DiscoveryError, discover
-from .output import WriteError, mirror, mirror_root, unified_diff, write_atomically
+from .output import (
+    WriteError,
+    mirror,
+    mirror_package_files,
+    mirrored_packages,
+    package_mirror_root,
+    unified_diff,
+    write_atomically,
+)
 from .runner import RunResult, run, run_source
 from .spec import EMPTY_SPEC, Spec, SpecError, load_spec
 
@@ -303,13 +311,41 @@ def _write_in_place(result: RunResult) -> None:
 
 
 def _write_mirror(result: RunResult, paths: tuple[str, ...], out: Path) -> list[str]:
-    """Write the mirror; the notes say which files in it no longer have a source."""
+    """Write the mirror, each package whole under its own name; the notes say which files in
+    it no longer have a source, and which mirrored package an import would not find first."""
     try:
-        orphans = mirror(result.results, mirror_root(list(paths)), out)
+        root = package_mirror_root(list(paths))
+        packages = mirrored_packages(result.results, root)
+        copies = set(mirror_package_files(result.results, packages, root, out))
+        # A package mirror answers for its packages' folders only: out/ may hold others.
+        folders = [(out / package.name).resolve() for package in packages]
+        orphans = [
+            path
+            for path in mirror(result.results, root, out)
+            if path.resolve() not in copies and (not folders or any(f in path.resolve().parents for f in folders))
+        ]
     except (WriteError, ValueError) as error:
         _say(f"error: {error}")
         raise click.exceptions.Exit(EXIT_FAILED) from None
-    return [f"{orphan}: in the mirror, but its source is gone (delete it if it is stale)" for orphan in orphans]
+    notes = [f"{orphan}: in the mirror, but its source is gone (delete it if it is stale)" for orphan in orphans]
+    shadowed = (_shadowed_package(package.name, out) for package in packages)
+    return notes + [warning for warning in shadowed if warning]
+
+
+def _shadowed_package(name: str, out: Path) -> Optional[str]:
+    """A warning when ``import name`` here loads another copy of a mirrored package (the
+    original, installed or in the current folder, which ``python -m`` and ``-c`` search
+    first): the rewritten one is imported only with ``out`` before it on ``sys.path``. The
+    lookup finds the package without running any of its code."""
+    import importlib.machinery
+
+    found = importlib.machinery.PathFinder.find_spec(name, [os.getcwd(), *sys.path])
+    origin = found and (found.origin or next(iter(found.submodule_search_locations or ()), None))
+    if not origin or Path(os.path.abspath(out)) in Path(os.path.abspath(origin)).parents:
+        return None
+    return (f"{out / name}: the rewritten {name}; `import {name}` here loads {shown(str(Path(origin).parent))}/, "
+            f"the original, unless {out} comes before it on sys.path (PYTHONPATH={out}; "
+            "`python -m` and `python -c` search the current folder first)")
 
 
 def _use_colour(option: Optional[bool]) -> bool:
