@@ -122,7 +122,9 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
     random: dict[int, set[str]] = {order: set(attrs) for order, attrs in job.inherited_random.items()}
     imports = job.index.imports
     for top, first_order in tops.items():
-        parameters = ParameterRewriter(classes, first_order, converting, imports, planner, job.path)
+        parameters = ParameterRewriter(
+            classes, first_order, converting, imports, planner, job.path, job.index.ties_weights
+        )
         rewriters = (
             BaseClassRewriter(classes, first_order, job.conversions, job.base_kinds),
             parameters,

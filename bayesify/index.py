@@ -101,6 +101,10 @@ class FileIndex:
     path: str
     imports: ImportTable
     classes: list[ClassRecord]
+    #: Whether the file ties weights by name (transformers' ``_tied_weights_keys``,
+    #: ``tie_weights()``): any parameter of its classes may be shared where the code does
+    #: not show it, so selected ones are replaced when the model is built, tied or not.
+    ties_weights: bool = False
 
     @property
     def module(self) -> str:
@@ -250,14 +254,17 @@ def _scan_methods(cls: ast.ClassDef) -> tuple[dict[str, int], dict[str, frozense
     return lines, reads, frozenset(init_reads)
 
 
-def index_source(tree: ast.Module, path: str, module: str, is_package: bool) -> FileIndex:
+TYING_NAMES = ("_tied_weights_keys", "tie_weights")
+
+
+def index_source(tree: ast.Module, path: str, module: str, is_package: bool, ties_weights: bool = False) -> FileIndex:
     imports = ImportTable.from_ast(tree, module, is_package)
     collector = _ClassCollector(module, imports)
     for statement in tree.body:
         if isinstance(statement, COMPOUND_STATEMENTS):
             collector.top += 1
             collector.visit(statement)
-    return FileIndex(path=path, imports=imports, classes=collector.classes)
+    return FileIndex(path=path, imports=imports, classes=collector.classes, ties_weights=ties_weights)
 
 
 class ClassIndex:

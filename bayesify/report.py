@@ -295,6 +295,7 @@ def plan_table(result: RunResult) -> str:
     for entry in result.unmatched:
         lines.append(
             f"{spec_path}:{entry.line}: {entry.selector.text}: {entry.action}: selects no parameter"
+            f"{result.hints.get(entry.line, '')}"
         )
     return "\n".join(lines)
 

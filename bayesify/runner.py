@@ -21,7 +21,7 @@ import libcst as cst
 
 from .cache import Cache, digest, job_fingerprint
 from .engine import BUG_HINT, FileJob, FileResult, rewrite_source
-from .index import ClassIndex, ClassRecord, FileIndex, index_source, module_of
+from .index import TYING_NAMES, ClassIndex, ClassRecord, FileIndex, index_source, module_of
 from .plan import PlannedSite, Planner, did_you_mean, shadowed_only_entries, unmatched_entries
 from .spec import Entry, Spec
 
@@ -82,7 +82,8 @@ def _index_source(
         return path, None, f"{path}: cannot decode: {error}"
     except (RecursionError, MemoryError):
         return path, None, f"{path}: too deeply nested for Python's parser (a very long expression?)"
-    return path, index_source(tree, path, module, is_package), None
+    ties_weights = any(name.encode() in source for name in TYING_NAMES)
+    return path, index_source(tree, path, module, is_package, ties_weights), None
 
 
 def _newer_syntax_hint(source: bytes) -> str:

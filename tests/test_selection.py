@@ -187,3 +187,86 @@ def test_any_depth_matches_zero_or_more_segments():
     assert match_path(("**", "fc", "weight"), ("layer", "0", "fc", "weight"))
     assert not match_path(("**", "fc", "weight"), ("fc", "bias"))
     assert match_path(("layers", "**"), ("layers", "0", "conv", "weight"))
+
+
+def test_plan_build_lists_the_built_models_sites_and_the_entries_that_select_nothing(tmp_path, monkeypatch):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from bayesify.cli import main
+
+    shutil.copytree(FIXTURES / "selection" / "input", tmp_path / "models")
+    (tmp_path / "models" / "__init__.py").write_text("")
+    shutil.copy(FIXTURES / "selection" / "priors.yaml", tmp_path / "priors.yaml")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        main, ["plan", "models", "--priors", "priors.yaml", "--build", "models.zoo:Net(project=False)"]
+    )
+    assert result.exit_code == 0, result.output
+    built = result.output.split("\n\n", 1)[1].splitlines()
+    assert built[0] == "built models.zoo:Net (Net): 7 random, 0 constrained, 3 deterministic"
+    rows = {line.split()[0]: line for line in built[2:] if not line.startswith("priors.yaml")}
+    assert "(**.fc.weight)" in rows["fc.weight"] and "tied: reads bias" in rows["fc.bias"]
+    assert rows["blocks.0.conv.bias"].endswith("deterministic")
+    assert built[-1] == "priors.yaml:5: Net.project_out.weight: selects nothing in the built model"
+    assert (tmp_path / "models" / "zoo.py").read_bytes() == (FIXTURES / "selection" / "input" / "zoo.py").read_bytes()
+
+
+def test_plan_build_refuses_a_module_that_is_not_the_rewritten_one(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from bayesify.cli import main
+
+    (tmp_path / "net.py").write_bytes((FIXTURES / "selection" / "input" / "zoo.py").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    bad_call = CliRunner().invoke(main, ["plan", "net.py", "--build", "net:Net(x=print)"])
+    assert bad_call.exit_code == 2 and "literal" in bad_call.output
+    elsewhere = CliRunner().invoke(main, ["plan", "net.py", "--build", "json:loads('1')"])
+    assert elsewhere.exit_code == 123 and "not from the files of the run" in elsewhere.output
+
+
+TIED_BY_A_METHOD = b'''\
+import torch
+from torch import nn
+
+
+class LM(nn.Module):
+    _tied_weights_keys = {"norm.weight": "scale", "head.weight": "embed.weight"}
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.norm = nn.LayerNorm(4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.scale = nn.Parameter(torch.ones(4))
+        self.tie_weights()
+
+    def tie_weights(self):
+        self.norm.weight = self.scale
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids):
+        return self.head(self.norm(self.embed(ids)))
+'''
+
+
+def test_parameters_a_method_ties_by_name_stay_tied(tmp_path):
+    import importlib.util
+    import sys
+
+    spec = "version: 1\npriors:\n  LM.scale: LogNormal(0, 0.1)\n  nn.Embedding.weight: Normal(0, 1)\n"
+    result = run_source(TIED_BY_A_METHOD, parse_spec(spec))
+    assert not result.unmatched
+    # A file that ties weights by name keeps its parameters until the model is built.
+    assert b"self.scale = nn.Parameter(torch.ones(4))" in result.results[0].rewritten
+    path = tmp_path / "tied_lm.py"
+    path.write_bytes(result.results[0].rewritten)
+    module_spec = importlib.util.spec_from_file_location("tied_lm", path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules["tied_lm"] = module
+    module_spec.loader.exec_module(module)
+    trace = pyro.poutine.trace(module.LM()).get_trace(torch.tensor([[1, 2]]))
+    assert torch.equal(trace.nodes["norm.weight"]["value"], trace.nodes["scale"]["value"])
+    assert torch.equal(trace.nodes["head.weight"]["value"], trace.nodes["embed.weight"]["value"])
+    assert trace.nodes["scale"]["fn"].base_dist.__class__.__name__ == "LogNormal"
