@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import click
 
-from . import __version__, report
+from . import __version__, build, report
 from .cache import Cache
 from .config import ConfigError, default_priors, find_config, read_config, shown, spec_location
 from .discover import DiscoveryError, discover
@@ -422,8 +422,11 @@ def _rewrite_stdin(spec: Spec, allow_unmatched: bool, check: bool, diff: bool, s
 @_file_options
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
               help="text: a table; json: the same as JSON.")
+@click.option("--build", "build_call", metavar="MODULE:CALL",
+              help="Also build this model from the rewritten code, e.g. 'models:Net(4)' (literal arguments), "
+              "in a subprocess, and list its real sites.")
 def plan(paths, exclude, extend_exclude, force_exclude, context, jobs, no_cache, quiet, verbose, priors,
-         allow_unmatched, output_format):
+         allow_unmatched, output_format, build_call):
     """Show every parameter found, the entry that selects it and what it becomes; write nothing.
 
     Exit 0, or 2 when a spec entry selects nothing (--allow-unmatched: 0), or 123 when a
@@ -431,13 +434,28 @@ def plan(paths, exclude, extend_exclude, force_exclude, context, jobs, no_cache,
     """
     files = _files(paths, exclude, extend_exclude, force_exclude)
     spec = _spec(priors, paths, verbose)
+    call = _build_call(build_call)
     result = _run(files, spec, context, jobs, quiet, no_cache)
     _say_problems(result, quiet)
-    click.echo(report.plan_json(result) if output_format == "json" else report.plan_table(result))
+    output = report.plan_json(result) if output_format == "json" else report.plan_table(result)
+    if call is not None and not result.failed:
+        try:
+            output = build.with_built_model(output, result, call, output_format)
+        except build.BuildError as error:
+            click.echo(output)
+            raise _fail(f"error: {error}", EXIT_FAILED) from None
+    click.echo(output)
     if result.failed:
         raise click.exceptions.Exit(EXIT_FAILED)
     if result.unmatched and not allow_unmatched:
         raise click.exceptions.Exit(EXIT_USAGE)
+
+
+def _build_call(text: Optional[str]) -> Optional[build.Call]:
+    try:
+        return build.parse_call(text) if text else None
+    except build.BuildError as error:
+        raise _fail(f"error: {error}") from None
 
 
 # -- init --------------------------------------------------------------------------------------

@@ -122,10 +122,13 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
     random: dict[int, set[str]] = {order: set(attrs) for order, attrs in job.inherited_random.items()}
     imports = job.index.imports
     for top, first_order in tops.items():
+        parameters = ParameterRewriter(
+            classes, first_order, converting, imports, planner, job.path, job.index.ties_weights
+        )
         rewriters = (
             BaseClassRewriter(classes, first_order, job.conversions, job.base_kinds),
-            ParameterRewriter(classes, first_order, converting, imports, planner, job.path),
-            HeldModuleRewriter(classes, first_order, job.conversions, imports, planner, job.path),
+            parameters,
+            HeldModuleRewriter(classes, first_order, job.conversions, imports, planner, job.path, parameters.at_build),
         )
         body[compound[top]] = body[compound[top]].visit(Walk(*rewriters))
         for rewriter in rewriters:

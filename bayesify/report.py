@@ -84,7 +84,7 @@ def locate(message: str) -> Located:
 def unmatched_messages(result: RunResult) -> list[str]:
     return [
         f"{shown(result.spec.path)}:{entry.line}: {entry.section} entry {entry.selector.text!r} "
-        "selects no parameter, which would leave the network deterministic "
+        f"selects no parameter, which would leave the network deterministic{result.hints.get(entry.line, '')} "
         "(check the class and attribute names with `bayesify plan`, or pass --allow-unmatched)"
         for entry in result.unmatched
     ]
@@ -295,6 +295,7 @@ def plan_table(result: RunResult) -> str:
     for entry in result.unmatched:
         lines.append(
             f"{spec_path}:{entry.line}: {entry.selector.text}: {entry.action}: selects no parameter"
+            f"{result.hints.get(entry.line, '')}"
         )
     return "\n".join(lines)
 

@@ -44,15 +44,22 @@ class ParameterRewriter(ClassScopedTransformer):
         imports: ImportTable,
         planner: Planner,
         path: str,
+        ties_weights: bool = False,
     ) -> None:
         super().__init__(classes, first_order)
         self.converting = converting
+        self.ties_weights = ties_weights
         self.imports = imports
         self.planner = planner
         self.path = path
         self.needed: set[str] = set()
         #: Attributes made random, by class order: the pyro_method rewriter reads them.
         self.random: dict[int, set[str]] = {}
+        #: Lines of the entries that select a parameter ``__init__`` reads again (it may tie
+        #: it elsewhere: ``self.fc.bias = self.bias``), or one in a file that ties weights by
+        #: name, by class order: the parameter stays as it is until the model is built (and
+        #: tied), and the held rewriter notes the entry.
+        self.at_build: dict[int, set[int]] = {}
 
     def leave_SimpleStatementLine(
         self, original_node: cst.SimpleStatementLine, updated_node: cst.SimpleStatementLine
@@ -85,6 +92,13 @@ class ParameterRewriter(ClassScopedTransformer):
                     "selects any more; it is left as it is (regenerate from the deterministic "
                     "source to drop it)",
                 )
+            return statement
+        if site.kind in (SiteKind.PARAMETER, SiteKind.REGISTERED) and (
+            self.ties_weights or site.attr in record.init_reads
+        ):
+            self.at_build.setdefault(record.order, set()).add(entry.line)
+            if isinstance(entry.action, Prior):
+                self.random.setdefault(record.order, set()).add(site.attr)
             return statement
         if isinstance(entry.action, Prior):
             self.random.setdefault(record.order, set()).add(site.attr)
