@@ -267,6 +267,10 @@ def index_source(tree: ast.Module, path: str, module: str, is_package: bool, tie
     return FileIndex(path=path, imports=imports, classes=collector.classes, ties_weights=ties_weights)
 
 
+#: How many re-exports a name is followed through to its class.
+REEXPORT_HOPS = 8
+
+
 class ClassIndex:
     """Every class of a run, by dotted name, and how each converts.
 
@@ -303,25 +307,39 @@ class ClassIndex:
 
     def lookup(self, resolved: Optional[str]) -> Optional[ClassRecord]:
         """The class a resolved dotted name stands for, following re-exports: ``pkg.flows.Flow``
-        is ``pkg.flows.base.Flow`` when ``pkg/flows/__init__.py`` imports it from ``.base``."""
-        seen = set()
-        while resolved and resolved not in seen:
-            record = self.classes.get(resolved)
-            if record is not None:
-                return record
-            seen.add(resolved)
-            resolved = self._reexported(resolved)
+        is ``pkg.flows.base.Flow`` when ``pkg/flows/__init__.py`` imports it from ``.base``,
+        by name or with ``from .base import *``."""
+        candidates = [resolved] if resolved else []
+        seen: set[str] = set()
+        # A name is re-exported through a few modules, never many; a binding such as
+        # ``from .x import x`` in ``pkg/__init__.py`` would otherwise grow ``pkg.x.x.x…``.
+        for _ in range(REEXPORT_HOPS):
+            following = []
+            for name in candidates:
+                record = self.classes.get(name)
+                if record is not None:
+                    return record
+                seen.add(name)
+                following += [n for n in self._reexported(name) if n not in seen]
+            if not following:
+                break
+            candidates = following
         return None
 
-    def _reexported(self, dotted: str) -> Optional[str]:
-        """What ``dotted`` names after one step through the imports of the longest indexed
+    def _reexported(self, dotted: str) -> list[str]:
+        """What ``dotted`` may name after one step through the imports of the longest indexed
         module it starts with (``pkg.flows`` binds ``Flow`` to ``pkg.flows.base.Flow``)."""
         parts = dotted.split(".")
         for cut in range(len(parts) - 1, 0, -1):
             imports = self.imports.get(".".join(parts[:cut]))
-            if imports is not None:
-                return imports.resolve(".".join(parts[cut:]))
-        return None
+            if imports is None:
+                continue
+            rest = ".".join(parts[cut:])
+            bound = imports.resolve(rest)
+            if bound is not None:
+                return [bound]
+            return [f"{source}.{rest}" for source in imports.star_sources]
+        return []
 
     def conversion(self, record: ClassRecord) -> Conversion:
         key = record.key

@@ -538,7 +538,22 @@ def test_a_base_a_package_reexports_is_seen_in_the_run_and_as_context(tmp_path: 
     context = bayesify("rewrite", "--check", str(package / "model.py"), "--context", str(package / "flows"),
                        "--priors", str(fixture / "priors.yaml"))
     assert context.exit_code == 1 and "cannot see" not in context.stderr, context.stderr
-    assert "2 sites made random" in context.stderr
+    assert "3 sites made random" in context.stderr
+
+
+def test_a_package_binding_its_own_submodule_name_is_no_endless_reexport(tmp_path: Path):
+    """``from .x import x`` in ``pkg/__init__.py`` would make ``pkg.x.Base`` ``pkg.x.x.Base``,
+    ``pkg.x.x.x.Base``, …: following re-exports stops, and the base is reported unseen."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("from .x import x\n")
+    (package / "x.py").write_text("x = 1\n")
+    (package / "model.py").write_text(
+        "import pkg\n\n\nclass Net(pkg.x.Base):\n    def forward(self, z):\n        return z\n"
+    )
+    result = bayesify("rewrite", "--check", str(package), "--allow-unmatched")
+    assert result.exit_code == 0
+    assert "Net derives from pkg.x.Base, which bayesify cannot see" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -259,6 +259,9 @@ def test_a_base_a_package_reexports_converts_its_subclass(monkeypatch):
     flow = flowlib.PlanarFlow(3)
     assert isinstance(flow, flowlib.flows.Flow) and isinstance(flow, PyroModule)
     assert sorted(sites(flow, torch.ones(2, 3))) == [("b", "param", (1,)), ("u", "sample", (3,)), ("w", "sample", (3,))]
+    shift = flowlib.model.Shift(3)  # its base comes through `from .invertible import *`
+    assert isinstance(shift, PyroModule)
+    assert sites(shift.inverse, torch.ones(3)) == [("shift", "sample", (3,))]
 
 
 def test_excluded_container_stays_a_plain_module():
