@@ -280,6 +280,12 @@ def _becomes(site: PlannedSite) -> str:
     return f"{site.outcome}: {site.entry.action}"
 
 
+def columns(rows: list[tuple[str, ...]]) -> list[str]:
+    """``rows`` as lines of left-aligned columns two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
 def plan_table(result: RunResult) -> str:
     """One row a parameter: where it is defined, its name (the selector that selects exactly
     it), its shape, the entry that selects it and what it becomes. Entries that select
@@ -290,8 +296,7 @@ def plan_table(result: RunResult) -> str:
         where = f"{site.path}:{site.line}" if site.line else site.path
         entry = f"{spec_path}:{site.entry.line}" if site.entry else "-"
         rows.append((where, site.name, site.shape or "when built", entry, _becomes(site)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines = columns(rows)
     for entry in result.unmatched:
         lines.append(
             f"{spec_path}:{entry.line}: {entry.selector.text}: {entry.action}: selects no parameter"
