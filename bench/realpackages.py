@@ -445,7 +445,8 @@ PACKAGES: tuple[Package, ...] = (
             Model(
                 "BertForMaskedLM",
                 build_bert_masked_lm,
-                expect=("cls.predictions.bias", "cls.predictions.decoder.bias"),
+                # decoder.bias reads the same sample: a deterministic site, not a random one.
+                expect=("cls.predictions.bias",),
             ),
             Model(
                 "LlamaForCausalLM",
