@@ -209,7 +209,7 @@ def _say_problems(result: RunResult, quiet: bool, strict: bool = False) -> None:
     for failed in result.failed:
         _say(f"error: {failed.error}")
     lint_level = "error" if strict else "warning"
-    for level, message in [*(("warning", w) for w in result.warnings), *((lint_level, l) for l in result.lints)]:
+    for level, message in [*(("warning", w) for w in result.warnings), *((lint_level, finding) for finding in result.lints)]:
         if level == "error" or not quiet:
             _say(f"{level}: {message}")
 

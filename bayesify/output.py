@@ -12,7 +12,6 @@ import io
 import os
 import stat
 import tempfile
-import tokenize
 from pathlib import Path
 from typing import Optional
 
@@ -117,12 +116,6 @@ def _check_unchanged(path: Path, target: Path, expected: bytes) -> None:
         raise WriteError(f"{path}: cannot read back: {error.strerror or error}") from None
     if current != expected:
         raise WriteError(f"{path}: changed while bayesify was rewriting it; left as it is now")
-
-
-def decode(source: bytes) -> str:
-    """Text of a Python source file, in the encoding it declares (PEP 263)."""
-    encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
-    return source.decode(encoding)
 
 
 def unified_diff(result: FileResult, label: str) -> bytes:

@@ -28,7 +28,7 @@ from ..index import ClassRecord
 from ..names import ImportTable
 from ..plan import Planner
 from ..shapes import code, static_shape
-from ..sites import ParameterSite, SiteKind, recognize
+from ..sites import SiteKind, recognize
 from ..spec import Prior
 from .context import ClassScopedTransformer
 
