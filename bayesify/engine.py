@@ -13,6 +13,7 @@ from typing import Optional
 
 import libcst as cst
 
+from .diagnostics import Diagnostic
 from .index import ClassRecord, Conversion, FileIndex
 from .lints import LintContext, lint
 from .plan import PlannedSite, Planner
@@ -51,9 +52,9 @@ class FileResult:
     original: bytes = b""
     rewritten: Optional[bytes] = None
     sites: list[PlannedSite] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    lints: list[str] = field(default_factory=list)
-    error: Optional[str] = None
+    warnings: list[Diagnostic] = field(default_factory=list)
+    lints: list[Diagnostic] = field(default_factory=list)
+    error: Optional[Diagnostic] = None
 
     @property
     def changed(self) -> bool:
@@ -65,13 +66,15 @@ def rewrite_source(source: bytes, job: FileJob, spec: Spec) -> FileResult:
     try:
         module = cst.parse_module(source)
     except cst.ParserSyntaxError as error:
-        result.error = f"{job.path}:{error.raw_line}:{error.raw_column + 1}: cannot parse: {error.message}"
+        result.error = Diagnostic.of(
+            "BAY001", f"cannot parse: {error.message}", job.path, error.raw_line, error.raw_column + 1
+        )
         return result
     planner = Planner(spec)
     try:
         rewritten = _rewrite_module(module, job, planner)
     except NameClashError as error:
-        result.error = f"{job.path}: {error}"
+        result.error = Diagnostic.of("BAY003", str(error), job.path)
         return result
     result.sites, result.warnings = planner.sites, planner.warnings
     # Lines in findings are the user's lines, so the lints read the source as it was.
@@ -84,7 +87,9 @@ def rewrite_source(source: bytes, job: FileJob, spec: Spec) -> FileResult:
     try:
         ast.parse(output)
     except SyntaxError as error:
-        result.error = f"{job.path}:{error.lineno}: the rewritten code does not parse ({error.msg}); {BUG_HINT}"
+        result.error = Diagnostic.of(
+            "BAY009", f"the rewritten code does not parse ({error.msg}); {BUG_HINT}", job.path, error.lineno
+        )
         return result
     result.rewritten = output
     return result

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from .diagnostics import Diagnostic
 from .index import ClassRecord, Conversion, statement_blocks
 from .names import ImportTable, dotted_from_ast
 
@@ -51,7 +52,7 @@ class LintContext:
         return self.random.get(record.order, set()) | holders
 
 
-def lint(source: bytes, context: LintContext) -> list[str]:
+def lint(source: bytes, context: LintContext) -> list[Diagnostic]:
     """The findings for one file, read from its source as it was (so lines are the user's).
 
     The source is parsed only when some lint can apply: a random attribute and the word
@@ -63,7 +64,7 @@ def lint(source: bytes, context: LintContext) -> list[str]:
     if not (plate or excluded or attached):
         return []
     tree = ast.parse(source)
-    findings: list[str] = []
+    findings: list[Diagnostic] = []
     for order, node in enumerate(_preorder_classes(tree.body)):
         record = context.classes.get(order)
         conversion = context.conversions.get(order, Conversion.NONE)
@@ -104,7 +105,7 @@ def _is_plate(item: ast.withitem, imports: ImportTable) -> bool:
     )
 
 
-def _plate_reads(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -> list[str]:
+def _plate_reads(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -> list[Diagnostic]:
     random = context.random_reads(cls, record)
     forward = next(
         (m for m in cls.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)) and m.name == "forward"),
@@ -140,9 +141,14 @@ def _plate_reads(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -
     for statement in forward.body:
         walk(statement, None)
     return [
-        f"{context.path}:{line}: {record.name}.forward first reads the random attribute "
-        f"{attr!r} inside pyro.plate({plate!r}), so it is sampled once per element of the "
-        "plate; read it before the plate (the tutorial's plate pitfall)"
+        Diagnostic.of(
+            "BAY101",
+            f"{record.name}.forward first reads the random attribute {attr!r} inside "
+            f"pyro.plate({plate!r}), so it is sampled once per element of the plate; read it "
+            "before the plate (the tutorial's plate pitfall)",
+            context.path,
+            line,
+        )
         for attr, (line, plate) in sorted(first_reads.items(), key=lambda item: item[1][0])
         if plate is not None
     ]
@@ -162,7 +168,7 @@ def _makes_pyro_module(value: ast.expr, context: LintContext) -> bool:
     )
 
 
-def _two_roots(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -> list[str]:
+def _two_roots(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -> list[Diagnostic]:
     built = [
         node
         for node in ast.walk(cls)
@@ -173,14 +179,18 @@ def _two_roots(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -> 
     if len(built) < 2:
         return []
     return [
-        f"{context.path}:{built[1].lineno}: {record.name} stays a plain nn.Module but builds "
-        f"{len(built)} PyroModules: each is a Pyro root, and sites of the same name in them "
-        "share one parameter; make one an attribute of the other, or do not exclude "
-        f"{record.name} (the tutorial's naming pitfall)"
+        Diagnostic.of(
+            "BAY102",
+            f"{record.name} stays a plain nn.Module but builds {len(built)} PyroModules: each is a "
+            "Pyro root, and sites of the same name in them share one parameter; make one an "
+            f"attribute of the other, or do not exclude {record.name} (the tutorial's naming pitfall)",
+            context.path,
+            built[1].lineno,
+        )
     ]
 
 
-def _called_then_attached(tree: ast.Module, context: LintContext) -> list[str]:
+def _called_then_attached(tree: ast.Module, context: LintContext) -> list[Diagnostic]:
     findings = []
     for function in ast.walk(tree):
         if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -199,9 +209,14 @@ def _called_then_attached(tree: ast.Module, context: LintContext) -> list[str]:
                 and any(isinstance(t, ast.Attribute) for t in node.targets)
             ):
                 findings.append(
-                    f"{context.path}:{node.lineno}: {node.value.id} was called on its own before "
-                    "being attached to another module: its sites were named as a root and keep "
-                    "those names; attach it first, then call the outer module"
+                    Diagnostic.of(
+                        "BAY103",
+                        f"{node.value.id} was called on its own before being attached to another "
+                        "module: its sites were named as a root and keep those names; attach it "
+                        "first, then call the outer module",
+                        context.path,
+                        node.lineno,
+                    )
                 )
     return findings
 

@@ -79,6 +79,7 @@ class ParameterRewriter(ClassScopedTransformer):
             if site.kind is SiteKind.GENERATED:
                 self.random.setdefault(record.order, set()).add(site.attr)
                 self.planner.warn(
+                    "BAY202",
                     self.path,
                     line,
                     f"{record.name}.{site.attr} has a generated prior that no entry of the spec "
@@ -91,6 +92,7 @@ class ParameterRewriter(ClassScopedTransformer):
             value = self._sample(self_name, entry.action, shape)
         elif site.init is None:
             self.planner.warn(
+                "BAY203",
                 self.path,
                 line,
                 f"{record.name}.{site.attr} is a generated prior and has no initial value to "
