@@ -23,6 +23,7 @@ from typing import Iterable, Optional
 from .diagnostics import Diagnostic
 from .index import ClassRecord, Conversion, statement_blocks
 from .names import ImportTable, dotted_from_ast
+from .rewriters.example import Example
 
 
 @dataclass(frozen=True)
@@ -233,3 +234,98 @@ def _in_order(statements: list[ast.stmt]) -> Iterable[ast.AST]:
                 for child in ast.iter_child_nodes(node)
                 if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
             ]
+
+
+#: What each lint finds, and what it leaves alone (its findings only: the rewrite is the
+#: rules' business), run by tests/test_rules.py.
+EXAMPLES = (
+    # BAY101: a random attribute first read inside a plate
+    Example(
+        before="""\
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(()))
+
+    def forward(self, data):
+        with pyro.plate("data", len(data)):
+            pyro.sample("obs", dist.Normal(self.loc, 1), obs=data)
+""",
+        spec='priors:\n  Model.loc: Normal(0, 1)\n',
+        diagnostics=('BAY101',),
+    ),
+    # no finding: read before the plate
+    Example(
+        before="""\
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(()))
+
+    def forward(self, data):
+        loc = self.loc
+        with pyro.plate("data", len(data)):
+            pyro.sample("obs", dist.Normal(loc, 1), obs=data)
+""",
+        spec='priors:\n  Model.loc: Normal(0, 1)\n',
+    ),
+    # BAY102: a plain module that builds two Pyro roots
+    Example(
+        before="""\
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(()))
+
+
+class Twins(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.left = Model()
+        self.right = Model()
+""",
+        spec='priors:\n  Model.loc: Normal(0, 1)\nmodules:\n  exclude: [Twins]\n',
+        diagnostics=('BAY102',),
+    ),
+    # BAY103: called on its own, then attached
+    Example(
+        before="""\
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(()))
+
+
+def build(outer):
+    model = Model()
+    model(torch.zeros(2))
+    outer.model = model
+""",
+        spec='priors:\n  Model.loc: Normal(0, 1)\n',
+        diagnostics=('BAY103',),
+    ),
+)
