@@ -653,3 +653,74 @@ def test_progress_bar_on_a_terminal_for_long_runs(project: Path):
     assert b"100%" in shown and b"bayesify  [" in shown
     assert b"51 files would be rewritten" in shown
     assert b"%" not in run_on_a_terminal("-q")
+
+
+# -- manners: what a newcomer meets first ------------------------------------------------------
+
+
+def test_quiet_says_nothing_when_the_run_passes_even_with_unmatched_entries_allowed(project: Path):
+    """What the pre-commit hook runs on a partial commit: entries about other files' classes."""
+    (project / "priors.yaml").write_text("version: 1\npriors:\n  Linear.weight: Normal(0, 1)\n  Other.w: Normal(0, 1)\n")
+    quiet = bayesify("rewrite", "-q", "--allow-unmatched", "src")
+    assert (quiet.exit_code, quiet.stderr) == (0, "")
+    loud = bayesify("rewrite", "--check", "--allow-unmatched", "src")
+    assert "priors.yaml:4: warning BAY205: priors entry 'Other.w' selects no parameter" in loud.stderr
+
+
+def test_no_spec_found_is_a_warning_by_default(project: Path):
+    (project / "priors.yaml").unlink()
+    result = bayesify("rewrite", "--check", "src")
+    assert result.stderr.startswith(
+        "warning BAY206: no spec found (no --priors, and no priors.yaml): every parameter stays deterministic"
+    )
+    assert bayesify("rewrite", "--check", "--ignore", "BAY206", "src").stderr.startswith("bayesify: ")
+    assert bayesify("rewrite", "--check", "-q", "src").stderr == ""
+
+
+def test_config_options_are_per_command(project: Path):
+    (project / "pyproject.toml").write_text('[tool.bayesify]\nformat = "github"\n')
+    assert bayesify("plan", "src").stdout.startswith("WHERE"), "plan has no github format: the key is rewrite's"
+    assert bayesify("rewrite", "--check", "src").stdout.startswith("::error file=src/model.py")
+    (project / "pyproject.toml").write_text('[tool.bayesify]\nformat = "github"\n[tool.bayesify.plan]\nformat = "json"\n')
+    assert json.loads(bayesify("plan", "src").stdout)["sites"]
+    (project / "pyproject.toml").write_text('[tool.bayesify.plan]\nformat = "github"\n')
+    refused = bayesify("plan", "src")
+    assert refused.exit_code == 2 and "[tool.bayesify.plan] format" in refused.stderr
+
+
+def test_stdin_filename_places_standard_input(project: Path):
+    source = (project / "src" / "model.py").read_text()
+    (project / "src" / "model.py").write_text("class Broken(:\n")  # only standard input is read
+    placed = bayesify("rewrite", "-", "--stdin-filename", "src/model.py", input=source)
+    assert placed.exit_code == 0
+    assert "PyroSample(Prior(self" in placed.stdout, "the spec at the project root of the named file applies"
+    broken = bayesify("rewrite", "-", "--stdin-filename", "src/model.py", input="class Broken(:\n")
+    assert broken.exit_code == 123
+    assert broken.stderr.startswith("src/model.py:1:14: error BAY001: cannot parse")
+    assert bayesify("rewrite", "src", "--stdin-filename", "x.py").exit_code == 2
+
+
+def test_version_help_examples_and_completion(project: Path):
+    assert bayesify("-V").stdout == bayesify("--version").stdout == f"bayesify, version {bayesify_version()}\n"
+    assert "Examples:" in bayesify("--help").stdout
+    for command in ("rewrite", "plan", "init"):
+        assert "Examples:" in bayesify(command, "--help").stdout
+    completion = subprocess.run(
+        [sys.executable, "-c", "from bayesify.cli import main; main(prog_name='bayesify')"],
+        env={**os.environ, "_BAYESIFY_COMPLETE": "bash_source"}, capture_output=True, text=True,
+    )
+    assert "_bayesify_completion" in completion.stdout
+
+
+def bayesify_version() -> str:
+    from bayesify import __version__
+
+    return __version__
+
+
+def test_out_onto_the_source_folder_says_why_not(project: Path):
+    result = bayesify("rewrite", "src", "--out", "src")
+    assert result.exit_code == 2
+    assert "error BAY302: --out src is where the rewrite of src would go" in result.stderr
+    assert "leave out --out" in result.stderr
+    assert b"PyroModule" not in (project / "src" / "model.py").read_bytes()
