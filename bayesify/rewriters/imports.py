@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from .. import codegen
 from ..names import ImportTable
 from .example import Example
 
@@ -69,7 +70,9 @@ def add_imports(module: cst.Module, missing: dict[str, list[str]]) -> cst.Module
         if extended is not statement:
             body[position] = extended
     new_lines = [
-        cst.parse_statement(f"from {source} import {', '.join(names)}\n")
+        cst.SimpleStatementLine(
+            [cst.ImportFrom(module=codegen.dotted(source), names=[cst.ImportAlias(codegen.name(n)) for n in names])]
+        )
         for source, names in sorted(remaining.items(), key=lambda item: _module_rank(item[0]))
     ]
     anchor = _insertion_point(body)
