@@ -4,7 +4,7 @@ Messages go to standard error; diffs and data (the plan, JSON, workflow annotati
 rewrite of standard input) to standard output, so both can be piped apart.
 
 Every message is a :class:`~bayesify.diagnostics.Diagnostic`, printed in one shape
-(``PATH[:LINE[:COL]]: severity CODE: message``); :class:`~bayesify.outcome.Report` gathers a
+(``PATH[:LINE[:COL]]: severity CODE: message``); :class:`~bayesify.report.Report` gathers a
 command's and decides its exit code: 0 done or nothing to do; 1 ``--check`` found work (or
 ``--strict``/``--error-on`` made a warning an error); 2 a usage, config or spec error, or a
 spec entry that selects nothing; 123 a source file could not be processed (the other files
@@ -109,10 +109,8 @@ def _checked_option(ctx: click.Context, path: Path, key: str, value: Any, own_ta
     others = [c for name, c in main.commands.items() if name != ctx.command.name]
     if option is None:
         elsewhere = {k for command in others for k in _config_keys(command)}
-        if key in elsewhere and not own_table:
-            return None
-        if own_table:
-            return None
+        if own_table or key in elsewhere:
+            return None  # the caller says a key of this command's table is no option
         close = difflib.get_close_matches(key, sorted(elsewhere | set(_config_keys(ctx.command))), n=1)
         hint = f"; did you mean {_dashed(close[0])!r}?" if close else ""
         raise ConfigError(f"{path}: [tool.bayesify] has no option {_dashed(key)!r}{hint}")
@@ -222,7 +220,7 @@ def _usage_error(message: str, path: Optional[str] = None) -> _Stop:
 def _check_codes(options: Options) -> None:
     unknown = unknown_codes((*options.error_on, *options.ignore))
     if unknown:
-        raise _usage_error(f"no diagnostic code starts with {', '.join(map(repr, unknown))} (see `bayesify --help`)")
+        raise _usage_error(f"no diagnostic code starts with {', '.join(map(repr, unknown))} (the codes are listed in docs/cli.md)")
 
 
 def _spec(options: Options, outcome: Report) -> Spec:
@@ -471,8 +469,12 @@ def _emit(result: RunResult, outcome: Report, options: Options, diffs: Optional[
 def _rewrite_stdin(options: Options, outcome: Report) -> None:
     """Rewrite standard input: by default, the whole result (the rewrite, or the input
     unchanged) to standard output, as a filter; with --diff, the diff; with --check, nothing."""
-    spec = _spec(options, outcome)
     source = sys.stdin.buffer.read()
+    if _force_excluded(options):
+        if not options.dry_run:
+            sys.stdout.buffer.write(source)  # a filter passes what it leaves alone
+        return
+    spec = _spec(options, outcome)
     path = options.stdin_filename or "-"
     result = run_source(source, spec, path, _context_files(options, spec, outcome))
     outcome.add_run(result, options.allow_unmatched)
@@ -487,6 +489,17 @@ def _rewrite_stdin(options: Options, outcome: Report) -> None:
     elif not options.check:
         sys.stdout.buffer.write(rewritten.rewritten if usable else source)
     _exit(outcome)
+
+
+def _force_excluded(options: Options) -> bool:
+    """Whether ``--force-exclude`` skips the file ``--stdin-filename`` names, as it would skip
+    that file named on the command line (pre-commit and editors pass files either way)."""
+    if not (options.force_exclude and options.stdin_filename):
+        return False
+    try:
+        return not discover([options.stdin_filename], force_exclude=options.force_exclude)
+    except DiscoveryError:  # a file that is not there yet: nothing excludes it
+        return False
 
 
 # -- plan --------------------------------------------------------------------------------------

@@ -134,9 +134,8 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
             # Decorators depend on every random attribute of a class, its bases' included:
             # only the statements of classes that have one are walked again.
             _inherit_within_file(context.random, job.index.classes)
-            random_tops = {
-                context.classes[order].top for order, attrs in context.random.items() if attrs and order in context.classes
-            }
+            classes = context.classes
+            random_tops = {classes[order].top for order, attrs in context.random.items() if attrs and order in classes}
             tops = {top: first for top, first in tops.items() if top in random_tops}
         rules, enter = registry.rules(pass_), registry.entered(pass_)
         for top, first_order in tops.items():

@@ -698,6 +698,8 @@ def test_stdin_filename_places_standard_input(project: Path):
     assert broken.exit_code == 123
     assert broken.stderr.startswith("src/model.py:1:14: error BAY001: cannot parse")
     assert bayesify("rewrite", "src", "--stdin-filename", "x.py").exit_code == 2
+    excluded = bayesify("rewrite", "-", "--stdin-filename", "src/model.py", "--force-exclude", "^/src/", input=source)
+    assert (excluded.exit_code, excluded.stdout) == (0, source), "force-excluded: passed through as it is"
 
 
 def test_version_help_examples_and_completion(project: Path):
