@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""bayesify's speed benchmark (SPEC.md, "Speed"; issue 6).
+"""bayesify's speed benchmark: the speed goals of the product (issue 6).
 
 Every figure is a ratio of two medians measured side by side in the same run, so it holds on
 any machine; each one is printed with its goal:

@@ -1,6 +1,6 @@
 """Bad input, hostile input and faults, the way a user meets them: through the CLI.
 
-Every case of SPEC.md's "Bad input": the exit code, a message naming the file and line, no
+Every case of docs/bad-input.md: the exit code, a message naming the file and line, no
 Python traceback for a user's mistake, and nothing lost: every file that should not be
 written keeps its bytes, and no temporary file is left behind. The CLI runs as a real
 process (the console script); the faults that need timing (a file edited while bayesify
