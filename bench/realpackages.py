@@ -46,6 +46,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
