@@ -236,64 +236,49 @@ def _in_order(statements: list[ast.stmt]) -> Iterable[ast.AST]:
             ]
 
 
+#: The model of the examples below, and the spec that makes its ``loc`` random.
+_MODEL = """\
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(()))
+"""
+_RANDOM_LOC = "priors:\n  Model.loc: Normal(0, 1)\n"
+
 #: What each lint finds, and what it leaves alone (its findings only: the rewrite is the
 #: rules' business), run by tests/test_rules.py.
 EXAMPLES = (
     # BAY101: a random attribute first read inside a plate
     Example(
-        before="""\
-import pyro
-import pyro.distributions as dist
-import torch
-from torch import nn
-
-
-class Model(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.loc = nn.Parameter(torch.zeros(()))
+        before=_MODEL + """\
 
     def forward(self, data):
         with pyro.plate("data", len(data)):
             pyro.sample("obs", dist.Normal(self.loc, 1), obs=data)
 """,
-        spec='priors:\n  Model.loc: Normal(0, 1)\n',
-        diagnostics=('BAY101',),
+        spec=_RANDOM_LOC,
+        diagnostics=("BAY101",),
     ),
     # no finding: read before the plate
     Example(
-        before="""\
-import pyro
-import pyro.distributions as dist
-import torch
-from torch import nn
-
-
-class Model(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.loc = nn.Parameter(torch.zeros(()))
+        before=_MODEL + """\
 
     def forward(self, data):
         loc = self.loc
         with pyro.plate("data", len(data)):
             pyro.sample("obs", dist.Normal(loc, 1), obs=data)
 """,
-        spec='priors:\n  Model.loc: Normal(0, 1)\n',
+        spec=_RANDOM_LOC,
     ),
     # BAY102: a plain module that builds two Pyro roots
     Example(
-        before="""\
-import pyro
-import pyro.distributions as dist
-import torch
-from torch import nn
-
-
-class Model(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.loc = nn.Parameter(torch.zeros(()))
+        before=_MODEL + """\
 
 
 class Twins(nn.Module):
@@ -302,22 +287,12 @@ class Twins(nn.Module):
         self.left = Model()
         self.right = Model()
 """,
-        spec='priors:\n  Model.loc: Normal(0, 1)\nmodules:\n  exclude: [Twins]\n',
-        diagnostics=('BAY102',),
+        spec="priors:\n  Model.loc: Normal(0, 1)\nmodules:\n  exclude: [Twins]\n",
+        diagnostics=("BAY102",),
     ),
     # BAY103: called on its own, then attached
     Example(
-        before="""\
-import pyro
-import pyro.distributions as dist
-import torch
-from torch import nn
-
-
-class Model(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.loc = nn.Parameter(torch.zeros(()))
+        before=_MODEL + """\
 
 
 def build(outer):
@@ -325,7 +300,7 @@ def build(outer):
     model(torch.zeros(2))
     outer.model = model
 """,
-        spec='priors:\n  Model.loc: Normal(0, 1)\n',
-        diagnostics=('BAY103',),
+        spec=_RANDOM_LOC,
+        diagnostics=("BAY103",),
     ),
 )

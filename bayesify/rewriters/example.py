@@ -23,3 +23,8 @@ class Example:
         if self.diagnostics:
             return "invalid"
         return "valid" if self.after is not None else "no-op"
+
+    def again(self) -> Example:
+        """This valid example's output run again, with the same spec: nothing may move."""
+        assert self.after is not None
+        return Example(before=self.after, spec=self.spec)

@@ -163,7 +163,7 @@ class Linear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(2))
 """,
-        spec='priors:\n  Linear.weight: Normal(0, 1)\n',
-        diagnostics=('BAY003', 'BAY205'),
+        spec="priors:\n  Linear.weight: Normal(0, 1)\n",
+        diagnostics=("BAY003", "BAY205"),
     ),
 )

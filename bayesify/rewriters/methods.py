@@ -110,6 +110,6 @@ class Linear(PyroModule):
     def predict(self, x):
         return x @ self.weight
 """,
-        spec='priors:\n  Linear.weight: Normal(0, 1)\n',
+        spec="priors:\n  Linear.weight: Normal(0, 1)\n",
     ),
 )

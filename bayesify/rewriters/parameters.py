@@ -121,6 +121,19 @@ def same_code(old: cst.CSTNode, new: cst.CSTNode) -> bool:
     return ast.dump(ast.parse(code(old).strip())) == ast.dump(ast.parse(code(new).strip()))
 
 
+#: A file rewritten earlier: its prior is a generated one.
+_GENERATED = """\
+from pyro.nn import PyroModule, PyroSample
+
+from bayesify.runtime import Prior
+
+
+class Linear(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.weight = PyroSample(Prior(self, "Normal", 0, 1, shape=(2,)))
+"""
+
 #: What the rule does, run by tests/test_rules.py.
 ParameterRewriter.examples = (
     # valid: a prior and a constraint
@@ -150,36 +163,16 @@ class Linear(PyroModule):
         self.weight = PyroSample(Prior(self, "Normal", 0, 1, shape=(n, 2)))
         self.bias = PyroParam(torch.rand(2), constraint=constraints.positive)
 """,
-        spec='priors:\n  Linear.weight: Normal(0, 1)\nconstraints:\n  Linear.bias: positive\n',
+        spec="priors:\n  Linear.weight: Normal(0, 1)\nconstraints:\n  Linear.bias: positive\n",
     ),
     # invalid: a generated prior that no entry selects any more
     Example(
-        before="""\
-from pyro.nn import PyroModule, PyroSample
-
-from bayesify.runtime import Prior
-
-
-class Linear(PyroModule):
-    def __init__(self):
-        super().__init__()
-        self.weight = PyroSample(Prior(self, "Normal", 0, 1, shape=(2,)))
-""",
-        diagnostics=('BAY202',),
+        before=_GENERATED,
+        diagnostics=("BAY202",),
     ),
     # no-op: already rewritten from the same spec
     Example(
-        before="""\
-from pyro.nn import PyroModule, PyroSample
-
-from bayesify.runtime import Prior
-
-
-class Linear(PyroModule):
-    def __init__(self):
-        super().__init__()
-        self.weight = PyroSample(Prior(self, "Normal", 0, 1, shape=(2,)))
-""",
-        spec='priors:\n  Linear.weight: Normal(0, 1)\n',
+        before=_GENERATED,
+        spec="priors:\n  Linear.weight: Normal(0, 1)\n",
     ),
 )
