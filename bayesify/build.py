@@ -27,6 +27,7 @@ from typing import Any
 
 from .index import module_of
 from .names import dotted_from_ast
+from .report import columns
 from .runner import RunResult
 
 #: How long a build may take before it is given up, in seconds.
@@ -132,20 +133,20 @@ def built_table(report: dict, result: RunResult) -> str:
     for site in report["parameters"]:
         selector = site["selector"]
         if selector is None and site["becomes"] != "deterministic":
+            # A class's own parameter, made random in the rewritten source: the plan knows why.
             found = static.get((site["class"], (site["attribute"],)))
             selector = found.selector.text if found else None
         entry = entries.get(selector) if selector else None
         if entry is not None:
             used.add(entry.line)
         where = f"{spec_path}:{entry.line} ({entry.selector.text})" if entry else "-"
-        becomes = site["becomes"] + (f": {entry.action}" if entry and site["becomes"] != "tied" else "")
         if site.get("tied_to"):
             becomes = f"tied: reads {site['tied_to']}"
+        else:
+            becomes = f"{site['becomes']}: {entry.action}" if entry else site["becomes"]
         rows.append((site["name"], site["shape"], where, becomes))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"built {report['built']}: {report['random']} random, {report['constrained']} constrained, "
-             f"{report['deterministic']} deterministic"]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+             f"{report['deterministic']} deterministic", *columns(rows)]
     lines += [
         f"{spec_path}:{entry.line}: {entry.selector.text}: selects nothing in the built model"
         for entry in result.spec.entries

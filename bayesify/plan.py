@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import catalog
+from .diagnostics import Diagnostic
 from .index import ClassRecord
 from .selectors import ANY, ANY_DEPTH, TYPE, Selector
 from .sites import SiteKind
@@ -55,7 +56,7 @@ class PlannedSite:
 class Planner:
     spec: Spec
     sites: list[PlannedSite] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)
 
     def select(
         self,
@@ -105,8 +106,8 @@ class Planner:
             )
         )
 
-    def warn(self, path: str, line: Optional[int], message: str) -> None:
-        self.warnings.append(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+    def warn(self, code: str, path: str, line: Optional[int], message: str) -> None:
+        self.warnings.append(Diagnostic.of(code, message, path, line))
 
     def random_attrs(self, record: ClassRecord) -> set[str]:
         """Attributes of ``record`` that a prior selects, judged from the index alone: used for

@@ -30,9 +30,11 @@ from typing import Iterable, Optional
 
 CLASS, TYPE, ANY = "class", "type", "any"
 ANY_DEPTH = "**"
-_SEGMENT = re.compile(r"^[A-Za-z0-9_*?\[\]!-]+$")
+#: A segment, matched whole (``fullmatch``: ``$`` would let a trailing newline through, and a
+#: selector is written into generated code).
+_SEGMENT = re.compile(r"[A-Za-z0-9_*?\[\]!-]+")
 #: A package or module name: the start of another library's dotted class path.
-_PACKAGE = re.compile(r"^[a-z_][a-z0-9_]*$")
+_PACKAGE = re.compile(r"[a-z_][a-z0-9_]*")
 _TORCH_NN = "torch.nn"
 
 
@@ -97,7 +99,8 @@ def parse(text: str) -> Selector:
     """Read ``text`` as a selector; raise :class:`SelectorError` if it is not one."""
     module, colon, rest = text.rpartition(":")
     segments = tuple(rest.split("."))
-    if len(segments) < 2 or not all(_SEGMENT.match(s) for s in segments) or (colon and not module):
+    module_parts = module.split(".") if colon else []
+    if len(segments) < 2 or not all(_SEGMENT.fullmatch(s) for s in (*segments, *module_parts)):
         raise SelectorError(
             f"selector {text!r} is not of the form Class.attr[.attr…] (or package.module:Class.attr, "
             "nn.Layer.attr, package.Layer.attr, **.attr); segments are names or fnmatch globs"
@@ -122,12 +125,12 @@ def _type_owner_end(segments: tuple[str, ...]) -> int:
         return 2
     if segments[:2] == ("torch", "nn"):
         return 3
-    if not _PACKAGE.match(segments[0]):
+    if not _PACKAGE.fullmatch(segments[0]):
         return 0
     for end, segment in enumerate(segments[1:-1], start=2):
         if segment[:1].isupper():
             return end
-        if not _PACKAGE.match(segment):
+        if not _PACKAGE.fullmatch(segment):
             return 0
     return 0
 

@@ -4,7 +4,11 @@ parameters, compared with what a Pyro user does by hand at run time (``to_pyro_m
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import shutil
+import sys
+from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -14,23 +18,24 @@ import torch.nn as nn
 from pyro.nn import PyroSample
 from pyro.nn.module import to_pyro_module_
 
+from click.testing import CliRunner
+
+from bayesify.cli import main
 from bayesify.runner import run_source
+from bayesify.selectors import match_path, parse
 from bayesify.spec import parse_spec
 from test_execution import FIXTURES, load, sites, svi_losses
 
 X = torch.randn(3, 4, 4)
 
 
-def rewritten(tmp_path, spec_text: str, name: str):
-    """The selection fixture's input rewritten with ``spec_text``, imported as ``name``."""
-    source = (FIXTURES / "selection" / "input" / "zoo.py").read_bytes()
+def rewritten(tmp_path, spec_text: str, name: str, source: bytes = b""):
+    """``source`` (the selection fixture's input) rewritten with ``spec_text``, imported as ``name``."""
+    source = source or (FIXTURES / "selection" / "input" / "zoo.py").read_bytes()
     result = run_source(source, parse_spec(spec_text))
     assert not result.failed and not result.unmatched, (result.failed, result.unmatched)
     path = tmp_path / f"{name}.py"
     path.write_bytes(result.results[0].rewritten)
-    import importlib.util
-    import sys
-
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
@@ -174,15 +179,11 @@ def test_a_misspelt_selector_is_an_error_with_a_did_you_mean():
     ],
 )
 def test_selector_forms(text, kind, owner, path):
-    from bayesify.selectors import parse
-
     selector = parse(text)
     assert (selector.kind, selector.owner, selector.path) == (kind, owner, path)
 
 
 def test_any_depth_matches_zero_or_more_segments():
-    from bayesify.selectors import match_path
-
     assert match_path(("**", "weight"), ("weight",))
     assert match_path(("**", "fc", "weight"), ("layer", "0", "fc", "weight"))
     assert not match_path(("**", "fc", "weight"), ("fc", "bias"))
@@ -190,12 +191,6 @@ def test_any_depth_matches_zero_or_more_segments():
 
 
 def test_plan_build_lists_the_built_models_sites_and_the_entries_that_select_nothing(tmp_path, monkeypatch):
-    import shutil
-
-    from click.testing import CliRunner
-
-    from bayesify.cli import main
-
     shutil.copytree(FIXTURES / "selection" / "input", tmp_path / "models")
     (tmp_path / "models" / "__init__.py").write_text("")
     shutil.copy(FIXTURES / "selection" / "priors.yaml", tmp_path / "priors.yaml")
@@ -214,10 +209,6 @@ def test_plan_build_lists_the_built_models_sites_and_the_entries_that_select_not
 
 
 def test_plan_build_refuses_a_module_that_is_not_the_rewritten_one(tmp_path, monkeypatch):
-    from click.testing import CliRunner
-
-    from bayesify.cli import main
-
     (tmp_path / "net.py").write_bytes((FIXTURES / "selection" / "input" / "zoo.py").read_bytes())
     monkeypatch.chdir(tmp_path)
     bad_call = CliRunner().invoke(main, ["plan", "net.py", "--build", "net:Net(x=print)"])
@@ -252,20 +243,10 @@ class LM(nn.Module):
 
 
 def test_parameters_a_method_ties_by_name_stay_tied(tmp_path):
-    import importlib.util
-    import sys
-
     spec = "version: 1\npriors:\n  LM.scale: LogNormal(0, 0.1)\n  nn.Embedding.weight: Normal(0, 1)\n"
-    result = run_source(TIED_BY_A_METHOD, parse_spec(spec))
-    assert not result.unmatched
+    module = rewritten(tmp_path, spec, "tied_lm", TIED_BY_A_METHOD)
     # A file that ties weights by name keeps its parameters until the model is built.
-    assert b"self.scale = nn.Parameter(torch.ones(4))" in result.results[0].rewritten
-    path = tmp_path / "tied_lm.py"
-    path.write_bytes(result.results[0].rewritten)
-    module_spec = importlib.util.spec_from_file_location("tied_lm", path)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules["tied_lm"] = module
-    module_spec.loader.exec_module(module)
+    assert "self.scale = nn.Parameter(torch.ones(4))" in Path(module.__file__).read_text()
     trace = pyro.poutine.trace(module.LM()).get_trace(torch.tensor([[1, 2]]))
     assert torch.equal(trace.nodes["norm.weight"]["value"], trace.nodes["scale"]["value"])
     assert torch.equal(trace.nodes["head.weight"]["value"], trace.nodes["embed.weight"]["value"])

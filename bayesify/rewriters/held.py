@@ -48,15 +48,15 @@ from typing import Optional
 
 import libcst as cst
 
-from .. import catalog
+from .. import catalog, codegen
 from ..index import ClassRecord, Conversion
-from ..names import ImportTable, dotted_from_cst, is_pyro_nn, is_torch_nn, torch_nn_class
-from ..plan import Planner
+from ..names import dotted_from_cst, is_pyro_nn, is_torch_nn, torch_nn_class
 from ..sites import SiteKind
 from ..selectors import ANY, ANY_DEPTH, TYPE, Selector
 from ..spec import Entry, Prior
-from .context import ClassScopedTransformer
+from .compose import DEFINITIONS
 from .parameters import same_code
+from .registry import STATEMENTS, Example, RewriteContext, Rule, register
 
 WRAP, SET_PRIOR, SET_CONSTRAINT = "pyro_module", "set_prior", "set_constraint"
 #: Stands for one element of a value that is unpacked (``a, b = make()``): a module, maybe.
@@ -66,27 +66,17 @@ RUNTIME = "bayesify.runtime."
 _NOT_ATTACHING = frozenset({"register_buffer", "register_parameter"})
 
 
-class HeldModuleRewriter(ClassScopedTransformer):
-    def __init__(
-        self,
-        classes: dict[int, ClassRecord],
-        first_order: int,
-        conversions: dict[int, Conversion],
-        imports: ImportTable,
-        planner: Planner,
-        path: str,
-        at_build: dict[int, set[int]],
-    ) -> None:
-        super().__init__(classes, first_order)
-        self.conversions = conversions
-        #: Entries for parameters of the class itself, applied when the model is built (see
-        #: ``ParameterRewriter.at_build``).
-        self.at_build = at_build
-        self.imports = imports
-        self.planner = planner
-        self.path = path
-        self.needed: set[str] = set()
-        self.random: dict[int, set[str]] = {}
+@register
+class HeldModuleRewriter(Rule):
+    pass_ = STATEMENTS
+    enters = DEFINITIONS | {cst.SimpleStatementLine, cst.Assign, cst.AnnAssign, cst.AugAssign, cst.Expr}
+    generated_names = {
+        WRAP: "bayesify.runtime", SET_PRIOR: "bayesify.runtime", SET_CONSTRAINT: "bayesify.runtime",
+        "constraints": "torch.distributions",
+    }
+
+    def __init__(self, context: RewriteContext, first_order: int) -> None:
+        super().__init__(context, first_order)
         #: Attributes each class may hold a module in: the torch.nn layer, when known.
         self._held: dict[int, dict[str, Optional[str]]] = {}
         #: Classes whose methods assign or attach something that may be a module.
@@ -102,7 +92,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
 
     def _converting_method(self) -> Optional[tuple[ClassRecord, str]]:
         scope = self.method_scope()
-        if scope is None or not self.conversions.get(scope[0].order, Conversion.NONE).is_pyro:
+        if scope is None or not self.context.conversions.get(scope[0].order, Conversion.NONE).is_pyro:
             return None
         return scope
 
@@ -210,7 +200,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
             return [*self._container_layers(record, value.body), *self._container_layers(record, value.orelse)]
         if not isinstance(value, cst.Call):
             return []
-        container = torch_nn_class(self.imports.resolve(dotted_from_cst(value.func)))
+        container = torch_nn_class(self.context.imports.resolve(dotted_from_cst(value.func)))
         if container not in ("Sequential", "ModuleList", "ModuleDict"):
             return []
         items: list[tuple[str, str]] = []
@@ -273,7 +263,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
         if not isinstance(value, cst.Call):
             return False
         written = dotted_from_cst(value.func) or ""
-        resolved = self.imports.resolve(written)
+        resolved = self.context.imports.resolve(written)
         if resolved is None:
             return not hasattr(builtins, written)
         if is_torch_nn(resolved, "Parameter") or any(is_pyro_nn(resolved, n) for n in ("PyroParam", "PyroSample")):
@@ -293,7 +283,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
             return with_parameters.pop() if len(with_parameters) == 1 else None
         if not isinstance(value, cst.Call):
             return None
-        layer = torch_nn_class(self.imports.resolve(dotted_from_cst(value.func)))
+        layer = torch_nn_class(self.context.imports.resolve(dotted_from_cst(value.func)))
         return layer if layer in catalog.NN_LAYERS and layer not in catalog.NN_CONTAINERS else None
 
     # -- the block at the end of __init__ ---------------------------------------------
@@ -305,7 +295,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
         if (
             record is None
             or "__init__" in record.methods
-            or not self.conversions.get(record.order, Conversion.NONE).is_pyro
+            or not self.context.conversions.get(record.order, Conversion.NONE).is_pyro
             or not self._inherited_layer_parameters(record)
             or not isinstance(updated_node.body, cst.IndentedBlock)
         ):
@@ -337,8 +327,8 @@ class HeldModuleRewriter(ClassScopedTransformer):
         # (MultiheadAttention's out_proj), are plain until converted; the noted entries
         # apply when the outermost model gets there.
         if wanted or record.order in self._attaches or self._inherited_layer(record) in catalog.NN_COMPOSITE_LAYERS:
-            self.needed.add(WRAP)
-            wanted.append(cst.parse_statement(f"{WRAP}({self_name})\n"))
+            self.context.needed.add(WRAP)
+            wanted.append(codegen.statement(codegen.call(WRAP, codegen.name(self_name))))
         body = list(updated_node.body.body)
         generated = [position for position, s in enumerate(body) if self._is_generated(s, self_name)]
         if not wanted and not generated:
@@ -361,17 +351,17 @@ class HeldModuleRewriter(ClassScopedTransformer):
         selected = set()
         for path, layers in known:
             kind = SiteKind.INHERITED if layers[0][0] == 0 else SiteKind.HELD
-            entry = self.planner.select(self.path, record, path, kind, None, layers)
+            entry = self.context.planner.select(self.context.path, record, path, kind, None, layers)
             if entry is not None:
                 selected.add(entry.line)
                 if isinstance(entry.action, Prior):
-                    self.random.setdefault(record.order, set()).add(path[0])
+                    self.context.add_random(record, path[0])
         may_hold = record.order in self._attaches
         chosen = []
         below: dict[tuple[str, ...], list[Entry]] = {}
-        for entry in self.planner.spec.entries:
+        for entry in self.context.planner.spec.entries:
             selector = entry.selector
-            if entry.line in self.at_build.get(record.order, ()):
+            if entry.line in self.context.at_build.get(record.order, ()):
                 chosen.append(entry)
                 continue
             if selector.kind == TYPE:
@@ -388,9 +378,9 @@ class HeldModuleRewriter(ClassScopedTransformer):
                 chosen.append(entry)
         for hit, entries in below.items():
             # A container's or another library's parameters: decided at run time.
-            self.planner.record(self.path, record, hit, SiteKind.HELD, entries)
+            self.context.planner.record(self.context.path, record, hit, SiteKind.HELD, entries)
             if isinstance(entries[0].action, Prior):
-                self.random.setdefault(record.order, set()).add(hit[0])
+                self.context.add_random(record, hit[0])
         return chosen
 
     def _known_paths(self, record: ClassRecord) -> list[tuple[tuple[str, ...], tuple[tuple[int, str], ...]]]:
@@ -444,13 +434,15 @@ class HeldModuleRewriter(ClassScopedTransformer):
         return catalog.NN_LAYERS.get(self._inherited_layer(record) or "", ())
 
     def _statement(self, self_name: str, entry: Entry) -> cst.SimpleStatementLine:
-        selector = f'"{entry.selector.text}"'
+        module, selector = codegen.name(self_name), entry.selector.text
         if isinstance(entry.action, Prior):
-            self.needed.add(SET_PRIOR)
-            args = [self_name, selector, f'"{entry.action.family}"', *entry.action.render_args()]
-            return cst.parse_statement(f"{SET_PRIOR}({', '.join(args)})\n")
-        self.needed.update((SET_CONSTRAINT, "constraints"))
-        return cst.parse_statement(f"{SET_CONSTRAINT}({self_name}, {selector}, {entry.action.render()})\n")
+            self.context.needed.add(SET_PRIOR)
+            args, kwargs = entry.action.arguments()
+            call = codegen.call(SET_PRIOR, module, selector, entry.action.family, *args, **kwargs)
+        else:
+            self.context.needed.update((SET_CONSTRAINT, "constraints"))
+            call = codegen.call(SET_CONSTRAINT, module, selector, entry.action.node())
+        return codegen.statement(call)
 
     def _is_generated(self, statement: cst.BaseStatement, self_name: str) -> bool:
         if not (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1):
@@ -463,7 +455,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
         )
 
     def _is_generated_call(self, call: cst.Call, self_name: str) -> bool:
-        resolved = self.imports.resolve(dotted_from_cst(call.func))
+        resolved = self.context.imports.resolve(dotted_from_cst(call.func))
         generated = (RUNTIME + SET_PRIOR, RUNTIME + SET_CONSTRAINT, RUNTIME + WRAP)
         return resolved in generated and bool(call.args) and _is_name(call.args[0].value, self_name)
 
@@ -486,3 +478,38 @@ def _is_docstring(statement: cst.BaseStatement) -> bool:
 
 def _is_return(statement: cst.BaseStatement) -> bool:
     return isinstance(statement, cst.SimpleStatementLine) and isinstance(statement.body[0], cst.Return)
+
+
+#: What the rule does, run by tests/test_rules.py.
+HeldModuleRewriter.examples = (
+    # valid: a held layer, and a prior below it
+    Example(
+        before="""\
+import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 2)
+""",
+        after="""\
+import torch
+from torch import nn
+from pyro.nn import PyroModule
+from bayesify.runtime import pyro_module, set_prior
+
+
+class Model(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 2)
+        set_prior(self, "Model.fc.weight", "Normal", 0, 1)
+        pyro_module(self)
+""",
+        spec="priors:\n  Model.fc.weight: Normal(0, 1)\n",
+    ),
+)
+# no-op: the block is regenerated, and says the same
+HeldModuleRewriter.examples += (HeldModuleRewriter.examples[0].again(),)

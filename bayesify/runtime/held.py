@@ -186,10 +186,11 @@ def _apply(root: torch.nn.Module) -> None:
     if noted:
         slots = list(_plain_slots(modules))
         winners: Dict[int, Tuple[Slot, Selector, Action]] = {}
+        of_type: Dict[Tuple[type, str], bool] = {}  # a model holds many layers of few classes
         for selector, action in _in_spec_order(noted):
             owners = [prefix for prefix, entries in noted if any(s.text == selector.text for s, _ in entries)]
             for slot in slots:
-                if id(slot[3]) not in winners and _selects(selector, slot[0], owners, modules):
+                if id(slot[3]) not in winners and _selects(selector, slot[0], owners, modules, of_type):
                     winners[id(slot[3])] = (slot, selector, action)
         for path, owner, name, parameter in slots:
             winner = winners.get(id(parameter))
@@ -254,6 +255,7 @@ def _selects(
     path: Tuple[str, ...],
     owners: List[Tuple[str, ...]],
     modules: Dict[Tuple[str, ...], torch.nn.Module],
+    of_type: Dict[Tuple[type, str], bool],
 ) -> bool:
     if selector.kind == ANY:
         return selector.matches_path(path)
@@ -262,18 +264,21 @@ def _selects(
             path[: len(owner)] == owner and match_path(selector.path, path[len(owner):]) for owner in owners
         )
     return any(
-        _is_of_type(modules.get(path[:depth]), selector) and match_path(selector.path, path[depth:])
+        _is_of_type(modules.get(path[:depth]), selector, of_type) and match_path(selector.path, path[depth:])
         for depth in range(len(path))
     )
 
 
-def _is_of_type(module: Optional[torch.nn.Module], selector: Selector) -> bool:
+def _is_of_type(module: Optional[torch.nn.Module], selector: Selector, of_type: Dict[Tuple[type, str], bool]) -> bool:
     if module is None:
         return False
-    # A class of the user's derives from torch.nn.Module, which is no layer type.
-    return selector.matches_type(
-        (cls.__module__, cls.__name__) for cls in type(module).__mro__ if cls is not torch.nn.Module
-    )
+    key = (type(module), selector.text)
+    if key not in of_type:
+        # A class of the user's derives from torch.nn.Module, which is no layer type.
+        of_type[key] = selector.matches_type(
+            (cls.__module__, cls.__name__) for cls in type(module).__mro__ if cls is not torch.nn.Module
+        )
+    return of_type[key]
 
 
 def _replace(
