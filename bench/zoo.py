@@ -522,6 +522,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--work", type=Path, help="where the mirrors go (default: a temporary folder)")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="write the results into this page's zoo section")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every result as JSON")
+    parser.add_argument("--report-from", type=Path, nargs="+", metavar="JSON",
+                        help="measure nothing: report the results these --json files saved (runs split by --only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every failure with its traceback")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -538,17 +540,27 @@ def main(argv: Optional[list[str]] = None) -> int:
         kept: Counter = Counter()
         models = [m for m in models if kept.update([m.package]) or kept[m.package] <= 3]
     start = time.perf_counter()
-    options.cache_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        python = environment(options.cache_dir)
-    except (SetupError, subprocess.CalledProcessError) as error:
-        print(f"zoo: {error}", file=sys.stderr)
-        return 2
-    work = options.work or Path(tempfile.mkdtemp(prefix="bayesify-zoo-"))
-    work.mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, str, str], dict[str, Any]] = {}
     rewrites: dict[tuple[str, str], dict[str, Any]] = {}
-    for package in packages:
+    measure, measured = not options.report_from, 0.0
+    if options.report_from:
+        for saved in options.report_from:
+            data = json.loads(saved.read_text())
+            measured = max(measured, data.get("seconds", 0.0))  # the runs went side by side
+            results.update(((r["package"], r["mode"], r["model"]), r) for r in data["results"])
+            rewrites.update(((r["package"], r["spec"]), r) for r in data["rewrites"])
+        packages = [package for package in packages if any(key[0] == package for key in rewrites)]
+        models = [m for m in models if any(key[0] == m.package and key[2] == m.name for key in results)]
+    else:
+        options.cache_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            python = environment(options.cache_dir)
+        except (SetupError, subprocess.CalledProcessError) as error:
+            print(f"zoo: {error}", file=sys.stderr)
+            return 2
+        work = options.work or Path(tempfile.mkdtemp(prefix="bayesify-zoo-"))
+        work.mkdir(parents=True, exist_ok=True)
+    for package in packages if measure else ():
         names = [m.name for m in models if m.package == package]
         if not names:
             continue
@@ -585,14 +597,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                 outcome = result.get(key)
                 if isinstance(outcome, dict) and not outcome.get("ok", True):
                     print(f"\n--- {package}.{name} ({mode}, {key})\n{outcome.get('detail', '')}")
+    seconds = time.perf_counter() - start if measure else measured
     if options.json:
         options.json.write_text(json.dumps({
+            "seconds": seconds,
             "results": [{"package": p, "mode": m, **r} for (p, m, _), r in results.items()],
             "rewrites": [{"package": p, "spec": s, **r} for (p, s), r in rewrites.items()],
         }, indent=1))
-    seconds = time.perf_counter() - start
     if options.markdown:
         command = "python bench/zoo.py" + (" --quick" if options.quick else "") + f" --markdown {options.markdown}"
+        if options.report_from:
+            command = (f"for p in {' '.join(packages)}; do python bench/zoo.py --only $p --json zoo-$p.json & done; wait\n"
+                       f"python bench/zoo.py --report-from zoo-*.json --markdown {options.markdown}")
         write_markdown(options.markdown, markdown_section(summary, packages, command, seconds))
     goal = all(
         row["ours"] >= row["baseline"] and row["ours"] >= 0.99 * row["models"]
