@@ -512,6 +512,17 @@ def write_markdown(path: Path, section: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def save(path: Optional[Path], results: dict, rewrites: dict, seconds: float) -> None:
+    """Every result so far as JSON (``--json``), for ``--report-from``."""
+    if path is None:
+        return
+    path.write_text(json.dumps({
+        "seconds": seconds,
+        "results": [{"package": p, "mode": m, **r} for (p, m, _), r in results.items()],
+        "rewrites": [{"package": p, "spec": s, **r} for (p, s), r in rewrites.items()],
+    }, indent=1))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=sorted(PACKAGES), help="only this package (repeatable)")
@@ -568,6 +579,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{package}: {len(names)} models; baseline ...", file=sys.stderr, flush=True)
         for result in probe_in_subprocess(python, package, "baseline", names, options.timeout, None):
             results[package, "baseline", result["model"]] = result
+        save(options.json, results, rewrites, time.perf_counter() - start)  # what a long run has so far
         for spec in SPECS:
             spec_file = work / f"{package}-{spec}.yaml"
             spec_file.write_text(spec_text(package, spec, [m for m in MODELS if m.package == package]))
@@ -582,6 +594,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 continue
             for result in probe_in_subprocess(python, package, spec, names, options.timeout, mirror):
                 results[package, spec, result["model"]] = result
+            save(options.json, results, rewrites, time.perf_counter() - start)
 
     summary = tabulate(packages, models, results, rewrites)
     print("\n".join(report_lines(summary, packages, markdown=False)))
@@ -598,12 +611,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 if isinstance(outcome, dict) and not outcome.get("ok", True):
                     print(f"\n--- {package}.{name} ({mode}, {key})\n{outcome.get('detail', '')}")
     seconds = time.perf_counter() - start if measure else measured
-    if options.json:
-        options.json.write_text(json.dumps({
-            "seconds": seconds,
-            "results": [{"package": p, "mode": m, **r} for (p, m, _), r in results.items()],
-            "rewrites": [{"package": p, "spec": s, **r} for (p, s), r in rewrites.items()],
-        }, indent=1))
+    save(options.json, results, rewrites, seconds)
     if options.markdown:
         command = "python bench/zoo.py" + (" --quick" if options.quick else "") + f" --markdown {options.markdown}"
         if options.report_from:

@@ -178,7 +178,7 @@ class HeldModuleRewriter(Rule):
         layers = [layer for layer in layers if layer]
         if not layers:
             return
-        if "." not in owner:
+        if "." not in owner and owner != self_name:
             self._local_layers.setdefault((record.order, owner), []).extend(layers)
         elif owner.count(".") == 1 and owner.startswith(self_name + "."):
             attr = owner.partition(".")[2]
