@@ -394,6 +394,8 @@ def tabulate(packages: list[str], models: list[ZooModel], results: dict, rewrite
                 broken.append(f"{package}.{model.name}: the built model has no {model.head_path}.weight (its head)")
                 continue
             for spec in SPECS:
+                if (package, spec) not in rewrites:
+                    continue  # a run stopped before this spec: not measured
                 row = table[package, spec]
                 row["models"] += 1
                 intended = base["intended"][spec]
