@@ -537,7 +537,7 @@ def save(path: Optional[Path], results: dict, rewrites: dict, seconds: float) ->
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=sorted(PACKAGES), help="only this package (repeatable)")
-    parser.add_argument("--models", metavar="GLOB", help="only the models whose name matches")
+    parser.add_argument("--models", metavar="GLOB", help="only the models whose name matches one of these comma-separated globs")
     parser.add_argument("--quick", action="store_true", help="three models a package: a fast check of the harness")
     parser.add_argument("--limit", type=int, metavar="N", help="the first N models of each package")
     parser.add_argument("--timeout", type=int, default=300, help="seconds a model may take, per side (default: %(default)s)")
@@ -558,7 +558,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
 
     packages = [package for package in PACKAGES if not options.only or package in options.only]
-    models = [m for m in MODELS if m.package in packages and (not options.models or fnmatch.fnmatch(m.name, options.models))]
+    globs = options.models.split(",") if options.models else ["*"]
+    models = [m for m in MODELS if m.package in packages and any(fnmatch.fnmatch(m.name, g) for g in globs)]
     limit = 3 if options.quick else options.limit
     if limit:
         kept: Counter = Counter()
