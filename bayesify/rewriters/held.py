@@ -89,6 +89,9 @@ class HeldModuleRewriter(Rule):
         #: The torch.nn layers put into local lists (``layers.append(nn.Linear(…))`` in a
         #: loop) of a class's methods, by class and name, until a container takes them.
         self._local_layers: dict[tuple[int, str], list[str]] = {}
+        #: Containers each class holds whose every element the source names as a torch.nn
+        #: layer (``nn.Sequential(nn.Linear(…), nn.ReLU())``): their parameters are all listed.
+        self._complete: dict[int, set[str]] = {}
 
     def _converting_method(self) -> Optional[tuple[ClassRecord, str]]:
         scope = self.method_scope()
@@ -164,6 +167,8 @@ class HeldModuleRewriter(Rule):
         elements = self._container_layers(record, value)
         if elements:
             self._elements.setdefault(record.order, {})[target.attr.value] = elements
+        if self._fully_known(value):
+            self._complete.setdefault(record.order, set()).add(target.attr.value)
 
     # -- layers built in loops, comprehensions and containers (what `plan` and `init` list) --
 
@@ -173,6 +178,7 @@ class HeldModuleRewriter(Rule):
         owner, _, method = dotted.rpartition(".")
         if method not in ("append", "extend", "add_module") or not owner or not call.args:
             return
+        self._complete.get(record.order, set()).discard(owner.partition(".")[2])  # self.layers.append(…)
         value = call.args[-1].value
         layers = self._layer_list(record, value) if method == "extend" else [self._layer(value)]
         layers = [layer for layer in layers if layer]
@@ -216,6 +222,27 @@ class HeldModuleRewriter(Rule):
                 if layer:
                     items.append((str(position) if known_index else "*", layer))
         return items
+
+    def _fully_known(self, value: cst.BaseExpression) -> bool:
+        """Whether a container value holds torch.nn layers only, each written out in it."""
+        if not isinstance(value, cst.Call):
+            return False
+        container = torch_nn_class(self.context.imports.resolve(dotted_from_cst(value.func)))
+        if container == "Sequential":
+            return bool(value.args) and all(
+                argument.keyword is None and not argument.star and self._layer(argument.value)
+                for argument in value.args
+            )
+        if container not in ("ModuleList", "ModuleDict") or len(value.args) != 1 or value.args[0].star:
+            return False
+        literal = value.args[0].value
+        if isinstance(literal, (cst.List, cst.Tuple)):
+            values = [element.value if isinstance(element, cst.Element) else None for element in literal.elements]
+        elif isinstance(literal, cst.Dict):
+            values = [element.value if isinstance(element, cst.DictElement) else None for element in literal.elements]
+        else:
+            return False
+        return bool(values) and all(value is not None and self._layer(value) for value in values)
 
     def _indexed_layers(self, record: ClassRecord, value: cst.BaseExpression) -> list[tuple[str, str]]:
         """The layers of a list, dict or comprehension of them, by index or key where written."""
@@ -413,8 +440,9 @@ class HeldModuleRewriter(Rule):
         the built model knows; its attribute stands for them (``layers.*.weight``)."""
         pattern = selector.path
         paths = []
+        complete = self._complete.get(record.order, set())
         for attr, layer in self._held.get(record.order, {}).items():
-            if layer is not None:
+            if layer is not None or attr in complete:
                 continue
             if pattern[0] == ANY_DEPTH and selector.kind != ANY:
                 paths.append((attr, *pattern))
