@@ -1,0 +1,238 @@
+"""From a rewritten model and a checkpoint to calibrated predictions, in plain Pyro.
+
+Four small pieces, each replaceable by the Pyro a user would write instead::
+
+    net = BayesianMLP()                                    # the rewritten model
+    replaced = load_deterministic(net, torch.load("mlp.pt"))
+    model = supervised(net, Categorical(dataset_size=len(train)))
+    guide = CheckpointNormal(model, replaced)              # starts at the trained weights
+    fit(model, guide, DataLoader(train, batch_size=64, shuffle=True), epochs=10)
+    prediction = predict(model, guide, x_test, num_samples=100)
+
+:func:`supervised` is the Pyro model ``model(x, y=None)``; :class:`CheckpointNormal` an
+:class:`~pyro.infer.autoguide.AutoNormal`; :func:`fit` a loop of
+:class:`~pyro.infer.svi.SVI` steps; :func:`predict` a
+:class:`~pyro.infer.predictive.Predictive` whose samples the likelihood summarizes.
+"""
+
+import functools
+from contextlib import ExitStack
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+from pyro.distributions.util import sum_rightmost
+from pyro.infer import SVI, Predictive, TraceMeanField_ELBO
+from pyro.infer.autoguide import AutoNormal, init_to_median
+from pyro.infer.autoguide.utils import deep_setattr
+from pyro.nn import PyroParam
+from pyro.optim import Adam
+from torch.distributions import biject_to, constraints
+from tqdm.auto import tqdm
+
+from bayesify.runtime.likelihoods import Prediction
+
+#: The default relative spread of :class:`CheckpointNormal`: sd = DELTA * |trained weight|.
+DELTA = 0.1
+#: The default spread of a site without a trained value (and the least spread of any site).
+INIT_SCALE = 1e-3
+
+Batch = Sequence[torch.Tensor]
+
+
+class BayesianModel:
+    """``model(x, y=None)``: the network's output on ``x``, observed as ``y`` through the
+    likelihood. Made by :func:`supervised`; ``net`` and ``likelihood`` are its parts."""
+
+    def __init__(self, net: torch.nn.Module, likelihood) -> None:
+        self.net = net
+        self.likelihood = likelihood
+
+    def __call__(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        output = self.net(x)
+        self.likelihood(output, y)
+        return output
+
+
+def supervised(net: torch.nn.Module, likelihood) -> BayesianModel:
+    """
+    The Pyro model of a supervised network: ``model(x, y=None)`` runs ``net(x)`` (sampling
+    its random weights) and observes ``y`` through ``likelihood``
+    (:class:`~bayesify.runtime.Categorical`, :class:`~bayesify.runtime.Normal`, or any
+    callable ``likelihood(output, y)`` with Pyro statements); it returns the output. The same
+    as writing::
+
+        def model(x, y=None):
+            output = net(x)
+            likelihood(output, y)
+            return output
+    """
+    return BayesianModel(net, likelihood)
+
+
+class CheckpointNormal(AutoNormal):
+    """
+    An :class:`~pyro.infer.autoguide.AutoNormal` that starts at the deterministic model's
+    weights, with a spread relative to each weight (as bayesian-torch's MOPED): the
+    posterior of weight ``w`` starts as ``Normal(w, delta * |w|)``, at least ``init_scale``.
+
+    The spread matters: started at :class:`~pyro.infer.autoguide.AutoNormal`'s default of
+    0.1 for every weight, a network whose weights are ~0.1 forgets its training in the first
+    steps and is badly calibrated after a normal-length fit. A site without a trained value
+    (a prior on a parameter the checkpoint lacks) starts at its prior's median with spread
+    ``init_scale``.
+
+    Sites whose prior is on the real line are sampled from the guide's normal distribution
+    itself, so :class:`~pyro.infer.TraceMeanField_ELBO` computes their KL divergence in
+    closed form and the effect handlers of :mod:`bayesify.runtime.handlers` see their mean
+    and spread. Other sites go through AutoNormal's transform, as usual.
+
+    :param callable model: the Pyro model.
+    :param dict values: starting values by site name (what
+        :func:`~bayesify.runtime.load_deterministic` returns). A value outside its prior's
+        support (a negative bias under a ``LogNormal`` prior) is not used: that site starts
+        as if it had no value.
+    :param float delta: the relative spread.
+    :param float init_scale: the spread of sites without a value, and the least spread.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        values: Optional[Dict[str, torch.Tensor]] = None,
+        *,
+        delta: float = DELTA,
+        init_scale: float = INIT_SCALE,
+        create_plates=None,
+    ) -> None:
+        self.values = dict(values or {})
+        self.delta = delta
+        super().__init__(
+            model,
+            init_loc_fn=functools.partial(_init_to_checkpoint, values=self.values),
+            init_scale=init_scale,
+            create_plates=create_plates,
+        )
+
+    def _setup_prototype(self, *args, **kwargs) -> None:
+        super()._setup_prototype(*args, **kwargs)
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            if _usable(site, self.values):
+                loc, _ = self._get_loc_and_scale(name)
+                loc = loc.detach()
+                spread = (self.delta * loc.abs()).clamp_min(self._init_scale)
+                deep_setattr(self.scales, name, PyroParam(spread, self.scale_constraint, self._event_dims[name]))
+
+    def forward(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        plates = self._create_plates(*args, **kwargs)
+        result = {}
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            with ExitStack() as stack:
+                for frame in site["cond_indep_stack"]:
+                    if frame.vectorized:
+                        stack.enter_context(plates[frame.name])
+                loc, scale = self._get_loc_and_scale(name)
+                normal = dist.Normal(loc, scale).to_event(self._event_dims[name])
+                if _unbounded(site["fn"].support):
+                    result[name] = pyro.sample(name, normal)
+                else:
+                    result[name] = self._transformed(name, site, normal)
+        return result
+
+    def _transformed(self, name: str, site: dict, normal: dist.Distribution) -> torch.Tensor:
+        """AutoNormal's own path: a normal sample in the unconstrained space, mapped onto the
+        prior's support, with the Jacobian in a Delta site."""
+        transform = biject_to(site["fn"].support)
+        unconstrained = pyro.sample(name + "_unconstrained", normal, infer={"is_auxiliary": True})
+        value = transform(unconstrained)
+        log_density = 0.0
+        if poutine.get_mask() is not False:
+            log_density = transform.inv.log_abs_det_jacobian(value, unconstrained)
+            log_density = sum_rightmost(log_density, log_density.dim() - value.dim() + site["fn"].event_dim)
+        return pyro.sample(name, dist.Delta(value, log_density=log_density, event_dim=site["fn"].event_dim))
+
+
+def _unbounded(support: constraints.Constraint) -> bool:
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return support is constraints.real
+
+
+def _usable(site: dict, values: Dict[str, torch.Tensor]) -> bool:
+    value = values.get(site["name"])
+    return value is not None and bool(site["fn"].support.check(value).all())
+
+
+def _init_to_checkpoint(site: dict, values: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The site's value from the checkpoint where it lies inside the prior's support, else the
+    prior's median (AutoNormal would start from NaN, e.g. a negative bias under a LogNormal)."""
+    return values[site["name"]] if _usable(site, values) else init_to_median(site)
+
+
+def fit(
+    model: Callable,
+    guide: Callable,
+    data: Union[Iterable[Batch], Batch],
+    epochs: int = 1,
+    *,
+    optim=None,
+    loss=None,
+    progress: bool = True,
+) -> List[float]:
+    """
+    Trains ``guide`` (and the model's deterministic parameters) by stochastic variational
+    inference, and returns the mean loss of each epoch.
+
+    :param data: an iterable of batches ``(x, y)`` (a :class:`~torch.utils.data.DataLoader`),
+        read once per epoch; or one batch ``(x, y)`` of tensors, the whole data set.
+    :param optim: a Pyro optimizer (default ``pyro.optim.Adam({"lr": 1e-3})``).
+    :param loss: a Pyro ELBO (default :class:`~pyro.infer.TraceMeanField_ELBO`, whose KL
+        divergences are in closed form where the guide and prior allow, and estimated where
+        not). ``Trace_ELBO(num_particles=8, vectorize_particles=True)`` averages several
+        weight samples per step.
+    :param bool progress: show a progress bar with the current loss.
+    :returns: the mean loss per epoch (per data-set size: the ELBO's sign flipped, divided by
+        nothing; compare epochs, not models).
+    """
+    if isinstance(data, (tuple, list)) and all(isinstance(part, torch.Tensor) for part in data):
+        data = [tuple(data)]
+    svi = SVI(model, guide, optim or Adam({"lr": 1e-3}), loss=loss or TraceMeanField_ELBO())
+    losses = []
+    with tqdm(range(epochs), disable=not progress, desc="fit", unit="epoch") as bar:
+        for _ in bar:
+            total, batches = 0.0, 0
+            for batch in data:
+                total += svi.step(*batch)
+                batches += 1
+            losses.append(total / max(batches, 1))
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+    return losses
+
+
+@torch.no_grad()
+def predict(
+    model: BayesianModel,
+    guide: Callable,
+    x: torch.Tensor,
+    num_samples: int = 100,
+    *,
+    parallel: bool = True,
+) -> Prediction:
+    """
+    The model's predictions on ``x`` under ``num_samples`` weight samples from ``guide``,
+    summarized by the model's likelihood: averaged class probabilities, or a predictive
+    mean and standard deviation, with the predictive entropy and the epistemic spread (see
+    :class:`~bayesify.runtime.Prediction`).
+
+    It is Pyro's ``Predictive(model, guide=guide, num_samples=num_samples,
+    parallel=parallel, return_sites=["_RETURN"])``. With ``parallel=True`` (the default)
+    every sample is drawn in one vectorised pass, which needs the network's layers to accept
+    a batch of weights (rewritten ``nn.Linear`` and ``nn.ConvNd`` layers do, see
+    :mod:`bayesify.runtime.batched`); pass ``parallel=False`` for a network that cannot.
+    """
+    predictive = Predictive(model, guide=guide, num_samples=num_samples, parallel=parallel, return_sites=["_RETURN"])
+    return model.likelihood.summarize(predictive(x)["_RETURN"])
