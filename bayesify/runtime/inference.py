@@ -89,7 +89,10 @@ class CheckpointNormal(AutoNormal):
     closed form and the effect handlers of :mod:`bayesify.runtime.handlers` see their mean
     and spread. Other sites go through AutoNormal's transform, as usual.
 
-    :param callable model: the Pyro model.
+    :param callable model: the Pyro model. The observed site of a :func:`supervised` model
+        is never guided, even when the guide is first called without targets; for a model of
+        one's own, block it (``poutine.block(model, hide=["obs"])``) or call the guide first
+        with targets.
     :param dict values: starting values by site name (what
         :func:`~bayesify.runtime.load_deterministic` returns). A value outside its prior's
         support (a negative bias under a ``LogNormal`` prior) is not used: that site starts
@@ -109,6 +112,9 @@ class CheckpointNormal(AutoNormal):
     ) -> None:
         self.values = dict(values or {})
         self.delta = delta
+        if isinstance(model, BayesianModel):
+            # Without targets (a first call by Predictive) the observations are no latent.
+            model = poutine.block(model, hide=[model.likelihood.name])
         super().__init__(
             model,
             init_loc_fn=functools.partial(_init_to_checkpoint, values=self.values),
