@@ -100,7 +100,7 @@ def test_normal_likelihood_learns_its_noise_scale():
     net = pyro_module(nn.Linear(1, 1))
     set_prior(net, "Linear.weight", "Normal", 0, 1)
     model = supervised(net, Normal(len(x)))
-    fit(model, CheckpointNormal(model), (x, y), epochs=150, optim=pyro.optim.Adam({"lr": 0.05}), progress=False)
+    fit(model, CheckpointNormal(model), (x, y), epochs=150, lr=0.05, progress=False)
     assert 0.2 < pyro.param("obs.scale").item() < 0.45
 
 
@@ -170,10 +170,10 @@ def test_fit_reduces_the_loss_with_a_data_loader_and_under_a_handler():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True)
     model = supervised(Net(), Categorical(len(x)))
     guide = CheckpointNormal(model, init_scale=0.1)
-    losses = fit(model, guide, loader, epochs=30, optim=pyro.optim.Adam({"lr": 0.01}), progress=False)
+    losses = fit(model, guide, loader, epochs=30, lr=0.01, progress=False)
     assert losses[-1] < 0.8 * losses[0]
     with flipout():
-        more = fit(model, guide, loader, epochs=5, optim=pyro.optim.Adam({"lr": 0.01}), progress=False)
+        more = fit(model, guide, loader, epochs=5, lr=0.01, progress=False)
     assert sum(more) / len(more) < losses[0]
 
 
@@ -185,7 +185,10 @@ def test_predict_summarizes_classification_and_regression():
     assert prediction.outputs.shape == (30, BATCH, 4) and prediction.probs.shape == (BATCH, 4)
     assert torch.allclose(prediction.probs.sum(-1), torch.ones(BATCH))
     assert (prediction.epistemic >= -1e-6).all() and (prediction.epistemic <= prediction.entropy + 1e-6).all()
-    assert predict(model, guide, x, num_samples=30, parallel=False).probs.shape == (BATCH, 4)
+    # Passes of 7 samples (the last of 2), or one sample and no plate at a time: 30 samples.
+    for per_pass in (7, 1):
+        outputs = predict(model, guide, x, num_samples=30, samples_per_pass=per_pass).outputs
+        assert outputs.shape == (30, BATCH, 4) and not torch.allclose(outputs[0], outputs[-1])
 
     net = pyro_module(nn.Linear(2, 1))
     set_prior(net, "Linear.weight", "Normal", 0, 1)
@@ -263,7 +266,7 @@ def test_a_rewritten_model_trains_end_to_end_through_the_recipe(tmp_path):
     values = load_deterministic(net, trained.state_dict())
     model = supervised(net, Categorical(dataset_size=len(x)))
     guide = CheckpointNormal(model, values)
-    fit(model, guide, (x, y), epochs=50, optim=pyro.optim.Adam({"lr": 0.01}), progress=False)
+    fit(model, guide, (x, y), epochs=50, lr=0.01, progress=False)
     prediction = predict(model, guide, x, num_samples=50)
     deterministic_nll = nn.functional.cross_entropy(trained(x), y)
     assert prediction.nll(y) < deterministic_nll + 0.1

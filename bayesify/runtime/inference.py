@@ -10,9 +10,8 @@ Four small pieces, each replaceable by the Pyro a user would write instead::
     prediction = predict(model, guide, x_test, num_samples=100)
 
 :func:`supervised` is the Pyro model ``model(x, y=None)``; :class:`CheckpointNormal` an
-:class:`~pyro.infer.autoguide.AutoNormal`; :func:`fit` a loop of
-:class:`~pyro.infer.svi.SVI` steps; :func:`predict` a
-:class:`~pyro.infer.predictive.Predictive` whose samples the likelihood summarizes.
+:class:`~pyro.infer.autoguide.AutoNormal`; :func:`fit` a loop of ELBO steps; :func:`predict`
+what :class:`~pyro.infer.predictive.Predictive` computes, summarized by the likelihood.
 """
 
 import functools
@@ -24,11 +23,10 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import sum_rightmost
-from pyro.infer import SVI, Predictive, TraceMeanField_ELBO
+from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoNormal, init_to_median
 from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroParam
-from pyro.optim import Adam
 from torch.distributions import biject_to, constraints
 from tqdm.auto import tqdm
 
@@ -185,7 +183,8 @@ def fit(
     data: Union[Iterable[Batch], Batch],
     epochs: int = 1,
     *,
-    optim=None,
+    lr: float = 1e-3,
+    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
     loss=None,
     progress: bool = True,
 ) -> List[float]:
@@ -193,28 +192,49 @@ def fit(
     Trains ``guide`` (and the model's deterministic parameters) by stochastic variational
     inference, and returns the mean loss of each epoch.
 
+    Each step is ``loss.differentiable_loss(model, guide, x, y)``, its gradient, and a step
+    of a torch optimizer over every Pyro parameter the first step used (Pyro's way of using
+    a torch optimizer; one optimizer for all parameters is faster than ``pyro.optim``'s one
+    per parameter). The first step runs with Pyro's validation on, so bad targets and shapes
+    fail there with Pyro's message; the others run without its checks, which cost as much
+    as a small network's step.
+
     :param data: an iterable of batches ``(x, y)`` (a :class:`~torch.utils.data.DataLoader`),
         read once per epoch; or one batch ``(x, y)`` of tensors, the whole data set.
-    :param optim: a Pyro optimizer (default ``pyro.optim.Adam({"lr": 1e-3})``).
+    :param float lr: the learning rate.
+    :param optimizer: a :class:`torch.optim.Optimizer` class, called with the parameters and
+        ``lr``.
     :param loss: a Pyro ELBO (default :class:`~pyro.infer.TraceMeanField_ELBO`, whose KL
         divergences are in closed form where the guide and prior allow, and estimated where
         not). ``Trace_ELBO(num_particles=8, vectorize_particles=True)`` averages several
         weight samples per step.
     :param bool progress: show a progress bar with the current loss.
-    :returns: the mean loss per epoch (per data-set size: the ELBO's sign flipped, divided by
-        nothing; compare epochs, not models).
+    :returns: the mean loss per epoch.
     """
     if isinstance(data, (tuple, list)) and all(isinstance(part, torch.Tensor) for part in data):
         data = [tuple(data)]
-    svi = SVI(model, guide, optim or Adam({"lr": 1e-3}), loss=loss or TraceMeanField_ELBO())
+    elbo = loss or TraceMeanField_ELBO()
+    optimizing = None
+
+    def step(batch: Batch) -> float:
+        nonlocal optimizing
+        if optimizing is None:
+            with pyro.validation_enabled(True), poutine.trace(param_only=True) as found:
+                value = elbo.differentiable_loss(model, guide, *batch)
+            optimizing = optimizer([site["value"].unconstrained() for site in found.trace.nodes.values()], lr=lr)
+        else:
+            with pyro.validation_enabled(False):
+                value = elbo.differentiable_loss(model, guide, *batch)
+        optimizing.zero_grad()
+        value.backward()
+        optimizing.step()
+        return value.item()
+
     losses = []
     with tqdm(range(epochs), disable=not progress, desc="fit", unit="epoch") as bar:
         for _ in bar:
-            total, batches = 0.0, 0
-            for batch in data:
-                total += svi.step(*batch)
-                batches += 1
-            losses.append(total / max(batches, 1))
+            step_losses = [step(batch) for batch in data]
+            losses.append(sum(step_losses) / max(len(step_losses), 1))
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
     return losses
 
@@ -226,7 +246,7 @@ def predict(
     x: torch.Tensor,
     num_samples: int = 100,
     *,
-    parallel: bool = True,
+    samples_per_pass: int = 50,
 ) -> Prediction:
     """
     The model's predictions on ``x`` under ``num_samples`` weight samples from ``guide``,
@@ -234,11 +254,29 @@ def predict(
     mean and standard deviation, with the predictive entropy and the epistemic spread (see
     :class:`~bayesify.runtime.Prediction`).
 
-    It is Pyro's ``Predictive(model, guide=guide, num_samples=num_samples,
-    parallel=parallel, return_sites=["_RETURN"])``. With ``parallel=True`` (the default)
-    every sample is drawn in one vectorised pass, which needs the network's layers to accept
-    a batch of weights (rewritten ``nn.Linear`` and ``nn.ConvNd`` layers do, see
-    :mod:`bayesify.runtime.batched`); pass ``parallel=False`` for a network that cannot.
+    It is what ``Predictive(model, guide=guide, num_samples=num_samples, parallel=True,
+    return_sites=["_RETURN"])`` computes, without sampling the observations: the guide is
+    sampled inside a plate of ``samples_per_pass`` samples, left of the data plate, and the
+    network replayed on those weights, one vectorised pass for all of them. That needs the
+    network's layers to take a batch of weights (rewritten ``nn.Linear`` and ``nn.ConvNd``
+    layers do, see :mod:`bayesify.runtime.batched`).
+
+    :param int samples_per_pass: how many samples one pass draws. On a CPU, a few dozen
+        keep the activations in cache (and are faster than all at once); on a GPU, pass
+        ``num_samples``. ``1`` runs the network once per sample, without any plate, for a
+        network whose layers cannot take a batch of weights.
     """
-    predictive = Predictive(model, guide=guide, num_samples=num_samples, parallel=parallel, return_sites=["_RETURN"])
-    return model.likelihood.summarize(predictive(x)["_RETURN"])
+    outputs = []
+    for start in range(0, num_samples, samples_per_pass):
+        count = min(samples_per_pass, num_samples - start)
+        if samples_per_pass == 1:
+            outputs.append(_replayed(model, guide, x).unsqueeze(0))
+            continue
+        with pyro.plate("predictive_samples", count, dim=-2):
+            outputs.append(_replayed(model, guide, x))
+    return model.likelihood.summarize(torch.cat(outputs))
+
+
+def _replayed(model: BayesianModel, guide: Callable, x: torch.Tensor) -> torch.Tensor:
+    weights = poutine.trace(guide).get_trace(x)
+    return poutine.replay(model.net, trace=weights)(x)

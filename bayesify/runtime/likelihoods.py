@@ -94,7 +94,10 @@ class Normal:
 
     :param int dataset_size: as for :class:`Categorical`.
     :param float scale: the noise's standard deviation; ``None`` learns it, as the Pyro
-        parameter ``"<name>.scale"`` (a point estimate, started at ``init_scale``).
+        parameter ``"<name>.scale"`` (a point estimate).
+    :param float init_scale: where a learned scale starts; ``None``: at the root mean square
+        of the residuals of the first batch it observes (for a network started at trained
+        weights, the trained model's noise), or 1 when it first sees no targets.
     :param int event_dim: the number of trailing dimensions of one output (``1`` for a
         network that returns ``(batch, targets)``, ``0`` for ``(batch,)``).
     """
@@ -104,7 +107,7 @@ class Normal:
         dataset_size: Optional[int] = None,
         scale: Optional[float] = None,
         *,
-        init_scale: float = 1.0,
+        init_scale: Optional[float] = None,
         event_dim: int = 1,
         name: str = "obs",
     ) -> None:
@@ -114,15 +117,21 @@ class Normal:
         self.event_dim = event_dim
         self.name = name
 
-    def scale(self, like: torch.Tensor) -> torch.Tensor:
-        """The noise scale, on the device and with the dtype of ``like``."""
+    def scale(self, output: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The noise scale, on the device and with the dtype of ``output``."""
         if self.fixed_scale is not None:
-            return torch.as_tensor(self.fixed_scale, dtype=like.dtype, device=like.device)
-        initial = torch.as_tensor(self.init_scale, dtype=like.dtype, device=like.device)
-        return pyro.param(f"{self.name}.scale", initial, constraint=constraints.positive)
+            return torch.as_tensor(self.fixed_scale, dtype=output.dtype, device=output.device)
+        name = f"{self.name}.scale"
+        if name in pyro.get_param_store():
+            return pyro.param(name)
+        initial = self.init_scale
+        if initial is None:
+            initial = 1.0 if target is None else (target - output).detach().pow(2).mean().sqrt().clamp_min(1e-3)
+        initial = torch.as_tensor(initial, dtype=output.dtype, device=output.device)
+        return pyro.param(name, initial, constraint=constraints.positive)
 
     def __call__(self, output: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
-        noise = dist.Normal(output, self.scale(output)).to_event(self.event_dim)
+        noise = dist.Normal(output, self.scale(output, target)).to_event(self.event_dim)
         with _data_plate(self.dataset_size, output.shape[output.dim() - self.event_dim - 1]):
             return pyro.sample(self.name, noise, obs=target)
 
