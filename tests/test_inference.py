@@ -278,3 +278,51 @@ def _import(path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+CONV_SOURCE = """\
+import torch
+from torch import nn
+
+
+class ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((-1, -2)))
+"""
+FAN_SPEC = """\
+version: 1
+priors:
+  ConvNet.conv.weight: Normal(0, kaiming())
+  ConvNet.conv.bias: Normal(0, radford())
+  ConvNet.fc.weight: Normal(deterministic(), xavier())
+"""
+
+
+def test_spec_priors_scaled_by_fan_in_and_centred_on_the_checkpoint(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "net.py").write_text(CONV_SOURCE)
+    (tmp_path / "priors.yaml").write_text(FAN_SPEC)
+    subprocess.run(
+        [sys.executable, "-m", "bayesify", "rewrite", "src", "--out", "bayesian", "--priors", "priors.yaml"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )
+    assert 'set_prior(self, "ConvNet.conv.weight", "Normal", 0, "kaiming()")' in (
+        (tmp_path / "bayesian" / "net.py").read_text()
+    )
+    deterministic, bayesian = (_import(tmp_path / folder / "net.py") for folder in ("src", "bayesian"))
+    net, trained = bayesian.ConvNet(), deterministic.ConvNet()
+    with pytest.raises(RuntimeError, match="load_deterministic"):
+        net(torch.zeros(1, 2, 5, 5))  # the centre is the checkpoint's, not loaded yet
+    load_deterministic(net, trained.state_dict())
+    trace = poutine.trace(net).get_trace(torch.zeros(1, 2, 5, 5))
+    prior = {name: site["fn"].base_dist for name, site in trace.nodes.items() if site["type"] == "sample"}
+    assert torch.allclose(prior["conv.weight"].scale, torch.tensor((2 / (2 * 3 * 3)) ** 0.5))  # fan_in 2·3·3
+    assert torch.allclose(prior["conv.bias"].scale, torch.tensor(1 / 4**0.5))  # a vector: its length
+    assert torch.allclose(prior["fc.weight"].scale, torch.tensor((2 / (4 + 3)) ** 0.5))
+    assert torch.equal(prior["fc.weight"].loc, trained.fc.weight)
+    assert prior["fc.weight"].loc.shape == (3, 4)
