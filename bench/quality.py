@@ -242,21 +242,22 @@ def recipe_tyxe(net, x, y, classes, seed, workdir):
     pyro.clear_param_store()
     model = copy.deepcopy(net)
     prior = tyxe.priors.IIDPrior(dist.Normal(0.0, 1.0))
+    with torch.no_grad():  # regression: the trained network's noise, as TyXe's scale is fixed
+        noise = None if classes else (model(x) - y).pow(2).mean().sqrt().item()
     likelihood = (tyxe.likelihoods.Categorical(len(x)) if classes
-                  else tyxe.likelihoods.HomoskedasticGaussian(len(x), scale=0.5))
+                  else tyxe.likelihoods.HomoskedasticGaussian(len(x), scale=noise))
     guide = partial(tyxe.guides.AutoNormal, init_scale=1e-4,
                     init_loc_fn=tyxe.guides.PretrainedInitializer.from_net(model))
     bnn = tyxe.VariationalBNN(model, prior, likelihood, guide)
-    targets = y if classes else y
-    bnn.fit(loader(x, targets, seed), pyro.optim.Adam({"lr": 1e-3}), EPOCHS)
+    bnn.fit(loader(x, y, seed), pyro.optim.Adam({"lr": 1e-3}), EPOCHS)
 
     def predict(x_new):
         with torch.no_grad():
-            if classes:
-                return bnn.predict(x_new, num_predictions=NUM_SAMPLES), None, None
+            if classes:  # the logits of the averaged probabilities
+                return bnn.predict(x_new, num_predictions=NUM_SAMPLES).softmax(-1), None, None
             outputs = bnn.predict(x_new, num_predictions=NUM_SAMPLES, aggregate=False)
             epistemic = outputs.std(0)
-            return outputs.mean(0), (epistemic**2 + 0.5**2).sqrt(), epistemic
+            return outputs.mean(0), (epistemic**2 + noise**2).sqrt(), epistemic
 
     return predict
 
@@ -388,12 +389,19 @@ def table(results):
                 cells.append(str(result["lines"]))
             lines.append("| " + " | ".join([method] + cells) + " |")
         if "bayesify" in results and competitors:
-            ratios = []
+            # NLLs can be negative: they are compared by difference, the rest by ratio. Times are
+            # compared with bayesian-torch (the anchor), qualities with the best.
+            compared = []
             for key, title, better in columns:
-                best = better(results[m][task][key] for m in competitors)
+                anchors = ["bayesian-torch"] if key in ("predict", "training") and "bayesian-torch" in results else competitors
+                best = better(results[m][task][key] for m in anchors)
                 ours = results["bayesify"][task][key]
-                ratios.append(f"{ours / best:.2f}" if best else "-")
-            lines.append("| bayesify / best competitor | " + " | ".join(ratios) + (" |  |" if task == "digits" else " |"))
+                if key == "nll":
+                    compared.append(f"{ours - best:+.3f} (difference)")
+                else:
+                    compared.append(f"{ours / best:.2f}×" if best else "-")
+            label = "bayesify vs best competitor (times: vs bayesian-torch)"
+            lines.append(f"| {label} | " + " | ".join(compared) + (" |  |" if task == "digits" else " |"))
     return "\n".join(lines)
 
 

@@ -183,7 +183,7 @@ def fit(
     data: Union[Iterable[Batch], Batch],
     epochs: int = 1,
     *,
-    lr: float = 1e-3,
+    lr: float = 3e-4,
     optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
     loss=None,
     progress: bool = True,
@@ -201,7 +201,10 @@ def fit(
 
     :param data: an iterable of batches ``(x, y)`` (a :class:`~torch.utils.data.DataLoader`),
         read once per epoch; or one batch ``(x, y)`` of tensors, the whole data set.
-    :param float lr: the learning rate.
+    :param float lr: the learning rate. The default is smaller than Adam's usual 1e-3: Adam
+        moves every parameter by about ``lr`` a step whatever its gradient, and a guide that
+        starts at trained weights of ~0.1 would drift from them, where the data say little,
+        within a few hundred steps.
     :param optimizer: a :class:`torch.optim.Optimizer` class, called with the parameters and
         ``lr``.
     :param loss: a Pyro ELBO (default :class:`~pyro.infer.TraceMeanField_ELBO`, whose KL
