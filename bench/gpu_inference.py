@@ -243,6 +243,8 @@ def main():
     args.batch = args.batch or (4 if args.tiny else 32)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("no CUDA device here; pass --device cpu --tiny for a check on the CPU")
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # on a shared machine, thread hand-offs would be most of a tiny step
     for name in args.models:
         if name == "bert":
             try:
