@@ -43,8 +43,11 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def fresh_store():
+    # Pyro keeps parameters by name in one store: none may leak into (or from) another test.
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
+    yield
+    pyro.clear_param_store()
 
 
 class Net(PyroModule):
@@ -163,6 +166,18 @@ def test_weight_noise_handlers_keep_the_output_moments(handler, layer):
     first, second = outputs[:, 0].flatten(1)[:, 0], outputs[:, 1].flatten(1)[:, 0]
     correlation = torch.corrcoef(torch.stack([first, second]))[0, 1]
     assert abs(correlation) < 0.05
+
+
+@pytest.mark.parametrize("handler", [local_reparameterization, flipout])
+def test_weight_noise_handlers_use_the_guides_normal_not_the_prior(handler):
+    net = PyroModule[nn.Linear](3, 2, bias=False)
+    net.weight = PyroSample(dist.Normal(0.0, 1.0).expand([2, 3]).to_event(2))
+    loc, x = torch.randn(2, 3), torch.randn(5, 3)
+    guide = CheckpointNormal(supervised(net, Categorical()), {"weight": loc}, delta=1e-3)
+    guide(x)
+    with handler():  # the model replays the guide's sample: its prior must not replace the guide's normal
+        output = poutine.replay(net, trace=poutine.trace(guide).get_trace(x))(x)
+    assert torch.allclose(output, x @ loc.T, atol=0.05)
 
 
 def test_fit_reduces_the_loss_with_a_data_loader_and_under_a_handler():
