@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__
+from .diagnostics import Diagnostic
 from .engine import FileJob, FileResult
 from .index import FileIndex
 
@@ -65,9 +66,9 @@ def job_fingerprint(job: FileJob) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
-def _relabel(message: str, old: str, new: str) -> str:
-    """A cached ``path:line: message`` under the name the file has in this run."""
-    return new + message[len(old) :] if message.startswith(old + ":") else message
+def _renamed(diagnostic: Diagnostic, old: str, new: str) -> Diagnostic:
+    """A cached diagnostic about the file itself under the name the file has in this run."""
+    return diagnostic.at(new) if diagnostic.path == old else diagnostic
 
 
 @dataclass
@@ -121,8 +122,9 @@ class Cache:
             original=source,
             rewritten=rewritten,
             sites=[dataclasses.replace(site, path=path) for site in cached.sites],
-            warnings=[_relabel(message, cached.path, path) for message in cached.warnings],
-            lints=[_relabel(message, cached.path, path) for message in cached.lints],
+            # The same file may have been named another way: its diagnostics follow the name.
+            warnings=[_renamed(message, cached.path, path) for message in cached.warnings],
+            lints=[_renamed(message, cached.path, path) for message in cached.lints],
         )
 
     def store_result(self, file_digest: str, job: str, result: FileResult) -> None:

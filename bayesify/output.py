@@ -12,7 +12,6 @@ import io
 import os
 import stat
 import tempfile
-import tokenize
 from pathlib import Path
 from typing import Optional
 
@@ -20,7 +19,11 @@ from .engine import FileResult
 
 
 class WriteError(Exception):
-    pass
+    """A file cannot be written: ``path`` names it, ``message`` says why."""
+
+    def __init__(self, path: object, message: str) -> None:
+        self.path, self.message = str(path), message
+        super().__init__(f"{path}: {message}")
 
 
 def write_atomically(
@@ -42,12 +45,12 @@ def write_atomically(
     target = Path(os.path.realpath(path))
     existing = _stat(path, target)
     if existing is not None and not _writable(target, existing):
-        raise WriteError(f"{path}: the file is read-only; left as it is")
+        raise WriteError(path, "the file is read-only; left as it is")
     folder = _stat(path, target.parent)
     if folder is None:
-        raise WriteError(f"{path}: cannot write: the folder {target.parent} does not exist")
+        raise WriteError(path, f"cannot write: the folder {target.parent} does not exist")
     if not _writable(target.parent, folder):
-        raise WriteError(f"{path}: its folder {target.parent} is read-only; left as it is")
+        raise WriteError(path, f"its folder {target.parent} is read-only; left as it is")
     if mode is None:
         mode = stat.S_IMODE(existing.st_mode) if existing is not None else 0o666 & ~_umask()
     try:
@@ -55,7 +58,7 @@ def write_atomically(
             prefix=f".{target.name}.", suffix=".bayesify", dir=target.parent
         )
     except OSError as error:
-        raise WriteError(f"{path}: cannot write: {error.strerror or error}") from None
+        raise WriteError(path, f"cannot write: {error.strerror or error}") from None
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -71,7 +74,7 @@ def write_atomically(
         except OSError:
             pass
         if isinstance(error, OSError):
-            raise WriteError(f"{path}: cannot write: {error.strerror or error}") from None
+            raise WriteError(path, f"cannot write: {error.strerror or error}") from None
         raise
 
 
@@ -81,7 +84,7 @@ def _stat(shown: Path, path: Path) -> Optional[os.stat_result]:
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise WriteError(f"{shown}: cannot write: {error.strerror or error}") from None
+        raise WriteError(shown, f"cannot write: {error.strerror or error}") from None
 
 
 def _writable(path: Path, status: os.stat_result) -> bool:
@@ -114,15 +117,9 @@ def _check_unchanged(path: Path, target: Path, expected: bytes) -> None:
     try:
         current = target.read_bytes()
     except OSError as error:
-        raise WriteError(f"{path}: cannot read back: {error.strerror or error}") from None
+        raise WriteError(path, f"cannot read back: {error.strerror or error}") from None
     if current != expected:
-        raise WriteError(f"{path}: changed while bayesify was rewriting it; left as it is now")
-
-
-def decode(source: bytes) -> str:
-    """Text of a Python source file, in the encoding it declares (PEP 263)."""
-    encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
-    return source.decode(encoding)
+        raise WriteError(path, "changed while bayesify was rewriting it; left as it is now")
 
 
 def unified_diff(result: FileResult, label: str) -> bytes:
@@ -168,7 +165,7 @@ def mirror(results: list[FileResult], root: Path, out: Path) -> list[Path]:
             data = result.rewritten if result.changed else source.read_bytes()
             old = target.read_bytes() if target.exists() else None
         except OSError as error:
-            raise WriteError(f"{target}: cannot write: {error.strerror or error}") from None
+            raise WriteError(target, f"cannot write: {error.strerror or error}") from None
         written.add(target.resolve())
         if old != data:
             write_atomically(target, data, mode=mode)
