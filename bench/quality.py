@@ -339,11 +339,14 @@ def run_method(method, workdir):
 
 
 def _user_lines(method):
-    """Non-blank lines of the method's recipe; bayesify's adds the spec and the CLI call."""
+    """Non-blank lines of the method's recipe (the deterministic one: with its training);
+    bayesify's adds the spec and the CLI call."""
     name = "recipe_" + method.replace("-", "_")
     source = inspect.getsource(globals()[name])
     if method.startswith("bayesian-torch"):
         source += inspect.getsource(_bayesian_torch)
+    if method == "deterministic":  # its training is the others' pre-training
+        source += inspect.getsource(train_deterministic)
     lines = sum(1 for line in source.splitlines() if line.strip())
     if method == "bayesify":
         lines += len(SPEC.splitlines()) + 1
