@@ -139,7 +139,7 @@ def rewrite(source: Path, spec_file: Path, mirror: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
-    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    errors = [line for line in done.stderr.splitlines() if ERROR.search(line)]
     unmatched = [match[1] for line in errors for match in [UNMATCHED.search(line)] if match]
     exit_code = done.returncode
     if exit_code == 2 and unmatched and len(unmatched) == len(errors):
@@ -150,6 +150,8 @@ def rewrite(source: Path, spec_file: Path, mirror: Path) -> dict[str, Any]:
 
 
 UNMATCHED = re.compile(r"priors entry '([^']+)' selects no parameter")
+#: bayesify's error lines: ``path:line: error BAY205: …`` (``error:`` before diagnostic codes).
+ERROR = re.compile(r"\berror( BAY\d+)?:")
 
 
 # --------------------------------------------------------------------------------------------
