@@ -10,14 +10,29 @@ could not be processed (the other files still are).
 
 from __future__ import annotations
 
-import contextlib
-import difflib
 import os
+import signal
 import sys
-from pathlib import Path
-from typing import Any, Optional
+import threading
 
-import click
+
+def _interrupted_while_starting(_signal: int, _frame: object) -> None:
+    sys.stderr.write("bayesify: interrupted\n")
+    os._exit(130)
+
+
+# Ctrl-C while the modules below load (the first half second) ends the run with one line,
+# not a traceback from inside an import; nothing has been read or written yet.
+_MAIN_THREAD = threading.current_thread() is threading.main_thread()
+if _MAIN_THREAD:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import contextlib  # noqa: E402
+import difflib  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Optional  # noqa: E402
+
+import click  # noqa: E402
 
 from . import __version__, report
 from .cache import Cache
@@ -27,7 +42,12 @@ from .output import WriteError, mirror, mirror_root, unified_diff, write_atomica
 from .runner import RunResult, run, run_source
 from .spec import EMPTY_SPEC, Spec, SpecError, load_spec
 
+if _MAIN_THREAD:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 EXIT_OK, EXIT_WORK, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 123
+#: Interrupted (Ctrl-C), as shells report a process that SIGINT ended: 128 + 2.
+EXIT_INTERRUPTED = 130
 #: From this many files on, a run in a terminal shows a progress bar.
 PROGRESS_THRESHOLD = 50
 #: Where the config callback leaves the config file it read, for the commands.
@@ -133,7 +153,18 @@ _spec_options = _options(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        """Ctrl-C is one line and exit 130, not click's "Aborted!" and exit 1. Files being
+        written are finished first (output.signals_held); no temporary file is left."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _say("bayesify: interrupted")
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bayesify")
 def main() -> None:
     """Turn deterministic PyTorch modules into Bayesian Pyro modules, as a source rewrite."""
@@ -168,7 +199,7 @@ def _spec(priors: Optional[str], paths: tuple[str, ...], verbose: bool) -> Spec:
     return spec
 
 
-def _files(paths, exclude=None, extend_exclude=None, force_exclude=None) -> list[Path]:
+def _files(paths, exclude=None, extend_exclude=None, force_exclude=None, read_only=False) -> list[Path]:
     if not paths:
         raise _fail("error: no PATH given (a file, a folder, or - for standard input)")
     if paths == ("-",):
@@ -178,7 +209,8 @@ def _files(paths, exclude=None, extend_exclude=None, force_exclude=None) -> list
     warnings: list[str] = []
     try:
         files = discover(
-            paths, exclude=exclude, extend_exclude=extend_exclude, force_exclude=force_exclude, warnings=warnings
+            paths, exclude=exclude, extend_exclude=extend_exclude, force_exclude=force_exclude, warnings=warnings,
+            links_outside_root=read_only,
         )
     except DiscoveryError as error:
         raise _fail(f"error: {error}") from None
@@ -197,7 +229,7 @@ def _progress_bar(files: int, quiet: bool):
 
 def _run(files: list[Path], spec: Spec, context: tuple[str, ...], jobs, quiet: bool, no_cache: bool) -> RunResult:
     context_paths = (*context, *spec.context)
-    context_files = _files(context_paths) if context_paths else []
+    context_files = _files(context_paths, read_only=True) if context_paths else []
     cache = None if no_cache else Cache.for_spec(spec.fingerprint, tuple(str(p) for p in context_files))
     with _progress_bar(len(files), quiet) as bar:
         progress = bar.update if bar is not None else None

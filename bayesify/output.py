@@ -3,18 +3,25 @@
 A file is replaced atomically (a temporary file in the same folder, then ``os.replace``),
 keeping its mode; and only if it still holds the bytes that were rewritten, so an edit made
 while bayesify ran is never clobbered. Only files whose bytes change are touched.
+
+Ctrl-C and SIGTERM wait for the file being written (a few milliseconds): then it is whole,
+old or new, and its temporary file is gone. A temporary file is named
+``.<name>.<pid>-<random>.bayesify``; one whose process is gone (killed with SIGKILL, or the
+machine stopped) is removed by the next write into its folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import io
 import os
+import re
+import signal
 import stat
-import tempfile
-import tokenize
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from .engine import FileResult
 
@@ -50,10 +57,17 @@ def write_atomically(
         raise WriteError(f"{path}: its folder {target.parent} is read-only; left as it is")
     if mode is None:
         mode = stat.S_IMODE(existing.st_mode) if existing is not None else 0o666 & ~_umask()
+    remove_stale_temporaries(target.parent)
+    with signals_held():
+        _replace(path, target, data, expected, mode, existing)
+
+
+def _replace(
+    path: Path, target: Path, data: bytes, expected: Optional[bytes], mode: int, existing: Optional[os.stat_result]
+) -> None:
+    temporary = str(target.parent / f".{target.name}.{os.getpid()}-{os.urandom(4).hex()}.bayesify")
     try:
-        handle, temporary = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".bayesify", dir=target.parent
-        )
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
     except OSError as error:
         raise WriteError(f"{path}: cannot write: {error.strerror or error}") from None
     try:
@@ -73,6 +87,58 @@ def write_atomically(
         if isinstance(error, OSError):
             raise WriteError(f"{path}: cannot write: {error.strerror or error}") from None
         raise
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM that arrive inside wait until its end, then act as they would
+    have (a KeyboardInterrupt, or the end of the process): what is written is never left
+    half done. Only the main thread receives signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, lambda number, _frame: received.append(number)) for number in held}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
+_TEMPORARY = re.compile(r"\..+\.(\d+)-[0-9a-f]{8}\.bayesify")
+#: Folders already cleaned of stale temporary files by this process.
+_cleaned: set[str] = set()
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Remove bayesify's temporary files in ``folder`` whose process is gone, once a run."""
+    key = os.fspath(folder)
+    if key in _cleaned:
+        return
+    _cleaned.add(key)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = _TEMPORARY.fullmatch(name)
+        if match and not process_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0  # PermissionError: alive, another user's; the others: no such process
+    return True
 
 
 def _stat(shown: Path, path: Path) -> Optional[os.stat_result]:
@@ -155,20 +221,35 @@ def mirror_root(paths: list[str]) -> Path:
 
 def mirror(results: list[FileResult], root: Path, out: Path) -> list[Path]:
     """Write every processed file into ``out`` at its place relative to ``root``: rewritten
-    files rewritten, the rest copied. Returns files in ``out`` that no longer have a source."""
-    written = set()
+    files rewritten, the rest copied. Returns files in ``out`` that no longer have a source.
+
+    Nothing is written through a symbolic link: ``out`` itself, a folder inside it or a file
+    in it that is a link is refused before anything is written (a link could lead back
+    into the sources, or anywhere). A rewritten source that changed since it was read fails
+    alone, as in place (``result.error``)."""
+    _check_mirror_folder(out, root)
+    plan = []
+    checked: set[Path] = set()
     for result in results:
         if result.error:
             continue
         source = Path(result.path)
-        target = out / source.resolve().relative_to(root.resolve())
+        relative = source.resolve().relative_to(root.resolve())
+        _refuse_links(out, relative, checked)
+        plan.append((result, source, out / relative))
+    written = set()
+    for result, source, target in plan:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             mode = stat.S_IMODE(source.stat().st_mode)
-            data = result.rewritten if result.changed else source.read_bytes()
+            current = source.read_bytes()
             old = target.read_bytes() if target.exists() else None
         except OSError as error:
             raise WriteError(f"{target}: cannot write: {error.strerror or error}") from None
+        if result.changed and current != result.original:
+            result.error = f"{source}: changed while bayesify was rewriting it; left as it is now"
+            continue
+        data = result.rewritten if result.changed else current
         written.add(target.resolve())
         if old != data:
             write_atomically(target, data, mode=mode)
@@ -178,3 +259,27 @@ def mirror(results: list[FileResult], root: Path, out: Path) -> list[Path]:
         for path in out.rglob("*")
         if path.suffix in (".py", ".pyi") and path.is_file() and path.resolve() not in written
     )
+
+
+def _check_mirror_folder(out: Path, root: Path) -> None:
+    if out.is_symlink():
+        raise WriteError(
+            f"{out}: a symbolic link (to {os.path.realpath(out)}); --out writes only into a real folder"
+        )
+    if os.path.realpath(out) == os.path.realpath(root):
+        raise WriteError(f"{out}: the folder being rewritten itself; --out needs another folder")
+
+
+def _refuse_links(out: Path, relative: Path, checked: set[Path]) -> None:
+    """Refuse when a folder or the file on the way from ``out`` to ``out/relative`` is a link."""
+    place = out
+    for part in relative.parts:
+        place = place / part
+        if place in checked:
+            continue
+        if place.is_symlink():
+            raise WriteError(
+                f"{place}: a symbolic link (to {os.path.realpath(place)}) inside the --out folder; "
+                "bayesify never writes through one: remove it, or choose another folder"
+            )
+        checked.add(place)
