@@ -22,9 +22,13 @@ def _interrupted_while_starting(_signal: int, _frame: object) -> None:
 
 
 # Ctrl-C while the modules below load (the first half second) ends the run with one line,
-# not a traceback from inside an import; nothing has been read or written yet.
-_MAIN_THREAD = threading.current_thread() is threading.main_thread()
-if _MAIN_THREAD:
+# not a traceback from inside an import; nothing has been read or written yet. (Unless
+# Ctrl-C is ignored, as in a background job: then it stays ignored.)
+_CATCH_EARLY_CTRL_C = (
+    threading.current_thread() is threading.main_thread()
+    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+)
+if _CATCH_EARLY_CTRL_C:
     signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 import contextlib  # noqa: E402
@@ -42,7 +46,7 @@ from .output import WriteError, mirror, mirror_root, unified_diff, write_atomica
 from .runner import RunResult, run, run_source
 from .spec import EMPTY_SPEC, Spec, SpecError, load_spec
 
-if _MAIN_THREAD:
+if _CATCH_EARLY_CTRL_C:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 EXIT_OK, EXIT_WORK, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 123

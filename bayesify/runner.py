@@ -167,7 +167,7 @@ def _not_decodable(path: str, error: UnicodeDecodeError) -> str:
     line = data.count(b"\n", 0, error.start) + 1
     byte = data[error.start : error.start + 1].hex() or "?"
     return (
-        f"{path}:{line}: not {error.encoding} (byte 0x{byte}: {error.reason}); save the file as "
+        f"{path}:{line}: not {error.encoding.upper()} (byte 0x{byte}: {error.reason}); save the file as "
         "UTF-8 or declare its encoding (# -*- coding: ... -*-)"
     )
 
