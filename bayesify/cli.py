@@ -235,6 +235,8 @@ def _run(files: list[Path], spec: Spec, context: tuple[str, ...], jobs, quiet: b
     context_paths = (*context, *spec.context)
     context_files = _files(context_paths, read_only=True) if context_paths else []
     cache = None if no_cache else Cache.for_spec(spec.fingerprint, tuple(str(p) for p in context_files))
+    if cache is not None and cache.note and click.get_current_context().params.get("verbose"):
+        _say(f"bayesify: {cache.note}")
     with _progress_bar(len(files), quiet) as bar:
         progress = bar.update if bar is not None else None
         return run(files, spec, jobs, context_files, cache=cache, progress=progress)
