@@ -28,6 +28,15 @@ class Signature(NamedTuple):
     required: int
 
 
+class Support(NamedTuple):
+    """The numbers a scalar argument of a distribution may take (None: unbounded)."""
+
+    lower: float | None
+    lower_inclusive: bool
+    upper: float | None
+    upper_inclusive: bool
+
+
 # Left out by rule: a distribution taking a `shape` argument, since the runtime passes
 # `shape=` to its prior factory itself (it would be named below).
 # pyro.distributions classes left out, and why:
@@ -203,6 +212,210 @@ DISTRIBUTION_KEYWORD_ONLY_PARAMS: dict[str, tuple[str, ...]] = {
     "Poisson": ("is_sparse",),
     "ZeroInflatedNegativeBinomial": ("probs", "logits", "gate", "gate_logits"),
     "ZeroInflatedPoisson": ("gate", "gate_logits"),
+}
+
+# Scalar arguments whose constraint has numeric bounds (scale > 0, probs in [0, 1]):
+# a spec's number outside them fails at the first forward, so the spec is refused.
+DISTRIBUTION_SUPPORTS: dict[str, dict[str, Support]] = {
+    "AffineBeta": {
+        "concentration1": Support(0.0, False, None, False),
+        "concentration0": Support(0.0, False, None, False),
+        "scale": Support(0.0, False, None, False),
+    },
+    "AsymmetricLaplace": {
+        "scale": Support(0.0, False, None, False),
+        "asymmetry": Support(0.0, False, None, False),
+    },
+    "Bernoulli": {
+        "probs": Support(0.0, True, 1.0, True),
+    },
+    "Beta": {
+        "concentration1": Support(0.0, False, None, False),
+        "concentration0": Support(0.0, False, None, False),
+    },
+    "BetaBinomial": {
+        "concentration1": Support(0.0, False, None, False),
+        "concentration0": Support(0.0, False, None, False),
+        "total_count": Support(0.0, True, None, False),
+    },
+    "Binomial": {
+        "total_count": Support(0.0, True, None, False),
+        "probs": Support(0.0, True, 1.0, True),
+    },
+    "Cauchy": {
+        "scale": Support(0.0, False, None, False),
+    },
+    "Chi2": {
+        "df": Support(0.0, False, None, False),
+    },
+    "CoalescentTimes": {
+        "rate": Support(0.0, False, None, False),
+    },
+    "CoalescentTimesWithRate": {
+        "rate_grid": Support(0.0, False, None, False),
+    },
+    "ContinuousBernoulli": {
+        "probs": Support(0.0, True, 1.0, True),
+    },
+    "DirichletMultinomial": {
+        "total_count": Support(0.0, True, None, False),
+    },
+    "Exponential": {
+        "rate": Support(0.0, False, None, False),
+    },
+    "ExtendedBetaBinomial": {
+        "concentration1": Support(0.0, False, None, False),
+        "concentration0": Support(0.0, False, None, False),
+    },
+    "ExtendedBinomial": {
+        "probs": Support(0.0, True, 1.0, True),
+    },
+    "FisherSnedecor": {
+        "df1": Support(0.0, False, None, False),
+        "df2": Support(0.0, False, None, False),
+    },
+    "Gamma": {
+        "concentration": Support(0.0, False, None, False),
+        "rate": Support(0.0, False, None, False),
+    },
+    "GammaPoisson": {
+        "concentration": Support(0.0, False, None, False),
+        "rate": Support(0.0, False, None, False),
+    },
+    "GaussianScaleMixture": {
+        "component_scale": Support(0.0, False, None, False),
+        "coord_scale": Support(0.0, False, None, False),
+    },
+    "GeneralizedPareto": {
+        "scale": Support(0.0, False, None, False),
+    },
+    "Geometric": {
+        "probs": Support(0.0, True, 1.0, True),
+    },
+    "GroupedNormalNormal": {
+        "prior_scale": Support(0.0, False, None, False),
+        "obs_scale": Support(0.0, False, None, False),
+    },
+    "Gumbel": {
+        "scale": Support(0.0, False, None, False),
+    },
+    "HalfCauchy": {
+        "scale": Support(0.0, False, None, False),
+    },
+    "HalfNormal": {
+        "scale": Support(0.0, False, None, False),
+    },
+    "InverseGamma": {
+        "concentration": Support(0.0, False, None, False),
+        "rate": Support(0.0, False, None, False),
+    },
+    "Kumaraswamy": {
+        "concentration1": Support(0.0, False, None, False),
+        "concentration0": Support(0.0, False, None, False),
+    },
+    "LKJ": {
+        "concentration": Support(0.0, False, None, False),
+    },
+    "LKJCholesky": {
+        "concentration": Support(0.0, False, None, False),
+    },
+    "Laplace": {
+        "scale": Support(0.0, False, None, False),
+    },
+    "LogNormal": {
+        "scale": Support(0.0, False, None, False),
+    },
+    "LogNormalNegativeBinomial": {
+        "total_count": Support(0.0, True, None, False),
+        "multiplicative_noise_scale": Support(0.0, False, None, False),
+    },
+    "Logistic": {
+        "scale": Support(0.0, False, None, False),
+    },
+    "LogisticNormal": {
+        "scale": Support(0.0, False, None, False),
+    },
+    "MixtureOfDiagNormals": {
+        "coord_scale": Support(0.0, False, None, False),
+    },
+    "MixtureOfDiagNormalsSharedCovariance": {
+        "coord_scale": Support(0.0, False, None, False),
+    },
+    "MultivariateStudentT": {
+        "df": Support(0.0, False, None, False),
+    },
+    "NanMaskedNormal": {
+        "scale": Support(0.0, False, None, False),
+    },
+    "NegativeBinomial": {
+        "total_count": Support(0.0, True, None, False),
+        "probs": Support(0.0, True, 1.0, False),
+    },
+    "Normal": {
+        "scale": Support(0.0, False, None, False),
+    },
+    "Pareto": {
+        "alpha": Support(0.0, False, None, False),
+        "scale": Support(0.0, False, None, False),
+    },
+    "Poisson": {
+        "rate": Support(0.0, True, None, False),
+    },
+    "RelaxedBernoulli": {
+        "probs": Support(0.0, True, 1.0, True),
+    },
+    "RelaxedBernoulliStraightThrough": {
+        "probs": Support(0.0, True, 1.0, True),
+    },
+    "SineBivariateVonMises": {
+        "phi_concentration": Support(0.0, False, None, False),
+        "psi_concentration": Support(0.0, False, None, False),
+    },
+    "SkewLogistic": {
+        "scale": Support(0.0, False, None, False),
+        "asymmetry": Support(0.0, False, None, False),
+    },
+    "SoftAsymmetricLaplace": {
+        "scale": Support(0.0, False, None, False),
+        "asymmetry": Support(0.0, False, None, False),
+        "softness": Support(0.0, False, None, False),
+    },
+    "SoftLaplace": {
+        "scale": Support(0.0, False, None, False),
+    },
+    "Stable": {
+        "stability": Support(0.0, True, 2.0, True),
+        "skew": Support(-1.0, True, 1.0, True),
+        "scale": Support(0.0, False, None, False),
+    },
+    "StableWithLogProb": {
+        "stability": Support(0.0, True, 2.0, True),
+        "skew": Support(-1.0, True, 1.0, True),
+        "scale": Support(0.0, False, None, False),
+    },
+    "StudentT": {
+        "df": Support(0.0, False, None, False),
+        "scale": Support(0.0, False, None, False),
+    },
+    "VonMises": {
+        "concentration": Support(0.0, False, None, False),
+    },
+    "Weibull": {
+        "scale": Support(0.0, False, None, False),
+        "concentration": Support(0.0, False, None, False),
+    },
+    "Wishart": {
+        "df": Support(1.0, False, None, False),
+    },
+    "ZeroInflatedNegativeBinomial": {
+        "total_count": Support(0.0, True, None, False),
+        "probs": Support(0.0, True, 1.0, False),
+        "gate": Support(0.0, True, 1.0, True),
+    },
+    "ZeroInflatedPoisson": {
+        "rate": Support(0.0, False, None, False),
+        "gate": Support(0.0, True, 1.0, True),
+    },
 }
 
 # torch.distributions.constraints names left out, and why:

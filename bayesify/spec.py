@@ -6,8 +6,8 @@ checked against :mod:`bayesify.catalog`. Nothing in a spec is ever evaluated: wh
 rewritten code is a whitelisted distribution or constraint name and numbers or sibling names.
 
 >>> spec = parse_spec("version: 1\\npriors:\\n  Linear.weight: Normal(0, 1)\\n", "priors.yaml")
->>> spec.entries[0].action.render_args()
-['0', '1']
+>>> spec.entries[0].action.arguments()
+([0, 1], {})
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+import libcst as cst
 import yaml
 
-from . import catalog
+from . import catalog, codegen
 from .names import dotted_from_ast
 
 SECTIONS = ("priors", "constraints")
@@ -33,7 +34,7 @@ MODULES_KEYS = ("exclude", "external", "context")
 _PLAIN_TAGS = {
     "tag:yaml.org,2002:" + kind for kind in ("str", "int", "float", "null", "bool", "map", "seq")
 }
-_SEGMENT = re.compile(r"^[A-Za-z0-9_*?\[\]!-]+$")
+_SEGMENT = re.compile(r"[A-Za-z0-9_*?\[\]!-]+")
 #: A prior or constraint longer than this is no hand-written spec entry; it is not parsed.
 MAX_EXPRESSION = 1000
 
@@ -53,21 +54,27 @@ class Sibling:
 
     name: str
 
-    def render(self) -> str:
-        # A Python identifier, so only non-ASCII letters need escaping: the literal then
-        # fits a source file in any encoding (a latin-1 file cannot hold "α").
-        return '"' + self.name.encode("ascii", "backslashreplace").decode("ascii") + '"'
+    @property
+    def value(self) -> str:
+        return self.name
+
+    def __str__(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
 class Number:
-    text: str
+    value: Union[int, float]
 
-    def render(self) -> str:
-        return self.text
+    def __str__(self) -> str:
+        return repr(self.value)
 
 
 Argument = Union[Sibling, Number]
+
+
+def _shown_arguments(args: tuple[Argument, ...], kwargs: tuple[tuple[str, Argument], ...]) -> str:
+    return ", ".join([*map(str, args), *(f"{key}={value}" for key, value in kwargs)])
 
 
 @dataclass(frozen=True)
@@ -78,17 +85,17 @@ class Prior:
     args: tuple[Argument, ...]
     kwargs: tuple[tuple[str, Argument], ...]
 
-    def render_args(self) -> list[str]:
-        return [a.render() for a in self.args] + [f"{k}={v.render()}" for k, v in self.kwargs]
+    def arguments(self) -> tuple[list[Union[str, int, float]], dict[str, Union[str, int, float]]]:
+        """The distribution's arguments as values for :mod:`bayesify.codegen`: numbers, and
+        sibling names as strings (read from the module when the prior is sampled)."""
+        return [a.value for a in self.args], {key: value.value for key, value in self.kwargs}
 
     def siblings(self) -> list[str]:
         values = [*self.args, *(v for _, v in self.kwargs)]
         return [v.name for v in values if isinstance(v, Sibling)]
 
     def __str__(self) -> str:
-        shown = [a.name if isinstance(a, Sibling) else a.text for a in self.args]
-        shown += [f"{k}={v.name if isinstance(v, Sibling) else v.text}" for k, v in self.kwargs]
-        return f"{self.family}({', '.join(shown)})"
+        return f"{self.family}({_shown_arguments(self.args, self.kwargs)})"
 
 
 @dataclass(frozen=True)
@@ -96,14 +103,22 @@ class Constraint:
     """``positive`` or ``interval(0, 1)``: a learnable parameter kept inside a support."""
 
     name: str
-    args: Optional[tuple[str, ...]]
+    args: Optional[tuple[Number, ...]] = None
+    kwargs: tuple[tuple[str, Number], ...] = ()
 
-    def render(self) -> str:
-        call = f"({', '.join(self.args)})" if self.args is not None else ""
-        return f"constraints.{self.name}{call}"
+    def node(self) -> cst.BaseExpression:
+        """``constraints.interval(0, 1)`` as code, from the catalog's name and numbers."""
+        attribute = codegen.dotted(f"constraints.{self.name}")
+        if self.args is None:
+            return attribute
+        return codegen.call(
+            attribute, *(a.value for a in self.args), **{key: v.value for key, v in self.kwargs}
+        )
 
     def __str__(self) -> str:
-        return self.render().removeprefix("constraints.")
+        if self.args is None:
+            return self.name
+        return f"{self.name}({_shown_arguments(self.args, self.kwargs)})"
 
 
 Action = Union[Prior, Constraint]
@@ -121,8 +136,10 @@ class Selector:
     def parse(cls, text: str, path: str, line: int) -> "Selector":
         module, sep, rest = text.rpartition(":")
         segments = tuple(rest.split("."))
-        if len(segments) < 2 or not all(_SEGMENT.match(s) for s in segments) or (
-            sep and not module
+        module_parts = module.split(".") if sep else []
+        if (
+            len(segments) < 2
+            or not all(_SEGMENT.fullmatch(s) for s in (*segments, *module_parts))
         ):
             raise SpecError(
                 path,
@@ -356,24 +373,38 @@ def _callee(node: ast.expr, prefixes: tuple[str, ...]) -> Optional[str]:
     return name if name and (not prefix or prefix in prefixes) else None
 
 
-def _number(node: ast.expr) -> Optional[Number]:
-    sign = ""
+#: Bare names that read as numbers or as the module, never as a sibling attribute.
+_NOT_SIBLINGS = {
+    "inf": "is not a finite number",
+    "infinity": "is not a finite number",
+    "nan": "is not a number",
+    "self": "is the module itself, not a sibling attribute",
+}
+
+
+def _number(node: ast.expr, source: str, path: str, line: int, where: str) -> Optional[Number]:
+    negative = False
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        sign = "-" if isinstance(node.op, ast.USub) else ""
+        negative = isinstance(node.op, ast.USub)
         node = node.operand
-    if (
+    if not (
         isinstance(node, ast.Constant)
         and isinstance(node.value, (int, float))
         and not isinstance(node.value, bool)
-        and _finite(node.value)
     ):
-        return Number(sign + repr(node.value))
-    return None
+        return None
+    written = _shown(ast.get_source_segment(source, node) or repr(node.value))
+    if not _finite(node.value):
+        raise SpecError(path, line, f"{where}: {written} is not a finite number")
+    mantissa = (ast.get_source_segment(source, node) or "").lower().partition("e")[0]
+    if node.value == 0 and any(digit in mantissa for digit in "123456789"):
+        raise SpecError(path, line, f"{where}: {written} is too small for a float and would be 0")
+    return Number(-node.value if negative else node.value)
 
 
 def _finite(value: Union[int, float]) -> bool:
-    """``1e999`` is ``inf``, which would be written as the bare name ``inf``; an integer
-    beyond any float fits no tensor. Neither is a usable hyperparameter."""
+    """``1e999`` is ``inf``; an integer beyond any float fits no tensor. Neither is a usable
+    hyperparameter."""
     try:
         return math.isfinite(value)
     except OverflowError:
@@ -383,9 +414,12 @@ def _finite(value: Union[int, float]) -> bool:
 def _argument(
     node: ast.expr, source: str, path: str, line: int, where: str, siblings: bool
 ) -> Argument:
-    number = _number(node)
+    number = _number(node, source, path, line, where)
     if number is not None:
         return number
+    named = node.operand if isinstance(node, ast.UnaryOp) else node
+    if isinstance(named, ast.Name) and named.id.lower() in _NOT_SIBLINGS:
+        raise SpecError(path, line, f"{where}: {named.id!r} {_NOT_SIBLINGS[named.id.lower()]}")
     if siblings and isinstance(node, ast.Name) and not _is_dunder(node.id):
         return Sibling(node.id)
     allowed = "finite numbers or names of sibling attributes" if siblings else "finite numbers"
@@ -456,7 +490,38 @@ def parse_prior(source: str, path: str, line: int, where: str) -> Prior:
             f"{where}: unknown distribution {family!r}{_suggest(family, catalog.DISTRIBUTIONS)}",
         )
     args, kwargs = _bind(node, source.strip(), signature, family, path, line, where, siblings=True)
+    keyword_only = catalog.DISTRIBUTION_KEYWORD_ONLY_PARAMS.get(family, ())
+    named = [*zip((p for p in signature.params if p not in keyword_only), args), *kwargs]
+    supports = catalog.DISTRIBUTION_SUPPORTS.get(family, {})
+    for argument, value in named:
+        support = supports.get(argument)
+        if isinstance(value, Number) and support is not None and not _inside(value.value, support):
+            raise SpecError(
+                path, line, f"{where}: {family}'s {argument} must be {_describe(support)}, not {value}"
+            )
     return Prior(family, args, kwargs)
+
+
+def _inside(value: Union[int, float], support: catalog.Support) -> bool:
+    """Whether ``value`` keeps the bounds torch checks at the first forward."""
+    if support.lower is not None:
+        if value < support.lower or (value == support.lower and not support.lower_inclusive):
+            return False
+    if support.upper is not None:
+        if value > support.upper or (value == support.upper and not support.upper_inclusive):
+            return False
+    return True
+
+
+def _describe(support: catalog.Support) -> str:
+    """``> 0``, ``≥ 0`` or ``in [0, 1]``."""
+    if support.lower is not None and support.upper is not None:
+        opening = "[" if support.lower_inclusive else "("
+        closing = "]" if support.upper_inclusive else ")"
+        return f"in {opening}{support.lower:g}, {support.upper:g}{closing}"
+    if support.lower is not None:
+        return f"{'≥' if support.lower_inclusive else '>'} {support.lower:g}"
+    return f"{'≤' if support.upper_inclusive else '<'} {support.upper:g}"
 
 
 def parse_constraint(source: str, path: str, line: int, where: str) -> Constraint:
@@ -481,5 +546,4 @@ def parse_constraint(source: str, path: str, line: int, where: str) -> Constrain
             path, line, f"{where}: {name} needs arguments ({', '.join(signature.params)})"
         )
     args, kwargs = _bind(call, source.strip(), signature, name, path, line, where, siblings=False)
-    rendered = [a.render() for a in args] + [f"{k}={v.render()}" for k, v in kwargs]
-    return Constraint(name, tuple(rendered))
+    return Constraint(name, args, kwargs)  # type: ignore[arg-type]  # siblings=False: numbers

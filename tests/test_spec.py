@@ -20,7 +20,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bayesify import catalog
+from bayesify import catalog, codegen
 from bayesify.runner import run_source
 from bayesify.spec import Constraint, Prior, SpecError, load_spec, parse_spec
 
@@ -31,6 +31,12 @@ def spec_with(section: str, value: str, selector: str = "Lin.w") -> str:
     """A spec whose line 3 is ``selector: value`` under ``section``; ``value`` is quoted
     as a YAML double-quoted scalar (JSON's), so any text reaches the spec parser intact."""
     return f"version: 1\n{section}:\n  {selector}: {json.dumps(value)}\n"
+
+
+def rendered(prior: Prior) -> str:
+    """The distribution call a prior is written as: ``Family(<arguments>)``."""
+    args, kwargs = prior.arguments()
+    return codegen.code(codegen.call(prior.family, *args, **kwargs))
 
 
 def refused(text: str) -> SpecError:
@@ -68,14 +74,14 @@ def test_a_valid_spec_gives_its_entries_in_file_order_with_their_lines() -> None
         ("Gate.p", 7, "constraints"),
     ]
     weight, hier, bias, gate = (entry.action for entry in spec.entries)
-    assert (weight.family, weight.render_args()) == ("Normal", ["0", "1"])
-    assert (hier.family, hier.render_args(), hier.siblings()) == (
+    assert (weight.family, weight.arguments()) == ("Normal", ([0, 1], {}))
+    assert (hier.family, hier.arguments(), hier.siblings()) == (
         "Normal",
-        ['loc="loc"', "scale=0.5"],
+        ([], {"loc": "loc", "scale": 0.5}),
         ["loc"],
     )
-    assert bias.render() == "constraints.positive"
-    assert gate.render() == "constraints.interval(0, 1)"
+    assert codegen.code(bias.node()) == "constraints.positive"
+    assert codegen.code(gate.node()) == "constraints.interval(0, 1)"
     assert spec.exclude == ("Container", "*Guide")
 
 
@@ -230,9 +236,6 @@ def test_wrong_arity_or_keywords_are_refused(section: str, value: str, expected:
         "None",
         "...",
         "1j",
-        "1e999",  # inf: it would be written as the bare name inf
-        "-1e999",
-        "0x" + "f" * 300,  # beyond any float
         "__class__",  # Python's own attributes are never sibling parameters
         "__dict__",
     ],
@@ -243,6 +246,33 @@ def test_non_literal_prior_arguments_are_refused(argument: str) -> None:
     assert "is not allowed; arguments are finite numbers or names of sibling attributes" in (
         error.message
     )
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("1e999", "'1e999' is not a finite number"),
+        ("-1e999", "'1e999' is not a finite number"),
+        ("0x" + "f" * 300, "is not a finite number"),  # beyond any float
+        ("inf", "'inf' is not a finite number"),
+        ("-inf", "'inf' is not a finite number"),
+        ("nan", "'nan' is not a number"),
+        ("NaN", "'NaN' is not a number"),
+        ("self", "'self' is the module itself"),
+        ("1e-400", "'1e-400' is too small for a float and would be 0"),
+    ],
+)
+def test_arguments_that_read_as_no_finite_number_are_refused_by_name(argument: str, message: str) -> None:
+    """``inf`` and ``nan`` would otherwise be taken for sibling attributes, and ``1e-400``
+    silently become 0."""
+    error = refused(spec_with("priors", f"Normal({argument}, 1)"))
+    assert_located(error, 3)
+    assert message in error.message
+
+
+def test_an_exact_zero_is_still_a_number() -> None:
+    prior = parse_spec(spec_with("priors", "Normal(0.0e-5, 1)"), SPEC).entries[0].action
+    assert prior.arguments() == ([0.0, 1], {})
 
 
 @pytest.mark.parametrize("argument", ["loc", "0.5 if x else 1", "'1'", "float(1)", "one()"])
@@ -280,17 +310,17 @@ def test_a_prior_that_is_not_a_plain_distribution_call_is_refused(value: str) ->
 
 def test_numbers_are_written_as_python_reads_them() -> None:
     prior = parse_spec(spec_with("priors", "Normal(-0.5, 1_000)"), SPEC).entries[0].action
-    assert prior.render_args() == ["-0.5", "1000"]
+    assert rendered(prior) == 'Normal(-0.5, 1000)'
     prior = parse_spec(spec_with("priors", "Uniform(low=0x10, high=+2.5e3)"), SPEC).entries[0].action
-    assert prior.render_args() == ["low=16", "high=2500.0"]
+    assert rendered(prior) == "Uniform(low=16, high=2500.0)"
 
 
 def test_a_non_ascii_sibling_name_is_written_in_ascii() -> None:
     """So the generated line fits a source file in any encoding (latin-1 has no α)."""
     prior = parse_spec(spec_with("priors", "Normal(α, 1)"), SPEC).entries[0].action
-    (rendered, _) = prior.render_args()
-    assert rendered.isascii()
-    assert ast.literal_eval(rendered) == "α"
+    call = ast.parse(rendered(prior), mode="eval").body
+    assert rendered(prior).isascii()
+    assert ast.literal_eval(call.args[0]) == "α"
 
 
 def test_an_overlong_or_overdeep_expression_is_refused_briefly() -> None:
@@ -584,16 +614,16 @@ def assert_constraint_is_whitelisted_node(node: ast.expr) -> None:
 
 
 def assert_prior_is_whitelisted(prior: Prior) -> None:
-    """What the rewrite writes for a prior, ``Family(<rendered args>)``, is whitelisted."""
-    rendered = prior.render_args()
-    assert all(arg.isascii() for arg in rendered)
-    assert_prior_call_is_whitelisted(ast.parse(f"{prior.family}({', '.join(rendered)})", mode="eval").body)
+    """What the rewrite writes for a prior, ``Family(<arguments>)``, is whitelisted."""
+    code = rendered(prior)
+    assert code.isascii()
+    assert_prior_call_is_whitelisted(ast.parse(code, mode="eval").body)
 
 
 def assert_constraint_is_whitelisted(constraint: Constraint) -> None:
-    rendered = constraint.render()
-    assert rendered.isascii()
-    assert_constraint_is_whitelisted_node(ast.parse(rendered, mode="eval").body)
+    code = codegen.code(constraint.node())
+    assert code.isascii()
+    assert_constraint_is_whitelisted_node(ast.parse(code, mode="eval").body)
 
 
 def assert_safe(text: str) -> None:
@@ -754,3 +784,48 @@ def test_every_accepted_entry_reaches_the_rewritten_code_whitelisted(entry: tupl
         assert [ast.unparse(a) for a in value.args] == ["torch.randn(2, 3)"]
         (constraint,) = [k.value for k in value.keywords if k.arg == "constraint"]
         assert_constraint_is_whitelisted_node(constraint)
+
+
+@pytest.mark.parametrize(
+    ("prior", "message"),
+    [
+        ("Normal(0, -1)", "Normal's scale must be > 0, not -1"),
+        ("LogNormal(0, 0)", "LogNormal's scale must be > 0, not 0"),
+        ("Gamma(-1, 1)", "Gamma's concentration must be > 0, not -1"),
+        ("Bernoulli(probs=1.5)", "Bernoulli's probs must be in [0, 1], not 1.5"),
+    ],
+)
+def test_an_argument_outside_the_distribution_support_is_refused(prior: str, message: str) -> None:
+    """It would rewrite cleanly and then fail at the model's first forward."""
+    error = refused(spec_with("priors", prior))
+    assert_located(error, 3)
+    assert message in error.message
+
+
+@pytest.mark.parametrize(
+    ("family", "arguments"),
+    [
+        ("Normal", lambda v: ((0, v), {})),
+        ("Gamma", lambda v: ((v, 1), {})),
+        ("Beta", lambda v: ((1, v), {})),
+        ("Bernoulli", lambda v: ((), {"probs": v})),
+        ("Exponential", lambda v: ((v,), {})),
+    ],
+)
+def test_the_spec_refuses_exactly_the_numbers_pyro_refuses(family: str, arguments) -> None:
+    import pyro.distributions as dist
+
+    for value in (-1, 0, 0.5, 1, 1.5):
+        args, kwargs = arguments(value)
+        written = ", ".join([*map(str, args), *(f"{key}={v}" for key, v in kwargs.items())])
+        try:
+            parse_spec(spec_with("priors", f"{family}({written})"), SPEC)
+            accepted = True
+        except SpecError:
+            accepted = False
+        try:
+            getattr(dist, family)(*map(float, args), validate_args=True, **{k: float(v) for k, v in kwargs.items()})
+            constructed = True
+        except ValueError:
+            constructed = False
+        assert accepted == constructed, (family, written)

@@ -83,6 +83,15 @@ ARG_CONSTRAINTS_EXAMPLES: dict[str, Callable[[], Distribution]] = {
 }
 
 
+class Support(NamedTuple):
+    """Mirror of ``bayesify.catalog.Support``."""
+
+    lower: float | None
+    lower_inclusive: bool
+    upper: float | None
+    upper_inclusive: bool
+
+
 class DistributionEntry(NamedTuple):
     """What the generator learned about one pyro distribution."""
 
@@ -92,6 +101,8 @@ class DistributionEntry(NamedTuple):
     # Tensor arguments with an event dimension: {"loc": 1, "scale_tril": 2}.
     multivariate_arguments: dict[str, int]
     keyword_only: tuple[str, ...]
+    # The bounds of scalar arguments whose constraint has numeric bounds: {"scale": (0, ...)}.
+    supports: dict[str, Support] = {}
 
 
 def _class_attribute_owner(cls: type, attribute: str) -> type:
@@ -121,6 +132,29 @@ def _event_dim(constraint: Any) -> int:
         return int(constraint.event_dim)
     except NotImplementedError:  # constraints.dependent cannot tell statically
         return 0
+
+
+def scalar_support(constraint: Any) -> Support | None:
+    """The bounds a scalar argument must keep, read from its constraint's numeric
+    ``lower_bound``/``upper_bound``, with ``check`` telling whether each bound is allowed;
+    None for a constraint without numeric bounds (real, dependent, simplex, ...)."""
+    if _event_dim(constraint) != 0:
+        return None
+    lower = getattr(constraint, "lower_bound", None)
+    upper = getattr(constraint, "upper_bound", None)
+    bounds = [bound for bound in (lower, upper) if bound is not None]
+    if not bounds or not all(isinstance(bound, (int, float)) for bound in bounds):
+        return None
+
+    def allowed(bound: float | None) -> bool:
+        return bound is not None and bool(constraint.check(torch.tensor(float(bound))))
+
+    return Support(
+        None if lower is None else float(lower),
+        allowed(lower),
+        None if upper is None else float(upper),
+        allowed(upper),
+    )
 
 
 def _constructor_parameters(cls: type) -> list[inspect.Parameter] | None:
@@ -191,8 +225,13 @@ def describe_distribution(name: str, cls: type) -> DistributionEntry:
         for argument, constraint in tensor_arguments.items()
         if _event_dim(constraint) > 0
     }
+    supports = {
+        argument: support
+        for argument, constraint in tensor_arguments.items()
+        if argument in signature.params and (support := scalar_support(constraint)) is not None
+    }
     return DistributionEntry(
-        signature, None, signature_from_arg_constraints, multivariate, keyword_only
+        signature, None, signature_from_arg_constraints, multivariate, keyword_only, supports
     )
 
 
@@ -387,6 +426,15 @@ class Signature(NamedTuple):
     params: tuple[str, ...]
     # How many leading params have no default.
     required: int
+
+
+class Support(NamedTuple):
+    """The numbers a scalar argument of a distribution may take (None: unbounded)."""
+
+    lower: float | None
+    lower_inclusive: bool
+    upper: float | None
+    upper_inclusive: bool
 '''
 
 
@@ -493,6 +541,22 @@ def render_catalog() -> str:
     for name, entry in included.items():
         if entry.keyword_only:
             out += _render_names_entry(name, entry.keyword_only)
+    out += ["}", ""]
+
+    out += [
+        "# Scalar arguments whose constraint has numeric bounds (scale > 0, probs in [0, 1]):",
+        "# a spec's number outside them fails at the first forward, so the spec is refused.",
+        "DISTRIBUTION_SUPPORTS: dict[str, dict[str, Support]] = {",
+    ]
+    for name, entry in included.items():
+        if entry.supports:
+            out.append(f"    {_quote(name)}: {{")
+            out += [
+                f"        {_quote(argument)}: Support({support.lower!r}, {support.lower_inclusive}, "
+                f"{support.upper!r}, {support.upper_inclusive}),"
+                for argument, support in entry.supports.items()
+            ]
+            out.append("    },")
     out += ["}", ""]
 
     out += _comment_block(

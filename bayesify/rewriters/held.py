@@ -45,7 +45,7 @@ from typing import Optional
 
 import libcst as cst
 
-from .. import catalog
+from .. import catalog, codegen
 from ..index import ClassRecord, Conversion
 from ..names import ImportTable, dotted_from_cst, is_pyro_nn, is_torch_nn, torch_nn_class
 from ..plan import Planner
@@ -200,7 +200,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
         # (MultiheadAttention's out_proj), are plain until converted.
         if record.order in self._attaches or self._inherited_layer(record) in catalog.NN_COMPOSITE_LAYERS:
             self.needed.add(WRAP)
-            wanted.insert(0, cst.parse_statement(f"{WRAP}({self_name})\n"))
+            wanted.insert(0, codegen.statement(codegen.call(WRAP, codegen.name(self_name))))
         body = list(updated_node.body.body)
         generated = [position for position, s in enumerate(body) if self._is_generated(s, self_name)]
         if not wanted and not generated:
@@ -282,13 +282,15 @@ class HeldModuleRewriter(ClassScopedTransformer):
         return catalog.NN_LAYERS.get(self._inherited_layer(record) or "", ())
 
     def _statement(self, self_name: str, entry: Entry) -> cst.SimpleStatementLine:
-        selector = f'"{entry.selector.text}"'
+        module, selector = codegen.name(self_name), entry.selector.text
         if isinstance(entry.action, Prior):
             self.needed.add(SET_PRIOR)
-            args = [self_name, selector, f'"{entry.action.family}"', *entry.action.render_args()]
-            return cst.parse_statement(f"{SET_PRIOR}({', '.join(args)})\n")
-        self.needed.update((SET_CONSTRAINT, "constraints"))
-        return cst.parse_statement(f"{SET_CONSTRAINT}({self_name}, {selector}, {entry.action.render()})\n")
+            args, kwargs = entry.action.arguments()
+            call = codegen.call(SET_PRIOR, module, selector, entry.action.family, *args, **kwargs)
+        else:
+            self.needed.update((SET_CONSTRAINT, "constraints"))
+            call = codegen.call(SET_CONSTRAINT, module, selector, entry.action.node())
+        return codegen.statement(call)
 
     def _is_generated(self, statement: cst.BaseStatement, self_name: str) -> bool:
         if not (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from .. import codegen
 from ..names import ImportTable
 
 #: Where each generated name comes from, in the order the new import lines are written.
@@ -80,7 +81,9 @@ def add_imports(module: cst.Module, missing: dict[str, list[str]]) -> cst.Module
         if extended is not statement:
             body[position] = extended
     new_lines = [
-        cst.parse_statement(f"from {source} import {', '.join(names)}\n")
+        cst.SimpleStatementLine(
+            [cst.ImportFrom(module=codegen.dotted(source), names=[cst.ImportAlias(codegen.name(n)) for n in names])]
+        )
         for source, names in sorted(
             remaining.items(), key=lambda item: list(SOURCES.values()).index(item[0])
         )

@@ -24,12 +24,13 @@ from typing import Optional
 
 import libcst as cst
 
+from .. import codegen
 from ..index import ClassRecord
 from ..names import ImportTable
 from ..plan import Planner
 from ..shapes import code, static_shape
 from ..sites import ParameterSite, SiteKind, recognize
-from ..spec import Prior
+from ..spec import Constraint, Prior
 from .context import ClassScopedTransformer
 
 PYRO_SAMPLE, PYRO_PARAM, PRIOR, CONSTRAINTS = "PyroSample", "PyroParam", "Prior", "constraints"
@@ -98,7 +99,7 @@ class ParameterRewriter(ClassScopedTransformer):
             )
             return statement
         else:
-            value = self._constrained(site.init, entry.action.render())
+            value = self._constrained(site.init, entry.action)
         if same_code(site.call, value):
             return statement
         if site.kind is SiteKind.REGISTERED:
@@ -111,14 +112,15 @@ class ParameterRewriter(ClassScopedTransformer):
 
     def _sample(self, self_name: str, prior: Prior, shape: Optional[str]) -> cst.Call:
         self.needed.update((PYRO_SAMPLE, PRIOR))
-        args = [self_name, f'"{prior.family}"', *prior.render_args()]
+        args, kwargs = prior.arguments()
         if shape is not None:
-            args.append(f"shape={shape}")
-        return cst.parse_expression(f"{PYRO_SAMPLE}({PRIOR}({', '.join(args)}))")
+            kwargs["shape"] = cst.parse_expression(shape)  # the user's own code, not the spec's
+        prior_call = codegen.call(PRIOR, codegen.name(self_name), prior.family, *args, **kwargs)
+        return codegen.call(PYRO_SAMPLE, prior_call)
 
-    def _constrained(self, init: cst.BaseExpression, constraint: str) -> cst.Call:
+    def _constrained(self, init: cst.BaseExpression, constraint: Constraint) -> cst.Call:
         self.needed.update((PYRO_PARAM, CONSTRAINTS))
-        return cst.parse_expression(f"{PYRO_PARAM}({code(init)}, constraint={constraint})")
+        return codegen.call(PYRO_PARAM, init, constraint=constraint.node())
 
 
 def same_code(old: cst.CSTNode, new: cst.CSTNode) -> bool:
