@@ -15,9 +15,11 @@ its absolute path, that is valid while everything its answers depend on is the s
   file's job: all the run's index decided for the file (which classes convert, what they
   inherit), so an edit to a base class in another file invalidates its subclasses' entries.
 
-The file is JSON: nothing bayesify reads back can run code. Any damage (a truncated file, a
-flipped bit, a planted file of the wrong shape) reads as an empty cache, entry by entry: a
-record that does not have exactly the expected types is a miss, never an exception later.
+The file is JSON (a line with the format and the SHA-256 of the rest, then the entries):
+nothing bayesify reads back can run code. Any damage (a truncated file, a flipped bit)
+breaks the checksum and reads as an empty cache; a file planted with a valid checksum is
+read record by record, and a record without exactly the expected types is a miss, never an
+exception later.
 Failures are never cached, and a result is stored only under the digest of the bytes it was
 made from. The file is written atomically (a temporary file, then ``os.replace``); parallel
 runs never see half a cache, the last one to finish wins, and the temporary files of a run
@@ -149,9 +151,13 @@ class Cache(NoCache):
         self._sources: dict[str, tuple[bytes, str]] = {}
         try:
             with open(path, "rb") as stream:
-                loaded = json.loads(stream.read())
-            if isinstance(loaded, dict) and loaded.get("format") == FORMAT and isinstance(loaded.get("files"), dict):
-                self._entries = loaded["files"]
+                header, _, body = stream.read().partition(b"\n")
+            # The checksum makes any accidental damage (a flipped bit in a line number) a
+            # miss; the checks of each record make a planted file harmless.
+            if json.loads(header) == {"format": FORMAT, "sha256": digest(body)}:
+                loaded = json.loads(body)
+                if isinstance(loaded, dict):
+                    self._entries = loaded
         except (OSError, ValueError, RecursionError):  # ValueError: not JSON, not UTF-8
             self._entries = {}  # a missing, old or damaged cache is an empty one
 
@@ -243,7 +249,8 @@ class Cache(NoCache):
     def save(self) -> None:
         if not self._dirty:
             return
-        data = json.dumps({"format": FORMAT, "files": self._entries}, separators=(",", ":")).encode()
+        body = json.dumps(self._entries, separators=(",", ":")).encode()
+        data = json.dumps({"format": FORMAT, "sha256": digest(body)}).encode() + b"\n" + body
         temporary = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

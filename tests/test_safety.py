@@ -350,9 +350,17 @@ def run_with_cache_file(root: Path, data: bytes, path: Path) -> dict:
     return outcome(bayesify.runner.run(sorted(root.glob("*.py")), spec_, jobs=1, cache=Cache(path)))
 
 
-def test_the_cache_is_json(cached_tree) -> None:
+def test_the_cache_is_json_with_a_checksum(cached_tree) -> None:
     _, data, _ = cached_tree
-    assert json.loads(data)["format"] == bayesify.cache.FORMAT
+    header, body = data.split(b"\n", 1)
+    assert json.loads(header) == {"format": bayesify.cache.FORMAT, "sha256": bayesify.cache.digest(body)}
+    assert len(json.loads(body)) == 2
+
+
+def planted(data: bytes, seed: int, value) -> bytes:
+    """The cache with ``value`` planted somewhere in its entries, and a checksum that fits."""
+    body = json.dumps(_mutate(json.loads(data.split(b"\n", 1)[1]), random.Random(seed), value)).encode()
+    return json.dumps({"format": bayesify.cache.FORMAT, "sha256": bayesify.cache.digest(body)}).encode() + b"\n" + body
 
 
 def test_a_planted_pickle_runs_nothing(cached_tree, tmp_path: Path) -> None:
@@ -401,9 +409,19 @@ def test_any_damage_to_the_cache_is_a_miss(cached_tree, tmp_path: Path, damage) 
         damaged = data[:position] + bytes([data[position] ^ (1 << detail)]) + data[position + 1 :]
     elif kind == "cut":
         damaged = data[: where % len(data)]
-    else:
-        damaged = json.dumps(_mutate(json.loads(data), random.Random(where), detail)).encode()
+    else:  # a value planted by hand, the checksum left as it was
+        damaged = data.split(b"\n", 1)[0] + b"\n" + planted(data, where, detail).split(b"\n", 1)[1]
     assert run_with_cache_file(root, damaged, tmp_path / "cache.json") == expected
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**9), value=JSON_VALUES)
+def test_a_planted_cache_with_a_valid_checksum_never_breaks_a_run(cached_tree, tmp_path: Path, seed: int, value) -> None:
+    """Someone who can write the cache folder can make its answers wrong (as they could edit
+    the sources), never make bayesify raise or run anything: each record is checked."""
+    root, data, _ = cached_tree
+    result = run_with_cache_file(root, planted(data, seed, value), tmp_path / "cache.json")
+    assert len(result["errors"]) == 2
 
 
 def test_adding_an_init_file_invalidates_the_cached_module_names(project: Path) -> None:
