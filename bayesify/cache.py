@@ -149,6 +149,8 @@ class Cache(NoCache):
         self._dirty = False
         #: What :meth:`indexes` read, by path: the bytes and their digest.
         self._sources: dict[str, tuple[bytes, str]] = {}
+        #: The package each folder is (``""`` for none), by folder, for this run.
+        self._packages: dict[str, str] = {}
         try:
             with open(path, "rb") as stream:
                 header, _, body = stream.read().partition(b"\n")
@@ -198,10 +200,9 @@ class Cache(NoCache):
     def store_indexes(self, answers: Iterable[Indexed]) -> None:
         for answer in answers:
             if answer.error is None and answer.digest is not None:
-                module, is_package = module_of(Path(answer.path))
                 self._entries[os.path.abspath(answer.path)] = {
                     "digest": answer.digest,
-                    "module": [module, is_package],
+                    "module": self._module_of(answer.path),
                     "index": _index_to_json(answer.index),
                 }
                 self._dirty = True
@@ -211,9 +212,37 @@ class Cache(NoCache):
         entry = self._entries.get(os.path.abspath(path))
         if not isinstance(entry, dict) or entry.get("digest") != file_digest:
             return None
-        if entry.get("module") != list(module_of(Path(path))):
+        if entry.get("module") != self._module_of(path):
             return None  # an __init__.py came or went: the module name changed
         return entry
+
+    def _module_of(self, path: str) -> list:
+        """``[module, is_package]``, as :func:`~bayesify.index.module_of` says, with the
+        ``__init__.py`` lookups done once a folder: they would cost more than the rest of a
+        run that the cache answers."""
+        if os.path.islink(path):
+            return list(module_of(Path(path)))
+        folder, name = os.path.split(os.path.abspath(path))
+        package = self._package(folder)
+        if name in ("__init__.py", "__init__.pyi"):
+            return [package, True]
+        stem = Path(name).stem
+        return [f"{package}.{stem}" if package else stem, False]
+
+    def _package(self, folder: str) -> str:
+        """The dotted package that ``folder`` is, ``""`` for none (module_of's rule: the
+        folders holding ``__init__.py``, upward)."""
+        package = self._packages.get(folder)
+        if package is None:
+            if os.path.exists(os.path.join(folder, "__init__.py")) or os.path.exists(os.path.join(folder, "__init__.pyi")):
+                real = os.path.realpath(folder)
+                parent = self._package(os.path.dirname(real)) if os.path.dirname(real) != real else ""
+                name = os.path.basename(real)
+                package = f"{parent}.{name}" if parent else name
+            else:
+                package = ""
+            self._packages[folder] = package
+        return package
 
     # -- the rewrite pass -------------------------------------------------------------------
 
