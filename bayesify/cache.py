@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from . import __version__
+from .diagnostics import ERROR, WARNING, Diagnostic
 from .discover import read_source
 from .engine import FileJob, FileResult
 from .output import process_alive, signals_held
@@ -111,7 +112,7 @@ class Indexed:
     path: str
     digest: Optional[str] = None
     index: Optional[FileIndex] = None
-    error: Optional[str] = None
+    error: Optional[Diagnostic] = None
 
 
 class NoCache:
@@ -476,22 +477,20 @@ def _entry_at(entries: tuple[Entry, ...], position: Any) -> Entry:
     return entries[position]
 
 
-def _message_to_json(message: str, path: str) -> list:
-    """A ``path:line: message`` about the file as ``[line or None, message]``, so that it
-    follows the file when it is named another way; any other message as it is."""
-    if message.startswith(path + ":"):
-        rest = message[len(path) + 1 :]
-        line, colon, text = rest.partition(": ")
-        if colon and line.isdigit():
-            return [int(line), text]
-        return [None, rest.lstrip()]
-    return [False, message]
+def _message_to_json(diagnostic: Diagnostic, path: str) -> list:
+    """A diagnostic, its path left out when it is the file's own, so that it follows the file
+    when the file is named another way (``src/m.py``, then ``m.py`` from ``src``)."""
+    own = diagnostic.path == path
+    return [
+        None if own else diagnostic.path, own, diagnostic.line, diagnostic.col,
+        diagnostic.severity, diagnostic.code, diagnostic.message,
+    ]
 
 
-def _message_from_json(value: Any, path: str) -> str:
-    line, text = _list(value, 2)
-    text = _str(text)
-    if line is False:
-        return text
-    return f"{path}:{_int(line)}: {text}" if line is not None else f"{path}: {text}"
-
+def _message_from_json(value: Any, path: str) -> Diagnostic:
+    where, own, line, col, severity, code, message = _list(value, 7)
+    if _str(severity) not in (ERROR, WARNING):
+        raise _Damaged
+    return Diagnostic(
+        path if _bool(own) else _opt_str(where), _opt_int(line), _opt_int(col), severity, _str(code), _str(message)
+    )

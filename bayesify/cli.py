@@ -3,10 +3,15 @@
 Messages go to standard error; diffs and data (the plan, JSON, workflow annotations, the
 rewrite of standard input) to standard output, so both can be piped apart.
 
-Exit codes: 0 done or nothing to do; 1 ``--check`` found work (or ``--strict`` found lints);
-2 a usage, config or spec error, or a spec entry that selects nothing; 123 a source file
-could not be processed (the other files still are).
+Every message is a :class:`~bayesify.diagnostics.Diagnostic`, printed in one shape
+(``PATH[:LINE[:COL]]: severity CODE: message``); :class:`~bayesify.report.Report` gathers a
+command's and decides its exit code: 0 done or nothing to do; 1 ``--check`` found work (or
+``--strict``/``--error-on`` made a warning an error); 2 a usage, config or spec error, or a
+spec entry that selects nothing; 123 a source file could not be processed (the other files
+still are).
 """
+
+# ruff: noqa: E402 (the imports after the Ctrl-C guard below come after it on purpose)
 
 from __future__ import annotations
 
@@ -31,25 +36,27 @@ _CATCH_EARLY_CTRL_C = (
 if _CATCH_EARLY_CTRL_C:
     signal.signal(signal.SIGINT, _interrupted_while_starting)
 
-import contextlib  # noqa: E402
-import difflib  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Optional  # noqa: E402
+import contextlib
+import difflib
+from pathlib import Path
+from typing import Any, Optional
 
-import click  # noqa: E402
+import click
 
 from . import __version__, report
 from .cache import Cache
 from .config import ConfigError, default_priors, find_config, read_config, shown, spec_location
+from .diagnostics import Diagnostic, unknown_codes
 from .discover import DiscoveryError, discover
+from .options import Options
 from .output import WriteError, mirror, mirror_root, unified_diff, write_atomically
+from .report import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WORK, Report
 from .runner import RunResult, run, run_source
 from .spec import EMPTY_SPEC, Spec, SpecError, load_spec
 
 if _CATCH_EARLY_CTRL_C:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-EXIT_OK, EXIT_WORK, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 123
 #: Interrupted (Ctrl-C), as shells report a process that SIGINT ended: 128 + 2.
 EXIT_INTERRUPTED = 130
 #: From this many files on, a run in a terminal shows a progress bar.
@@ -68,7 +75,10 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Optional[st
     the config is the one at the project root of the paths, as black finds its own. A
     value on the command line still wins over the config.
     """
-    path = Path(value) if value else find_config(ctx.params.get("paths") or ())
+    located = ctx.params.get("paths") or ()
+    if located == ("-",) and ctx.params.get("stdin_filename"):
+        located = (ctx.params["stdin_filename"],)
+    path = Path(value) if value else find_config(located)
     if path is None:
         return
     try:
@@ -93,25 +103,63 @@ def _config_keys(command: click.Command) -> dict[str, click.Option]:
 
 def _option_defaults(ctx: click.Context, path: Path, table: dict[str, Any]) -> dict[str, Any]:
     """``table`` as click's default map for this command, each value checked by its option.
-    A key of another subcommand's option is that command's business; any other key is an
-    error, so that a misspelt option is never silently ignored."""
-    options = _config_keys(ctx.command)
-    elsewhere = {key for command in main.commands.values() for key in _config_keys(command)}
+
+    ``[tool.bayesify.<command>]`` holds keys for one command, which win over the shared ones.
+    A shared key of another command's option, or one whose value this command's option
+    refuses but another's takes (``format = "github"`` is rewrite's, not plan's), is that
+    command's business; any other key is an error, so that a misspelt option is never
+    silently ignored.
+    """
+    commands = main.commands
+    shared = {key: value for key, value in table.items() if key not in commands}
+    own = table.get(ctx.command.name, {})
+    if not isinstance(own, dict):
+        raise ConfigError(f"{path}: [tool.bayesify] {ctx.command.name} must be a table")
     defaults = {}
-    for key, value in table.items():
-        option = options.get(key)
+    for key, value in shared.items():
+        option = _checked_option(ctx, path, key, value, own_table=False)
+        if option is not None:
+            defaults[option.name] = value
+    for key, value in own.items():
+        option = _checked_option(ctx, path, key, value, own_table=True)
         if option is None:
-            if key in elsewhere:
-                continue
-            close = difflib.get_close_matches(key, sorted(elsewhere), n=1)
-            hint = f"; did you mean {_dashed(close[0])!r}?" if close else ""
-            raise ConfigError(f"{path}: [tool.bayesify] has no option {_dashed(key)!r}{hint}")
-        try:
-            option.type_cast_value(ctx, value)
-        except click.BadParameter as error:
-            raise ConfigError(f"{path}: [tool.bayesify] {_dashed(key)}: {error.message}") from None
+            raise ConfigError(f"{path}: [tool.bayesify.{ctx.command.name}] has no option {_dashed(key)!r}")
         defaults[option.name] = value
     return defaults
+
+
+def _checked_option(ctx: click.Context, path: Path, key: str, value: Any, own_table: bool) -> Optional[click.Option]:
+    """The option of this command that ``key`` sets, its value checked; None when the key is
+    another command's."""
+    option = _config_keys(ctx.command).get(key)
+    others = [c for name, c in main.commands.items() if name != ctx.command.name]
+    if option is None:
+        elsewhere = {k for command in others for k in _config_keys(command)}
+        if own_table or key in elsewhere:
+            return None  # the caller says a key of this command's table is no option
+        close = difflib.get_close_matches(key, sorted(elsewhere | set(_config_keys(ctx.command))), n=1)
+        hint = f"; did you mean {_dashed(close[0])!r}?" if close else ""
+        raise ConfigError(f"{path}: [tool.bayesify] has no option {_dashed(key)!r}{hint}")
+    try:
+        option.type_cast_value(ctx, value)
+    except click.BadParameter as error:
+        if not own_table and any(_takes(ctx, command, key, value) for command in others):
+            return None
+        table = f"tool.bayesify.{ctx.command.name}" if own_table else "tool.bayesify"
+        raise ConfigError(f"{path}: [{table}] {_dashed(key)}: {error.message}") from None
+    return option
+
+
+def _takes(ctx: click.Context, command: click.Command, key: str, value: Any) -> bool:
+    """Whether ``command`` has an option ``key`` that accepts ``value``."""
+    option = _config_keys(command).get(key)
+    if option is None:
+        return False
+    try:
+        option.type_cast_value(ctx, value)
+    except click.BadParameter:
+        return False
+    return True
 
 
 def _dashed(key: str) -> str:
@@ -146,6 +194,10 @@ _file_options = _options(
     click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores)."),
     click.option("--no-cache", is_flag=True,
                  help="Neither read nor write the cache that lets re-runs skip unchanged files."),
+    click.option("--error-on", metavar="CODE", multiple=True,
+                 help="Make warnings of this code (or code prefix: BAY1) errors, exit 1 (repeatable)."),
+    click.option("--ignore", metavar="CODE", multiple=True,
+                 help="Do not show warnings of this code or code prefix (repeatable); errors always show."),
     click.option("-q", "--quiet", is_flag=True, help="Only errors."),
     click.option("-v", "--verbose", is_flag=True, help="Also the config and spec in use, and every file."),
 )
@@ -153,8 +205,20 @@ _file_options = _options(
 _spec_options = _options(
     click.option("--priors", metavar="FILE",
                  help="The spec (default: priors.yaml beside the config, or at the project root)."),
-    click.option("--allow-unmatched", is_flag=True, help="Spec entries that select nothing are not an error."),
+    click.option("--allow-unmatched", is_flag=True,
+                 help="Spec entries that select nothing are a warning (BAY205), not an error."),
 )
+
+_MAIN_EPILOG = """\b
+Examples:
+  bayesify init src/                 write priors.yaml listing every parameter
+  bayesify plan src/ --selected      what the spec makes random or constrained
+  bayesify rewrite src/ --diff       show the rewrite, write nothing
+  bayesify rewrite src/ --out bayesian/   write the rewritten tree beside the source
+  bayesify rewrite --check src/      in CI: exit 1 if a file would change
+
+Docs: docs/cli.md; shell completion: docs/cli.md#shell-completion.
+"""
 
 
 class _Commands(click.Group):
@@ -168,8 +232,8 @@ class _Commands(click.Group):
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="bayesify")
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_MAIN_EPILOG)
+@click.version_option(__version__, "-V", "--version", prog_name="bayesify")
 def main() -> None:
     """Turn deterministic PyTorch modules into Bayesian Pyro modules, as a source rewrite."""
 
@@ -178,49 +242,73 @@ def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> click.exceptions.Exit:
-    """Say ``message``; the caller raises the exit this returns."""
-    _say(message)
-    return click.exceptions.Exit(code)
+class _Stop(click.exceptions.Exit):
+    """Stop the command with ``diagnostic`` (said on standard error, whatever the format)."""
+
+    def __init__(self, diagnostic: Diagnostic, code: int = EXIT_USAGE) -> None:
+        _say(diagnostic.text())
+        super().__init__(code)
 
 
-def _spec(priors: Optional[str], paths: tuple[str, ...], verbose: bool) -> Spec:
+def _usage_error(message: str, path: Optional[str] = None) -> _Stop:
+    return _Stop(Diagnostic.of("BAY302", message, path))
+
+
+def _check_codes(options: Options) -> None:
+    unknown = unknown_codes((*options.error_on, *options.ignore))
+    if unknown:
+        raise _usage_error(f"no diagnostic code starts with {', '.join(map(repr, unknown))} (the codes are listed in docs/cli.md)")
+
+
+def _spec(options: Options, outcome: Report) -> Spec:
     ctx = click.get_current_context()
     config = ctx.meta.get(CONFIG_PATH)
-    if verbose and config:
+    if options.verbose and config:
         _say(f"bayesify: config {shown(str(config))}")
-    path = priors or default_priors(paths, config)
+    path = options.priors or default_priors(options.located_paths, config)
     if path is None:
-        if verbose:
-            _say("bayesify: no spec (no --priors, no priors.yaml): every parameter stays deterministic")
+        where = shown(str(spec_location(options.located_paths, config)))
+        outcome.add(Diagnostic.of(
+            "BAY206",
+            f"no spec found (no --priors, and no {where}): every parameter stays deterministic; "
+            "`bayesify init` writes a starter spec",
+        ))
         return EMPTY_SPEC
     try:
         spec = load_spec(shown(path))
     except SpecError as error:
-        raise _fail(f"error: {error}") from None
-    if verbose:
+        raise _Stop(Diagnostic.of("BAY301", error.message, error.path, error.line)) from None
+    if options.verbose:
         _say(f"bayesify: spec {spec.path}, {len(spec.entries)} entries")
     return spec
 
 
-def _files(paths, exclude=None, extend_exclude=None, force_exclude=None, read_only=False) -> list[Path]:
+def _files(
+    options: Options, outcome: Report, paths: Optional[tuple[str, ...]] = None, read_only: bool = False
+) -> list[Path]:
+    """The files to process; ``read_only`` ones (context) may be links that lead outside the project."""
+    paths = options.paths if paths is None else paths
     if not paths:
-        raise _fail("error: no PATH given (a file, a folder, or - for standard input)")
+        raise _usage_error("no PATH given (a file, a folder, or - for standard input)")
     if paths == ("-",):
-        raise _fail("error: - (standard input) is for `bayesify rewrite` only")
+        raise _usage_error("- (standard input) is for `bayesify rewrite` only")
     if "-" in paths:
-        raise _fail("error: - (standard input) cannot be combined with other paths")
-    warnings: list[str] = []
+        raise _usage_error("- (standard input) cannot be combined with other paths")
+    warnings: list[Diagnostic] = []
     try:
         files = discover(
-            paths, exclude=exclude, extend_exclude=extend_exclude, force_exclude=force_exclude, warnings=warnings,
-            links_outside_root=read_only,
+            paths, exclude=options.exclude, extend_exclude=options.extend_exclude,
+            force_exclude=options.force_exclude, warnings=warnings, links_outside_root=read_only,
         )
     except DiscoveryError as error:
-        raise _fail(f"error: {error}") from None
-    for warning in warnings:
-        _say(f"warning: {warning}")
+        raise _usage_error(error.message, error.where) from None
+    outcome.add(*warnings)
     return files
+
+
+def _context_files(options: Options, spec: Spec, outcome: Report) -> list[Path]:
+    context_paths = (*options.context, *spec.context)
+    return _files(options, outcome, context_paths, read_only=True) if context_paths else []
 
 
 def _progress_bar(files: int, quiet: bool):
@@ -231,31 +319,44 @@ def _progress_bar(files: int, quiet: bool):
     return click.progressbar(length=2 * files, label="bayesify", file=sys.stderr)
 
 
-def _run(files: list[Path], spec: Spec, context: tuple[str, ...], jobs, quiet: bool, no_cache: bool) -> RunResult:
-    context_paths = (*context, *spec.context)
-    context_files = _files(context_paths, read_only=True) if context_paths else []
-    cache = None if no_cache else Cache.for_spec(spec.fingerprint, tuple(str(p) for p in context_files))
-    if cache is not None and cache.note and click.get_current_context().params.get("verbose"):
+def _run(files: list[Path], spec: Spec, options: Options, outcome: Report) -> RunResult:
+    context_files = _context_files(options, spec, outcome)
+    cache = None if options.no_cache else Cache.for_spec(spec.fingerprint, tuple(str(p) for p in context_files))
+    if cache is not None and cache.note and options.verbose:
         _say(f"bayesify: {cache.note}")
-    with _progress_bar(len(files), quiet) as bar:
+    with _progress_bar(len(files), options.quiet) as bar:
         progress = bar.update if bar is not None else None
-        return run(files, spec, jobs, context_files, cache=cache, progress=progress)
+        result = run(files, spec, options.jobs, context_files, cache=cache, progress=progress)
+    outcome.add_run(result, options.allow_unmatched)
+    return result
 
 
-def _say_problems(result: RunResult, quiet: bool, strict: bool = False) -> None:
-    """Failures are errors; lints are warnings, or errors under --strict; -q keeps errors."""
-    for failed in result.failed:
-        _say(f"error: {failed.error}")
-    lint_level = "error" if strict else "warning"
-    for level, message in [*(("warning", w) for w in result.warnings), *((lint_level, l) for l in result.lints)]:
-        if level == "error" or not quiet:
-            _say(f"{level}: {message}")
+def _say_diagnostics(outcome: Report, options: Options) -> None:
+    for diagnostic in outcome.shown(options.quiet):
+        _say(diagnostic.text())
+
+
+def _exit(outcome: Report) -> None:
+    if outcome.return_code != EXIT_OK:
+        raise click.exceptions.Exit(outcome.return_code)
 
 
 # -- rewrite -----------------------------------------------------------------------------------
 
 
-@main.command(short_help="Rewrite files in place or into a mirror, or check them.")
+_REWRITE_EPILOG = """\b
+Examples:
+  bayesify rewrite src/                      rewrite in place
+  bayesify rewrite src/ --diff | less        review first
+  bayesify rewrite src/ --out bayesian/      write a rewritten copy
+  bayesify rewrite --check --format github src/   in a GitHub workflow
+  bayesify rewrite - --stdin-filename src/m.py < src/m.py   as an editor filter
+"""
+
+
+@main.command(short_help="Rewrite files in place or into a mirror, or check them.", epilog=_REWRITE_EPILOG)
+@click.option("--stdin-filename", metavar="PATH", is_eager=True,
+              help="With -: the file standard input is, for its messages, module name, config and spec.")
 @_spec_options
 @_file_options
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if any file would change.")
@@ -266,52 +367,68 @@ def _say_problems(result: RunResult, quiet: bool, strict: bool = False) -> None:
               help="Colour the diff (default: only on a terminal; NO_COLOR and FORCE_COLOR are honoured).")
 @click.option("--format", "output_format", type=click.Choice(["text", "github", "json"]), default="text",
               help="github: workflow annotations at file:line on stdout; json: the run as JSON on stdout.")
-@click.option("--strict", is_flag=True, help="Exit 1 when a lint finds one of the tutorial's pitfalls.")
-def rewrite(paths, exclude, extend_exclude, force_exclude, context, jobs, no_cache, quiet, verbose, priors,
-            allow_unmatched, check, diff, out, color, output_format, strict):
+@click.option("--strict", is_flag=True, help="Exit 1 when a lint finds one of the tutorial's pitfalls (--error-on BAY1).")
+def rewrite(**params):
     """Rewrite PATHS in place (or into --out DIR); - rewrites standard input to standard output."""
-    if paths == ("-",):
-        spec = _spec(priors, paths, verbose)
-        raise click.exceptions.Exit(_rewrite_stdin(spec, allow_unmatched, check, diff, strict, quiet))
-    if out and (check or diff):
-        raise _fail("error: --out writes a mirror; --check and --diff compare the PATHS themselves, "
-                    "so they cannot be combined with it")
-    files = _files(paths, exclude, extend_exclude, force_exclude)
-    if out:
-        # A mirror inside the rewritten folder is output, not source: never rewrite it again.
-        files = [file for file in files if not _inside(file, Path(out))]
-    if not files:
-        if not quiet:
-            _say("bayesify: no Python files to rewrite; nothing to do")
+    options = Options(**params)
+    _check_codes(options)
+    outcome = Report(options.selection)
+    if options.paths == ("-",):
+        _rewrite_stdin(options, outcome)
         return
-    spec = _spec(priors, paths, verbose)
-    result = _run(files, spec, context, jobs, quiet, no_cache)
-    dry_run = check or diff
-    if result.unmatched and not allow_unmatched:
+    if options.stdin_filename:
+        raise _usage_error("--stdin-filename names standard input: give - as the PATH")
+    if options.out and options.dry_run:
+        raise _usage_error("--out writes a mirror; --check and --diff compare the PATHS themselves, "
+                           "so they cannot be combined with it")
+    files = _files(options, outcome)
+    if options.out:
+        out = Path(options.out)
+        inside = [path for path in options.paths if _inside(Path(path), out) or _same(Path(path), out)]
+        if inside:
+            raise _usage_error(
+                f"--out {options.out} is where the rewrite of {inside[0]} would go, but {inside[0]} is inside "
+                "it: the mirror would overwrite its own source. To rewrite in place, leave out --out; "
+                "else name a folder outside the PATHS"
+            )
+        # A mirror inside the rewritten folder is output, not source: never rewrite it again.
+        files = [file for file in files if not _inside(file, out)]
+    if not files:
+        _say_diagnostics(outcome, options)
+        if not options.quiet:
+            _say("bayesify: no Python files to rewrite; nothing to do")
+        _exit(outcome)
+        return
+    spec = _spec(options, outcome)
+    result = _run(files, spec, options, outcome)
+    if outcome.return_code == EXIT_USAGE:
         # Nothing is written: report the run as the dry run it became, without a summary
         # line that would count files as rewritten.
-        _report(result, output_format, True, strict, quiet, verbose, None, [], with_summary=False)
-        raise click.exceptions.Exit(EXIT_USAGE)
-    diffs, notes = None, []
-    if diff:
+        _emit(result, outcome, options, None, dry_run=True, with_summary=False)
+        _exit(outcome)
+    diffs = None
+    if options.diff:
         diffs = _diffs(result)
-    elif out:
-        notes = _write_mirror(result, paths, Path(out))
-    elif not check:
-        _write_in_place(result)
-    if diffs is not None and output_format != "json":
-        stream_colour = _use_colour(color)
+    elif options.out:
+        outcome.add(*_write_mirror(result, options.paths, Path(options.out)))
+    elif not options.check:
+        outcome.add(*_write_in_place(result))
+    outcome.work_found = options.check and bool(result.changed)
+    if diffs is not None and options.output_format != "json":
+        stream_colour = _use_colour(options.color)
         for patch in diffs.values():
             click.echo(report.colour_diff(patch) if stream_colour else patch, nl=False)
-    _report(result, output_format, dry_run, strict, quiet, verbose, diffs, notes, into=out)
-    if result.failed:
-        raise click.exceptions.Exit(EXIT_FAILED)
-    if (check and result.changed) or (strict and result.lints):
-        raise click.exceptions.Exit(EXIT_WORK)
+    _emit(result, outcome, options, diffs, dry_run=options.dry_run)
+    _exit(outcome)
+
 
 
 def _inside(path: Path, folder: Path) -> bool:
     return Path(os.path.abspath(folder)) in Path(os.path.abspath(path)).parents
+
+
+def _same(path: Path, folder: Path) -> bool:
+    return os.path.abspath(path) == os.path.abspath(folder)
 
 
 def _diffs(result: RunResult) -> dict[str, bytes]:
@@ -331,23 +448,31 @@ def _label(path: str, cwd: Path) -> str:
         return Path(path).as_posix()
 
 
-def _write_in_place(result: RunResult) -> None:
+def _write_in_place(result: RunResult) -> list[Diagnostic]:
     """Write each changed file; one that cannot be written becomes a failure of the run."""
+    failures = []
     for changed in result.changed:
         try:
             write_atomically(Path(changed.path), changed.rewritten, expected=changed.original)
         except WriteError as error:
-            changed.error = str(error)
+            changed.error = Diagnostic.of("BAY002", error.message, error.path)
+            failures.append(changed.error)
+    return failures
 
 
-def _write_mirror(result: RunResult, paths: tuple[str, ...], out: Path) -> list[str]:
-    """Write the mirror; the notes say which files in it no longer have a source."""
+def _write_mirror(result: RunResult, paths: tuple[str, ...], out: Path) -> list[Diagnostic]:
+    """Write the mirror: the errors are the sources that changed during the run (left out of
+    it), the warnings the files in it that no longer have a source."""
     try:
-        orphans = mirror(result.results, mirror_root(list(paths)), out)
-    except (WriteError, ValueError) as error:
-        _say(f"error: {error}")
-        raise click.exceptions.Exit(EXIT_FAILED) from None
-    return [f"{orphan}: in the mirror, but its source is gone (delete it if it is stale)" for orphan in orphans]
+        orphans, failures = mirror(result.results, mirror_root(list(paths)), out)
+    except WriteError as error:
+        raise _Stop(Diagnostic.of("BAY002", error.message, error.path), EXIT_FAILED) from None
+    except ValueError as error:
+        raise _Stop(Diagnostic.of("BAY002", str(error)), EXIT_FAILED) from None
+    return failures + [
+        Diagnostic.of("BAY207", "in the mirror, but its source is gone (delete it if it is stale)", str(orphan))
+        for orphan in orphans
+    ]
 
 
 def _use_colour(option: Optional[bool]) -> bool:
@@ -363,102 +488,124 @@ def _use_colour(option: Optional[bool]) -> bool:
     return click.get_text_stream("stdout").isatty()
 
 
-def _report(result: RunResult, output_format: str, dry_run: bool, strict: bool, quiet: bool,
-            verbose: bool, diffs: Optional[dict[str, bytes]], notes: list[str],
-            into: Optional[str] = None, with_summary: bool = True) -> None:
-    if output_format == "json":
+def _emit(result: RunResult, outcome: Report, options: Options, diffs: Optional[dict[str, bytes]],
+          dry_run: bool, with_summary: bool = True) -> None:
+    """A rewrite run's diagnostics and summary, in the format asked for."""
+    if options.output_format == "json":
         # JSON holds text: a diff of a file in another encoding keeps its lines, not its bytes.
         texts = None if diffs is None else {
             path: patch.decode("utf-8", errors="replace") for path, patch in diffs.items()
         }
-        click.echo(report.rewrite_json(result, dry_run, texts, notes))
-    elif output_format == "github":
-        for line in report.github_annotations(result, dry_run, strict, notes):
+        click.echo(report.rewrite_json(result, dry_run, texts, outcome.diagnostics))
+    elif options.output_format == "github":
+        for line in report.github_annotations(result, dry_run, outcome.diagnostics):
             click.echo(line)
     else:
-        message = report.unmatched_message(result)
-        if message:
-            _say(message)
-        _say_problems(result, quiet, strict)
-        if not quiet:
-            for note in notes:
-                _say(f"warning: {note}")
-    if verbose and not quiet:
+        _say_diagnostics(outcome, options)
+    if options.verbose and not options.quiet:
         for file in result.results:
             _say(f"{report.status(file, dry_run)} {file.path}")
-    if with_summary and not quiet:
-        _say(report.summary(result, dry_run, into))
+    if with_summary and not options.quiet:
+        _say(report.summary(result, dry_run, options.out))
 
 
-def _rewrite_stdin(spec: Spec, allow_unmatched: bool, check: bool, diff: bool, strict: bool, quiet: bool) -> int:
+def _rewrite_stdin(options: Options, outcome: Report) -> None:
     """Rewrite standard input: by default, the whole result (the rewrite, or the input
     unchanged) to standard output, as a filter; with --diff, the diff; with --check, nothing."""
     source = sys.stdin.buffer.read()
-    result = run_source(source, spec)
-    _say_problems(result, quiet, strict)
-    message = report.unmatched_message(result)
-    if message and not allow_unmatched:
-        _say(message)
-        code = EXIT_USAGE
-    elif result.failed:
-        code = EXIT_FAILED
-    elif (check and result.changed) or (strict and result.lints):
-        code = EXIT_WORK
-    else:
-        code = EXIT_OK
+    if _force_excluded(options):
+        if not options.dry_run:
+            sys.stdout.buffer.write(source)  # a filter passes what it leaves alone
+        return
+    spec = _spec(options, outcome)
+    path = options.stdin_filename or "-"
+    result = run_source(source, spec, path, _context_files(options, spec, outcome))
+    outcome.add_run(result, options.allow_unmatched)
+    outcome.work_found = options.check and bool(result.changed)
+    _say_diagnostics(outcome, options)
+    code = outcome.return_code
     rewritten = result.results[0]
-    if diff:
-        if code in (EXIT_OK, EXIT_WORK) and rewritten.changed:
-            click.echo(unified_diff(rewritten, "-"), nl=False)
-    elif not check:
-        usable = code in (EXIT_OK, EXIT_WORK) and rewritten.changed
+    usable = code in (EXIT_OK, EXIT_WORK) and rewritten.changed
+    if options.diff:
+        if usable:
+            click.echo(unified_diff(rewritten, path), nl=False)
+    elif not options.check:
         sys.stdout.buffer.write(rewritten.rewritten if usable else source)
-    return code
+    _exit(outcome)
+
+
+def _force_excluded(options: Options) -> bool:
+    """Whether ``--force-exclude`` skips the file ``--stdin-filename`` names, as it would skip
+    that file named on the command line (pre-commit and editors pass files either way)."""
+    if not (options.force_exclude and options.stdin_filename):
+        return False
+    try:
+        return not discover([options.stdin_filename], force_exclude=options.force_exclude)
+    except DiscoveryError:  # a file that is not there yet: nothing excludes it
+        return False
 
 
 # -- plan --------------------------------------------------------------------------------------
 
 
-@main.command(short_help="Show what the spec makes of every parameter.")
+@main.command(short_help="Show what the spec makes of every parameter.", epilog="""\b
+Examples:
+  bayesify plan src/                         every parameter, and what it becomes
+  bayesify plan src/ --selected              only those a spec entry selects
+  bayesify plan src/ --class Encoder         one class
+  bayesify plan src/ --format json | jq '.sites[] | select(.outcome == "random")'
+""")
 @_spec_options
 @_file_options
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
-              help="text: a table; json: the same as JSON.")
-def plan(paths, exclude, extend_exclude, force_exclude, context, jobs, no_cache, quiet, verbose, priors,
-         allow_unmatched, output_format):
+              help="text: a table (cut to the terminal's width); json: the same as JSON.")
+@click.option("--selected", is_flag=True, help="Only parameters a spec entry selects.")
+@click.option("--class", "class_name", metavar="NAME", help="Only the parameters of the classes named NAME.")
+def plan(**params):
     """Show every parameter found, the entry that selects it and what it becomes; write nothing.
 
     Exit 0, or 2 when a spec entry selects nothing (--allow-unmatched: 0), or 123 when a
     file could not be processed.
     """
-    files = _files(paths, exclude, extend_exclude, force_exclude)
-    spec = _spec(priors, paths, verbose)
-    result = _run(files, spec, context, jobs, quiet, no_cache)
-    _say_problems(result, quiet)
-    click.echo(report.plan_json(result) if output_format == "json" else report.plan_table(result))
-    if result.failed:
-        raise click.exceptions.Exit(EXIT_FAILED)
-    if result.unmatched and not allow_unmatched:
-        raise click.exceptions.Exit(EXIT_USAGE)
+    options = Options(**params)
+    _check_codes(options)
+    outcome = Report(options.selection)
+    files = _files(options, outcome)
+    spec = _spec(options, outcome)
+    result = _run(files, spec, options, outcome)
+    _say_diagnostics(outcome, options)
+    sites = report.plan_sites(result, options.selected, options.class_name)
+    if options.output_format == "json":
+        click.echo(report.plan_json(result, sites, outcome.diagnostics))
+    else:
+        click.echo(report.plan_table(result, sites, report.terminal_width()))
+    _exit(outcome)
 
 
 # -- init --------------------------------------------------------------------------------------
 
 
-@main.command(short_help="Write a starter spec that lists every parameter.")
+@main.command(short_help="Write a starter spec that lists every parameter.", epilog="""\b
+Examples:
+  bayesify init src/                 priors.yaml at the project root
+  bayesify init src/ -o - | less     look first
+""")
 @_file_options
 @click.option("-o", "--output", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
               help="Where to write the spec; - for standard output "
               "(default: where rewrite looks for it: the config's priors, or priors.yaml at the project root).")
 @click.option("--force", is_flag=True, help="Overwrite an existing spec.")
-def init(paths, exclude, extend_exclude, force_exclude, context, jobs, no_cache, quiet, verbose, output, force):
+def init(**params):
     """Write a starter priors.yaml that lists every parameter found in PATHS."""
-    target = output or _starter_target(paths)
-    if target != "-" and Path(target).exists() and not force:
-        raise _fail(f"error: {shown(target)} exists; pass --force to overwrite it")
-    files = _files(paths, exclude, extend_exclude, force_exclude)
-    result = _run(files, EMPTY_SPEC, context, jobs, quiet, no_cache)
-    _say_problems(result, quiet)
+    options = Options(**params)
+    _check_codes(options)
+    outcome = Report(options.selection)
+    target = options.output or _starter_target(options.paths)
+    if target != "-" and Path(target).exists() and not options.force:
+        raise _usage_error("the spec already exists; pass --force to overwrite it", shown(target))
+    files = _files(options, outcome)
+    result = _run(files, EMPTY_SPEC, options, outcome)
+    _say_diagnostics(outcome, options)
     starter = report.starter_spec(result.sites)
     count = len(report.starter_sites(result.sites))
     if target == "-":
@@ -467,11 +614,10 @@ def init(paths, exclude, extend_exclude, force_exclude, context, jobs, no_cache,
         try:
             write_atomically(Path(target), starter.encode("utf-8"))
         except WriteError as error:
-            raise _fail(f"error: {error}", EXIT_FAILED) from None
-        if not quiet:
+            raise _Stop(Diagnostic.of("BAY002", error.message, error.path), EXIT_FAILED) from None
+        if not options.quiet:
             _say(f"bayesify: wrote {shown(target)} with {count} parameter{'' if count == 1 else 's'}")
-    if result.failed:
-        raise click.exceptions.Exit(EXIT_FAILED)
+    _exit(outcome)
 
 
 def _starter_target(paths: tuple[str, ...]) -> str:

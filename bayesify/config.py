@@ -8,11 +8,16 @@
     allow-unmatched = false
     context = ["../shared/layers"]
 
+    [tool.bayesify.rewrite]         # keys for one subcommand only
+    format = "github"
+
 The file is the ``pyproject.toml`` at the project root of the PATHS (see
 :func:`bayesify.discover.find_project_root`), or the one ``--config`` names. Keys are the
 long option names, ``-`` or ``_`` alike; values have the option's type. Paths (``priors``,
 ``out``, ``context``) are relative to the config file, so the same config works from any
-folder. Without a ``priors`` key the spec is ``priors.yaml`` beside the config file, or at
+folder. A ``[tool.bayesify.<command>]`` table holds keys for one subcommand, which win over
+the shared ones for it; a shared key that one subcommand's option refuses (``format =
+"github"``, which ``plan`` has not) is left to the subcommands that take it. Without a ``priors`` key the spec is ``priors.yaml`` beside the config file, or at
 the project root when there is no config.
 """
 
@@ -59,8 +64,16 @@ def read_config(path: Path) -> dict[str, Any]:
     table = data.get("tool", {}).get("bayesify", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.bayesify] must be a table")
+    return _normalised(table, path)
+
+
+def _normalised(table: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Keys in ``snake_case`` and path values absolute, in ``table`` and its sub-tables."""
     folder = path.resolve().parent
-    defaults = {key.replace("-", "_"): value for key, value in table.items()}
+    defaults = {
+        key.replace("-", "_"): _normalised(value, path) if isinstance(value, dict) else value
+        for key, value in table.items()
+    }
     for key in PATH_KEYS:
         if key in defaults:
             defaults[key] = str(folder / _path_value(path, key, defaults[key]))

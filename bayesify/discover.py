@@ -42,6 +42,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .diagnostics import Diagnostic
+
 DEFAULT_EXCLUDES = (
     r"/(\.direnv|\.eggs|\.git|\.hg|\.ipynb_checkpoints|\.mypy_cache|\.nox|\.pytest_cache"
     r"|\.ruff_cache|\.tox|\.svn|\.venv|venv|_build|buck-out|build|dist|__pypackages__"
@@ -52,7 +54,11 @@ PROJECT_ROOT_MARKERS = (".git", ".hg", "pyproject.toml")
 
 
 class DiscoveryError(Exception):
-    """A path or an option cannot be used; the message names it and says what is wrong."""
+    """A path or an option cannot be used: ``where`` names it, ``message`` says what is wrong."""
+
+    def __init__(self, where: object, message: str) -> None:
+        self.where, self.message = str(where), message
+        super().__init__(f"{where}: {message}")
 
 
 def find_project_root(paths: Sequence[str | Path]) -> Path:
@@ -84,7 +90,7 @@ def discover(
     extend_exclude: str | None = None,
     force_exclude: str | None = None,
     include: str = DEFAULT_INCLUDES,
-    warnings: list[str] | None = None,
+    warnings: list[Diagnostic] | None = None,
     links_outside_root: bool = False,
 ) -> list[Path]:
     """The Python files that ``paths`` name, de-duplicated and sorted (see the module doc).
@@ -127,7 +133,7 @@ def _compile(option: str, pattern: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern, re.VERBOSE if "\n" in pattern else 0)
     except re.error as error:
-        raise DiscoveryError(f"{option}: invalid regular expression {pattern!r}: {error}") from None
+        raise DiscoveryError(option, f"invalid regular expression {pattern!r}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -163,7 +169,7 @@ class _Finder:
         # File identity -> (reached through a symlinked entry?, path); the lowest pair wins,
         # so a file is listed once, preferably under its own name.
         self.files: dict[tuple[int, int], tuple[bool, Path]] = {}
-        self.warnings: list[str] = []
+        self.warnings: list[Diagnostic] = []
 
     def result(self) -> list[Path]:
         return sorted(path for _, path in self.files.values())
@@ -171,19 +177,20 @@ class _Finder:
     def add_argument(self, path: Path) -> None:
         if not path.exists():
             if path.is_symlink():
-                raise DiscoveryError(f"{path}: {_NOWHERE}")
-            raise DiscoveryError(f"{path}: no such file or folder")
+                raise DiscoveryError(path, f"{_NOWHERE}")
+            raise DiscoveryError(path, "no such file or folder")
         relative = self._relative_to_root(path)
         if not self.links_outside_root and not self._resolves_inside_root(str(path)):
             raise DiscoveryError(
-                f"{path}: a symbolic link to {os.path.realpath(path)}, outside the project root "
-                f"{self.root}; bayesify writes only inside the project (name the target itself)"
+                path,
+                f"a symbolic link to {os.path.realpath(path)}, outside the project root {self.root}; "
+                "bayesify writes only inside the project (name the target itself)",
             )
         if not path.is_dir():
             if not (self.force_exclude and self.force_exclude.search(f"/{relative}")):
                 status = os.stat(path)
                 if not stat_module.S_ISREG(status.st_mode):
-                    raise DiscoveryError(f"{path}: {_NOT_REGULAR}")
+                    raise DiscoveryError(path, _NOT_REGULAR)
                 self._add_file(path, status, through_link=False)
             return
         self.walked_folders.add(_identity(os.stat(path)))
@@ -194,7 +201,7 @@ class _Finder:
         try:
             relative = Path(os.path.abspath(path)).relative_to(self.root).as_posix()
         except ValueError:
-            raise DiscoveryError(f"{path}: not inside the project root {self.root}") from None
+            raise DiscoveryError(path, f"not inside the project root {self.root}") from None
         return "" if relative == "." else relative
 
     def _gitignores_above(self, relative: str) -> tuple[_ScopedGitIgnore, ...]:
@@ -217,7 +224,7 @@ class _Finder:
         except FileNotFoundError:
             return None
         except OSError as error:
-            raise DiscoveryError(f"{path}: cannot read ({error.strerror})") from None
+            raise DiscoveryError(path, f"cannot read ({error.strerror})") from None
         return _ScopedGitIgnore(f"{relative}/" if relative else "", GitIgnore(lines))
 
     def _walk(
@@ -235,13 +242,13 @@ class _Finder:
                 # Sorted, so that which route reaches a linked folder first is deterministic.
                 entries = sorted(scan, key=lambda entry: entry.name)
         except OSError as error:
-            raise DiscoveryError(f"{folder}: cannot list folder ({error.strerror})") from None
+            raise DiscoveryError(folder, f"cannot list folder ({error.strerror})") from None
         for entry in entries:
             entry_relative = f"{relative}/{entry.name}" if relative else entry.name
             is_link = entry.is_symlink()
             if is_link and not self._resolves_inside_root(entry.path):
                 if not os.path.exists(entry.path) and self.include.search(f"/{entry_relative}"):
-                    self.warnings.append(f"{entry.path}: {_NOWHERE}; skipped")
+                    self.warnings.append(Diagnostic.of("BAY208", f"{_NOWHERE}; skipped", entry.path))
                 continue
             is_dir = entry.is_dir()
             if self._is_excluded(entry_relative, is_dir, gitignores):
@@ -252,7 +259,7 @@ class _Finder:
                     if stat_module.S_ISREG(status.st_mode):
                         self._add_file(Path(entry.path), status, through_link or is_link)
                     else:
-                        self.warnings.append(f"{entry.path}: {_NOT_REGULAR}; skipped")
+                        self.warnings.append(Diagnostic.of("BAY208", f"{_NOT_REGULAR}; skipped", entry.path))
                 continue
             identity = _identity(entry.stat())
             # Real folders are always walked (they cannot form a loop), so a file inside one

@@ -13,15 +13,13 @@ from typing import Optional
 
 import libcst as cst
 
+from .diagnostics import Diagnostic
 from .index import ClassRecord, Conversion, FileIndex
 from .lints import LintContext, lint
 from .plan import PlannedSite, Planner
-from .rewriters.bases import BaseClassRewriter
-from .rewriters.compose import DEFINITIONS, Walk
-from .rewriters.held import HeldModuleRewriter
+from .rewriters import registry
+from .rewriters.compose import Walk
 from .rewriters.imports import NameClashError, add_imports, missing_imports
-from .rewriters.methods import PyroMethodRewriter
-from .rewriters.parameters import ParameterRewriter
 from .spec import Spec
 
 BUG_HINT = "this is a bug in bayesify: please report it with the file that triggers it"
@@ -51,9 +49,9 @@ class FileResult:
     original: bytes = b""
     rewritten: Optional[bytes] = None
     sites: list[PlannedSite] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    lints: list[str] = field(default_factory=list)
-    error: Optional[str] = None
+    warnings: list[Diagnostic] = field(default_factory=list)
+    lints: list[Diagnostic] = field(default_factory=list)
+    error: Optional[Diagnostic] = None
 
     @property
     def changed(self) -> bool:
@@ -65,13 +63,15 @@ def rewrite_source(source: bytes, job: FileJob, spec: Spec) -> FileResult:
     try:
         module = cst.parse_module(source)
     except cst.ParserSyntaxError as error:
-        result.error = f"{job.path}:{error.raw_line}:{error.raw_column + 1}: cannot parse: {error.message}"
+        result.error = Diagnostic.of(
+            "BAY001", f"cannot parse: {error.message}", job.path, error.raw_line, error.raw_column + 1
+        )
         return result
     planner = Planner(spec)
     try:
         rewritten = _rewrite_module(module, job, planner)
     except NameClashError as error:
-        result.error = f"{job.path}: {error}"
+        result.error = Diagnostic.of("BAY003", str(error), job.path)
         return result
     result.sites, result.warnings = planner.sites, planner.warnings
     # Lines in findings are the user's lines, so the lints read the source as it was.
@@ -84,7 +84,9 @@ def rewrite_source(source: bytes, job: FileJob, spec: Spec) -> FileResult:
     try:
         ast.parse(output)
     except SyntaxError as error:
-        result.error = f"{job.path}:{error.lineno}: the rewritten code does not parse ({error.msg}); {BUG_HINT}"
+        result.error = Diagnostic.of(
+            "BAY009", f"the rewritten code does not parse ({error.msg}); {BUG_HINT}", job.path, error.lineno
+        )
         return result
     result.rewritten = output
     return result
@@ -109,42 +111,40 @@ def _lint_context(job: FileJob, planner: Planner) -> LintContext:
 
 
 def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.Module:
-    classes = {record.order: record for record in job.index.classes}
-    converting = {order for order, kind in job.conversions.items() if kind.is_pyro}
-    tops = _converting_statements(job.index.classes, converting)
+    """The registered rules, pass by pass, over the top-level statements that hold a
+    converting class; then the imports their output needs."""
+    context = registry.RewriteContext(
+        path=job.path,
+        classes={record.order: record for record in job.index.classes},
+        conversions=job.conversions,
+        base_kinds=job.base_kinds,
+        imports=job.index.imports,
+        planner=planner,
+        random={order: set(attrs) for order, attrs in job.inherited_random.items()},
+    )
+    tops = _converting_statements(job.index.classes, context.converting)
     if not tops:
         return module
     compound = [
         position for position, s in enumerate(module.body) if isinstance(s, cst.BaseCompoundStatement)
     ]
     body = list(module.body)
-    needed: set[str] = set()
-    random: dict[int, set[str]] = {order: set(attrs) for order, attrs in job.inherited_random.items()}
-    imports = job.index.imports
-    for top, first_order in tops.items():
-        rewriters = (
-            BaseClassRewriter(classes, first_order, job.conversions, job.base_kinds),
-            ParameterRewriter(classes, first_order, converting, imports, planner, job.path),
-            HeldModuleRewriter(classes, first_order, job.conversions, imports, planner, job.path),
-        )
-        body[compound[top]] = body[compound[top]].visit(Walk(*rewriters))
-        for rewriter in rewriters:
-            needed.update(rewriter.needed)
-        for order, attrs in [*rewriters[1].random.items(), *rewriters[2].random.items()]:
-            random.setdefault(order, set()).update(attrs)
-    _inherit_within_file(random, job.index.classes)
-    # Decorators depend on every random attribute of the class, so they come in a second
-    # walk, which never enters a statement line.
-    random_tops = {classes[order].top for order, attrs in random.items() if attrs and order in classes}
-    for top, first_order in tops.items():
-        if top in random_tops:
-            methods = PyroMethodRewriter(classes, first_order, random, imports)
-            body[compound[top]] = body[compound[top]].visit(Walk(methods, enter=DEFINITIONS))
-            needed.update(methods.needed)
+    for pass_ in registry.PASSES:
+        if pass_ == registry.DECORATORS:
+            # Decorators depend on every random attribute of a class, its bases' included:
+            # only the statements of classes that have one are walked again.
+            _inherit_within_file(context.random, job.index.classes)
+            classes = context.classes
+            random_tops = {classes[order].top for order, attrs in context.random.items() if attrs and order in classes}
+            tops = {top: first for top, first in tops.items() if top in random_tops}
+        rules, enter = registry.rules(pass_), registry.entered(pass_)
+        for top, first_order in tops.items():
+            walk = Walk(*(rule(context, first_order) for rule in rules), enter=enter)
+            body[compound[top]] = body[compound[top]].visit(walk)
     if all(new is old for new, old in zip(body, module.body)):
         return module
     local_names = {record.name for record in job.index.classes if "." not in record.qualname}
-    missing = missing_imports(needed, job.index.imports, local_names)
+    missing = missing_imports(context.needed, job.index.imports, local_names)
     return add_imports(module.with_changes(body=body), missing)
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import ast
 import enum
-import sys
 import fnmatch
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -195,11 +195,11 @@ class _ClassCollector:
 
 def statement_blocks(node: ast.stmt) -> Iterable[list[ast.stmt]]:
     """The statement lists directly inside a compound statement, in source order."""
-    for field in ("body", "handlers", "orelse", "finalbody", "cases"):
-        block = getattr(node, field, None)
+    for name in ("body", "handlers", "orelse", "finalbody", "cases"):
+        block = getattr(node, name, None)
         if not block:
             continue
-        if field in ("handlers", "cases"):
+        if name in ("handlers", "cases"):
             for part in block:
                 yield part.body
         else:

@@ -20,8 +20,10 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from .diagnostics import Diagnostic
 from .index import ClassRecord, Conversion, statement_blocks
 from .names import ImportTable, dotted_from_ast
+from .rewriters.example import Example
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class LintContext:
         return self.random.get(record.order, set()) | holders
 
 
-def lint(source: bytes, context: LintContext) -> list[str]:
+def lint(source: bytes, context: LintContext) -> list[Diagnostic]:
     """The findings for one file, read from its source as it was (so lines are the user's).
 
     The source is parsed only when some lint can apply: a random attribute and the word
@@ -63,7 +65,7 @@ def lint(source: bytes, context: LintContext) -> list[str]:
     if not (plate or excluded or attached):
         return []
     tree = ast.parse(source)
-    findings: list[str] = []
+    findings: list[Diagnostic] = []
     for order, node in enumerate(_preorder_classes(tree.body)):
         record = context.classes.get(order)
         conversion = context.conversions.get(order, Conversion.NONE)
@@ -104,7 +106,7 @@ def _is_plate(item: ast.withitem, imports: ImportTable) -> bool:
     )
 
 
-def _plate_reads(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -> list[str]:
+def _plate_reads(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -> list[Diagnostic]:
     random = context.random_reads(cls, record)
     forward = next(
         (m for m in cls.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)) and m.name == "forward"),
@@ -140,9 +142,14 @@ def _plate_reads(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -
     for statement in forward.body:
         walk(statement, None)
     return [
-        f"{context.path}:{line}: {record.name}.forward first reads the random attribute "
-        f"{attr!r} inside pyro.plate({plate!r}), so it is sampled once per element of the "
-        "plate; read it before the plate (the tutorial's plate pitfall)"
+        Diagnostic.of(
+            "BAY101",
+            f"{record.name}.forward first reads the random attribute {attr!r} inside "
+            f"pyro.plate({plate!r}), so it is sampled once per element of the plate; read it "
+            "before the plate (the tutorial's plate pitfall)",
+            context.path,
+            line,
+        )
         for attr, (line, plate) in sorted(first_reads.items(), key=lambda item: item[1][0])
         if plate is not None
     ]
@@ -162,7 +169,7 @@ def _makes_pyro_module(value: ast.expr, context: LintContext) -> bool:
     )
 
 
-def _two_roots(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -> list[str]:
+def _two_roots(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -> list[Diagnostic]:
     built = [
         node
         for node in ast.walk(cls)
@@ -173,14 +180,18 @@ def _two_roots(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -> 
     if len(built) < 2:
         return []
     return [
-        f"{context.path}:{built[1].lineno}: {record.name} stays a plain nn.Module but builds "
-        f"{len(built)} PyroModules: each is a Pyro root, and sites of the same name in them "
-        "share one parameter; make one an attribute of the other, or do not exclude "
-        f"{record.name} (the tutorial's naming pitfall)"
+        Diagnostic.of(
+            "BAY102",
+            f"{record.name} stays a plain nn.Module but builds {len(built)} PyroModules: each is a "
+            "Pyro root, and sites of the same name in them share one parameter; make one an "
+            f"attribute of the other, or do not exclude {record.name} (the tutorial's naming pitfall)",
+            context.path,
+            built[1].lineno,
+        )
     ]
 
 
-def _called_then_attached(tree: ast.Module, context: LintContext) -> list[str]:
+def _called_then_attached(tree: ast.Module, context: LintContext) -> list[Diagnostic]:
     findings = []
     for function in ast.walk(tree):
         if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -199,9 +210,14 @@ def _called_then_attached(tree: ast.Module, context: LintContext) -> list[str]:
                 and any(isinstance(t, ast.Attribute) for t in node.targets)
             ):
                 findings.append(
-                    f"{context.path}:{node.lineno}: {node.value.id} was called on its own before "
-                    "being attached to another module: its sites were named as a root and keep "
-                    "those names; attach it first, then call the outer module"
+                    Diagnostic.of(
+                        "BAY103",
+                        f"{node.value.id} was called on its own before being attached to another "
+                        "module: its sites were named as a root and keep those names; attach it "
+                        "first, then call the outer module",
+                        context.path,
+                        node.lineno,
+                    )
                 )
     return findings
 
@@ -218,3 +234,73 @@ def _in_order(statements: list[ast.stmt]) -> Iterable[ast.AST]:
                 for child in ast.iter_child_nodes(node)
                 if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
             ]
+
+
+#: The model of the examples below, and the spec that makes its ``loc`` random.
+_MODEL = """\
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(()))
+"""
+_RANDOM_LOC = "priors:\n  Model.loc: Normal(0, 1)\n"
+
+#: What each lint finds, and what it leaves alone (its findings only: the rewrite is the
+#: rules' business), run by tests/test_rules.py.
+EXAMPLES = (
+    # BAY101: a random attribute first read inside a plate
+    Example(
+        before=_MODEL + """\
+
+    def forward(self, data):
+        with pyro.plate("data", len(data)):
+            pyro.sample("obs", dist.Normal(self.loc, 1), obs=data)
+""",
+        spec=_RANDOM_LOC,
+        diagnostics=("BAY101",),
+    ),
+    # no finding: read before the plate
+    Example(
+        before=_MODEL + """\
+
+    def forward(self, data):
+        loc = self.loc
+        with pyro.plate("data", len(data)):
+            pyro.sample("obs", dist.Normal(loc, 1), obs=data)
+""",
+        spec=_RANDOM_LOC,
+    ),
+    # BAY102: a plain module that builds two Pyro roots
+    Example(
+        before=_MODEL + """\
+
+
+class Twins(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.left = Model()
+        self.right = Model()
+""",
+        spec="priors:\n  Model.loc: Normal(0, 1)\nmodules:\n  exclude: [Twins]\n",
+        diagnostics=("BAY102",),
+    ),
+    # BAY103: called on its own, then attached
+    Example(
+        before=_MODEL + """\
+
+
+def build(outer):
+    model = Model()
+    model(torch.zeros(2))
+    outer.model = model
+""",
+        spec=_RANDOM_LOC,
+        diagnostics=("BAY103",),
+    ),
+)

@@ -23,11 +23,19 @@ import threading
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .diagnostics import Diagnostic
 from .engine import FileResult
+
+#: What a file that changed between planning and writing is told (it is left as it is).
+CHANGED_DURING_RUN = "changed while bayesify was rewriting it; left as it is now"
 
 
 class WriteError(Exception):
-    pass
+    """A file cannot be written: ``path`` names it, ``message`` says why."""
+
+    def __init__(self, path: object, message: str) -> None:
+        self.path, self.message = str(path), message
+        super().__init__(f"{path}: {message}")
 
 
 def write_atomically(
@@ -49,12 +57,12 @@ def write_atomically(
     target = Path(os.path.realpath(path))
     existing = _stat(path, target)
     if existing is not None and not _writable(target, existing):
-        raise WriteError(f"{path}: the file is read-only; left as it is")
+        raise WriteError(path, "the file is read-only; left as it is")
     folder = _stat(path, target.parent)
     if folder is None:
-        raise WriteError(f"{path}: cannot write: the folder {target.parent} does not exist")
+        raise WriteError(path, f"cannot write: the folder {target.parent} does not exist")
     if not _writable(target.parent, folder):
-        raise WriteError(f"{path}: its folder {target.parent} is read-only; left as it is")
+        raise WriteError(path, f"its folder {target.parent} is read-only; left as it is")
     if mode is None:
         mode = stat.S_IMODE(existing.st_mode) if existing is not None else 0o666 & ~_umask()
     remove_stale_temporaries(target.parent)
@@ -69,7 +77,7 @@ def _replace(
     try:
         handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
     except OSError as error:
-        raise WriteError(f"{path}: cannot write: {error.strerror or error}") from None
+        raise WriteError(path, f"cannot write: {error.strerror or error}") from None
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -85,7 +93,7 @@ def _replace(
         except OSError:
             pass
         if isinstance(error, OSError):
-            raise WriteError(f"{path}: cannot write: {error.strerror or error}") from None
+            raise WriteError(path, f"cannot write: {error.strerror or error}") from None
         raise
 
 
@@ -147,7 +155,7 @@ def _stat(shown: Path, path: Path) -> Optional[os.stat_result]:
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise WriteError(f"{shown}: cannot write: {error.strerror or error}") from None
+        raise WriteError(shown, f"cannot write: {error.strerror or error}") from None
 
 
 def _writable(path: Path, status: os.stat_result) -> bool:
@@ -180,15 +188,9 @@ def _check_unchanged(path: Path, target: Path, expected: bytes) -> None:
     try:
         current = target.read_bytes()
     except OSError as error:
-        raise WriteError(f"{path}: cannot read back: {error.strerror or error}") from None
+        raise WriteError(path, f"cannot read back: {error.strerror or error}") from None
     if current != expected:
-        raise WriteError(f"{path}: changed while bayesify was rewriting it; left as it is now")
-
-
-def decode(source: bytes) -> str:
-    """Text of a Python source file, in the encoding it declares (PEP 263)."""
-    encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
-    return source.decode(encoding)
+        raise WriteError(path, CHANGED_DURING_RUN)
 
 
 def unified_diff(result: FileResult, label: str) -> bytes:
@@ -219,14 +221,15 @@ def mirror_root(paths: list[str]) -> Path:
     return common if common.is_dir() else common.parent
 
 
-def mirror(results: list[FileResult], root: Path, out: Path) -> list[Path]:
+def mirror(results: list[FileResult], root: Path, out: Path) -> tuple[list[Path], list[Diagnostic]]:
     """Write every processed file into ``out`` at its place relative to ``root``: rewritten
-    files rewritten, the rest copied. Returns files in ``out`` that no longer have a source.
+    files rewritten, the rest copied. Returns the files in ``out`` that no longer have a
+    source, and the failures (sources that changed during the run).
 
     Nothing is written through a symbolic link: ``out`` itself, a folder inside it or a file
     in it that is a link is refused before anything is written (a link could lead back
     into the sources, or anywhere). A rewritten source that changed since it was read fails
-    alone, as in place (``result.error``)."""
+    alone, as in place (``result.error``, and a failure returned)."""
     _check_mirror_folder(out, root)
     plan = []
     checked: set[Path] = set()
@@ -238,6 +241,7 @@ def mirror(results: list[FileResult], root: Path, out: Path) -> list[Path]:
         _refuse_links(out, relative, checked)
         plan.append((result, source, out / relative))
     written = set()
+    failures = []
     for result, source, target in plan:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -245,29 +249,29 @@ def mirror(results: list[FileResult], root: Path, out: Path) -> list[Path]:
             current = source.read_bytes()
             old = target.read_bytes() if target.exists() else None
         except OSError as error:
-            raise WriteError(f"{target}: cannot write: {error.strerror or error}") from None
+            raise WriteError(target, f"cannot write: {error.strerror or error}") from None
         if result.changed and current != result.original:
-            result.error = f"{source}: changed while bayesify was rewriting it; left as it is now"
+            result.error = Diagnostic.of("BAY002", CHANGED_DURING_RUN, str(source))
+            failures.append(result.error)
             continue
         data = result.rewritten if result.changed else current
         written.add(target.resolve())
         if old != data:
             write_atomically(target, data, mode=mode)
     # Python sources only: "*.py*" would also match the .pyc files of an imported mirror.
-    return sorted(
+    orphans = sorted(
         path
         for path in out.rglob("*")
         if path.suffix in (".py", ".pyi") and path.is_file() and path.resolve() not in written
     )
+    return orphans, failures
 
 
 def _check_mirror_folder(out: Path, root: Path) -> None:
     if out.is_symlink():
-        raise WriteError(
-            f"{out}: a symbolic link (to {os.path.realpath(out)}); --out writes only into a real folder"
-        )
+        raise WriteError(out, f"a symbolic link (to {os.path.realpath(out)}); --out writes only into a real folder")
     if os.path.realpath(out) == os.path.realpath(root):
-        raise WriteError(f"{out}: the folder being rewritten itself; --out needs another folder")
+        raise WriteError(out, "the folder being rewritten itself; --out needs another folder")
 
 
 def _refuse_links(out: Path, relative: Path, checked: set[Path]) -> None:
@@ -279,7 +283,8 @@ def _refuse_links(out: Path, relative: Path, checked: set[Path]) -> None:
             continue
         if place.is_symlink():
             raise WriteError(
-                f"{place}: a symbolic link (to {os.path.realpath(place)}) inside the --out folder; "
-                "bayesify never writes through one: remove it, or choose another folder"
+                place,
+                f"a symbolic link (to {os.path.realpath(place)}) inside the --out folder; "
+                "bayesify never writes through one: remove it, or choose another folder",
             )
         checked.add(place)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .diagnostics import Diagnostic
 from .index import ClassRecord
 from .sites import SiteKind
 from .spec import Entry, Prior, Spec
@@ -47,7 +48,7 @@ class PlannedSite:
 class Planner:
     spec: Spec
     sites: list[PlannedSite] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)
 
     def select(
         self,
@@ -92,8 +93,8 @@ class Planner:
             )
         )
 
-    def warn(self, path: str, line: Optional[int], message: str) -> None:
-        self.warnings.append(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+    def warn(self, code: str, path: str, line: Optional[int], message: str) -> None:
+        self.warnings.append(Diagnostic.of(code, message, path, line))
 
     def random_attrs(self, record: ClassRecord) -> set[str]:
         """Attributes of ``record`` that a prior selects, judged from the index alone: used for

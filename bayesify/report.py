@@ -1,9 +1,8 @@
-"""What a run tells the user: the summary line, messages, the plan, a starter spec, and the
-machine-readable forms of a run (JSON, GitHub workflow annotations).
+"""What a run tells the user: the summary line, the diagnostics, the plan, a starter spec,
+the machine-readable forms of a run (JSON, GitHub workflow annotations), and the exit code.
 
-Messages from the library are ``path:line: message`` strings (``path:line:column: …`` for a
-parse error, ``path: …`` when there is no line); :func:`locate` splits them for the formats
-that want the parts.
+Diagnostics are :class:`~bayesify.diagnostics.Diagnostic` records; :class:`Report` gathers a
+run's, selects them (``--strict``, ``--error-on``, ``--ignore``) and owns the exit code.
 """
 
 from __future__ import annotations
@@ -11,10 +10,13 @@ from __future__ import annotations
 import io
 import json
 import re
-from dataclasses import dataclass
+import shutil
+import sys
+from dataclasses import dataclass, field
 from typing import Optional
 
 from .config import shown
+from .diagnostics import WARNING, Diagnostic, Selection, annotation
 from .engine import FileResult
 from .plan import PlannedSite
 from .runner import RunResult
@@ -54,53 +56,71 @@ def status(result: FileResult, check: bool) -> str:
     return "unchanged"
 
 
-# -- located messages -------------------------------------------------------------------------
+# -- the diagnostics of a run, and its exit code ----------------------------------------------
+
+EXIT_OK, EXIT_WORK, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 123
+#: Codes whose errors stop a run before anything is written (exit 2): the spec, the options.
+_USAGE_CODES = ("BAY205", "BAY3")
 
 
-@dataclass(frozen=True)
-class Located:
-    file: Optional[str]
-    line: Optional[int]
-    column: Optional[int]
-    message: str
-
-
-_WITH_LINE = re.compile(r"(?P<file>[^\n]+?):(?P<line>\d+)(?::(?P<column>\d+))?: (?P<message>.*)", re.S)
-_WITH_FILE = re.compile(r"(?P<file>[^\n:]+): (?P<message>.*)", re.S)
-
-
-def locate(message: str) -> Located:
-    """Split a library message into file, line, column and text."""
-    match = _WITH_LINE.fullmatch(message)
-    if match:
-        column = match["column"]
-        return Located(match["file"], int(match["line"]), int(column) if column else None, match["message"])
-    match = _WITH_FILE.fullmatch(message)
-    if match:
-        return Located(match["file"], None, None, match["message"])
-    return Located(None, None, None, message)
-
-
-def unmatched_messages(result: RunResult) -> list[str]:
+def unmatched_diagnostics(result: RunResult, allowed: bool) -> list[Diagnostic]:
+    """Spec entries that select nothing: errors, or warnings under ``--allow-unmatched``."""
+    hint = "check the class and attribute names with `bayesify plan`"
     return [
-        f"{shown(result.spec.path)}:{entry.line}: {entry.section} entry {entry.selector.text!r} "
-        "selects no parameter, which would leave the network deterministic "
-        "(check the class and attribute names with `bayesify plan`, or pass --allow-unmatched)"
+        Diagnostic.of(
+            "BAY205",
+            f"{entry.section} entry {entry.selector.text!r} selects no parameter, which would leave "
+            f"the network deterministic ({hint}{'' if allowed else ', or pass --allow-unmatched'})",
+            shown(result.spec.path),
+            entry.line,
+            severity=WARNING if allowed else None,
+        )
         for entry in result.unmatched
     ]
 
 
-def unmatched_message(result: RunResult) -> Optional[str]:
-    """The error for spec entries that select nothing, one line each; None if there are none."""
-    messages = unmatched_messages(result)
-    return "\n".join(_error_line(m) for m in messages) if messages else None
+@dataclass
+class Report:
+    """Everything a command has to say, and the one place that decides its exit code (as
+    black's ``Report.return_code``): 2 for an error in the spec or the options (nothing is
+    written), 123 when a file could not be processed, 1 when ``--check`` found work or an
+    error was selected (``--strict``, ``--error-on``), else 0."""
 
+    selection: Selection = field(default_factory=Selection)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    #: ``--check`` (or a dry run) found a file to rewrite.
+    work_found: bool = False
 
-def _error_line(message: str) -> str:
-    located = locate(message)
-    if located.line is None:
-        return f"error: {message}"
-    return f"{located.file}:{located.line}: error: {located.message}"
+    def add(self, *diagnostics: Diagnostic) -> None:
+        self.diagnostics += self.selection.apply(list(diagnostics))
+
+    def add_run(self, result: RunResult, allow_unmatched: bool) -> None:
+        """A run's diagnostics, in the order a reader acts on them."""
+        self.add(
+            *unmatched_diagnostics(result, allow_unmatched),
+            *(failed.error for failed in result.failed),
+            *result.warnings,
+            *result.lints,
+        )
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def return_code(self) -> int:
+        codes = [d.code for d in self.errors]
+        if any(code.startswith(_USAGE_CODES) for code in codes):
+            return EXIT_USAGE
+        if any(code.startswith("BAY0") for code in codes):
+            return EXIT_FAILED
+        if self.work_found or codes:
+            return EXIT_WORK
+        return EXIT_OK
+
+    def shown(self, quiet: bool) -> list[Diagnostic]:
+        """What the text format prints: everything, or under ``-q`` the errors only."""
+        return self.errors if quiet else self.diagnostics
 
 
 def first_changed_line(result: FileResult) -> int:
@@ -139,41 +159,17 @@ def colour_diff(diff: bytes) -> bytes:
 # -- GitHub workflow annotations --------------------------------------------------------------
 
 
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
-def annotation(level: str, message: str, file: Optional[str] = None, line: Optional[int] = None,
-               column: Optional[int] = None) -> str:
-    """``::error file=src/a.py,line=3,title=bayesify::message``, escaped as GitHub wants."""
-    properties = [("file", file), ("line", line), ("col", column), ("title", "bayesify")]
-    shown_properties = ",".join(f"{key}={_escape_property(str(value))}" for key, value in properties if value)
-    return f"::{level} {shown_properties}::{_escape_data(message)}"
-
-
-def _located_annotation(level: str, message: str) -> str:
-    where = locate(message)
-    return annotation(level, where.message, where.file, where.line, where.column)
-
-
-def github_annotations(result: RunResult, check: bool, strict: bool, notes: list[str]) -> list[str]:
+def github_annotations(result: RunResult, check: bool, diagnostics: list[Diagnostic]) -> list[str]:
     """Annotations for a ``rewrite`` run: a file that would change is an error (the tree is
-    not rewritten), one that was rewritten a notice; lints are errors under ``--strict``."""
-    lines = [_located_annotation("error", message) for message in unmatched_messages(result)]
-    lines += [_located_annotation("error", failed.error) for failed in result.failed]
+    not rewritten), one that was rewritten a notice; every diagnostic at its place, errors first."""
+    lines = [diagnostic.github() for diagnostic in diagnostics if diagnostic.is_error]
     for changed in sorted(result.changed, key=lambda r: r.path):
         sites = _site_counts(changed.sites)
         text = f"{'would be rewritten' if check else 'rewritten'} by bayesify ({sites})"
         if check:
             text += "; run `bayesify rewrite` on it and commit the result"
         lines.append(annotation("error" if check else "notice", text, changed.path, first_changed_line(changed)))
-    lines += [_located_annotation("error" if strict else "warning", lint) for lint in result.lints]
-    lines += [_located_annotation("warning", message) for message in (*result.warnings, *notes)]
-    return lines
+    return lines + [diagnostic.github() for diagnostic in diagnostics if not diagnostic.is_error]
 
 
 def _site_counts(sites: list[PlannedSite]) -> str:
@@ -216,8 +212,8 @@ def _in_source_order(result: RunResult) -> list[PlannedSite]:
     return sorted(result.sites, key=lambda site: (site.path, site.line or float("inf")))
 
 
-def _messages(messages: list[str]) -> list[dict]:
-    return [vars(locate(message)) for message in messages]
+def _rows(diagnostics: list[Diagnostic]) -> list[dict]:
+    return [diagnostic.as_dict() for diagnostic in diagnostics]
 
 
 def _spec_shown(result: RunResult) -> Optional[str]:
@@ -225,17 +221,18 @@ def _spec_shown(result: RunResult) -> Optional[str]:
 
 
 def rewrite_json(
-    result: RunResult, check: bool, diffs: Optional[dict[str, str]], notes: list[str]
+    result: RunResult, check: bool, diffs: Optional[dict[str, str]], diagnostics: list[Diagnostic]
 ) -> str:
     """A ``rewrite`` run as JSON: every file with its status (and diff, under ``--diff``),
-    the paths that changed (or would), every site, and the messages split into parts."""
+    the paths that changed (or would), every site, and every diagnostic, by kind: errors of
+    files that could not be processed, lints (BAY1…), and the rest as warnings."""
     spec_path = result.spec.path
     files = []
     for file in result.results:
         row = {
             "path": file.path,
             "status": status(file, check),
-            "error": file.error,
+            "error": file.error.as_dict() if file.error else None,
             "sites": [_site_row(site, spec_path) for site in file.sites],
         }
         if diffs is not None and file.path in diffs:
@@ -248,30 +245,47 @@ def rewrite_json(
         "changed": sorted(r.path for r in result.changed),
         "sites": [_site_row(site, spec_path) for site in _in_source_order(result)],
         "unmatched": [_entry_row(entry, spec_path) for entry in result.unmatched],
-        "warnings": _messages([*result.warnings, *notes]),
-        "lints": _messages(result.lints),
-        "errors": _messages([r.error for r in result.failed]),
+        **_by_kind(diagnostics),
         "summary": summary(result, check).removeprefix("bayesify: "),
     }
     return json.dumps(document, indent=2)
 
 
+def _by_kind(diagnostics: list[Diagnostic]) -> dict[str, list[dict]]:
+    """``warnings``, ``lints`` and ``errors`` (files that failed, and the spec's entries that
+    select nothing), each diagnostic with its severity and code."""
+    lints = [d for d in diagnostics if d.code.startswith("BAY1")]
+    errors = [d for d in diagnostics if d.code.startswith("BAY0")]
+    # An entry that selects nothing is listed under "unmatched"; as a warning (some files
+    # failed, or --allow-unmatched) it is a warning like the others.
+    unmatched = [d for d in diagnostics if d.code == "BAY205" and d.is_error]
+    rest = [d for d in diagnostics if d not in lints and d not in errors and d not in unmatched]
+    return {"warnings": _rows(rest), "lints": _rows(lints), "errors": _rows(errors)}
+
+
 # -- the plan --------------------------------------------------------------------------------
 
 
-def plan_json(result: RunResult) -> str:
+def plan_json(result: RunResult, sites: list[PlannedSite], diagnostics: list[Diagnostic]) -> str:
     spec_path = result.spec.path
     return json.dumps(
         {
             "spec": _spec_shown(result),
-            "sites": [_site_row(site, spec_path) for site in _in_source_order(result)],
+            "sites": [_site_row(site, spec_path) for site in sites],
             "unmatched": [_entry_row(entry, spec_path) for entry in result.unmatched],
-            "warnings": _messages(result.warnings),
-            "lints": _messages(result.lints),
-            "errors": _messages([r.error for r in result.failed]),
+            **_by_kind(diagnostics),
         },
         indent=2,
     )
+
+
+def plan_sites(result: RunResult, selected_only: bool = False, class_name: Optional[str] = None) -> list[PlannedSite]:
+    """The sites ``plan`` shows, in source order: all, or those an entry selects, or one class's."""
+    return [
+        site
+        for site in _in_source_order(result)
+        if (not selected_only or site.entry is not None) and (class_name is None or site.class_name == class_name)
+    ]
 
 
 def _becomes(site: PlannedSite) -> str:
@@ -280,23 +294,57 @@ def _becomes(site: PlannedSite) -> str:
     return f"{site.outcome}: {site.entry.action}"
 
 
-def plan_table(result: RunResult) -> str:
+#: The narrowest a plan column is cut to, so that a cut cell still says something.
+MIN_COLUMN = 8
+#: The order plan columns give up width in: the place and the entry first (their ends say
+#: the most), the parameter's name last.
+_CUT_ORDER = (0, 3, 4, 2, 1)
+
+
+def terminal_width() -> Optional[int]:
+    """The width the plan must fit on a terminal (``$COLUMNS`` wins, as in ``ls``); None for a
+    pipe or a file, which get whole rows (for ``grep``)."""
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
+def plan_table(result: RunResult, sites: list[PlannedSite], width: Optional[int] = None) -> str:
     """One row a parameter: where it is defined, its name (the selector that selects exactly
     it), its shape, the entry that selects it and what it becomes. Entries that select
-    nothing follow, flagged."""
+    nothing are errors, said on standard error. Rows wider than ``width`` are cut, with ``…``
+    where text is left out (at the front of a path, where it matters least)."""
     spec_path = shown(result.spec.path)
     rows = [("WHERE", "PARAMETER", "SHAPE", "SELECTED BY", "BECOMES")]
-    for site in _in_source_order(result):
+    for site in sites:
         where = f"{site.path}:{site.line}" if site.line else site.path
         entry = f"{spec_path}:{site.entry.line}" if site.entry else "-"
         rows.append((where, site.name, site.shape or "when built", entry, _becomes(site)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    for entry in result.unmatched:
-        lines.append(
-            f"{spec_path}:{entry.line}: {entry.selector.text}: {entry.action}: selects no parameter"
-        )
+    widths = _fit([max(len(row[i]) for row in rows) for i in range(len(rows[0]))], width)
+    lines = [
+        "  ".join(_cut(cell, width, from_front=column in (0, 3)).ljust(width) for column, (cell, width) in
+                  enumerate(zip(row, widths))).rstrip()
+        for row in rows
+    ]
     return "\n".join(lines)
+
+
+def _fit(widths: list[int], limit: Optional[int]) -> list[int]:
+    """Column widths whose sum (with two spaces between columns) is at most ``limit``, the
+    columns narrowed in :data:`_CUT_ORDER`, none below :data:`MIN_COLUMN`."""
+    widths = list(widths)
+    excess = 0 if limit is None else sum(widths) + 2 * (len(widths) - 1) - limit
+    for column in _CUT_ORDER:
+        if excess <= 0:
+            break
+        cut = min(excess, max(0, widths[column] - MIN_COLUMN))
+        widths[column] -= cut
+        excess -= cut
+    return widths
+
+
+def _cut(cell: str, width: int, from_front: bool) -> str:
+    if len(cell) <= width:
+        return cell
+    return "…" + cell[len(cell) - width + 1 :] if from_front else cell[: width - 1] + "…"
 
 
 # -- the starter spec ------------------------------------------------------------------------

@@ -28,7 +28,9 @@ from typing import Callable, Iterable, Optional, Sequence
 import libcst as cst
 
 from .cache import NO_CACHE, Indexed, NoCache, digest
+from .diagnostics import WARNING, Diagnostic
 from .discover import read_source
+from .output import CHANGED_DURING_RUN
 from .engine import BUG_HINT, FileJob, FileResult, rewrite_source
 from .index import ClassIndex, FileIndex, index_source, module_of
 from .plan import PlannedSite, Planner, shadowed_only_entries, unmatched_entries
@@ -43,10 +45,9 @@ class RunResult:
     results: list[FileResult]
     spec: Spec
     unmatched: list[Entry] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    #: Pitfalls of the tutorial found in the rewritten code (``path:line: message``):
-    #: warnings, or errors under ``--strict``.
-    lints: list[str] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)
+    #: Pitfalls of the tutorial found in the rewritten code: warnings, or errors under ``--strict``.
+    lints: list[Diagnostic] = field(default_factory=list)
 
     @property
     def sites(self) -> list[PlannedSite]:
@@ -70,7 +71,7 @@ def _index_file(path: str) -> Indexed:
     try:
         source = read_source(path)
     except OSError as error:
-        return Indexed(path, error=f"{path}: cannot read: {error.strerror or error}")
+        return Indexed(path, error=Diagnostic.of("BAY001", f"cannot read: {error.strerror or error}", path))
     module, is_package = module_of(Path(path))
     _, index, error = _index_source(source, path, module, is_package)
     return Indexed(path, digest(source), index, error)
@@ -78,18 +79,19 @@ def _index_file(path: str) -> Indexed:
 
 def _index_source(
     source: bytes, path: str, module: str, is_package: bool
-) -> tuple[str, Optional[FileIndex], Optional[str]]:
+) -> tuple[str, Optional[FileIndex], Optional[Diagnostic]]:
     if not might_hold_a_class(source):
         return path, None, None
     try:
         tree = ast.parse(source, filename=path)
     except SyntaxError as error:
-        where = f"{path}:{error.lineno}:{(error.offset or 0)}" if error.lineno else path
-        return path, None, f"{where}: cannot parse: {error.msg}{_newer_syntax_hint(source, error)}"
+        message = f"cannot parse: {error.msg}{_newer_syntax_hint(source, error)}"
+        return path, None, Diagnostic.of("BAY001", message, path, error.lineno, error.offset)
     except (UnicodeDecodeError, ValueError) as error:
-        return path, None, f"{path}: cannot decode: {error}"
+        return path, None, Diagnostic.of("BAY001", f"cannot decode: {error}", path)
     except (RecursionError, MemoryError):
-        return path, None, f"{path}: too deeply nested for Python's parser (a very long expression?)"
+        message = "too deeply nested for Python's parser (a very long expression?)"
+        return path, None, Diagnostic.of("BAY001", message, path)
     return path, index_source(tree, path, module, is_package), None
 
 
@@ -145,31 +147,30 @@ def _rewrite_file(item: tuple[FileJob, str]) -> FileResult:
     try:
         source = read_source(job.path)
     except OSError as error:
-        return FileResult(job.path, error=f"{job.path}: cannot read: {error.strerror or error}")
+        return FileResult(job.path, error=Diagnostic.of("BAY001", f"cannot read: {error.strerror or error}", job.path))
     if digest(source) != planned_digest:
-        return FileResult(job.path, source, error=f"{job.path}: {CHANGED_DURING_RUN}")
+        return FileResult(job.path, source, error=Diagnostic.of("BAY002", CHANGED_DURING_RUN, job.path))
     try:
         return rewrite_source(source, job, spec)
     except RecursionError:
-        return FileResult(job.path, source, error=f"{job.path}: too deeply nested to rewrite")
+        return FileResult(job.path, source, error=Diagnostic.of("BAY001", "too deeply nested to rewrite", job.path))
     except UnicodeDecodeError as error:
         return FileResult(job.path, source, error=_not_decodable(job.path, error))
     except Exception as error:  # one file's bug must not stop the others
-        return FileResult(job.path, source, error=f"{job.path}: {type(error).__name__}: {error}; {BUG_HINT}")
+        message = f"{type(error).__name__}: {error}; {BUG_HINT}"
+        return FileResult(job.path, source, error=Diagnostic.of("BAY009", message, job.path))
 
 
-CHANGED_DURING_RUN = "changed while bayesify was rewriting it; left as it is now"
-
-
-def _not_decodable(path: str, error: UnicodeDecodeError) -> str:
+def _not_decodable(path: str, error: UnicodeDecodeError) -> Diagnostic:
     """Python's parser skips the bytes of comments; libcst decodes the whole file."""
     data = error.object if isinstance(error.object, bytes) else b""
     line = data.count(b"\n", 0, error.start) + 1
     byte = data[error.start : error.start + 1].hex() or "?"
-    return (
-        f"{path}:{line}: not {error.encoding.upper()} (byte 0x{byte}: {error.reason}); save the file as "
-        "UTF-8 or declare its encoding (# -*- coding: ... -*-)"
+    message = (
+        f"not {error.encoding.upper()} (byte 0x{byte}: {error.reason}); save the file as UTF-8 or "
+        "declare its encoding (# -*- coding: ... -*-)"
     )
+    return Diagnostic.of("BAY001", message, path, line)
 
 
 def _map(
@@ -256,12 +257,13 @@ def _alone(function: Callable, item, spec: Spec, crashed: Callable):
 
 
 def _index_crashed(path: str) -> Indexed:
-    return Indexed(path, error=f"{path}: reading its classes crashed a worker process; {BUG_HINT}")
+    message = f"reading its classes crashed a worker process; {BUG_HINT}"
+    return Indexed(path, error=Diagnostic.of("BAY009", message, path))
 
 
 def _rewrite_crashed(item: tuple[FileJob, str]) -> FileResult:
     path = item[0].path
-    return FileResult(path, error=f"{path}: the rewrite crashed its worker process; {BUG_HINT}")
+    return FileResult(path, error=Diagnostic.of("BAY009", f"the rewrite crashed its worker process; {BUG_HINT}", path))
 
 
 def default_jobs() -> int:
@@ -315,34 +317,48 @@ def run(
     return _finish(ordered, spec, _unseen_base_warnings(indexes, class_index))
 
 
-def run_source(source: bytes, spec: Spec, path: str = "-") -> RunResult:
-    """Plan and rewrite one in-memory source (standard input), as a module of its own."""
-    _, file_index, error = _index_source(source, path, "__main__", is_package=False)
+def run_source(source: bytes, spec: Spec, path: str = "-", context: Iterable[Path] = ()) -> RunResult:
+    """Plan and rewrite one in-memory source (standard input). Named ``-``, it is a module of
+    its own; named by its place (``--stdin-filename``), it is the module found there.
+    ``context`` files are read for their classes, the bases of the source's classes."""
+    module, is_package = ("__main__", False) if path == "-" else module_of(Path(path))
+    _, file_index, error = _index_source(source, path, module, is_package)
     if error:
         return _finish([FileResult(path, source, error=error)], spec)
     if file_index is None:
         return _finish([FileResult(path, source)], spec)
-    job = _job_for(file_index, ClassIndex([file_index], spec.exclude, external=spec.external), spec)
-    return _finish([rewrite_source(source, job, spec)], spec)
+    context_indexes = [index for _, index, _ in map(_index_file, sorted({str(p) for p in context} - {path})) if index]
+    class_index = ClassIndex([file_index], spec.exclude, context_indexes, spec.external)
+    return _finish([rewrite_source(source, _job_for(file_index, class_index, spec), spec)], spec)
 
 
-def _unseen_base_warnings(indexes: list[FileIndex], class_index: ClassIndex) -> list[str]:
+def _unseen_base_warnings(indexes: list[FileIndex], class_index: ClassIndex) -> list[Diagnostic]:
     return [
-        f"{file_index.path}:{record.line}: {record.name} derives from {base}, which bayesify "
-        "cannot see, so it is left as it is; if that is an nn.Module, name its source with "
-        "--context (or `modules: context:` in the spec), or list it under `modules: external:`"
+        Diagnostic.of(
+            "BAY201",
+            f"{record.name} derives from {base}, which bayesify cannot see, so it is left as it "
+            "is; if that is an nn.Module, name its source with --context (or `modules: context:` "
+            "in the spec), or list it under `modules: external:`",
+            file_index.path,
+            record.line,
+        )
         for file_index in indexes
         for record in file_index.classes
         for base in class_index.unseen_bases(record)
     ]
 
 
-def _finish(results: list[FileResult], spec: Spec, warnings: Sequence[str] = ()) -> RunResult:
+def _finish(results: list[FileResult], spec: Spec, warnings: Sequence[Diagnostic] = ()) -> RunResult:
     outcome = RunResult(results=results, spec=spec)
     outcome.lints = [finding for result in results for finding in result.lints]
     outcome.warnings = [*warnings, *(w for r in results for w in r.warnings)] + [
-        f"{spec.path}:{entry.line}: {entry.selector.text} only selects parameters that an "
-        "earlier entry already decides; it has no effect"
+        Diagnostic.of(
+            "BAY204",
+            f"{entry.selector.text} only selects parameters that an earlier entry already decides; "
+            "it has no effect",
+            spec.path,
+            entry.line,
+        )
         for entry in shadowed_only_entries(spec, outcome.sites)
     ]
     unmatched = unmatched_entries(spec, outcome.sites)
@@ -350,7 +366,10 @@ def _finish(results: list[FileResult], spec: Spec, warnings: Sequence[str] = ())
         # The classes of the files that failed are unknown: an entry may well select them, and
         # the files that could be read must still be rewritten.
         outcome.warnings += [
-            f"{spec.path}:{entry.line}: {entry.selector.text} selects nothing in the files that could be read"
+            Diagnostic.of(
+                "BAY205", f"{entry.selector.text} selects nothing in the files that could be read",
+                spec.path, entry.line, severity=WARNING,
+            )
             for entry in unmatched
         ]
     else:

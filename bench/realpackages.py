@@ -46,6 +46,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -596,7 +597,8 @@ def rewrite_and_check(package: Package, root: Path, result: Result) -> None:
     first = run(rewrite_command(package), cwd=root, env=env)
     result.rewrote = first.returncode == 0
     result.random, result.constrained = summary_counts(first.stderr)
-    result.warnings = [line for line in first.stderr.splitlines() if line.startswith("warning:")]
+    # Diagnostics read `PATH[:LINE[:COL]]: warning CODE: message` (docs/cli.md).
+    result.warnings = [line for line in first.stderr.splitlines() if re.search(r"(^|: )warning BAY\d+: ", line)]
     if not result.rewrote:
         result.problems.append(Problem("rewrite", f"bayesify rewrite exited {first.returncode}", tail(first.stderr)))
     result.classes = converted_classes(before)

@@ -1,6 +1,6 @@
 """Bad input, hostile input and faults, the way a user meets them: through the CLI.
 
-Every case of SPEC.md's "Bad input": the exit code, a message naming the file and line, no
+Every case of docs/bad-input.md: the exit code, a message naming the file and line, no
 Python traceback for a user's mistake, and nothing lost: every file that should not be
 written keeps its bytes, and no temporary file is left behind. The CLI runs as a real
 process (the console script); the faults that need timing (a file edited while bayesify
@@ -121,7 +121,7 @@ def test_a_file_that_does_not_parse_fails_alone(project: Path) -> None:
     run = cli(project, "rewrite", ".", "--priors", "priors.yaml")
 
     assert run.code == 123, run
-    assert re.search(r"^error: b\.py:10:\d+: cannot parse", run.stderr, re.M), run
+    assert re.search(r"^b\.py:10:\d+: error BAY001: cannot parse", run.stderr, re.M), run
     assert "2 files rewritten, 0 unchanged, 1 failed" in run.stderr
     assert (project / "b.py").read_text() == broken
     assert is_rewritten((project / "a.py").read_bytes(), "A")
@@ -226,7 +226,7 @@ def test_a_file_that_is_not_utf8_and_declares_nothing_fails_alone(project: Path)
     run = cli(project, "rewrite", ".", "--priors", "priors.yaml", "--allow-unmatched")
 
     assert run.code == 123, run
-    assert re.search(r"^error: undeclared\.py:6:\d+: .*utf-8", run.stderr, re.M | re.I), run
+    assert re.search(r"^undeclared\.py:6:\d+: error BAY001: .*utf-8", run.stderr, re.M | re.I), run
     assert (project / "undeclared.py").read_bytes() == undeclared
     assert is_rewritten((project / "a.py").read_bytes(), "A")
     assert_clean(run, project)
@@ -324,7 +324,7 @@ def test_a_read_only_file_is_left_alone_and_reported(project: Path) -> None:
     try:
         run = cli(project, "rewrite", ".", "--priors", "priors.yaml")
         assert run.code == 123, run
-        assert re.search(r"^error: ro\.py: .*read-only", run.stderr, re.M), run
+        assert re.search(r"^ro\.py: error BAY002: .*read-only", run.stderr, re.M), run
         assert "1 file rewritten, 0 unchanged, 1 failed" in run.stderr
         assert path.read_text() == model()
         assert stat.S_IMODE(path.stat().st_mode) == 0o444
@@ -342,7 +342,7 @@ def test_a_file_in_a_read_only_folder_is_left_alone_and_reported(project: Path) 
     try:
         run = cli(project, "rewrite", "locked", "--priors", "priors.yaml")
         assert run.code == 123, run
-        assert re.search(r"^error: locked/m\.py: .*read-only", run.stderr, re.M), run
+        assert re.search(r"^locked/m\.py: error BAY002: .*read-only", run.stderr, re.M), run
         assert (folder / "m.py").read_text() == model()
         assert sorted(p.name for p in folder.iterdir()) == ["m.py"]
         assert "Traceback" not in run.stderr
@@ -438,7 +438,7 @@ def test_a_file_symlink_loop_named_on_the_command_line_is_a_usage_error(project:
     run = cli(project, "rewrite", "a.py", "m.py", "--priors", "priors.yaml")
 
     assert run.code == 2, run
-    assert re.search(r"^error: a\.py: ", run.stderr, re.M), run
+    assert re.search(r"^a\.py: error BAY302: ", run.stderr, re.M), run
     assert snapshot(project) == before
     assert_clean(run, project)
 
@@ -482,7 +482,7 @@ def test_a_file_edited_during_the_run_is_not_clobbered(
     result = CliRunner().invoke(main, ["rewrite", "m.py", "--priors", "priors.yaml"])
 
     assert result.exit_code == 123, result.output
-    assert "m.py: changed while bayesify was rewriting it; left as it is now" in result.output
+    assert "m.py: error BAY002: changed while bayesify was rewriting it; left as it is now" in result.output
     assert path.read_text() == edited
     assert not list(project.glob(".m.py.*"))
 
@@ -530,7 +530,7 @@ def test_a_crash_in_one_file_is_reported_and_the_others_are_rewritten(
     result = CliRunner().invoke(main, ["rewrite", ".", "--priors", "priors.yaml", "--allow-unmatched"])
 
     assert result.exit_code == 123, result.output
-    assert re.search(r"b\.py: AssertionError: an internal invariant broke; .*report", result.output)
+    assert re.search(r"b\.py: error BAY009: AssertionError: an internal invariant broke; .*report", result.output)
     assert (project / "b.py").read_text() == model("B")
     assert is_rewritten((project / "a.py").read_bytes(), "A")
 
@@ -552,7 +552,7 @@ def test_output_that_does_not_parse_is_never_written(
     result = CliRunner().invoke(main, ["rewrite", "m.py", "--priors", "priors.yaml", "--allow-unmatched"])
 
     assert result.exit_code == 123, result.output
-    assert "m.py:8: the rewritten code does not parse" in result.output
+    assert "m.py:8: error BAY009: the rewritten code does not parse" in result.output
     assert "bug in bayesify" in result.output
     assert (project / "m.py").read_text() == model()
 
@@ -628,7 +628,7 @@ def test_a_spec_that_cannot_be_used_stops_everything(project: Path, case: str) -
     run = cli(project, "rewrite", "m.py", "--priors", "priors.yaml")
 
     assert run.code == 2, run
-    assert re.search(rf"^error: priors\.yaml:{line}: .*{re.escape(expected)}", run.stderr, re.M), run
+    assert re.search(rf"^priors\.yaml:{line}: error BAY301: .*{re.escape(expected)}", run.stderr, re.M), run
     assert snapshot(project) == before
     assert_clean(run, project)
 
@@ -638,7 +638,7 @@ def test_a_missing_spec_is_named(project: Path) -> None:
     before = snapshot(project)
     run = cli(project, "rewrite", "m.py", "--priors", "missing.yaml")
     assert run.code == 2, run
-    assert "missing.yaml: cannot read the spec: No such file or directory" in run.stderr
+    assert "missing.yaml: error BAY301: cannot read the spec: No such file or directory" in run.stderr
     assert snapshot(project) == before
     assert_clean(run, project)
 
@@ -649,7 +649,8 @@ def test_plan_and_init_report_spec_errors_the_same_way(project: Path) -> None:
     before = snapshot(project)
     run = cli(project, "plan", "m.py", "--priors", "priors.yaml")
     assert run.code == 2, run
-    assert "priors.yaml:3: priors: Lin.w: Normal takes at most 2 positional arguments" in run.stderr
+    assert "priors.yaml:3: error BAY301: priors: Lin.w: Normal takes at most 2 positional arguments" in run.stderr
+    assert not run.stdout, "plan says its errors where every command does: on standard error"
     assert snapshot(project) == before
     assert_clean(run, project)
 
@@ -662,7 +663,7 @@ def test_a_selector_that_matches_nothing_stops_everything(project: Path) -> None
     run = cli(project, "rewrite", "m.py", "--priors", "priors.yaml")
 
     assert run.code == 2, run
-    assert re.search(r"^priors\.yaml:4: error: priors entry 'Lni\.w' selects no parameter", run.stderr, re.M)
+    assert re.search(r"^priors\.yaml:4: error BAY205: priors entry 'Lni\.w' selects no parameter", run.stderr, re.M)
     assert "--allow-unmatched" in run.stderr
     assert snapshot(project) == before
     assert_clean(run, project)
@@ -1052,5 +1053,5 @@ def test_a_worker_that_dies_fails_its_file_alone(project: Path, monkeypatch: pyt
     files = sorted(project.glob("m*.py"))
     result = bayesify.runner.run(files, parse_spec(spec("Lin"), "priors.yaml"), jobs=2)
     failed = {Path(r.path).name: r.error for r in result.failed}
-    assert list(failed) == ["m3.py"] and "crashed its worker process" in failed["m3.py"]
+    assert list(failed) == ["m3.py"] and "crashed its worker process" in failed["m3.py"].message
     assert len(result.changed) == 9

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from bayesify import cli, runner
 from bayesify.cli import main
-from bayesify.report import default_prior, locate
+from bayesify.diagnostics import Diagnostic
+from bayesify.report import default_prior
 from bayesify.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +59,7 @@ def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def with_lints(monkeypatch: pytest.MonkeyPatch, *lints: str) -> None:
+def with_lints(monkeypatch: pytest.MonkeyPatch, *lints: Diagnostic) -> None:
     """Make every run report ``lints``, whatever the lint rules find."""
     real_run = runner.run
 
@@ -118,7 +119,7 @@ def test_an_entry_that_selects_nothing_is_exit_2_and_writes_nothing(project: Pat
     before = tree(project)
     result = bayesify("rewrite", "src")
     assert result.exit_code == 2
-    assert "priors.yaml:4: error: priors entry 'Linear.wieght' selects no parameter" in result.stderr
+    assert "priors.yaml:4: error BAY205: priors entry 'Linear.wieght' selects no parameter" in result.stderr
     assert "rewritten" not in result.stderr, "no summary of work that was not done"
     assert tree(project) == before
     assert bayesify("rewrite", "--allow-unmatched", "src").exit_code == 0
@@ -128,7 +129,7 @@ def test_a_file_that_cannot_be_processed_is_123_and_the_others_are_rewritten(pro
     (project / "src" / "broken.py").write_text("class Broken(nn.Module:\n    pass\n")
     result = bayesify("rewrite", "src")
     assert result.exit_code == 123
-    assert "error: src/broken.py:1" in result.stderr
+    assert "src/broken.py:1:23: error BAY001: cannot parse" in result.stderr
     assert "1 file rewritten, 1 unchanged, 1 failed" in result.stderr
     assert b"PyroModule" in (project / "src" / "model.py").read_bytes()
 
@@ -195,18 +196,29 @@ def test_the_command_never_imports_torch_or_pyro(project: Path):
 
 
 def test_lints_are_warnings_and_strict_makes_them_exit_1(project: Path, monkeypatch: pytest.MonkeyPatch):
-    lint = "src/model.py:16: self.bias is first read inside pyro.plate"
+    lint = Diagnostic.of("BAY101", "self.bias is first read inside pyro.plate", "src/model.py", 16)
     with_lints(monkeypatch, lint)
     result = bayesify("rewrite", "src")
     assert result.exit_code == 0
-    assert f"warning: {lint}" in result.stderr
+    assert "src/model.py:16: warning BAY101: self.bias is first read inside pyro.plate" in result.stderr
     assert result.stderr.strip().endswith("; 1 lint")
     assert bayesify("rewrite", "-q", "src").stderr == ""
     strict = bayesify("rewrite", "-q", "--strict", "src")
     assert strict.exit_code == 1
-    assert strict.stderr == f"error: {lint}\n", "under --strict a lint is an error, which -q keeps"
+    assert strict.stderr == "src/model.py:16: error BAY101: self.bias is first read inside pyro.plate\n", (
+        "under --strict a lint is an error, which -q keeps"
+    )
     github = bayesify("rewrite", "--strict", "--format", "github", "src")
-    assert "::error file=src/model.py,line=16,title=bayesify::self.bias is first read inside pyro.plate" in github.stdout
+    assert "::error file=src/model.py,line=16,title=bayesify::BAY101: self.bias is first read inside pyro.plate" in github.stdout
+    # The same by code, from the command line or the config; or not shown at all.
+    assert bayesify("rewrite", "-q", "--error-on", "BAY101", "src").exit_code == 1
+    (project / "pyproject.toml").write_text('[tool.bayesify]\nerror-on = ["BAY1"]\n')
+    assert bayesify("rewrite", "-q", "src").exit_code == 1
+    (project / "pyproject.toml").write_text('[tool.bayesify]\nignore = ["BAY101"]\n')
+    ignored = bayesify("rewrite", "src")
+    assert ignored.exit_code == 0 and "BAY101" not in ignored.stderr
+    unknown = bayesify("rewrite", "--ignore", "BAY9999", "src")
+    assert unknown.exit_code == 2 and "no diagnostic code starts with 'BAY9999'" in unknown.stderr
 
 
 # -- colour ------------------------------------------------------------------------------------
@@ -250,7 +262,7 @@ def test_github_annotations_for_files_that_would_change_failures_and_warnings(pr
     assert "::error file=src/model.py,line=7,title=bayesify::would be rewritten by bayesify " \
         "(2 sites made random, 0 constrained); run `bayesify rewrite` on it and commit the result" in lines
     assert any(line.startswith("::error file=src/broken.py,line=1,") for line in lines)
-    assert any(line.startswith("::warning file=src/unseen.py,line=4,title=bayesify::Thing derives from") for line in lines)
+    assert any(line.startswith("::warning file=src/unseen.py,line=4,title=bayesify::BAY201: Thing derives from") for line in lines)
     assert "bayesify: 1 file would be rewritten" in result.stderr
     assert "warning:" not in result.stderr, "annotations replace the messages"
 
@@ -274,7 +286,7 @@ def test_unmatched_entries_are_annotated_at_their_line_in_the_spec(project: Path
     (project / "priors.yaml").write_text("version: 1\npriors:\n  Linear.weight: Normal(0, 1)\n  Nothing.w: Normal(0, 1)\n")
     result = bayesify("rewrite", "--check", "--format", "github", "src")
     assert result.exit_code == 2
-    assert result.stdout.startswith("::error file=priors.yaml,line=4,title=bayesify::priors entry 'Nothing.w' selects no parameter")
+    assert result.stdout.startswith("::error file=priors.yaml,line=4,title=bayesify::BAY205: priors entry 'Nothing.w' selects no parameter")
     as_json = json.loads(bayesify("rewrite", "--format", "json", "src").stdout)
     assert as_json["unmatched"][0]["selector"] == "Nothing.w"
     assert as_json["files"][0]["status"] == "would rewrite", "nothing was written"
@@ -308,9 +320,13 @@ def test_json_without_diff_has_no_diffs_and_writes_in_place(project: Path):
     assert b"PyroModule" in (project / "src" / "model.py").read_bytes()
 
 
-def test_messages_split_into_file_line_column():
-    assert vars(locate("src/a.py:3:7: cannot parse: x")) == {"file": "src/a.py", "line": 3, "column": 7, "message": "cannot parse: x"}
-    assert vars(locate("src/a.py: cannot read")) == {"file": "src/a.py", "line": None, "column": None, "message": "cannot read"}
+def test_a_path_with_colons_keeps_its_place_in_every_format():
+    problem = Diagnostic.of("BAY001", "cannot parse: x", "src/a:3:b.py", 3, 7)
+    assert problem.text() == "src/a:3:b.py:3:7: error BAY001: cannot parse: x"
+    assert problem.github() == "::error file=src/a%3A3%3Ab.py,line=3,col=7,title=bayesify::BAY001: cannot parse: x"
+    assert Diagnostic.from_dict(problem.as_dict()) == problem
+    assert problem.as_dict() == {"file": "src/a:3:b.py", "line": 3, "column": 7, "severity": "error",
+                                 "code": "BAY001", "message": "cannot parse: x"}
 
 
 # -- --out: the mirror ---------------------------------------------------------------------------
@@ -339,7 +355,7 @@ def test_mirror_writes_rewritten_copies_unchanged_and_leaves_the_source(project:
     (project / "src" / "pkg" / "gate.py").unlink()
     stale = bayesify("rewrite", "src", "--out", "twin")
     assert stale.exit_code == 0
-    assert "warning: twin/pkg/gate.py: in the mirror, but its source is gone" in stale.stderr
+    assert "twin/pkg/gate.py: warning BAY207: in the mirror, but its source is gone" in stale.stderr
 
 
 def test_a_mirror_inside_the_source_folder_is_never_rewritten_again(project: Path):
@@ -495,8 +511,36 @@ def test_plan_flags_entries_that_select_nothing(project: Path):
     (project / "priors.yaml").write_text("version: 1\npriors:\n  Linear.weight: Normal(0, 1)\nconstraints:\n  Nothing.w: positive\n")
     result = bayesify("plan", "src")
     assert result.exit_code == 2
-    assert result.stdout.splitlines()[-1] == "priors.yaml:5: Nothing.w: positive: selects no parameter"
-    assert bayesify("plan", "--allow-unmatched", "src").exit_code == 0
+    assert result.stderr.startswith("priors.yaml:5: error BAY205: constraints entry 'Nothing.w' selects no parameter")
+    assert "Nothing.w" not in result.stdout, "the table is data; the error goes where errors go"
+    allowed = bayesify("plan", "--allow-unmatched", "src")
+    assert allowed.exit_code == 0
+    assert "priors.yaml:5: warning BAY205" in allowed.stderr
+    assert bayesify("plan", "-q", "--allow-unmatched", "src").stderr == "", "-q: nothing but errors"
+
+
+def test_plan_filters_selected_parameters_and_one_class(project: Path):
+    selected = bayesify("plan", "--selected", "src").stdout.splitlines()
+    assert [line.split()[1] for line in selected[1:]] == ["Linear.weight", "Linear.bias"]
+    regressor = bayesify("plan", "--class", "Regressor", "src").stdout.splitlines()
+    assert [line.split()[1] for line in regressor[1:]] == ["Regressor.log_scale"]
+    as_json = json.loads(bayesify("plan", "--format", "json", "--class", "Linear", "src").stdout)
+    assert {site["class"] for site in as_json["sites"]} == {"Linear"}
+
+
+def test_plan_fits_the_terminal_width(project: Path):
+    from bayesify import report
+    from bayesify.runner import run
+
+    result = run([Path("src/model.py")], load_spec("priors.yaml"), jobs=1)
+    sites = report.plan_sites(result)
+    whole = report.plan_table(result, sites, None).splitlines()
+    assert max(map(len, whole)) > 60
+    cut = report.plan_table(result, sites, 60).splitlines()
+    assert max(map(len, cut)) <= 60
+    assert len(cut) == len(whole), "one row a parameter, still"
+    assert any("…" in line for line in cut)
+    assert cut[1].split()[1] == "Linear.weight", "the parameter's name is kept whole while it fits"
 
 
 def test_plan_as_json(project: Path):
@@ -539,7 +583,7 @@ def test_init_refuses_to_overwrite_without_force(project: Path):
     spec = (project / "priors.yaml").read_text()
     refused = bayesify("init", "src")
     assert refused.exit_code == 2
-    assert "priors.yaml exists; pass --force to overwrite it" in refused.stderr
+    assert "priors.yaml: error BAY302: the spec already exists; pass --force to overwrite it" in refused.stderr
     assert (project / "priors.yaml").read_text() == spec
     assert bayesify("init", "--force", "src").exit_code == 0
     assert (project / "priors.yaml").read_text() != spec
@@ -609,3 +653,76 @@ def test_progress_bar_on_a_terminal_for_long_runs(project: Path):
     assert b"100%" in shown and b"bayesify  [" in shown
     assert b"51 files would be rewritten" in shown
     assert b"%" not in run_on_a_terminal("-q")
+
+
+# -- manners: what a newcomer meets first ------------------------------------------------------
+
+
+def test_quiet_says_nothing_when_the_run_passes_even_with_unmatched_entries_allowed(project: Path):
+    """What the pre-commit hook runs on a partial commit: entries about other files' classes."""
+    (project / "priors.yaml").write_text("version: 1\npriors:\n  Linear.weight: Normal(0, 1)\n  Other.w: Normal(0, 1)\n")
+    quiet = bayesify("rewrite", "-q", "--allow-unmatched", "src")
+    assert (quiet.exit_code, quiet.stderr) == (0, "")
+    loud = bayesify("rewrite", "--check", "--allow-unmatched", "src")
+    assert "priors.yaml:4: warning BAY205: priors entry 'Other.w' selects no parameter" in loud.stderr
+
+
+def test_no_spec_found_is_a_warning_by_default(project: Path):
+    (project / "priors.yaml").unlink()
+    result = bayesify("rewrite", "--check", "src")
+    assert result.stderr.startswith(
+        "warning BAY206: no spec found (no --priors, and no priors.yaml): every parameter stays deterministic"
+    )
+    assert bayesify("rewrite", "--check", "--ignore", "BAY206", "src").stderr.startswith("bayesify: ")
+    assert bayesify("rewrite", "--check", "-q", "src").stderr == ""
+
+
+def test_config_options_are_per_command(project: Path):
+    (project / "pyproject.toml").write_text('[tool.bayesify]\nformat = "github"\n')
+    assert bayesify("plan", "src").stdout.startswith("WHERE"), "plan has no github format: the key is rewrite's"
+    assert bayesify("rewrite", "--check", "src").stdout.startswith("::error file=src/model.py")
+    (project / "pyproject.toml").write_text('[tool.bayesify]\nformat = "github"\n[tool.bayesify.plan]\nformat = "json"\n')
+    assert json.loads(bayesify("plan", "src").stdout)["sites"]
+    (project / "pyproject.toml").write_text('[tool.bayesify.plan]\nformat = "github"\n')
+    refused = bayesify("plan", "src")
+    assert refused.exit_code == 2 and "[tool.bayesify.plan] format" in refused.stderr
+
+
+def test_stdin_filename_places_standard_input(project: Path):
+    source = (project / "src" / "model.py").read_text()
+    (project / "src" / "model.py").write_text("class Broken(:\n")  # only standard input is read
+    placed = bayesify("rewrite", "-", "--stdin-filename", "src/model.py", input=source)
+    assert placed.exit_code == 0
+    assert "PyroSample(Prior(self" in placed.stdout, "the spec at the project root of the named file applies"
+    broken = bayesify("rewrite", "-", "--stdin-filename", "src/model.py", input="class Broken(:\n")
+    assert broken.exit_code == 123
+    assert broken.stderr.startswith("src/model.py:1:14: error BAY001: cannot parse")
+    assert bayesify("rewrite", "src", "--stdin-filename", "x.py").exit_code == 2
+    excluded = bayesify("rewrite", "-", "--stdin-filename", "src/model.py", "--force-exclude", "^/src/", input=source)
+    assert (excluded.exit_code, excluded.stdout) == (0, source), "force-excluded: passed through as it is"
+
+
+def test_version_help_examples_and_completion(project: Path):
+    assert bayesify("-V").stdout == bayesify("--version").stdout == f"bayesify, version {bayesify_version()}\n"
+    assert "Examples:" in bayesify("--help").stdout
+    for command in ("rewrite", "plan", "init"):
+        assert "Examples:" in bayesify(command, "--help").stdout
+    completion = subprocess.run(
+        [sys.executable, "-c", "from bayesify.cli import main; main(prog_name='bayesify')"],
+        env={**os.environ, "_BAYESIFY_COMPLETE": "bash_source"}, capture_output=True, text=True,
+    )
+    assert "_bayesify_completion" in completion.stdout
+
+
+def bayesify_version() -> str:
+    from bayesify import __version__
+
+    return __version__
+
+
+def test_out_onto_the_source_folder_says_why_not(project: Path):
+    result = bayesify("rewrite", "src", "--out", "src")
+    assert result.exit_code == 2
+    assert "error BAY302: --out src is where the rewrite of src would go" in result.stderr
+    assert "leave out --out" in result.stderr
+    assert b"PyroModule" not in (project / "src" / "model.py").read_bytes()

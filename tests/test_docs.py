@@ -28,6 +28,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+
 try:
     import tomllib
 except ImportError:  # Python < 3.11

@@ -92,7 +92,7 @@ def lints_of(tmp_path: Path) -> list[str]:
     source.write_text(SOURCE)
     result = run([source], parse_spec(SPEC, "priors.yaml"), jobs=1)
     assert not result.failed
-    return [finding.replace(str(source), "models.py") for finding in result.lints]
+    return [f"models.py:{finding.line}: {finding.message}" for finding in result.lints if finding.path == str(source)]
 
 
 def line_of(text: str) -> int:

@@ -134,3 +134,36 @@ def test_first_run_rewrites_and_fails_second_passes(project: Path, env: dict[str
     packages = {package["name"].lower() for package in json.loads(installed.stdout)}
     assert {"bayesify", "libcst", "click", "pyyaml"} <= packages
     assert not packages & {"torch", "pyro-ppl"}, "the hook must not pull in the runtime"
+
+
+#: The offline recipe of docs/workflows.md: the bayesify installed where pre-commit runs.
+LOCAL_HOOK = {
+    "repo": "local",
+    "hooks": [{
+        "id": "bayesify", "name": "bayesify", "entry": "bayesify rewrite --allow-unmatched",
+        "language": "system", "types_or": ["python", "pyi"], "require_serial": True,
+    }],
+}
+
+
+def test_a_local_hook_needs_no_package_index(tmp_path: Path, env: dict[str, str]):
+    """The recipe for a user without the published package: nothing is downloaded."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    shutil.copy(EXAMPLE / "model.py", project / "src" / "model.py")
+    shutil.copy(EXAMPLE / "priors.yaml", project / "priors.yaml")
+    (project / ".pre-commit-config.yaml").write_text(yaml.safe_dump({"repos": [LOCAL_HOOK]}))
+    subprocess.run(["git", "init", "-q", str(project)], check=True, env=env)
+    git(project, "add", "-A")
+    subprocess.run(["git", "commit", "-q", "-m", "deterministic model"], cwd=project, check=True, env=env)
+    # The hook runs the `bayesify` of this environment, made from this tree.
+    local = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
+    first = pre_commit(project, local)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert b"class Linear(PyroModule):" in (project / "src" / "model.py").read_bytes()
+    second = pre_commit(project, local)
+    assert second.returncode == 0, second.stdout + second.stderr
+    page = (ROOT / "docs" / "workflows.md").read_text()
+    blocks = [yaml.safe_load(block.split("```")[0]) for block in page.split("```yaml\n")[1:]]
+    assert {"repos": [LOCAL_HOOK]} in blocks, "docs/workflows.md shows the recipe this test runs"

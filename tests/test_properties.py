@@ -29,6 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bayesify.rewriters.imports import SOURCES
 from bayesify.runner import run_source
 from bayesify.spec import parse_spec
 
@@ -199,8 +200,10 @@ def sources(draw: st.DrawFn, prefix: str = "") -> Source:
 
 # --- Checks ----------------------------------------------------------------------------
 
+#: Import lines from the modules the rules generate names from, and the lines the rules add.
+_SOURCES = "|".join(re.escape(module) for module in sorted(set(SOURCES.values()))).encode()
 ADDED_LINE = re.compile(
-    rb"^(from (pyro\.nn|torch\.distributions|bayesify\.runtime) import [\w, ]+|\s*@pyro_method"
+    rb"^(from (" + _SOURCES + rb") import [\w, ]+|\s*@pyro_method"
     rb"|\s*pyro_module\(self\)|\s*set_(prior|constraint)\(self, .*\))\r?\n?$"
 )
 

@@ -22,34 +22,28 @@ from __future__ import annotations
 
 import libcst as cst
 
-from ..index import ClassRecord, Conversion
-from .context import ClassScopedTransformer
+from ..index import Conversion
+from .compose import DEFINITIONS
+from .registry import STATEMENTS, Example, Rule, register
 
 PYRO_MODULE, PYRO_METACLASS = "PyroModule", "pyro_metaclass"
 
 
-class BaseClassRewriter(ClassScopedTransformer):
-    def __init__(
-        self,
-        classes: dict[int, ClassRecord],
-        first_order: int,
-        conversions: dict[int, Conversion],
-        base_kinds: dict[int, tuple[Conversion, ...]],
-    ) -> None:
-        super().__init__(classes, first_order)
-        self.conversions = conversions
-        self.base_kinds = base_kinds
-        self.needed: set[str] = set()
+@register
+class BaseClassRewriter(Rule):
+    pass_ = STATEMENTS
+    enters = DEFINITIONS
+    generated_names = {PYRO_MODULE: "pyro.nn", PYRO_METACLASS: "bayesify.runtime"}
 
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
         record = self.current_class
-        conversion = self.conversions.get(record.order) if record else None
+        conversion = self.context.conversions.get(record.order) if record else None
         if conversion not in (Conversion.ROOT, Conversion.LAYER, Conversion.EXTERNAL):
             return updated_node
-        kinds = iter(self.base_kinds.get(record.order, ()))
+        kinds = iter(self.context.base_kinds.get(record.order, ()))
         bases = [arg if arg.keyword else self._convert(arg, next(kinds, None), conversion) for arg in updated_node.bases]
         keywords = [self._metaclass(arg) for arg in updated_node.keywords]
-        self.needed.add(PYRO_MODULE)
+        self.context.needed.add(PYRO_MODULE)
         return updated_node.with_changes(bases=bases, keywords=keywords)
 
     def _metaclass(self, arg: cst.Arg) -> cst.Arg:
@@ -60,7 +54,7 @@ class BaseClassRewriter(ClassScopedTransformer):
         value = arg.value
         if isinstance(value, cst.Call) and isinstance(value.func, cst.Name) and value.func.value == PYRO_METACLASS:
             return arg
-        self.needed.add(PYRO_METACLASS)
+        self.context.needed.add(PYRO_METACLASS)
         return arg.with_changes(value=cst.Call(func=cst.Name(PYRO_METACLASS), args=[cst.Arg(value=value)]))
 
     @staticmethod
@@ -75,3 +69,66 @@ class BaseClassRewriter(ClassScopedTransformer):
                 slice=[cst.SubscriptElement(slice=cst.Index(value=arg.value))],
             )
         )
+
+
+#: What the rule does, run by tests/test_rules.py.
+BaseClassRewriter.examples = (
+    # valid: a root and a layer subclass
+    Example(
+        before="""\
+import torch
+from torch import nn
+
+
+class Regressor(nn.Module):
+    pass
+
+
+class MaskedLinear(torch.nn.Linear):
+    pass
+""",
+        after="""\
+import torch
+from torch import nn
+from pyro.nn import PyroModule
+
+
+class Regressor(PyroModule):
+    pass
+
+
+class MaskedLinear(PyroModule[torch.nn.Linear]):
+    pass
+""",
+    ),
+    # valid: a metaclass of its own
+    Example(
+        before="""\
+import abc
+
+from torch import nn
+
+
+class Base(nn.Module, metaclass=abc.ABCMeta):
+    pass
+""",
+        after="""\
+import abc
+
+from torch import nn
+from pyro.nn import PyroModule
+from bayesify.runtime import pyro_metaclass
+
+
+class Base(PyroModule, metaclass=pyro_metaclass(abc.ABCMeta)):
+    pass
+""",
+    ),
+    # no-op: not a module
+    Example(
+        before="""\
+class Config:
+    pass
+""",
+    ),
+)

@@ -1,11 +1,12 @@
-"""Run several rewriters in one walk of a tree, entering only what they read.
+"""Run several rules in one walk of a tree, entering only what they read.
 
-Each rewriter stays a small transformer of its own; :class:`Walk` hands every node to each
-of them in turn (``leave`` results chained), so the tree is walked and rebuilt once instead
-of once per rewriter. The rewriters look at definitions and statements, and read the
-expressions they need directly, so the walk enters only the node types in ``enter``
-(definitions, blocks, statement lines and the statements that assign or call): expressions,
-whitespace and the rest, most of a file, are neither walked nor rebuilt.
+Each rule stays a small transformer of its own; :class:`Walk` hands every node to each of
+them in turn (``leave`` results chained), so the tree is walked and rebuilt once instead of
+once per rule. The rules look at definitions and statements, and read the expressions they
+need directly, so the walk enters only the node types in ``enter``, the union of what the
+rules of a pass declare (:func:`.registry.entered`: definitions, blocks, statement lines and
+the statements that assign or call): expressions, whitespace and the rest, most of a file,
+are neither walked nor rebuilt.
 """
 
 from __future__ import annotations
@@ -24,12 +25,10 @@ DEFINITIONS = frozenset(
     )
     if hasattr(cst, name)
 )
-#: ... and the statements inside them that assign or call.
-STATEMENTS = DEFINITIONS | {cst.SimpleStatementLine, cst.Assign, cst.AnnAssign, cst.Expr}
 
 
 class Walk(cst.CSTTransformer):
-    def __init__(self, *rewriters: cst.CSTTransformer, enter: frozenset[type] = STATEMENTS) -> None:
+    def __init__(self, *rewriters: cst.CSTTransformer, enter: frozenset[type]) -> None:
         super().__init__()
         self.rewriters = rewriters
         self.enter = enter

@@ -47,12 +47,12 @@ import libcst as cst
 
 from .. import catalog, codegen
 from ..index import ClassRecord, Conversion
-from ..names import ImportTable, dotted_from_cst, is_pyro_nn, is_torch_nn, torch_nn_class
-from ..plan import Planner
+from ..names import dotted_from_cst, is_pyro_nn, is_torch_nn, torch_nn_class
 from ..sites import SiteKind
 from ..spec import Entry, Prior
-from .context import ClassScopedTransformer
+from .compose import DEFINITIONS
 from .parameters import same_code
+from .registry import STATEMENTS, Example, RewriteContext, Rule, register
 
 WRAP, SET_PRIOR, SET_CONSTRAINT = "pyro_module", "set_prior", "set_constraint"
 RUNTIME = "bayesify.runtime."
@@ -60,23 +60,17 @@ RUNTIME = "bayesify.runtime."
 _NOT_ATTACHING = frozenset({"register_buffer", "register_parameter"})
 
 
-class HeldModuleRewriter(ClassScopedTransformer):
-    def __init__(
-        self,
-        classes: dict[int, ClassRecord],
-        first_order: int,
-        conversions: dict[int, Conversion],
-        imports: ImportTable,
-        planner: Planner,
-        path: str,
-    ) -> None:
-        super().__init__(classes, first_order)
-        self.conversions = conversions
-        self.imports = imports
-        self.planner = planner
-        self.path = path
-        self.needed: set[str] = set()
-        self.random: dict[int, set[str]] = {}
+@register
+class HeldModuleRewriter(Rule):
+    pass_ = STATEMENTS
+    enters = DEFINITIONS | {cst.SimpleStatementLine, cst.Assign, cst.AnnAssign, cst.Expr}
+    generated_names = {
+        WRAP: "bayesify.runtime", SET_PRIOR: "bayesify.runtime", SET_CONSTRAINT: "bayesify.runtime",
+        "constraints": "torch.distributions",
+    }
+
+    def __init__(self, context: RewriteContext, first_order: int) -> None:
+        super().__init__(context, first_order)
         #: Attributes each class may hold a module in: the torch.nn layer, when known.
         self._held: dict[int, dict[str, Optional[str]]] = {}
         #: Classes whose methods assign or attach something that may be a module.
@@ -84,7 +78,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
 
     def _converting_method(self) -> Optional[tuple[ClassRecord, str]]:
         scope = self.method_scope()
-        if scope is None or not self.conversions.get(scope[0].order, Conversion.NONE).is_pyro:
+        if scope is None or not self.context.conversions.get(scope[0].order, Conversion.NONE).is_pyro:
             return None
         return scope
 
@@ -142,7 +136,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
         if not isinstance(value, cst.Call):
             return False
         written = dotted_from_cst(value.func) or ""
-        resolved = self.imports.resolve(written)
+        resolved = self.context.imports.resolve(written)
         if resolved is None:
             return not hasattr(builtins, written)
         if is_torch_nn(resolved, "Parameter") or any(is_pyro_nn(resolved, n) for n in ("PyroParam", "PyroSample")):
@@ -156,7 +150,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
         """The torch.nn layer a value builds, when its parameters are known by name."""
         if not isinstance(value, cst.Call):
             return None
-        layer = torch_nn_class(self.imports.resolve(dotted_from_cst(value.func)))
+        layer = torch_nn_class(self.context.imports.resolve(dotted_from_cst(value.func)))
         return layer if layer in catalog.NN_LAYERS and layer not in catalog.NN_CONTAINERS else None
 
     # -- the block at the end of __init__ ---------------------------------------------
@@ -168,7 +162,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
         if (
             record is None
             or "__init__" in record.methods
-            or not self.conversions.get(record.order, Conversion.NONE).is_pyro
+            or not self.context.conversions.get(record.order, Conversion.NONE).is_pyro
             or not self._inherited_layer_parameters(record)
             or not isinstance(updated_node.body, cst.IndentedBlock)
         ):
@@ -199,7 +193,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
         # The modules the class holds, and those a composite layer's own __init__ made
         # (MultiheadAttention's out_proj), are plain until converted.
         if record.order in self._attaches or self._inherited_layer(record) in catalog.NN_COMPOSITE_LAYERS:
-            self.needed.add(WRAP)
+            self.context.needed.add(WRAP)
             wanted.insert(0, codegen.statement(codegen.call(WRAP, codegen.name(self_name))))
         body = list(updated_node.body.body)
         generated = [position for position, s in enumerate(body) if self._is_generated(s, self_name)]
@@ -223,20 +217,20 @@ class HeldModuleRewriter(ClassScopedTransformer):
         known = self._known_paths(record)
         for path in known:
             kind = SiteKind.HELD if path[0] in held else SiteKind.INHERITED
-            entry = self.planner.select(self.path, record, path, kind, None)
+            entry = self.context.planner.select(self.context.path, record, path, kind, None)
             if entry is not None and isinstance(entry.action, Prior):
-                self.random.setdefault(record.order, set()).add(path[0])
+                self.context.add_random(record, path[0])
         chosen = []
-        for entry in self.planner.spec.entries:
+        for entry in self.context.planner.spec.entries:
             if entry.selector.matches_class(record.module, record.name):
                 hits = self._paths(record, entry.selector.segments[1:], known)
                 for hit in hits:
                     if hit in known:
                         continue
                     # A container's or another library's parameters: decided at run time.
-                    self.planner.record(self.path, record, hit, SiteKind.HELD, entry)
+                    self.context.planner.record(self.context.path, record, hit, SiteKind.HELD, entry)
                     if isinstance(entry.action, Prior):
-                        self.random.setdefault(record.order, set()).add(hit[0])
+                        self.context.add_random(record, hit[0])
                 if hits:
                     chosen.append(entry)
         return chosen
@@ -284,11 +278,11 @@ class HeldModuleRewriter(ClassScopedTransformer):
     def _statement(self, self_name: str, entry: Entry) -> cst.SimpleStatementLine:
         module, selector = codegen.name(self_name), entry.selector.text
         if isinstance(entry.action, Prior):
-            self.needed.add(SET_PRIOR)
+            self.context.needed.add(SET_PRIOR)
             args, kwargs = entry.action.arguments()
             call = codegen.call(SET_PRIOR, module, selector, entry.action.family, *args, **kwargs)
         else:
-            self.needed.update((SET_CONSTRAINT, "constraints"))
+            self.context.needed.update((SET_CONSTRAINT, "constraints"))
             call = codegen.call(SET_CONSTRAINT, module, selector, entry.action.node())
         return codegen.statement(call)
 
@@ -303,7 +297,7 @@ class HeldModuleRewriter(ClassScopedTransformer):
         )
 
     def _is_generated_call(self, call: cst.Call, self_name: str) -> bool:
-        resolved = self.imports.resolve(dotted_from_cst(call.func))
+        resolved = self.context.imports.resolve(dotted_from_cst(call.func))
         generated = (RUNTIME + SET_PRIOR, RUNTIME + SET_CONSTRAINT, RUNTIME + WRAP)
         return resolved in generated and bool(call.args) and _is_name(call.args[0].value, self_name)
 
@@ -330,3 +324,38 @@ def _is_docstring(statement: cst.BaseStatement) -> bool:
 
 def _is_return(statement: cst.BaseStatement) -> bool:
     return isinstance(statement, cst.SimpleStatementLine) and isinstance(statement.body[0], cst.Return)
+
+
+#: What the rule does, run by tests/test_rules.py.
+HeldModuleRewriter.examples = (
+    # valid: a held layer, and a prior below it
+    Example(
+        before="""\
+import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 2)
+""",
+        after="""\
+import torch
+from torch import nn
+from pyro.nn import PyroModule
+from bayesify.runtime import pyro_module, set_prior
+
+
+class Model(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 2)
+        pyro_module(self)
+        set_prior(self, "Model.fc.weight", "Normal", 0, 1)
+""",
+        spec="priors:\n  Model.fc.weight: Normal(0, 1)\n",
+    ),
+)
+# no-op: the block is regenerated, and says the same
+HeldModuleRewriter.examples += (HeldModuleRewriter.examples[0].again(),)

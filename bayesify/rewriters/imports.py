@@ -28,26 +28,15 @@ import libcst as cst
 
 from .. import codegen
 from ..names import ImportTable
+from .example import Example
 
-#: Where each generated name comes from, in the order the new import lines are written.
-SOURCES = {
-    "PyroModule": "pyro.nn",
-    "PyroParam": "pyro.nn",
-    "PyroSample": "pyro.nn",
-    "pyro_method": "pyro.nn",
-    "constraints": "torch.distributions",
-    "Prior": "bayesify.runtime",
-    "pyro_metaclass": "bayesify.runtime",
-    "pyro_module": "bayesify.runtime",
-    "set_constraint": "bayesify.runtime",
-    "set_prior": "bayesify.runtime",
-}
+#: Where each generated name comes from: filled by the rules as they register (their
+#: ``generated_names``).
+SOURCES: dict[str, str] = {}
+#: The order new import lines are written in; a module not listed comes last.
+MODULE_ORDER = ("pyro.nn", "torch.distributions", "bayesify.runtime")
 #: Other spellings of the same objects, which count as already imported.
-ALIASES = {
-    "pyro.nn": ("pyro.nn", "pyro.nn.module"),
-    "torch.distributions": ("torch.distributions",),
-    "bayesify.runtime": ("bayesify.runtime",),
-}
+ALIASES = {"pyro.nn": ("pyro.nn", "pyro.nn.module")}
 
 
 class NameClashError(Exception):
@@ -60,7 +49,7 @@ def missing_imports(needed: set[str], imports: ImportTable, local_names: set[str
     for name in sorted(needed):
         source = SOURCES[name]
         bound = imports.bound.get(name)
-        if bound in {f"{module}.{name}" for module in ALIASES[source]}:
+        if bound in {f"{module}.{name}" for module in ALIASES.get(source, (source,))}:
             continue
         if bound is not None or name in local_names:
             raise NameClashError(
@@ -84,9 +73,7 @@ def add_imports(module: cst.Module, missing: dict[str, list[str]]) -> cst.Module
         cst.SimpleStatementLine(
             [cst.ImportFrom(module=codegen.dotted(source), names=[cst.ImportAlias(codegen.name(n)) for n in names])]
         )
-        for source, names in sorted(
-            remaining.items(), key=lambda item: list(SOURCES.values()).index(item[0])
-        )
+        for source, names in sorted(remaining.items(), key=lambda item: _module_rank(item[0]))
     ]
     anchor = _insertion_point(body)
     if anchor == 0 and body and new_lines:
@@ -96,6 +83,10 @@ def add_imports(module: cst.Module, missing: dict[str, list[str]]) -> cst.Module
         new_lines[0] = new_lines[0].with_changes(leading_lines=first.leading_lines)
     body[anchor:anchor] = new_lines
     return module.with_changes(body=body)
+
+
+def _module_rank(module: str) -> tuple[int, str]:
+    return (MODULE_ORDER.index(module) if module in MODULE_ORDER else len(MODULE_ORDER), module)
 
 
 def _extend_existing(statement: cst.CSTNode, remaining: dict[str, list[str]]) -> cst.CSTNode:
@@ -152,3 +143,27 @@ def _insertion_point(body: list[cst.CSTNode]) -> int:
     if imports:
         return imports[-1] + 1
     return 1 if body and _is_docstring(body[0]) else 0
+
+
+#: What the imports step does, run by tests/test_rules.py (the other rules' examples show
+#: the imports they add).
+EXAMPLES = (
+    # invalid: the file uses a name the rewrite needs
+    Example(
+        before="""\
+import torch
+from torch import nn
+
+
+from scipy.stats import Prior
+
+
+class Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(2))
+""",
+        spec="priors:\n  Linear.weight: Normal(0, 1)\n",
+        diagnostics=("BAY003", "BAY205"),
+    ),
+)

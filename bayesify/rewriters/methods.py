@@ -24,29 +24,22 @@ from __future__ import annotations
 
 import libcst as cst
 
-from ..index import ClassRecord
-from ..names import ImportTable, dotted_from_cst, is_pyro_nn
-from .context import ClassScopedTransformer
+from ..names import dotted_from_cst, is_pyro_nn
+from .compose import DEFINITIONS
+from .registry import DECORATORS, Example, Rule, register
 
 PYRO_METHOD = "pyro_method"
 _LEAVE_ALONE = {"property", "staticmethod", "classmethod", "cached_property", "setter"}
 
 
-class PyroMethodRewriter(ClassScopedTransformer):
+@register
+class PyroMethodRewriter(Rule):
     """Reads of ``self.<attr>`` come from the index (:attr:`ClassRecord.method_reads`), so
-    this rewriter never looks inside method bodies."""
+    this rewriter never looks inside method bodies, nor into any statement line."""
 
-    def __init__(
-        self,
-        classes: dict[int, ClassRecord],
-        first_order: int,
-        random_attrs: dict[int, set[str]],
-        imports: ImportTable,
-    ) -> None:
-        super().__init__(classes, first_order)
-        self.random_attrs = random_attrs
-        self.imports = imports
-        self.needed: set[str] = set()
+    pass_ = DECORATORS
+    enters = DEFINITIONS
+    generated_names = {PYRO_METHOD: "pyro.nn"}
 
     def leave_FunctionDef(
         self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef
@@ -56,11 +49,12 @@ class PyroMethodRewriter(ClassScopedTransformer):
             return updated_node
         record = scope[0]
         reads = record.method_reads.get(updated_node.name.value, frozenset())
-        if not reads & self.random_attrs.get(record.order, set()) or not self._wants_decorator(updated_node):
+        if not reads & self.context.random.get(record.order, set()) or not self._wants_decorator(updated_node):
             return updated_node
-        self.needed.add(PYRO_METHOD)
+        self.context.needed.add(PYRO_METHOD)
         decorator = cst.Decorator(decorator=cst.Name(PYRO_METHOD))
         return updated_node.with_changes(decorators=[decorator, *updated_node.decorators])
+
     def _wants_decorator(self, node: cst.FunctionDef) -> bool:
         name = node.name.value
         if name == "forward" or (name.startswith("__") and name.endswith("__")):
@@ -71,7 +65,51 @@ class PyroMethodRewriter(ClassScopedTransformer):
                 expression = expression.func
             dotted = dotted_from_cst(expression) or ""
             if dotted.rpartition(".")[2] in _LEAVE_ALONE or is_pyro_nn(
-                self.imports.resolve(dotted), PYRO_METHOD
+                self.context.imports.resolve(dotted), PYRO_METHOD
             ):
                 return False
         return True
+
+
+#: What the rule does, run by tests/test_rules.py.
+PyroMethodRewriter.examples = (
+    # valid: predict reads a random attribute; forward needs nothing
+    Example(
+        before="""\
+import torch
+from torch import nn
+
+
+class Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(2))
+
+    def forward(self, x):
+        return x @ self.weight
+
+    def predict(self, x):
+        return x @ self.weight
+""",
+        after="""\
+import torch
+from torch import nn
+from pyro.nn import PyroModule, PyroSample, pyro_method
+from bayesify.runtime import Prior
+
+
+class Linear(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.weight = PyroSample(Prior(self, "Normal", 0, 1, shape=2))
+
+    def forward(self, x):
+        return x @ self.weight
+
+    @pyro_method
+    def predict(self, x):
+        return x @ self.weight
+""",
+        spec="priors:\n  Linear.weight: Normal(0, 1)\n",
+    ),
+)
