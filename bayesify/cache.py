@@ -43,9 +43,9 @@ from . import __version__
 from .diagnostics import ERROR, WARNING, Diagnostic
 from .discover import read_source
 from .engine import FileJob, FileResult
-from .output import process_alive, signals_held
 from .index import BaseRef, ClassRecord, FileIndex, module_of
 from .names import ImportTable
+from .output import process_alive, signals_held
 from .plan import PlannedSite
 from .sites import SiteKind
 from .spec import Entry, Spec

@@ -30,9 +30,9 @@ import libcst as cst
 from .cache import NO_CACHE, Indexed, NoCache, digest
 from .diagnostics import WARNING, Diagnostic
 from .discover import read_source
-from .output import CHANGED_DURING_RUN
 from .engine import BUG_HINT, FileJob, FileResult, rewrite_source
 from .index import ClassIndex, FileIndex, index_source, module_of
+from .output import CHANGED_DURING_RUN
 from .plan import PlannedSite, Planner, shadowed_only_entries, unmatched_entries
 from .spec import Entry, Spec
 

@@ -14,7 +14,6 @@ import os
 import pickle
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,13 +25,13 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_bad_input import COMMAND, cli, is_rewritten, model, snapshot
 
 import bayesify.cache
 import bayesify.runner
 from bayesify.cache import NO_CACHE, Cache, cache_folder
 from bayesify.cli import main
 from bayesify.spec import parse_spec
-from test_bad_input import COMMAND, cli, is_rewritten, model, snapshot
 
 LINUX = sys.platform.startswith("linux")
 PRIORS = 'version: 1\npriors:\n  "*.w": Normal(0, 1)\n'
