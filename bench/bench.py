@@ -609,62 +609,6 @@ def measure_tree(version: str, root: Path, repeat: int, jobs: Optional[int]) -> 
     return [throughput, cache], details
 
 
-def measure_against(commit: str, version: str, root: Path, repeat: int, jobs: Optional[int]) -> tuple[list, dict]:
-    """This checkout against ``commit`` on the transformers tree, side by side: cold runs
-    (throughput) and warm runs (cache), each side with fresh cache folders, the order of
-    the sides swapped every round. ``commit`` is checked out with ``git worktree add`` into
-    a temporary folder, removed at the end; each side runs from its own sources
-    (``PYTHONPATH``), in the same interpreter."""
-    package = transformers_tree(version, root)
-    throughput = Figure(f"throughput vs {commit}", goal=1.05)
-    cache = Figure(f"cache vs {commit}", goal=1.05)
-    cpu: dict = {"cold": [], "warm": [], "cold_base": [], "warm_base": []}
-    summaries: dict = {}
-    with tempfile.TemporaryDirectory(prefix="bayesify-bench-against-") as name:
-        work = Path(name)
-        base = work / "base"
-        subprocess.run(["git", "-C", str(REPOSITORY), "worktree", "add", "--detach", str(base), commit],
-                       check=True, capture_output=True)
-        try:
-            spec = work / "priors.yaml"
-            spec.write_text(TRANSFORMERS_PRIORS, encoding="utf-8")
-            argv = [sys.executable, "-c", "from bayesify.cli import main; main()", "rewrite", str(package),
-                    "--check", "--priors", str(spec), *(["--jobs", str(jobs)] if jobs else [])]
-
-            def side(label: str, sources: Path) -> None:
-                cache_folder = work / f"cache-{label}-{len(cpu['cold'])}-{len(cpu['cold_base'])}"
-                cache_folder.mkdir()
-                env = {**fresh_cache_env(cache_folder), "PYTHONPATH": str(sources)}
-                cold, warm = run_process(argv, env=env), run_process(argv, env=env)
-                shutil.rmtree(cache_folder, ignore_errors=True)
-                for run_ in (cold, warm):
-                    summary = SUMMARY_LINE.search(run_.stderr)
-                    summaries.setdefault(label, set()).add(summary.group(0) if summary else _tail(run_.stderr))
-                ours = label == "ours"
-                (throughput.ours if ours else throughput.baseline).append(cold.wall_s)
-                (cache.ours if ours else cache.baseline).append(warm.wall_s)
-                suffix = "" if ours else "_base"
-                cpu["cold" + suffix].append(cold.cpu_s)
-                cpu["warm" + suffix].append(warm.cpu_s)
-
-            for round_ in range(repeat):
-                log(f"against {commit}: round {round_ + 1}/{repeat} (two cold and two warm runs over the tree)")
-                sides = [("ours", REPOSITORY), ("base", base)]
-                for label, sources in sides if round_ % 2 == 0 else reversed(sides):
-                    side(label, sources)
-        finally:
-            subprocess.run(["git", "-C", str(REPOSITORY), "worktree", "remove", "--force", str(base)],
-                           check=False, capture_output=True)
-    if summaries.get("ours") != summaries.get("base") or len(summaries.get("ours", ())) != 1:
-        throughput.invalid = cache.invalid = f"the two sides did different work: {summaries}"
-    details = {
-        "tree": f"transformers {version}",
-        "summary": sorted(summaries.get("ours", ())),
-        "cpu_seconds": {key: round(statistics.median(values), 2) for key, values in cpu.items() if values},
-    }
-    return [throughput, cache], details
-
-
 # --------------------------------------------------------------------------- runtime
 
 
@@ -1039,7 +983,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the figures, samples and machine to FILE")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a figure fails its goal or is invalid")
     parser.add_argument("--profile", type=int, metavar="N", help="instead of the figures: profile one process on N files of the tree")
-    parser.add_argument("--against", metavar="COMMIT", help="instead of the figures: cold and cached throughput on the tree against COMMIT, side by side")
     options = parser.parse_args(argv)
     command = "python bench/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
@@ -1050,13 +993,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     load_before = _load_average()
     rows: list = []
     details: dict = {}
-    if options.against:
-        rows, details["against"] = measure_against(
-            options.against, options.transformers_version, cache_root(options.cache_dir), options.tree_repeat, options.jobs
-        )
-        machine = {**machine_info(), "load_average_before": load_before}
-        print(report(rows, machine, details, command))
-        return 1 if options.strict and any(row.status in ("FAIL", "INVALID") for row in rows) else 0
     rows += measure_startup(options.repeat)
     runtime_rows, details["runtime"] = measure_runtime(options.repeat)
     rows += runtime_rows

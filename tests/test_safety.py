@@ -486,3 +486,15 @@ def test_a_cache_that_cannot_be_saved_leaves_no_temporary_file(
     result = CliRunner().invoke(main, ["rewrite", "."])
     assert result.exit_code == 0, result.output
     assert not temporaries(tmp_path / "cache") and (tmp_path / "cache").is_dir()
+
+
+def test_without_a_process_pool_the_work_is_done_in_process(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No /dev/shm, no semaphores, a sandbox without fork: the run still rewrites everything."""
+
+    def no_pool(*args, **kwargs):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(bayesify.runner, "ProcessPoolExecutor", no_pool)
+    sources = models(project, 10)
+    result = bayesify.runner.run(sorted(project.glob("m*.py")), parse_spec(PRIORS, "priors.yaml"), jobs=2)
+    assert len(result.changed) == len(sources) and not result.failed
