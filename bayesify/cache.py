@@ -45,7 +45,7 @@ from .discover import read_source
 from .engine import FileJob, FileResult
 from .index import BaseRef, ClassRecord, FileIndex, module_of
 from .names import ImportTable
-from .output import process_alive, signals_held
+from .output import remove_stale_temporaries, signals_held
 from .plan import PlannedSite
 from .sites import SiteKind
 from .spec import Entry, Spec
@@ -284,7 +284,7 @@ class Cache(NoCache):
         temporary = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _remove_stale_temporaries(self.path.parent)
+            remove_stale_temporaries(self.path.parent, _TEMPORARY)
             temporary = self.path.parent / f".cache-{os.getpid()}-{os.urandom(4).hex()}.tmp"
             with signals_held():
                 with open(temporary, "xb") as stream:
@@ -301,22 +301,8 @@ class Cache(NoCache):
                     pass
 
 
+#: The name of a temporary file of :meth:`Cache.save`; the group is its process id.
 _TEMPORARY = re.compile(r"\.cache-(\d+)-[0-9a-f]{8}\.tmp")
-
-
-def _remove_stale_temporaries(folder: Path) -> None:
-    """Remove the temporary files of saves whose process is gone (it was killed)."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in names:
-        match = _TEMPORARY.fullmatch(name)
-        if match and not process_alive(int(match.group(1))):
-            try:
-                os.unlink(folder / name)
-            except OSError:
-                pass
 
 
 # -- the JSON shapes ----------------------------------------------------------------------------

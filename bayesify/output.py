@@ -117,14 +117,16 @@ def signals_held() -> Iterator[None]:
             signal.raise_signal(received[0])
 
 
-_TEMPORARY = re.compile(r"\..+\.(\d+)-[0-9a-f]{8}\.bayesify")
-#: Folders already cleaned of stale temporary files by this process.
-_cleaned: set[str] = set()
+#: The name of a temporary file of :func:`write_atomically`; the group is its process id.
+TEMPORARY = re.compile(r"\..+\.(\d+)-[0-9a-f]{8}\.bayesify")
+#: (folder, pattern) pairs already cleaned of stale temporary files by this process.
+_cleaned: set[tuple[str, str]] = set()
 
 
-def remove_stale_temporaries(folder: Path) -> None:
-    """Remove bayesify's temporary files in ``folder`` whose process is gone, once a run."""
-    key = os.fspath(folder)
+def remove_stale_temporaries(folder: Path, pattern: re.Pattern[str] = TEMPORARY) -> None:
+    """Remove bayesify's temporary files in ``folder`` (names matching ``pattern``, whose
+    first group is a process id) whose process is gone, once a run."""
+    key = (os.fspath(folder), pattern.pattern)
     if key in _cleaned:
         return
     _cleaned.add(key)
@@ -133,7 +135,7 @@ def remove_stale_temporaries(folder: Path) -> None:
     except OSError:
         return
     for name in names:
-        match = _TEMPORARY.fullmatch(name)
+        match = pattern.fullmatch(name)
         if match and not process_alive(int(match.group(1))):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(folder, name))
