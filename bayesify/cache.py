@@ -51,7 +51,7 @@ from .sites import SiteKind
 from .spec import Entry, Spec
 
 #: Bumped whenever the layout of the file changes; an older file is then a miss.
-FORMAT = 1
+FORMAT = 2
 
 
 def cache_folder() -> tuple[Optional[Path], str]:
@@ -358,22 +358,23 @@ def _index_to_json(index: Optional[FileIndex]) -> Optional[list]:
             record.module, record.qualname, record.name, record.order, record.line,
             [[base.resolved, base.subscripted, base.argument] for base in record.bases],
             record.top, record.attr_lines, {method: sorted(reads) for method, reads in record.method_reads.items()},
+            sorted(record.init_reads),
         ]
         for record in index.classes
     ]
-    return [imports.module, imports.package, imports.bound, classes]
+    return [imports.module, imports.package, imports.bound, classes, index.ties_weights]
 
 
 def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
     if value is None:
         return None
-    module, package, bound, classes = _list(value, 4)
+    module, package, bound, classes, ties_weights = _list(value, 5)
     imports = ImportTable(_str(module), is_package=False)
     imports.package = _str(package)
     imports.bound = {_str(k): _str(v) for k, v in _dict(bound).items()}
     records = []
     for row in _list(classes):
-        module, qualname, name, order, line, bases, top, attr_lines, reads = _list(row, 9)
+        module, qualname, name, order, line, bases, top, attr_lines, reads, init_reads = _list(row, 10)
         records.append(
             ClassRecord(
                 module=_str(module),
@@ -385,9 +386,10 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
                 top=_int(top),
                 attr_lines={_str(k): _int(v) for k, v in _dict(attr_lines).items()},
                 method_reads={_str(k): frozenset(map(_str, _list(v))) for k, v in _dict(reads).items()},
+                init_reads=frozenset(map(_str, _list(init_reads))),
             )
         )
-    return FileIndex(path=path, imports=imports, classes=records)
+    return FileIndex(path=path, imports=imports, classes=records, ties_weights=_bool(ties_weights))
 
 
 def _base_from_json(value: Any) -> BaseRef:
@@ -428,12 +430,12 @@ def _site_to_json(site: PlannedSite, positions: dict[Entry, int]) -> list:
     entry = None if site.entry is None else positions[site.entry]
     return [
         site.line, site.module, site.class_name, site.class_order, list(site.attr_path), site.kind.name,
-        site.shape, entry, [positions[shadowed] for shadowed in site.shadowed],
+        site.shape, entry, [positions[shadowed] for shadowed in site.shadowed], site.if_built,
     ]
 
 
 def _site_from_json(value: Any, path: str, entries: tuple[Entry, ...]) -> PlannedSite:
-    line, module, class_name, class_order, attr_path, kind, shape, entry, shadowed = _list(value, 9)
+    line, module, class_name, class_order, attr_path, kind, shape, entry, shadowed, if_built = _list(value, 10)
     return PlannedSite(
         path=path,
         line=_opt_int(line),
@@ -445,6 +447,7 @@ def _site_from_json(value: Any, path: str, entries: tuple[Entry, ...]) -> Planne
         shape=_opt_str(shape),
         entry=None if entry is None else _entry_at(entries, entry),
         shadowed=tuple(_entry_at(entries, position) for position in _list(shadowed)),
+        if_built=_bool(if_built),
     )
 
 

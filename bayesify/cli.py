@@ -43,7 +43,7 @@ from typing import Any, Optional
 
 import click
 
-from . import __version__, report
+from . import __version__, build, report
 from .cache import Cache
 from .config import ConfigError, default_priors, find_config, read_config, shown, spec_location
 from .diagnostics import Diagnostic, unknown_codes
@@ -561,6 +561,9 @@ Examples:
               help="text: a table (cut to the terminal's width); json: the same as JSON.")
 @click.option("--selected", is_flag=True, help="Only parameters a spec entry selects.")
 @click.option("--class", "class_name", metavar="NAME", help="Only the parameters of the classes named NAME.")
+@click.option("--build", "build_call", metavar="MODULE:CALL",
+              help="Also build this model from the rewritten code, e.g. 'models:Net(4)' (literal arguments), "
+              "in a subprocess, and list its real sites.")
 def plan(**params):
     """Show every parameter found, the entry that selects it and what it becomes; write nothing.
 
@@ -569,6 +572,7 @@ def plan(**params):
     """
     options = Options(**params)
     _check_codes(options)
+    call = _build_call(options.build_call)
     outcome = Report(options.selection)
     files = _files(options, outcome)
     spec = _spec(options, outcome)
@@ -576,10 +580,24 @@ def plan(**params):
     _say_diagnostics(outcome, options)
     sites = report.plan_sites(result, options.selected, options.class_name)
     if options.output_format == "json":
-        click.echo(report.plan_json(result, sites, outcome.diagnostics))
+        output = report.plan_json(result, sites, outcome.diagnostics)
     else:
-        click.echo(report.plan_table(result, sites, report.terminal_width()))
+        output = report.plan_table(result, sites, report.terminal_width())
+    if call is not None and not result.failed:
+        try:
+            output = build.with_built_model(output, result, call, options.output_format)
+        except build.BuildError as error:
+            click.echo(output)
+            raise _Stop(Diagnostic.of("BAY010", str(error)), EXIT_FAILED) from None
+    click.echo(output)
     _exit(outcome)
+
+
+def _build_call(text: Optional[str]) -> Optional[build.Call]:
+    try:
+        return build.parse_call(text) if text else None
+    except build.BuildError as error:
+        raise _usage_error(str(error)) from None
 
 
 # -- init --------------------------------------------------------------------------------------

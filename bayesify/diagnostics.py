@@ -29,6 +29,7 @@ CODES: dict[str, tuple[str, str]] = {
     "BAY002": (ERROR, "a source file cannot be written"),
     "BAY003": (ERROR, "a name the rewrite needs is already used for something else"),
     "BAY009": (ERROR, "a bug in bayesify (the rewrite crashed, or its output does not parse)"),
+    "BAY010": (ERROR, "the model plan --build names cannot be built"),
     # The tutorial's pitfalls, found in the rewritten code (lints.py): errors under --strict.
     "BAY101": (WARNING, "a random attribute first read inside pyro.plate"),
     "BAY102": (WARNING, "a plain nn.Module builds two or more Pyro roots"),

@@ -121,6 +121,7 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
         imports=job.index.imports,
         planner=planner,
         random={order: set(attrs) for order, attrs in job.inherited_random.items()},
+        ties_weights=job.index.ties_weights,
     )
     tops = _converting_statements(job.index.classes, context.converting)
     if not tops:

@@ -84,6 +84,8 @@ class ClassRecord:
     attr_lines: dict[str, int] = field(default_factory=dict)
     #: The ``self.<attr>`` names each method mentions, by method name.
     method_reads: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: The ``self.<attr>`` names ``__init__`` reads (``self.fc.bias = self.bias`` reads ``bias``).
+    init_reads: frozenset[str] = frozenset()
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -99,6 +101,10 @@ class FileIndex:
     path: str
     imports: ImportTable
     classes: list[ClassRecord]
+    #: Whether the file ties weights by name (transformers' ``_tied_weights_keys``,
+    #: ``tie_weights()``): any parameter of its classes may be shared where the code does
+    #: not show it, so selected ones are replaced when the model is built, tied or not.
+    ties_weights: bool = False
 
     @property
     def module(self) -> str:
@@ -155,7 +161,7 @@ class _ClassCollector:
             del self.scope[-2:]
 
     def _class(self, node: ast.ClassDef) -> None:
-        attr_lines, method_reads = _scan_methods(node)
+        attr_lines, method_reads, init_reads = _scan_methods(node)
         record = ClassRecord(
             module=self.module,
             qualname=".".join([*self.scope, node.name]),
@@ -166,6 +172,7 @@ class _ClassCollector:
             top=self.top,
             attr_lines=attr_lines,
             method_reads=method_reads,
+            init_reads=init_reads,
         )
         self.classes.append(record)
         self.local_classes.setdefault(node.name, record.key)
@@ -209,15 +216,17 @@ def statement_blocks(node: ast.stmt) -> Iterable[list[ast.stmt]]:
 _REGISTERS = ("register_parameter", "register_buffer", "add_module")
 
 
-def _scan_methods(cls: ast.ClassDef) -> tuple[dict[str, int], dict[str, frozenset[str]]]:
+def _scan_methods(cls: ast.ClassDef) -> tuple[dict[str, int], dict[str, frozenset[str]], frozenset[str]]:
     """One walk of each method of ``cls`` for what the rewrite needs to know of it:
 
     - the first line of each ``self.<attr> = …`` (or ``register_parameter("attr", …)``), how
       the plan reports a site's line without libcst position metadata;
-    - the ``self.<attr>`` names each method mentions, which decide ``@pyro_method``.
+    - the ``self.<attr>`` names each method mentions, which decide ``@pyro_method``;
+    - those ``__init__`` reads: a parameter read there may be tied to another place.
     """
     lines: dict[str, int] = {}
     reads: dict[str, frozenset[str]] = {}
+    init_reads: set[str] = set()
     for method in cls.body:
         if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
@@ -230,6 +239,8 @@ def _scan_methods(cls: ast.ClassDef) -> tuple[dict[str, int], dict[str, frozense
                     names.add(node.attr)
                     if isinstance(node.ctx, ast.Store):
                         lines.setdefault(node.attr, node.lineno)
+                    elif method.name == "__init__" and isinstance(node.ctx, ast.Load):
+                        init_reads.add(node.attr)
             elif (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
@@ -240,17 +251,20 @@ def _scan_methods(cls: ast.ClassDef) -> tuple[dict[str, int], dict[str, frozense
             ):
                 lines.setdefault(node.args[0].value, node.lineno)
         reads[method.name] = reads.get(method.name, frozenset()) | names
-    return lines, reads
+    return lines, reads, frozenset(init_reads)
 
 
-def index_source(tree: ast.Module, path: str, module: str, is_package: bool) -> FileIndex:
+TYING_NAMES = ("_tied_weights_keys", "tie_weights")
+
+
+def index_source(tree: ast.Module, path: str, module: str, is_package: bool, ties_weights: bool = False) -> FileIndex:
     imports = ImportTable.from_ast(tree, module, is_package)
     collector = _ClassCollector(module, imports)
     for statement in tree.body:
         if isinstance(statement, COMPOUND_STATEMENTS):
             collector.top += 1
             collector.visit(statement)
-    return FileIndex(path=path, imports=imports, classes=collector.classes)
+    return FileIndex(path=path, imports=imports, classes=collector.classes, ties_weights=ties_weights)
 
 
 class ClassIndex:

@@ -39,6 +39,7 @@ class Options:
     # plan
     selected: bool = False
     class_name: Optional[str] = None
+    build_call: Optional[str] = None
     # init
     output: Optional[str] = None
     force: bool = False

@@ -7,11 +7,15 @@ and records every answer, so the same run that rewrites can also report the plan
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 from dataclasses import dataclass, field
 from typing import Optional
 
+from . import catalog
 from .diagnostics import Diagnostic
 from .index import ClassRecord
+from .selectors import ANY, ANY_DEPTH, TYPE, Selector
 from .sites import SiteKind
 from .spec import Entry, Prior, Spec
 
@@ -32,12 +36,16 @@ class PlannedSite:
     entry: Optional[Entry]
     #: Later entries that select the same parameter; the first entry wins over them.
     shadowed: tuple[Entry, ...] = ()
+    #: Below a module the source cannot see into (a container, a factory's, another
+    #: library's): the parameter is there, or not, only in the built model.
+    if_built: bool = False
 
     @property
     def outcome(self) -> str:
         if self.entry is None:
             return "random (generated, no longer selected)" if self.kind is SiteKind.GENERATED else "deterministic"
-        return "random" if isinstance(self.entry.action, Prior) else "constrained"
+        outcome = "random" if isinstance(self.entry.action, Prior) else "constrained"
+        return f"{outcome} where built" if self.if_built else outcome
 
     @property
     def name(self) -> str:
@@ -57,17 +65,20 @@ class Planner:
         attr_path: tuple[str, ...],
         kind: SiteKind,
         shape: Optional[str],
+        layers: tuple[tuple[int, str], ...] = (),
     ) -> Optional[Entry]:
-        """The entry that decides the site ``attr_path`` of ``record``, recorded in the plan."""
-        entries = self.spec.select(record.module, record.name, attr_path)
+        """The entry that decides the site ``attr_path`` of ``record``, recorded in the plan;
+        ``layers`` are the torch.nn layers known on its path (see :meth:`Spec.select`)."""
+        entries = self.spec.select(record.module, record.name, attr_path, layers)
         self._add(path, record, attr_path, kind, shape, entries)
         return entries[0] if entries else None
 
     def record(
-        self, path: str, record: ClassRecord, attr_path: tuple[str, ...], kind: SiteKind, entry: Entry
+        self, path: str, record: ClassRecord, attr_path: tuple[str, ...], kind: SiteKind, entries: list[Entry]
     ) -> None:
-        """Record a site that ``entry`` selects below a held module (decided at run time)."""
-        self._add(path, record, attr_path, kind, None, [entry])
+        """Record a site that ``entries`` select below a held module the source cannot see into
+        (decided at run time; the first one wins)."""
+        self._add(path, record, attr_path, kind, None, entries, if_built=True)
 
     def _add(
         self,
@@ -77,6 +88,7 @@ class Planner:
         kind: SiteKind,
         shape: Optional[str],
         entries: list[Entry],
+        if_built: bool = False,
     ) -> None:
         self.sites.append(
             PlannedSite(
@@ -90,6 +102,7 @@ class Planner:
                 shape=shape,
                 entry=entries[0] if entries else None,
                 shadowed=tuple(entries[1:]),
+                if_built=if_built,
             )
         )
 
@@ -108,9 +121,76 @@ class Planner:
 
 
 def unmatched_entries(spec: Spec, sites: list[PlannedSite]) -> list[Entry]:
-    """Entries that select no parameter at all: each would leave a network deterministic."""
+    """Entries that can select no parameter at all: each would leave a network deterministic.
+
+    A layer-type entry selects wherever a model holds such a layer, however it was built, so
+    the source cannot list its sites: it can select something if the layer type exists and has
+    such a parameter (torch.nn's, by the catalog), or if it names another library's layer.
+    An ``**.`` entry likewise selects at any depth of the built model: it can select something
+    if it ends with the name of a torch.nn layer's parameter."""
     matched = {entry.line for site in sites for entry in (site.entry, *site.shadowed) if entry}
-    return [entry for entry in spec.entries if entry.line not in matched]
+    return [entry for entry in spec.entries if entry.line not in matched and not _may_select(entry.selector)]
+
+
+def _may_select(selector: Selector) -> bool:
+    if selector.kind == TYPE:
+        return _layer_parameters(selector)
+    if selector.kind == ANY:
+        return any(fnmatch.fnmatchcase(name, selector.path[-1]) for name in _parameter_names())
+    return False
+
+
+def _parameter_names() -> set[str]:
+    return {part for names in catalog.NN_LAYERS.values() for name in names for part in name.split(".")}
+
+
+def _torch_layers(selector: Selector) -> list[str]:
+    glob = selector.torch_layer_glob
+    return [layer for layer in catalog.NN_LAYERS if layer != "Module" and fnmatch.fnmatchcase(layer, glob)]
+
+
+def _layer_parameters(selector: Selector) -> bool:
+    """Whether a layer-type entry can select a parameter: another library's layer always may."""
+    if selector.torch_layer_glob is None:
+        return True
+    return any(
+        selector.matches_path(tuple(name.split(".")))
+        for layer in _torch_layers(selector)
+        for name in catalog.NN_LAYERS[layer]
+    )
+
+
+def did_you_mean(selector: Selector, classes: list[ClassRecord]) -> str:
+    """A hint for an entry that selects nothing: the closest class, layer, attribute or
+    parameter name to the segment that matches nothing (``MLPP``, ``nett``, ``wieght``)."""
+    parameter_names = _parameter_names()
+    if selector.kind == TYPE:
+        if selector.torch_layer_glob is None:
+            return ""
+        layers = _torch_layers(selector)
+        if not layers:
+            return _closest(selector.owner_name, [layer for layer in catalog.NN_LAYERS if layer != "Module"], "nn.")
+        names = {part for layer in layers for name in catalog.NN_LAYERS[layer] for part in name.split(".")}
+        return _closest_segment(selector.path, names)
+    owners = [record for record in classes if selector.matches_class(record.module, record.name)]
+    if not owners:
+        return _closest(selector.owner, sorted({record.name for record in classes}))
+    attributes = {attr for record in owners for attr in record.attr_lines}
+    if selector.path[0] != ANY_DEPTH and not any(fnmatch.fnmatchcase(a, selector.path[0]) for a in attributes):
+        return _closest(selector.path[0], sorted(attributes))
+    return _closest_segment(selector.path[1:], parameter_names | {a for r in classes for a in r.attr_lines})
+
+
+def _closest_segment(path: tuple[str, ...], names: set[str]) -> str:
+    for segment in path:
+        if segment != ANY_DEPTH and not any(fnmatch.fnmatchcase(name, segment) for name in names):
+            return _closest(segment, sorted(names))
+    return ""
+
+
+def _closest(name: str, known: list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"; did you mean {prefix + close[0]!r}?" if close else ""
 
 
 def shadowed_only_entries(spec: Spec, sites: list[PlannedSite]) -> list[Entry]:

@@ -70,7 +70,7 @@ def unmatched_diagnostics(result: RunResult, allowed: bool) -> list[Diagnostic]:
         Diagnostic.of(
             "BAY205",
             f"{entry.section} entry {entry.selector.text!r} selects no parameter, which would leave "
-            f"the network deterministic ({hint}{'' if allowed else ', or pass --allow-unmatched'})",
+            f"the network deterministic{result.hints.get(entry.line, '')} ({hint}{'' if allowed else ', or pass --allow-unmatched'})",
             shown(result.spec.path),
             entry.line,
             severity=WARNING if allowed else None,
@@ -292,6 +292,12 @@ def _becomes(site: PlannedSite) -> str:
     if site.entry is None:
         return site.outcome
     return f"{site.outcome}: {site.entry.action}"
+
+
+def columns(rows: list[tuple[str, ...]]) -> list[str]:
+    """``rows`` as lines of left-aligned columns two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
 
 
 #: The narrowest a plan column is cut to, so that a cut cell still says something.

@@ -31,9 +31,9 @@ from .cache import NO_CACHE, Indexed, NoCache, digest
 from .diagnostics import WARNING, Diagnostic
 from .discover import read_source
 from .engine import BUG_HINT, FileJob, FileResult, rewrite_source
-from .index import ClassIndex, FileIndex, index_source, module_of
+from .index import TYING_NAMES, ClassIndex, ClassRecord, FileIndex, index_source, module_of
 from .output import CHANGED_DURING_RUN
-from .plan import PlannedSite, Planner, shadowed_only_entries, unmatched_entries
+from .plan import PlannedSite, Planner, did_you_mean, shadowed_only_entries, unmatched_entries
 from .spec import Entry, Spec
 
 #: Below this many files a process pool costs more than it saves.
@@ -45,6 +45,8 @@ class RunResult:
     results: list[FileResult]
     spec: Spec
     unmatched: list[Entry] = field(default_factory=list)
+    #: A did-you-mean for each unmatched entry, by its line ("" when none is close).
+    hints: dict[int, str] = field(default_factory=dict)
     warnings: list[Diagnostic] = field(default_factory=list)
     #: Pitfalls of the tutorial found in the rewritten code: warnings, or errors under ``--strict``.
     lints: list[Diagnostic] = field(default_factory=list)
@@ -92,7 +94,8 @@ def _index_source(
     except (RecursionError, MemoryError):
         message = "too deeply nested for Python's parser (a very long expression?)"
         return path, None, Diagnostic.of("BAY001", message, path)
-    return path, index_source(tree, path, module, is_package), None
+    ties_weights = any(name.encode() in source for name in TYING_NAMES)
+    return path, index_source(tree, path, module, is_package, ties_weights), None
 
 
 def _newer_syntax_hint(source: bytes, error: SyntaxError) -> str:
@@ -314,7 +317,8 @@ def run(
     cache.save()
     results.update((result.path, result) for result in done)
     ordered = [failures.get(name) or results.get(name) or FileResult(name) for name in names]
-    return _finish(ordered, spec, _unseen_base_warnings(indexes, class_index))
+    classes = [record for file_index in indexes for record in file_index.classes]
+    return _finish(ordered, spec, _unseen_base_warnings(indexes, class_index), classes)
 
 
 def run_source(source: bytes, spec: Spec, path: str = "-", context: Iterable[Path] = ()) -> RunResult:
@@ -329,7 +333,8 @@ def run_source(source: bytes, spec: Spec, path: str = "-", context: Iterable[Pat
         return _finish([FileResult(path, source)], spec)
     context_indexes = [index for _, index, _ in map(_index_file, sorted({str(p) for p in context} - {path})) if index]
     class_index = ClassIndex([file_index], spec.exclude, context_indexes, spec.external)
-    return _finish([rewrite_source(source, _job_for(file_index, class_index, spec), spec)], spec)
+    job = _job_for(file_index, class_index, spec)
+    return _finish([rewrite_source(source, job, spec)], spec, classes=file_index.classes)
 
 
 def _unseen_base_warnings(indexes: list[FileIndex], class_index: ClassIndex) -> list[Diagnostic]:
@@ -348,7 +353,9 @@ def _unseen_base_warnings(indexes: list[FileIndex], class_index: ClassIndex) -> 
     ]
 
 
-def _finish(results: list[FileResult], spec: Spec, warnings: Sequence[Diagnostic] = ()) -> RunResult:
+def _finish(
+    results: list[FileResult], spec: Spec, warnings: Sequence[Diagnostic] = (), classes: Sequence[ClassRecord] = ()
+) -> RunResult:
     outcome = RunResult(results=results, spec=spec)
     outcome.lints = [finding for result in results for finding in result.lints]
     outcome.warnings = [*warnings, *(w for r in results for w in r.warnings)] + [
@@ -374,6 +381,7 @@ def _finish(results: list[FileResult], spec: Spec, warnings: Sequence[Diagnostic
         ]
     else:
         outcome.unmatched = unmatched
+        outcome.hints = {entry.line: did_you_mean(entry.selector, list(classes)) for entry in unmatched}
     return outcome
 
 

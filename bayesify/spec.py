@@ -17,7 +17,6 @@ import difflib
 import fnmatch
 import hashlib
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -27,6 +26,7 @@ import yaml
 
 from . import catalog, codegen
 from .names import dotted_from_ast
+from .selectors import TYPE, Selector, SelectorError, parse as parse_selector
 
 SECTIONS = ("priors", "constraints")
 TOP_LEVEL_KEYS = ("version", "priors", "constraints", "modules")
@@ -34,7 +34,6 @@ MODULES_KEYS = ("exclude", "external", "context")
 _PLAIN_TAGS = {
     "tag:yaml.org,2002:" + kind for kind in ("str", "int", "float", "null", "bool", "map", "seq")
 }
-_SEGMENT = re.compile(r"[A-Za-z0-9_*?\[\]!-]+")
 #: A prior or constraint longer than this is no hand-written spec entry; it is not parsed.
 MAX_EXPRESSION = 1000
 
@@ -125,43 +124,6 @@ Action = Union[Prior, Constraint]
 
 
 @dataclass(frozen=True)
-class Selector:
-    """``Class.attr[.attr…]``; each segment an fnmatch glob; ``pkg.module:Class`` pins a module."""
-
-    text: str
-    module: Optional[str]
-    segments: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, text: str, path: str, line: int) -> "Selector":
-        module, sep, rest = text.rpartition(":")
-        segments = tuple(rest.split("."))
-        module_parts = module.split(".") if sep else []
-        if (
-            len(segments) < 2
-            or not all(_SEGMENT.fullmatch(s) for s in (*segments, *module_parts))
-        ):
-            raise SpecError(
-                path,
-                line,
-                f"selector {text!r} is not of the form Class.attr[.attr…] "
-                "(or package.module:Class.attr); segments are names or fnmatch globs",
-            )
-        return cls(text, module or None, segments)
-
-    def matches_class(self, module: str, class_name: str) -> bool:
-        if self.module is not None and not fnmatch.fnmatchcase(module, self.module):
-            return False
-        return fnmatch.fnmatchcase(class_name, self.segments[0])
-
-    def matches_path(self, path: tuple[str, ...]) -> bool:
-        rest = self.segments[1:]
-        return len(rest) == len(path) and all(
-            fnmatch.fnmatchcase(part, glob) for part, glob in zip(path, rest)
-        )
-
-
-@dataclass(frozen=True)
 class Entry:
     """One line of the spec: a selector and what it makes of the parameters it selects."""
 
@@ -185,14 +147,26 @@ class Spec:
     #: Read-only source paths (relative to the spec) indexed for their classes.
     context: tuple[str, ...] = ()
 
-    def select(self, module: str, class_name: str, path: tuple[str, ...]) -> list[Entry]:
+    def select(
+        self, module: str, class_name: str, path: tuple[str, ...], layers: tuple[tuple[int, str], ...] = ()
+    ) -> list[Entry]:
         """The entries that select ``path`` of class ``class_name`` in ``module``, in spec
-        order: the first one wins."""
-        return [
-            entry
-            for entry in self.entries
-            if entry.selector.matches_path(path) and entry.selector.matches_class(module, class_name)
-        ]
+        order: the first one wins. ``layers`` are the torch.nn layers known on the way, as
+        ``(depth, name)``: ``(1, "Linear")`` where ``path[:1]`` holds an ``nn.Linear``, ``(0, ...)``
+        for a class deriving from one; layer-type entries select below them."""
+        return [entry for entry in self.entries if selects(entry.selector, module, class_name, path, layers)]
+
+
+def selects(
+    selector: Selector, module: str, class_name: str, path: tuple[str, ...], layers: tuple[tuple[int, str], ...]
+) -> bool:
+    """Whether ``selector`` selects ``path`` of a class of the run, as far as its source tells."""
+    if selector.kind == TYPE:
+        glob = selector.torch_layer_glob
+        return glob is not None and any(
+            fnmatch.fnmatchcase(layer, glob) and selector.matches_path(path[depth:]) for depth, layer in layers
+        )
+    return selector.matches_class(module, class_name) and selector.matches_path(path)
 
 
 EMPTY_SPEC = Spec(path="<no spec>", entries=(), exclude=(), fingerprint="")
@@ -323,7 +297,10 @@ def _entries(node: yaml.Node, section: str, path: str) -> list[Entry]:
     entries = []
     for text, (key, value) in _mapping(node, path, f"`{section}`").items():
         line = key.start_mark.line + 1
-        selector = Selector.parse(text, path, line)
+        try:
+            selector = parse_selector(text)
+        except SelectorError as error:
+            raise SpecError(path, line, str(error)) from None
         source = _scalar(value, path)
         where = f"{section}: {text}"
         action = (

@@ -147,6 +147,20 @@ def build_bert():
     return model, (torch.randint(0, 30, (2, 6)),), {}
 
 
+def build_bert_masked_lm():
+    import torch
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertForMaskedLM
+
+    config = BertConfig(
+        vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=16, attn_implementation="eager",
+    )
+    # post_init ties cls.predictions.decoder.bias to the random cls.predictions.bias by name.
+    model = BertForMaskedLM(config)
+    return model, (torch.randint(0, 30, (2, 6)),), {}
+
+
 def build_llama():
     import torch
     from transformers import LlamaConfig
@@ -411,6 +425,7 @@ PACKAGES: tuple[Package, ...] = (
               BertEmbeddings.word_embeddings.weight: Normal(0, 1)
               BertSelfAttention.query.weight: Normal(0, 0.1)
               BertForSequenceClassification.classifier.weight: Normal(0, 0.1)
+              BertLMPredictionHead.bias: Normal(0, 1)                # tied into decoder.bias
               LlamaRMSNorm.weight: LogNormal(0, 0.1)
               LlamaAttention.q_proj.weight: Normal(0, 0.1)
               "LlamaMLP.*_proj.weight": Normal(0, 0.1)
@@ -427,6 +442,12 @@ PACKAGES: tuple[Package, ...] = (
                     "bert.encoder.layer.*.attention.self.query.weight",
                     "classifier.weight",
                 ),
+            ),
+            Model(
+                "BertForMaskedLM",
+                build_bert_masked_lm,
+                # decoder.bias reads the same sample: a deterministic site, not a random one.
+                expect=("cls.predictions.bias",),
             ),
             Model(
                 "LlamaForCausalLM",

@@ -345,34 +345,39 @@ def test_inherited_layer_parameters_get_priors():
     assert kinds["out_proj.weight"] == "sample" and kinds["in_proj_weight"] == "param"
 
 
-def test_a_selector_that_finds_nothing_at_run_time_names_the_spec_entry():
-    from bayesify.runtime import set_prior
+def test_an_entry_whose_target_is_absent_in_this_configuration_leaves_the_model_as_it_is():
+    from bayesify.runtime import pyro_module, set_prior
 
     net = PyroModule()
     net.fc = PyroModule[nn.Linear](2, 2, bias=False)
-    with pytest.raises(LookupError, match="'Net.fc.bias'.*fc.weight"):
-        set_prior(net, "Net.fc.bias", "Normal", 0, 1)
+    net.head = nn.Identity()
+    set_prior(net, "Net.fc.bias", "Normal", 0, 1)
+    set_prior(net, "Net.head.weight", "Normal", 0, 1)
+    pyro_module(net)
+    assert [name for name, _ in net.named_parameters()] == ["fc.weight"]
 
 
 def test_a_layer_built_only_sometimes_gets_its_prior_when_it_is_there():
-    from bayesify.runtime import set_prior
+    from bayesify.runtime import pyro_module, set_prior
 
     with_layer, without = PyroModule(), PyroModule()
     with_layer.expand = PyroModule[nn.Linear](2, 2)
     for net in (with_layer, without):
         set_prior(net, "Block.expand.weight", "Normal", 0, 1)
+        pyro_module(net)
     assert "weight" in with_layer.expand._pyro_samples
     assert list(without.parameters()) == []
 
 
 def test_a_constraint_its_initial_value_breaks_fails_construction_by_name():
-    from bayesify.runtime import set_constraint
+    from bayesify.runtime import pyro_module, set_constraint
 
     layer = PyroModule[nn.Linear](3, 2)
     with torch.no_grad():
         layer.bias.fill_(-1.0)
+    set_constraint(layer, "Head.bias", constraints.positive)
     with pytest.raises(ValueError, match="'Head.bias' constrains PyroLinear.bias"):
-        set_constraint(layer, "Head.bias", constraints.positive)
+        pyro_module(layer)
 
 
 def test_a_layer_subclass_without_init_gets_one_that_sets_its_priors():

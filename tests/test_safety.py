@@ -498,3 +498,25 @@ def test_without_a_process_pool_the_work_is_done_in_process(project: Path, monke
     sources = models(project, 10)
     result = bayesify.runner.run(sorted(project.glob("m*.py")), parse_spec(PRIORS, "priors.yaml"), jobs=2)
     assert len(result.changed) == len(sources) and not result.failed
+
+
+def test_the_cache_keeps_every_field_of_what_it_stores(cached_tree) -> None:
+    """A field added to a record the cache stores must be added to its JSON shape too (and
+    FORMAT bumped); until then this fails, rather than cached runs silently losing it."""
+    import dataclasses
+
+    from bayesify.index import BaseRef, ClassRecord, FileIndex
+    from bayesify.plan import PlannedSite
+
+    stored = {
+        FileIndex: {"path", "imports", "classes", "ties_weights"},
+        ClassRecord: {"module", "qualname", "name", "order", "line", "bases", "top", "attr_lines",
+                      "method_reads", "init_reads"},
+        BaseRef: {"resolved", "subscripted", "argument"},
+        PlannedSite: {"path", "line", "module", "class_name", "class_order", "attr_path", "kind", "shape",
+                      "entry", "shadowed", "if_built"},
+    }
+    for kind, fields in stored.items():
+        assert {field.name for field in dataclasses.fields(kind)} == fields, kind.__name__
+    root, data, expected = cached_tree
+    assert run_with_cache_file(root, data, root / "again.json") == expected

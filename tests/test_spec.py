@@ -371,7 +371,7 @@ def test_a_selector_with_a_module_and_globs_is_accepted() -> None:
     spec = parse_spec("version: 1\npriors:\n  'pkg.models:MLP.layers.*.weight': Normal(0, 1)\n", SPEC)
     (entry,) = spec.entries
     assert entry.selector.module == "pkg.models"
-    assert entry.selector.segments == ("MLP", "layers", "*", "weight")
+    assert (entry.selector.owner, entry.selector.path) == ("MLP", ("layers", "*", "weight"))
 
 
 # --- Not YAML, wrong schema -------------------------------------------------------------

@@ -20,6 +20,8 @@ stays a plain nn.Module keeps the spelling the user wrote inside ``PyroModule[..
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import libcst as cst
 
 from ..index import Conversion
@@ -27,6 +29,8 @@ from .compose import DEFINITIONS
 from .registry import STATEMENTS, Example, Rule, register
 
 PYRO_MODULE, PYRO_METACLASS = "PyroModule", "pyro_metaclass"
+#: Bases whose metaclass is not ``type``, which PyroModule's metaclass must be combined with.
+BASES_WITH_A_METACLASS = frozenset({"abc.ABC"})
 
 
 @register
@@ -43,8 +47,29 @@ class BaseClassRewriter(Rule):
         kinds = iter(self.context.base_kinds.get(record.order, ()))
         bases = [arg if arg.keyword else self._convert(arg, next(kinds, None), conversion) for arg in updated_node.bases]
         keywords = [self._metaclass(arg) for arg in updated_node.keywords]
+        if not any(arg.keyword and arg.keyword.value == "metaclass" for arg in keywords):
+            keywords += self._metaclass_of_bases(record, updated_node.bases)
         self.context.needed.add(PYRO_MODULE)
         return updated_node.with_changes(bases=bases, keywords=keywords)
+
+    def _metaclass_of_bases(self, record: ClassRecord, bases: Sequence[cst.Arg]) -> list[cst.Arg]:
+        """``class Flow(nn.Module, abc.ABC)`` -> ``…, metaclass=pyro_metaclass(type(abc.ABC))``:
+        a base with a metaclass of its own needs one that derives from it and PyroModule's."""
+        written = [arg for arg in bases if not arg.keyword]
+        for ref, arg in zip(record.bases, written):
+            if ref.resolved in BASES_WITH_A_METACLASS:
+                self.context.needed.add(PYRO_METACLASS)
+                metaclass = cst.Call(func=cst.Name("type"), args=[cst.Arg(value=arg.value)])
+                return [
+                    cst.Arg(
+                        keyword=cst.Name("metaclass"),
+                        value=cst.Call(func=cst.Name(PYRO_METACLASS), args=[cst.Arg(value=metaclass)]),
+                        equal=cst.AssignEqual(
+                            whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")
+                        ),
+                    )
+                ]
+        return []
 
     def _metaclass(self, arg: cst.Arg) -> cst.Arg:
         """``metaclass=abc.ABCMeta`` -> ``metaclass=pyro_metaclass(abc.ABCMeta)``: PyroModule

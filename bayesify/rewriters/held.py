@@ -20,9 +20,9 @@ After::
             self.layers = nn.ModuleList([])
             for _ in range(2):
                 self.layers.append(Block())
-            pyro_module(self)
             set_prior(self, "Model.fc.weight", "Normal", 0, 1)
             set_constraint(self, "Model.layers.*.bias", constraints.positive)
+            pyro_module(self)
 
 A class that may hold modules (it assigns or attaches anything that is not a literal or a
 parameter) ends its ``__init__`` with :func:`bayesify.runtime.pyro_module`, which makes
@@ -31,9 +31,12 @@ container filled by ``append``, a conditional expression, a module passed in, an
 library's. So every parameter that is not random is a Pyro param named by its module path
 (``fc.bias``, ``layers.0.weight``), and no held module becomes a second Pyro root.
 
-The ``set_prior``/``set_constraint`` lines follow it, one per spec entry that selects
-parameters below an attribute (or, for ``class MaskedLinear(nn.Linear)``, parameters the
-class inherits from the layer). The block is regenerated from the spec on every run.
+The ``set_prior``/``set_constraint`` lines before it note the spec entries that may select
+parameters below an attribute (or, for ``class MaskedLinear(nn.Linear)``, parameters the class
+inherits from the layer), in spec order; layer-type entries (``nn.Linear.weight``) and ``**``
+entries are noted by every class that may hold modules, since a layer can come from anywhere.
+``pyro_module`` applies them all once the outermost model is built. The block is regenerated
+from the spec on every run.
 """
 
 from __future__ import annotations
@@ -49,12 +52,15 @@ from .. import catalog, codegen
 from ..index import ClassRecord, Conversion
 from ..names import dotted_from_cst, is_pyro_nn, is_torch_nn, torch_nn_class
 from ..sites import SiteKind
+from ..selectors import ANY, ANY_DEPTH, TYPE, Selector
 from ..spec import Entry, Prior
 from .compose import DEFINITIONS
 from .parameters import same_code
 from .registry import STATEMENTS, Example, RewriteContext, Rule, register
 
 WRAP, SET_PRIOR, SET_CONSTRAINT = "pyro_module", "set_prior", "set_constraint"
+#: Stands for one element of a value that is unpacked (``a, b = make()``): a module, maybe.
+_UNKNOWN_MODULE = cst.Name("_")
 RUNTIME = "bayesify.runtime."
 #: Methods of ``self`` that attach nothing that could be a module.
 _NOT_ATTACHING = frozenset({"register_buffer", "register_parameter"})
@@ -75,6 +81,8 @@ class HeldModuleRewriter(Rule):
         self._held: dict[int, dict[str, Optional[str]]] = {}
         #: Classes whose methods assign or attach something that may be a module.
         self._attaches: set[int] = set()
+        #: Attributes each class assigns a bare name to: maybe a module passed in.
+        self._passed: dict[int, set[str]] = {}
 
     def _converting_method(self) -> Optional[tuple[ClassRecord, str]]:
         scope = self.method_scope()
@@ -86,8 +94,21 @@ class HeldModuleRewriter(Rule):
 
     def leave_Assign(self, original_node: cst.Assign, updated_node: cst.Assign) -> cst.Assign:
         for target in updated_node.targets:
-            self._note(target.target, updated_node.value)
+            self._note_unpacked(target.target, updated_node.value)
         return updated_node
+
+    def _note_unpacked(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        """``self.pool, self.fc = make_head(…)``: each element may be a module; its layer is
+        known only when the value is a tuple written out element by element."""
+        if not isinstance(target, (cst.Tuple, cst.List)):
+            self._note(target, value)
+            return
+        values = value.elements if isinstance(value, (cst.Tuple, cst.List)) else ()
+        for position, element in enumerate(target.elements):
+            paired = values[position].value if len(values) == len(target.elements) else value
+            if len(values) != len(target.elements) and self._may_be_module(value):
+                paired = _UNKNOWN_MODULE
+            self._note_unpacked(element.value, paired)
 
     def leave_AnnAssign(self, original_node: cst.AnnAssign, updated_node: cst.AnnAssign) -> cst.AnnAssign:
         if updated_node.value is not None:
@@ -115,7 +136,13 @@ class HeldModuleRewriter(Rule):
         record, self_name = scope
         if isinstance(target, cst.Subscript) and _is_self_attribute(target.value, self_name):
             self._attaches.add(record.order)  # self.heads["a"] = ...
-        if not _is_self_attribute(target, self_name) or not self._may_be_module(value):
+        if not _is_self_attribute(target, self_name):
+            return
+        if isinstance(value, cst.Name):
+            # self.shared = shared: configuration, or a module passed in; an entry that names
+            # the attribute exactly (Block.shared.weight) says which.
+            self._passed.setdefault(record.order, set()).add(target.attr.value)
+        if not self._may_be_module(value):
             return
         self._attaches.add(record.order)
         self._held.setdefault(record.order, {})[target.attr.value] = self._layer(value)
@@ -133,6 +160,8 @@ class HeldModuleRewriter(Rule):
             return any(self._may_be_module(element.value) for element in value.elements)
         if isinstance(value, cst.Dict):
             return any(self._may_be_module(element.value) for element in value.elements if isinstance(element, cst.DictElement))
+        if value is _UNKNOWN_MODULE:
+            return True
         if not isinstance(value, cst.Call):
             return False
         written = dotted_from_cst(value.func) or ""
@@ -191,10 +220,11 @@ class HeldModuleRewriter(Rule):
             return updated_node
         wanted = [self._statement(self_name, entry) for entry in self._entries(record)]
         # The modules the class holds, and those a composite layer's own __init__ made
-        # (MultiheadAttention's out_proj), are plain until converted.
-        if record.order in self._attaches or self._inherited_layer(record) in catalog.NN_COMPOSITE_LAYERS:
+        # (MultiheadAttention's out_proj), are plain until converted; the noted entries
+        # apply when the outermost model gets there.
+        if wanted or record.order in self._attaches or self._inherited_layer(record) in catalog.NN_COMPOSITE_LAYERS:
             self.context.needed.add(WRAP)
-            wanted.insert(0, codegen.statement(codegen.call(WRAP, codegen.name(self_name))))
+            wanted.append(codegen.statement(codegen.call(WRAP, codegen.name(self_name))))
         body = list(updated_node.body.body)
         generated = [position for position, s in enumerate(body) if self._is_generated(s, self_name)]
         if not wanted and not generated:
@@ -211,60 +241,78 @@ class HeldModuleRewriter(Rule):
     def _entries(self, record: ClassRecord) -> list[Entry]:
         """Spec entries for parameters this class holds or inherits from a torch.nn layer,
         in spec order (at run time, the first entry to select a parameter wins)."""
-        held = self._held.get(record.order, {})
         # Parameters the catalog names (a held layer's, a base layer's) are planned one by
         # one, selected or not, so that `plan` and `init` list them and the first entry wins.
         known = self._known_paths(record)
-        for path in known:
-            kind = SiteKind.HELD if path[0] in held else SiteKind.INHERITED
-            entry = self.context.planner.select(self.context.path, record, path, kind, None)
-            if entry is not None and isinstance(entry.action, Prior):
-                self.context.add_random(record, path[0])
+        selected = set()
+        for path, layers in known:
+            kind = SiteKind.INHERITED if layers[0][0] == 0 else SiteKind.HELD
+            entry = self.context.planner.select(self.context.path, record, path, kind, None, layers)
+            if entry is not None:
+                selected.add(entry.line)
+                if isinstance(entry.action, Prior):
+                    self.context.add_random(record, path[0])
+        may_hold = record.order in self._attaches
         chosen = []
+        below: dict[tuple[str, ...], list[Entry]] = {}
         for entry in self.context.planner.spec.entries:
-            if entry.selector.matches_class(record.module, record.name):
-                hits = self._paths(record, entry.selector.segments[1:], known)
-                for hit in hits:
-                    if hit in known:
-                        continue
-                    # A container's or another library's parameters: decided at run time.
-                    self.context.planner.record(self.context.path, record, hit, SiteKind.HELD, entry)
-                    if isinstance(entry.action, Prior):
-                        self.context.add_random(record, hit[0])
-                if hits:
+            selector = entry.selector
+            if entry.line in self.context.at_build.get(record.order, ()):
+                chosen.append(entry)
+                continue
+            if selector.kind == TYPE:
+                # A layer of this type may come from anywhere the class holds a module.
+                if may_hold or entry.line in selected:
                     chosen.append(entry)
+                continue
+            if not selector.matches_class(record.module, record.name):
+                continue
+            hits = self._paths(record, selector, [path for path, _ in known])
+            for hit in hits:
+                below.setdefault(hit, []).append(entry)
+            if hits or entry.line in selected or (selector.kind == ANY and may_hold):
+                chosen.append(entry)
+        for hit, entries in below.items():
+            # A container's or another library's parameters: decided at run time.
+            self.context.planner.record(self.context.path, record, hit, SiteKind.HELD, entries)
+            if isinstance(entries[0].action, Prior):
+                self.context.add_random(record, hit[0])
         return chosen
 
-    def _known_paths(self, record: ClassRecord) -> list[tuple[str, ...]]:
-        """Every parameter path of ``record`` the catalog names: those of the torch.nn layers
-        it holds, and those it inherits from a torch.nn layer it derives from."""
+    def _known_paths(self, record: ClassRecord) -> list[tuple[tuple[str, ...], tuple[tuple[int, str], ...]]]:
+        """Every parameter path of ``record`` the catalog names, with the torch.nn layer on
+        it: those of the layers it holds (at depth 1), and those it inherits from a torch.nn
+        layer it derives from (at depth 0)."""
         paths = [
-            (attr, *name.split("."))
+            ((attr, *name.split(".")), ((1, layer),))
             for attr, layer in self._held.get(record.order, {}).items()
             if layer is not None
             for name in catalog.NN_LAYERS[layer]
         ]
+        inherited = self._inherited_layer(record)
         paths += [
-            path
+            (path, ((0, inherited),))
             for path in (tuple(name.split(".")) for name in self._inherited_layer_parameters(record))
             if path[0] not in record.attr_lines
         ]
         return paths
 
-    def _paths(
-        self, record: ClassRecord, pattern: tuple[str, ...], known: list[tuple[str, ...]]
-    ) -> list[tuple[str, ...]]:
-        """Parameter paths of ``record`` that ``pattern`` selects, as far as the source tells:
-        the ``known`` ones it matches; for a container's or another library's module, whose
-        parameters only the built model knows, its attribute stands for them."""
-        paths = [path for path in known if _matches(path, pattern)]
-        if len(pattern) > 1:
-            paths += [
-                (attr, *pattern[1:])
-                for attr, layer in self._held.get(record.order, {}).items()
-                if layer is None and fnmatchcase(attr, pattern[0])
-            ]
-        return paths
+    def _paths(self, record: ClassRecord, selector: Selector, known: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+        """Parameter paths below a module of ``record`` that ``selector`` selects and the source
+        cannot list: those of a container or another library's module, whose parameters only
+        the built model knows; its attribute stands for them (``layers.*.weight``)."""
+        pattern = selector.path
+        paths = []
+        for attr, layer in self._held.get(record.order, {}).items():
+            if layer is not None:
+                continue
+            if pattern[0] == ANY_DEPTH and selector.kind != ANY:
+                paths.append((attr, *pattern))
+            elif len(pattern) > 1 and fnmatchcase(attr, pattern[0]):
+                paths.append((attr, *pattern[1:]))
+        if len(pattern) > 1 and pattern[0] in self._passed.get(record.order, ()):
+            paths.append(pattern)
+        return [path for path in dict.fromkeys(paths) if path not in known]
 
     def _inherited_layer(self, record: ClassRecord) -> Optional[str]:
         """The torch.nn layer the class derives from (``nn.Linear``, or ``PyroModule[nn.Linear]``
@@ -300,10 +348,6 @@ class HeldModuleRewriter(Rule):
         resolved = self.context.imports.resolve(dotted_from_cst(call.func))
         generated = (RUNTIME + SET_PRIOR, RUNTIME + SET_CONSTRAINT, RUNTIME + WRAP)
         return resolved in generated and bool(call.args) and _is_name(call.args[0].value, self_name)
-
-
-def _matches(path: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
-    return len(path) == len(pattern) and all(map(fnmatchcase, path, pattern))
 
 
 def _is_name(node: cst.BaseExpression, name: str) -> bool:
@@ -351,8 +395,8 @@ class Model(PyroModule):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(5, 2)
-        pyro_module(self)
         set_prior(self, "Model.fc.weight", "Normal", 0, 1)
+        pyro_module(self)
 """,
         spec="priors:\n  Model.fc.weight: Normal(0, 1)\n",
     ),

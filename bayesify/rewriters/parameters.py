@@ -78,6 +78,13 @@ class ParameterRewriter(Rule):
                     "source to drop it)",
                 )
             return statement
+        if site.kind in (SiteKind.PARAMETER, SiteKind.REGISTERED) and (
+            self.context.ties_weights or site.attr in record.init_reads
+        ):
+            self.context.at_build.setdefault(record.order, set()).add(entry.line)
+            if isinstance(entry.action, Prior):
+                self.context.add_random(record, site.attr)
+            return statement
         if isinstance(entry.action, Prior):
             self.context.add_random(record, site.attr)
             value = self._sample(self_name, entry.action, shape)

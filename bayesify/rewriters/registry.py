@@ -55,6 +55,13 @@ class RewriteContext:
     random: dict[int, set[str]] = field(default_factory=dict)
     #: Names the rewritten file uses and must import (keys of :data:`~.imports.SOURCES`).
     needed: set[str] = field(default_factory=set)
+    #: Whether the file ties weights by name (see ``FileIndex.ties_weights``).
+    ties_weights: bool = False
+    #: Lines of the entries that select a class's own parameter which stays as it is until
+    #: the model is built, by class order: one ``__init__`` reads again (it may tie it
+    #: elsewhere: ``self.fc.bias = self.bias``), or any in a file that ties weights by name.
+    #: The parameter rule fills it, the held-module rule notes the entries.
+    at_build: dict[int, set[int]] = field(default_factory=dict)
     #: Orders of the classes that become PyroModules.
     converting: set[int] = field(init=False)
 

@@ -1,57 +1,51 @@
-"""Priors and constraints on parameters of modules a model holds, applied once it is built.
+"""Priors and constraints on parameters of the modules a model holds, applied once it is built.
 
-The shape of ``self.fc.weight`` or of every weight in ``self.layers`` is known only when the
-model is constructed, so the rewriter ends ``__init__`` with calls that select parameters by
-their spec selector and replace them there::
+The shape of ``self.fc.weight``, or which layers a factory put in ``self.layers``, is known only
+once the model is constructed, so the rewriter ends ``__init__`` with the spec entries that may
+select something in the class, then :func:`pyro_module`::
 
     class Model(PyroModule):
         def __init__(self):
             super().__init__()
             self.fc = nn.Linear(5, 2)
-            self.layers = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
-            pyro_module(self)
+            self.layers = make_layers()
             set_prior(self, "Model.fc.weight", "Normal", 0, 1)
-            set_prior(self, "Model.layers.*.weight", "Normal", 0, 1)
+            set_prior(self, "nn.Conv*.weight", "Normal", 0, 0.1)
             set_constraint(self, "Model.layers.*.bias", constraints.positive)
+            pyro_module(self)
 
-Each selector is the spec entry itself, so a selector that finds nothing at run time fails
-construction with a message that names the entry.
+``set_prior`` and ``set_constraint`` only note the entry. The entries are applied when the
+outermost rewritten model is built: a model built inside another's ``__init__`` (a block of a
+network) waits for it, so every parameter is decided once, by the first entry of the spec that
+selects it, whichever class wrote it down. An entry that selects nothing in this model (a head
+that is ``nn.Identity()`` under some flag) leaves it as it is: whether an entry can select
+anything at all is checked when the code is rewritten.
 """
 
-from fnmatch import fnmatchcase
-from typing import Iterator, Tuple, Union
+import heapq
+import sys
+import threading
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from pyro.nn import PyroModule, PyroParam, PyroSample
-from pyro.nn.module import to_pyro_module_
+from pyro.nn.module import _Context, to_pyro_module_
 from torch.distributions.constraints import Constraint
 
 from bayesify.runtime.prior import Prior
+from bayesify.selectors import ANY, CLASS, Selector, match_path, parse
 
 _UNCONSTRAINED = "_unconstrained"
+#: Instance attribute holding the entries a rewritten class noted, until they are applied.
+_NOTED = "_bayesify_entries"
+#: Instance attribute of a built model: its entries are applied, later ones apply at once.
+_BUILT = "_bayesify_built"
+#: Instance attribute of a built model: the entry that decided each parameter, by path.
+DECIDED = "_bayesify_decided"
+_waiting = threading.local()
 
-
-def pyro_module(module: torch.nn.Module) -> torch.nn.Module:
-    """
-    Makes every module inside ``module``, and ``module`` itself, a
-    :class:`~pyro.nn.module.PyroModule`, in place, and returns it.
-
-    Rewritten classes end ``__init__`` with ``pyro_module(self)``, so that what
-    they hold is Pyro whatever built it: a layer, a container filled by
-    ``append``, a conditional expression, a module passed in, another library's.
-    Its parameters are then Pyro parameters named by their module path
-    (``layers.0.weight``), and none of its modules is a second Pyro root. Empty
-    slots (``nn.ModuleList([layer, None])``) stay empty. A value that is not an
-    :class:`torch.nn.Module` is returned as it is.
-    """
-    if not isinstance(module, torch.nn.Module):
-        return module
-    for child in module.children():
-        pyro_module(child)
-    if not isinstance(module, PyroModule):
-        # Children first: the parent then re-registers them as the PyroModules they are.
-        to_pyro_module_(module, recurse=False)
-    return module
+Action = Union[Tuple[str, tuple, dict], Constraint]
+Slot = Tuple[Tuple[str, ...], torch.nn.Module, str, torch.nn.Parameter]
 
 
 def set_prior(
@@ -62,90 +56,263 @@ def set_prior(
     **kwargs: Union[float, str, bool],
 ) -> None:
     """
-    Replaces each parameter of ``module`` that ``selector`` selects by a
-    :class:`~pyro.nn.module.PyroSample` with ``Prior(owner, family, *args,
-    shape=parameter.shape, **kwargs)``.
+    Notes that the parameters of ``module`` that ``selector`` selects become
+    :class:`~pyro.nn.module.PyroSample` attributes with ``Prior(owner, family,
+    *args, shape=parameter.shape, **kwargs)``, once the model is built (see
+    :func:`pyro_module`).
 
-    :param str selector: a spec selector, ``Class.attr[.attr…]``; its first
-        segment names ``module``'s class and the rest is matched, segment by
-        segment with fnmatch, against parameter paths (``fc.weight``,
-        ``layers.0.bias``). Parameters an earlier call already made random or
-        constrained are skipped: the first spec entry wins.
-    :raises LookupError: if the selector matches no parameter of an attribute the
-        module has. An attribute the module lacks (a layer built only under some
-        ``if``) is no error: its parameters simply do not exist this time.
+    :param str selector: a spec selector: ``Class.attr[.attr…]``, whose path is
+        matched below ``module``; ``nn.Linear.weight`` (a layer type), matched
+        below every such layer of the model; or ``**.fc.weight``. Segments are
+        fnmatch globs and ``**`` matches any number of them.
     """
-    for owner, name, parameter in _plain_parameters(module, selector):
-        setattr(owner, name, PyroSample(Prior(owner, family, *args, shape=parameter.shape, **kwargs)))
+    _note(module, selector, (family, args, kwargs))
 
 
 def set_constraint(module: torch.nn.Module, selector: str, constraint: Constraint) -> None:
     """
-    Replaces each parameter that ``selector`` selects by a
-    :class:`~pyro.nn.module.PyroParam` with ``constraint``, starting from its
-    current value (which must lie in the constraint's support). See
-    :func:`set_prior` for ``selector``.
+    Notes that the parameters ``selector`` selects become
+    :class:`~pyro.nn.module.PyroParam` attributes with ``constraint``, starting
+    from their value (which must lie in the constraint's support) when the model
+    is built. See :func:`set_prior` for ``selector``.
     """
-    for owner, name, parameter in _plain_parameters(module, selector):
-        value = parameter.detach().clone()
-        if value.device.type != "meta" and not bool(constraint.check(value).all()):
-            # Pyro would start from the inverse transform of a value outside the support: NaN.
-            raise ValueError(
-                f"the spec entry {selector!r} constrains {type(owner).__name__}.{name} to "
-                f"{constraint}, but its initial value is not inside it; initialise it inside "
-                "the support, or choose another constraint"
-            )
-        setattr(owner, name, PyroParam(value, constraint=constraint))
+    _note(module, selector, constraint)
 
 
-def _plain_parameters(
-    module: torch.nn.Module, selector: str
-) -> Iterator[Tuple[PyroModule, str, torch.nn.Parameter]]:
-    pattern = selector.rpartition(":")[2].split(".")[1:]
-    matched = [
-        (owner, name)
-        for path, owner, name in _parameter_paths(module)
-        if len(path) == len(pattern) and all(map(fnmatchcase, path, pattern))
-    ]
-    if not matched:
-        if not _has_attribute(module, pattern[0]):
-            return  # built conditionally (``if expand: self.expand = ...``), and not this time
-        known = ", ".join(".".join(path) for path, _, _ in _parameter_paths(module)) or "none"
-        raise LookupError(
-            f"the spec entry {selector!r} selects no parameter of this "
-            f"{type(module).__name__}; its parameters are: {known}"
-        )
-    if any(not isinstance(owner, PyroModule) for owner, _ in matched):
-        pyro_module(module)
-    for owner, name in matched:
-        parameter = owner._parameters.get(name)
-        if parameter is not None:  # not made random or constrained by an earlier entry
-            yield owner, name, parameter
+def _note(module: torch.nn.Module, selector: str, action: Action) -> None:
+    module.__dict__.setdefault(_NOTED, []).append((parse(selector), action))
+    if module.__dict__.get(_BUILT):  # noted after pyro_module(self), as older rewrites did
+        _apply(module)
 
 
-def _has_attribute(module: torch.nn.Module, glob: str) -> bool:
-    """Whether ``module`` has an attribute (a module, a parameter, a random or constrained
-    one) whose name ``glob`` matches."""
-    names = [
-        *(name for name, child in module._modules.items() if child is not None),
-        *(name for name, value in module._parameters.items() if value is not None),
-        *getattr(module, "_pyro_samples", {}),
-        *getattr(module, "_pyro_params", {}),
-    ]
-    return any(fnmatchcase(name, glob) for name in names)
+def pyro_module(module: torch.nn.Module) -> torch.nn.Module:
+    """
+    Makes every module inside ``module``, and ``module`` itself, a
+    :class:`~pyro.nn.module.PyroModule`, in place, and returns it; the model's
+    noted spec entries (:func:`set_prior`, :func:`set_constraint`) are applied
+    once the outermost model being built gets here.
+
+    Rewritten classes end ``__init__`` with ``pyro_module(self)``, so that what
+    they hold is Pyro whatever built it: a layer, a container filled by
+    ``append``, a conditional expression, a module passed in, another
+    library's. Its parameters are then Pyro parameters named by their module path
+    (``layers.0.weight``), and none of its modules is a second Pyro root. Empty
+    slots (``nn.ModuleList([layer, None])``) stay empty. A value that is not an
+    :class:`torch.nn.Module` is returned as it is.
+
+    A model built inside the ``__init__`` of another rewritten class is a part of
+    that model: it waits for it, and may be run meanwhile (to size a layer).
+    """
+    if not isinstance(module, torch.nn.Module):
+        return module
+    _convert(module)
+    waiting = _waiting.__dict__.setdefault("modules", [])
+    if _inside_a_rewritten_init(sys._getframe(1)):
+        _defer(module)
+        waiting.append(module)
+        return module
+    del _waiting.modules
+    # Parts built inside a rewritten __init__ that the model does not hold (kept elsewhere,
+    # or thrown away) are models of their own; outer ones were noted last.
+    applied: set = set()
+    for part in [module, *reversed(waiting)]:
+        if id(part) not in applied:
+            _apply(part)
+            applied.update(id(inner) for inner in part.modules())
+    return module
 
 
-def _parameter_paths(module: torch.nn.Module) -> Iterator[Tuple[Tuple[str, ...], torch.nn.Module, str]]:
-    """Every parameter slot of ``module``: plain parameters, and the PyroSample and
-    PyroParam attributes that replaced one, with the path of each."""
-    for prefix, owner in module.named_modules():
+def _convert(module: torch.nn.Module) -> None:
+    for child in module.children():
+        _convert(child)
+    if not isinstance(module, PyroModule):
+        # Children first: the parent then re-registers them as the PyroModules they are.
+        to_pyro_module_(module, recurse=False)
+
+
+def _inside_a_rewritten_init(frame) -> bool:
+    """Whether the ``__init__`` calling :func:`pyro_module` runs inside another ``__init__``
+    that ends by calling it: a rewritten class's, which applies the spec to all it holds."""
+    frame = frame.f_back
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__init__" and "pyro_module" in code.co_names:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class _UnderConstruction(_Context):
+    """The context of a model that is a part of one still being built: running it there (to
+    size a layer) is not the use that Pyro's check against a second root guards against, and
+    the outermost model gives it its own context once it is built."""
+
+    @property
+    def used(self) -> bool:
+        return bool(self.active)  # names its parameters while it runs, as Pyro does
+
+    @used.setter
+    def used(self, value: bool) -> None:
+        pass
+
+
+def _defer(module: PyroModule) -> None:
+    _adopt(module, _UnderConstruction())
+
+
+def _adopt(root: PyroModule, context: _Context) -> None:
+    """Gives every PyroModule below ``root`` ``context`` and its name by its path from ``root``,
+    top down, as :func:`~pyro.nn.module.to_pyro_module_` does for a model built plain: one Pyro
+    root, however the modules were built, shared, converted or run while being built."""
+    root._pyro_context = context
+    _name_below(root, context)
+
+
+def _name_below(parent: PyroModule, context: _Context) -> None:
+    # In module order, each module last named where it is held last, as setattr names it.
+    for name, child in parent._modules.items():
+        if isinstance(child, PyroModule):
+            child._pyro_name = f"{parent._pyro_name}.{name}" if parent._pyro_name else name
+            child._pyro_context = context
+            _name_below(child, context)
+
+
+def _apply(root: torch.nn.Module) -> None:
+    """Decides every parameter of ``root`` by the first noted entry that selects it, in spec
+    order, keeps tied parameters tied, and makes ``root`` the one Pyro root of them all."""
+    modules = {_split(prefix): part for prefix, part in root.named_modules()}
+    noted = [(prefix, part.__dict__.pop(_NOTED)) for prefix, part in modules.items() if _NOTED in part.__dict__]
+    decided = root.__dict__.setdefault(DECIDED, {})
+    if noted:
+        slots = list(_plain_slots(modules))
+        winners: Dict[int, Tuple[Slot, Selector, Action]] = {}
+        of_type: Dict[Tuple[type, str], bool] = {}  # a model holds many layers of few classes
+        for selector, action in _in_spec_order(noted):
+            owners = [prefix for prefix, entries in noted if any(s.text == selector.text for s, _ in entries)]
+            for slot in slots:
+                if id(slot[3]) not in winners and _selects(selector, slot[0], owners, modules, of_type):
+                    winners[id(slot[3])] = (slot, selector, action)
+        for path, owner, name, parameter in slots:
+            winner = winners.get(id(parameter))
+            if winner is None:
+                continue
+            (first_path, first_owner, first_name, _), selector, action = winner
+            decided[".".join(path)] = selector.text
+            if first_owner is owner and first_name == name:
+                _replace(owner, name, parameter, selector, action)
+            else:  # the same parameter held twice (tied weights): both places read one value
+                setattr(owner, name, PyroSample(Tied(first_owner, first_name)))
+    _adopt(root, _Context())
+    root.__dict__[_BUILT] = True
+
+
+def _split(prefix: str) -> Tuple[str, ...]:
+    return tuple(prefix.split(".")) if prefix else ()
+
+
+def _plain_slots(modules: Dict[Tuple[str, ...], torch.nn.Module]) -> Iterator[Slot]:
+    """Every parameter not yet random or constrained, with its path, in module order."""
+    for prefix, owner in modules.items():
         constrained = getattr(owner, "_pyro_params", {})
-        names = [
-            name
-            for name, value in owner._parameters.items()
-            if value is not None and name.removesuffix(_UNCONSTRAINED) not in constrained
-        ]
-        names += [*getattr(owner, "_pyro_samples", {}), *constrained]
-        base = tuple(prefix.split(".")) if prefix else ()
-        for name in names:
-            yield (*base, name), owner, name
+        for name, value in owner._parameters.items():
+            if value is not None and name.removesuffix(_UNCONSTRAINED) not in constrained:
+                yield (*prefix, name), owner, name, value
+
+
+def _in_spec_order(noted: List[Tuple[Tuple[str, ...], list]]) -> List[Tuple[Selector, Action]]:
+    """The entries every class noted, in the order of the spec they come from: each class
+    notes its entries in spec order, so the order of all is the one that agrees with each
+    class's; an outer class's entries go first where no class tells."""
+    actions: Dict[str, Tuple[Selector, Action]] = {}
+    after: Dict[str, set] = {}
+    before_count: Dict[str, int] = {}
+    for _, entries in noted:
+        texts = [selector.text for selector, _ in entries]
+        for selector, action in entries:
+            actions.setdefault(selector.text, (selector, action))
+            before_count.setdefault(selector.text, 0)
+        for earlier, later in zip(texts, texts[1:]):
+            if later not in after.setdefault(earlier, set()):
+                after[earlier].add(later)
+                before_count[later] += 1
+    rank = {text: position for position, text in enumerate(actions)}
+    ready = [(rank[text], text) for text, count in before_count.items() if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, text = heapq.heappop(ready)
+        order.append(text)
+        for later in after.get(text, ()):
+            before_count[later] -= 1
+            if before_count[later] == 0:
+                heapq.heappush(ready, (rank[later], later))
+    order += [text for text in actions if text not in order]  # classes rewritten from two specs
+    return [actions[text] for text in order]
+
+
+def _selects(
+    selector: Selector,
+    path: Tuple[str, ...],
+    owners: List[Tuple[str, ...]],
+    modules: Dict[Tuple[str, ...], torch.nn.Module],
+    of_type: Dict[Tuple[type, str], bool],
+) -> bool:
+    if selector.kind == ANY:
+        return selector.matches_path(path)
+    if selector.kind == CLASS:
+        return any(
+            path[: len(owner)] == owner and match_path(selector.path, path[len(owner):]) for owner in owners
+        )
+    return any(
+        _is_of_type(modules.get(path[:depth]), selector, of_type) and match_path(selector.path, path[depth:])
+        for depth in range(len(path))
+    )
+
+
+def _is_of_type(module: Optional[torch.nn.Module], selector: Selector, of_type: Dict[Tuple[type, str], bool]) -> bool:
+    if module is None:
+        return False
+    key = (type(module), selector.text)
+    if key not in of_type:
+        # A class of the user's derives from torch.nn.Module, which is no layer type.
+        of_type[key] = selector.matches_type(
+            (cls.__module__, cls.__name__) for cls in type(module).__mro__ if cls is not torch.nn.Module
+        )
+    return of_type[key]
+
+
+def _replace(
+    owner: torch.nn.Module, name: str, parameter: torch.nn.Parameter, selector: Selector, action: Action
+) -> None:
+    if isinstance(action, tuple):
+        family, args, kwargs = action
+        setattr(owner, name, PyroSample(Prior(owner, family, *args, shape=parameter.shape, **kwargs)))
+        return
+    value = parameter.detach().clone()
+    if value.device.type != "meta" and not bool(action.check(value).all()):
+        # Pyro would start from the inverse transform of a value outside the support: NaN.
+        raise ValueError(
+            f"the spec entry {selector.text!r} constrains {type(owner).__name__}.{name} to "
+            f"{action}, but its initial value is not inside it; initialise it inside "
+            "the support, or choose another constraint"
+        )
+    setattr(owner, name, PyroParam(value, constraint=action))
+
+
+class Tied:
+    """
+    The prior of a parameter that a model holds in two places (tied weights:
+    ``self.decoder.bias = self.bias``, an output layer sharing the embedding's
+    weight): the value of the other place, so both read one sample. Pyro
+    records it as a deterministic site.
+    """
+
+    def __init__(self, module: torch.nn.Module, name: str) -> None:
+        self.module = module
+        self.name = name
+
+    def __call__(self, module: torch.nn.Module) -> torch.Tensor:
+        return getattr(self.module, self.name)
+
+    def __repr__(self) -> str:
+        return f"Tied({type(self.module).__name__}.{self.name})"

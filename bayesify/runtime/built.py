@@ -1,0 +1,92 @@
+"""Build the model a command line names and report its parameters as JSON: the subprocess of
+``bayesify plan --build`` (see :mod:`bayesify.build`), run where the rewritten code is importable::
+
+    python -m bayesify.runtime.built '{"module": "models", "attribute": "Net", "args": [4], "kwargs": {}}'
+"""
+
+import importlib
+import json
+import os
+import sys
+from typing import Dict, List
+
+import torch
+
+from bayesify.runtime.held import DECIDED, Tied
+from bayesify.runtime.prior import Prior
+
+_UNCONSTRAINED = "_unconstrained"
+
+
+def parameters(model: torch.nn.Module) -> List[Dict]:
+    """Every parameter of ``model``, once each (a shared layer too): its Pyro site name, shape,
+    what it became, and the spec selector that decided it when the runtime did."""
+    decided = model.__dict__.get(DECIDED, {})
+    rows = []
+    for prefix, module in model.named_modules():
+        pyro_name = getattr(module, "_pyro_name", prefix)
+        samples = getattr(module, "_pyro_samples", {})
+        constrained = getattr(module, "_pyro_params", {})
+
+        def row(name, shape, becomes, **extra):
+            path = f"{prefix}.{name}" if prefix else name
+            return {
+                "name": f"{pyro_name}.{name}" if pyro_name else name,
+                "class": type(module).__name__,
+                "attribute": name,
+                "shape": str(tuple(shape)),
+                "becomes": becomes,
+                "selector": decided.get(path),
+                **extra,
+            }
+
+        for name, prior in samples.items():
+            if isinstance(prior, Tied):
+                owner = prior.module
+                first = f"{owner._pyro_name}.{prior.name}" if owner._pyro_name else prior.name
+                rows.append(row(name, _shape(owner, prior.name), "tied", tied_to=first))
+            else:
+                rows.append(row(name, _shape(module, name), "random"))
+        for name in constrained:
+            rows.append(row(name, module._parameters[name + _UNCONSTRAINED].shape, "constrained"))
+        for name, value in module._parameters.items():
+            if value is not None and name.removesuffix(_UNCONSTRAINED) not in constrained:
+                rows.append(row(name, value.shape, "deterministic"))
+    return rows
+
+
+def _shape(module: torch.nn.Module, name: str):
+    prior = module._pyro_samples[name]
+    if isinstance(prior, Prior):
+        return prior.shape
+    if isinstance(prior, Tied):
+        return _shape(prior.module, prior.name)
+    distribution = prior if hasattr(prior, "sample") else prior(module)
+    return tuple(distribution.batch_shape) + tuple(distribution.event_shape)
+
+
+def main(request: str) -> int:
+    call = json.loads(request)
+    target = importlib.import_module(call["module"])
+    if not os.path.realpath(getattr(target, "__file__", "") or "").startswith(os.path.realpath(call["mirror"])):
+        print(
+            f"{call['module']} is imported from {target.__file__}, not from the files of the run: "
+            "name the module as the run's files are imported (its path from here, or its package)",
+            file=sys.stderr,
+        )
+        return 1
+    for part in call["attribute"].split("."):
+        target = getattr(target, part)
+    model = target(*call["args"], **call["kwargs"])
+    shown = f"{call['module']}:{call['attribute']}"
+    if not isinstance(model, torch.nn.Module):
+        print(f"{shown} returned a {type(model).__name__}, not an nn.Module", file=sys.stderr)
+        return 1
+    rows = parameters(model)
+    counts = {kind: sum(row["becomes"] == kind for row in rows) for kind in ("random", "constrained", "deterministic")}
+    print(json.dumps({"built": f"{shown} ({type(model).__name__})", "parameters": rows, **counts}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,253 @@
+"""Selection on the models users build: layer types, any depth, absent targets, shared and tied
+parameters, compared with what a Pyro user does by hand at run time (``to_pyro_module_`` and a
+``PyroSample`` on every Linear and Conv weight)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+import torch.nn as nn
+from pyro.nn import PyroSample
+from pyro.nn.module import to_pyro_module_
+
+from click.testing import CliRunner
+
+from bayesify.cli import main
+from bayesify.runner import run_source
+from bayesify.selectors import match_path, parse
+from bayesify.spec import parse_spec
+from test_execution import FIXTURES, load, sites, svi_losses
+
+X = torch.randn(3, 4, 4)
+
+
+def rewritten(tmp_path, spec_text: str, name: str, source: bytes = b""):
+    """``source`` (the selection fixture's input) rewritten with ``spec_text``, imported as ``name``."""
+    source = source or (FIXTURES / "selection" / "input" / "zoo.py").read_bytes()
+    result = run_source(source, parse_spec(spec_text))
+    assert not result.failed and not result.unmatched, (result.failed, result.unmatched)
+    path = tmp_path / f"{name}.py"
+    path.write_bytes(result.results[0].rewritten)
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def by_hand(model: nn.Module, scale: float) -> nn.Module:
+    """The run-time baseline: every Linear and Conv weight random, the rest Pyro params."""
+    to_pyro_module_(model)
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            shape = module.weight.shape
+            module.weight = PyroSample(dist.Normal(0.0, scale).expand(shape).to_event(len(shape)))
+    return model
+
+
+def regression(net):
+    def model(x, y=None):
+        out = net(x)
+        with pyro.plate("rows", out.shape[0]):
+            return pyro.sample("y", dist.Normal(out, 1.0).to_event(1), obs=y)
+
+    return model
+
+
+@pytest.mark.parametrize("spec", ["nn.Linear.weight: Normal(0, 0.1)\n  nn.Conv*.weight: Normal(0, 0.1)",
+                                  "nn.*.weight: Normal(0, 0.1)"])
+@pytest.mark.parametrize("build", ["Net", "Sized"])
+def test_every_linear_and_conv_weight_by_type_equals_the_run_time_baseline(tmp_path, spec, build):
+    ours_module = rewritten(tmp_path, f"version: 1\npriors:\n  {spec}\n", f"by_type_{build}_{len(spec)}")
+    deterministic = load("selection", "zoo.py", "input")
+    torch.manual_seed(0)
+    ours = getattr(ours_module, build)()
+    torch.manual_seed(0)
+    theirs = by_hand(getattr(deterministic, build)(), 0.1)
+    y = torch.randn(3, 1 if build == "Sized" else 3)
+    assert sites(regression(ours), X, y) == sites(regression(theirs), X, y)
+    assert svi_losses(regression(ours), 3, X, y) == svi_losses(regression(theirs), 3, X, y)
+
+
+def test_the_fixture_spec_builds_every_configuration_with_exactly_the_intended_sites():
+    zoo = load("selection", "zoo.py")
+    net = zoo.Net()
+    kinds = {name: (kind, shape) for name, kind, shape in sites(net, X)}
+    random = {name for name, (kind, _) in kinds.items() if kind == "sample"}
+    # The shared layer is one site, named where Pyro names it; each Conv and Linear weight is
+    # random; the head's weight by `**.fc.weight`, though it was assigned by tuple unpacking.
+    assert random == {
+        "blocks.1.shared.weight", "blocks.0.conv.weight", "blocks.1.conv.weight", "fc.weight",
+        "project_out.weight", "bias", "fc.bias", "blocks.0.norm.weight", "blocks.1.norm.weight",
+    }
+    assert net._bayesify_decided["fc.weight"] == "**.fc.weight"
+    assert net._bayesify_decided["project_out.weight"] == "Net.project_out.weight"
+    assert net._bayesify_decided["pos.weight"] == "nn.Linear.weight"
+    # In NormAct, `*.*.weight` finds nothing below (its act has no weight), and that is fine;
+    # in Block, it selects NormAct's own weight (Block.norm.weight).
+    assert net._bayesify_decided["blocks.0.norm.weight"] == "*.*.weight"
+    # project=False: the head is an nn.Identity(), and Net.project_out.weight selects nothing.
+    assert "project_out.weight" not in {name for name, _, _ in sites(zoo.Net(project=False), X)}
+
+
+def test_a_tied_parameter_is_one_sample_in_both_places():
+    zoo = load("selection", "zoo.py")
+    net = zoo.Net()
+    trace = pyro.poutine.trace(net).get_trace(X)
+    assert torch.equal(trace.nodes["fc.bias"]["value"], trace.nodes["bias"]["value"])
+    assert trace.nodes["bias"]["fn"].event_shape == (3,)
+
+
+def test_a_backbone_run_in_its_parents_init_builds_traces_and_trains():
+    zoo = load("selection", "zoo.py")
+    losses = svi_losses(regression(zoo.Sized()), 3, X, torch.randn(3, 1))
+    assert all(math.isfinite(loss) for loss in losses)
+    names = {name for name, kind, _ in sites(zoo.Sized(), X) if kind == "sample"}
+    assert {"head.weight", "backbone.fc.weight", "backbone.blocks.0.conv.weight"} <= names
+
+
+def test_a_base_with_a_metaclass_keeps_its_abstract_methods():
+    zoo = load("selection", "zoo.py")
+    with pytest.raises(TypeError, match="abstract"):
+        zoo.LazyDistribution()
+    assert {name for name, kind, _ in sites(zoo.Gaussian(), X) if kind == "sample"} == {"loc.weight"}
+
+
+def test_the_first_entry_of_the_spec_wins_across_nested_classes(tmp_path):
+    # Block notes `Block.conv.weight` (later in the spec); Net notes `**.conv.weight` (earlier):
+    # the earlier one decides, though Block's __init__ ends first.
+    spec = (
+        "version: 1\npriors:\n  '**.conv.weight': Normal(0, 0.3)\n  Block.conv.weight: Normal(0, 2)\n"
+        "  Block.shared.weight: Normal(0, 1)\n"
+    )
+    module = rewritten(tmp_path, spec, "first_wins")
+    net = module.Net()
+    assert net._bayesify_decided["blocks.0.conv.weight"] == "**.conv.weight"
+    trace = pyro.poutine.trace(net).get_trace(X)
+    assert float(trace.nodes["blocks.0.conv.weight"]["fn"].base_dist.scale.flatten()[0]) == pytest.approx(0.3)
+
+
+def test_a_head_assigned_by_tuple_unpacking_is_selected_by_a_path_glob(tmp_path):
+    module = rewritten(tmp_path, "version: 1\npriors:\n  '*.fc.weight': Normal(0, 1)\n", "unpacked")
+    assert {name for name, kind, _ in sites(module.Net(), X) if kind == "sample"} == {"fc.weight"}
+
+
+MISSPELT = """\
+version: 1
+priors:
+  MLPP.fc.weight: Normal(0, 1)
+  MLP.nett.weight: Normal(0, 1)
+  MLP.fc.wieght: Normal(0, 1)
+  nn.Lienar.weight: Normal(0, 1)
+  nn.Conv*.wieght: Normal(0, 1)
+  nn.Linear.weight: Normal(0, 1)
+  timm.layers.Conv2dSame.weight: Normal(0, 1)
+"""
+
+
+def test_a_misspelt_selector_is_an_error_with_a_did_you_mean():
+    source = b"from torch import nn\n\nclass MLP(nn.Module):\n    def __init__(self):\n" \
+             b"        super().__init__()\n        self.net = nn.Sequential()\n        self.fc = nn.Linear(2, 2)\n"
+    result = run_source(source, parse_spec(MISSPELT))
+    hints = {entry.selector.text: result.hints[entry.line] for entry in result.unmatched}
+    assert hints == {
+        "MLPP.fc.weight": "; did you mean 'MLP'?",
+        "MLP.nett.weight": "; did you mean 'net'?",
+        "MLP.fc.wieght": "; did you mean 'weight'?",
+        "nn.Lienar.weight": "; did you mean 'nn.Linear'?",
+        "nn.Conv*.wieght": "; did you mean 'weight'?",
+    }  # a layer type that can select, and another library's layer, are no error
+
+
+@pytest.mark.parametrize(
+    "text, kind, owner, path",
+    [
+        ("Net.fc.weight", "class", "Net", ("fc", "weight")),
+        ("nn.Conv*.weight", "type", "torch.nn.Conv*", ("weight",)),
+        ("torch.nn.Linear.bias", "type", "torch.nn.Linear", ("bias",)),
+        ("timm.layers.Conv2dSame.weight", "type", "timm.layers.Conv2dSame", ("weight",)),
+        ("**.fc.weight", "any", "**", ("fc", "weight")),
+        ("ResNet.**.weight", "class", "ResNet", ("**", "weight")),
+    ],
+)
+def test_selector_forms(text, kind, owner, path):
+    selector = parse(text)
+    assert (selector.kind, selector.owner, selector.path) == (kind, owner, path)
+
+
+def test_any_depth_matches_zero_or_more_segments():
+    assert match_path(("**", "weight"), ("weight",))
+    assert match_path(("**", "fc", "weight"), ("layer", "0", "fc", "weight"))
+    assert not match_path(("**", "fc", "weight"), ("fc", "bias"))
+    assert match_path(("layers", "**"), ("layers", "0", "conv", "weight"))
+
+
+def test_plan_build_lists_the_built_models_sites_and_the_entries_that_select_nothing(tmp_path, monkeypatch):
+    shutil.copytree(FIXTURES / "selection" / "input", tmp_path / "models")
+    (tmp_path / "models" / "__init__.py").write_text("")
+    shutil.copy(FIXTURES / "selection" / "priors.yaml", tmp_path / "priors.yaml")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        main, ["plan", "models", "--priors", "priors.yaml", "--build", "models.zoo:Net(project=False)"]
+    )
+    assert result.exit_code == 0, result.output
+    built = result.output.split("\n\n", 1)[1].splitlines()
+    assert built[0] == "built models.zoo:Net (Net): 7 random, 0 constrained, 3 deterministic"
+    rows = {line.split()[0]: line for line in built[2:] if not line.startswith("priors.yaml")}
+    assert "(**.fc.weight)" in rows["fc.weight"] and "tied: reads bias" in rows["fc.bias"]
+    assert rows["blocks.0.conv.bias"].endswith("deterministic")
+    assert built[-1] == "priors.yaml:5: Net.project_out.weight: selects nothing in the built model"
+    assert (tmp_path / "models" / "zoo.py").read_bytes() == (FIXTURES / "selection" / "input" / "zoo.py").read_bytes()
+
+
+def test_plan_build_refuses_a_module_that_is_not_the_rewritten_one(tmp_path, monkeypatch):
+    (tmp_path / "net.py").write_bytes((FIXTURES / "selection" / "input" / "zoo.py").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    bad_call = CliRunner().invoke(main, ["plan", "net.py", "--build", "net:Net(x=print)"])
+    assert bad_call.exit_code == 2 and "literal" in bad_call.output
+    elsewhere = CliRunner().invoke(main, ["plan", "net.py", "--build", "json:loads('1')"])
+    assert elsewhere.exit_code == 123 and "not from the files of the run" in elsewhere.output
+
+
+TIED_BY_A_METHOD = b'''\
+import torch
+from torch import nn
+
+
+class LM(nn.Module):
+    _tied_weights_keys = {"norm.weight": "scale", "head.weight": "embed.weight"}
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.norm = nn.LayerNorm(4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.scale = nn.Parameter(torch.ones(4))
+        self.tie_weights()
+
+    def tie_weights(self):
+        self.norm.weight = self.scale
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids):
+        return self.head(self.norm(self.embed(ids)))
+'''
+
+
+def test_parameters_a_method_ties_by_name_stay_tied(tmp_path):
+    spec = "version: 1\npriors:\n  LM.scale: LogNormal(0, 0.1)\n  nn.Embedding.weight: Normal(0, 1)\n"
+    module = rewritten(tmp_path, spec, "tied_lm", TIED_BY_A_METHOD)
+    # A file that ties weights by name keeps its parameters until the model is built.
+    assert "self.scale = nn.Parameter(torch.ones(4))" in Path(module.__file__).read_text()
+    trace = pyro.poutine.trace(module.LM()).get_trace(torch.tensor([[1, 2]]))
+    assert torch.equal(trace.nodes["norm.weight"]["value"], trace.nodes["scale"]["value"])
+    assert torch.equal(trace.nodes["head.weight"]["value"], trace.nodes["embed.weight"]["value"])
+    assert trace.nodes["scale"]["fn"].base_dist.__class__.__name__ == "LogNormal"
