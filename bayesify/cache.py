@@ -192,7 +192,7 @@ class Cache(NoCache):
             if entry is None:
                 continue
             try:
-                index = _index_from_json(entry["index"], path)
+                index = _index_from_json(entry.get("index", False), path)  # False: no record, damaged
             except _Damaged:
                 continue
             hits[path] = Indexed(path, file_digest, index)
