@@ -227,7 +227,7 @@ class Cache(NoCache):
         package = self._package(folder)
         if name in ("__init__.py", "__init__.pyi"):
             return [package, True]
-        stem = Path(name).stem
+        stem = os.path.splitext(name)[0]
         return [f"{package}.{stem}" if package else stem, False]
 
     def _package(self, folder: str) -> str:
@@ -349,6 +349,19 @@ def _dict(value: Any) -> dict:
     return value
 
 
+def _str_map(value: Any, kind: type) -> dict:
+    """A JSON object whose values are all of ``kind`` (its keys are strings in JSON)."""
+    if type(value) is not dict or not all(type(item) is kind for item in value.values()):
+        raise _Damaged
+    return value
+
+
+def _strings(value: Any) -> frozenset[str]:
+    if type(value) is not list or not all(type(item) is str for item in value):
+        raise _Damaged
+    return frozenset(value)
+
+
 def _index_to_json(index: Optional[FileIndex]) -> Optional[list]:
     if index is None:
         return None
@@ -371,22 +384,25 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
     module, package, bound, classes, ties_weights = _list(value, 5)
     imports = ImportTable(_str(module), is_package=False)
     imports.package = _str(package)
-    imports.bound = {_str(k): _str(v) for k, v in _dict(bound).items()}
+    imports.bound = _str_map(bound, str)
     records = []
+    # The checks are written out here, not called per value: a cached run reads thousands.
     for row in _list(classes):
         module, qualname, name, order, line, bases, top, attr_lines, reads, init_reads = _list(row, 10)
+        if not (type(module) is type(qualname) is type(name) is str and type(order) is type(line) is type(top) is int):
+            raise _Damaged
         records.append(
             ClassRecord(
-                module=_str(module),
-                qualname=_str(qualname),
-                name=_str(name),
-                order=_int(order),
-                line=_int(line),
+                module=module,
+                qualname=qualname,
+                name=name,
+                order=order,
+                line=line,
                 bases=tuple(_base_from_json(base) for base in _list(bases)),
-                top=_int(top),
-                attr_lines={_str(k): _int(v) for k, v in _dict(attr_lines).items()},
-                method_reads={_str(k): frozenset(map(_str, _list(v))) for k, v in _dict(reads).items()},
-                init_reads=frozenset(map(_str, _list(init_reads))),
+                top=top,
+                attr_lines=_str_map(attr_lines, int),
+                method_reads={method: _strings(names) for method, names in _str_map(reads, list).items()},
+                init_reads=_strings(init_reads),
             )
         )
     return FileIndex(path=path, imports=imports, classes=records, ties_weights=_bool(ties_weights))
