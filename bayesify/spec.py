@@ -443,8 +443,9 @@ def _argument(
 
 
 def _is_dunder(name: str) -> bool:
-    """``__class__``, ``__dict__``: Python's own attributes, never a sibling parameter."""
-    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+    """``__class__``, ``__dict__`` (and ``__`` itself): Python's own names, never a sibling
+    parameter."""
+    return name.startswith("__") and name.endswith("__")
 
 
 def _bind(
