@@ -26,7 +26,8 @@ import yaml
 
 from . import catalog, codegen
 from .names import dotted_from_ast
-from .selectors import TYPE, Selector, SelectorError, parse as parse_selector
+from .selectors import TYPE, Selector, SelectorError
+from .selectors import parse as parse_selector
 
 SECTIONS = ("priors", "constraints")
 TOP_LEVEL_KEYS = ("version", "priors", "constraints", "modules")
