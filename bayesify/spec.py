@@ -26,7 +26,8 @@ import yaml
 
 from . import catalog, codegen
 from .names import dotted_from_ast
-from .selectors import TYPE, Selector, SelectorError, parse as parse_selector
+from .selectors import TYPE, Selector, SelectorError
+from .selectors import parse as parse_selector
 
 SECTIONS = ("priors", "constraints")
 TOP_LEVEL_KEYS = ("version", "priors", "constraints", "modules")
@@ -69,7 +70,35 @@ class Number:
         return repr(self.value)
 
 
-Argument = Union[Sibling, Number]
+#: Values a prior's argument can take from the parameter it is for, written as calls with no
+#: arguments (``kaiming()``), so that no sibling attribute's name can be mistaken for one. The
+#: runtime's :class:`~bayesify.runtime.Prior` computes them (torch.nn.init's fans of the
+#: parameter's shape: a weight is ``(out, in, *kernel)``):
+PARAMETER_VALUES = {
+    "radford": "1 / sqrt(fan_in)",
+    "xavier": "sqrt(2 / (fan_in + fan_out))",
+    "kaiming": "sqrt(2 / fan_in)",
+    "deterministic": "the deterministic model's value, from the checkpoint load_deterministic loads",
+}
+
+
+@dataclass(frozen=True)
+class FromParameter:
+    """``kaiming()`` in a prior: a value the runtime computes from the parameter (its shape, or
+    its checkpoint value); see :data:`PARAMETER_VALUES`."""
+
+    name: str
+
+    @property
+    def value(self) -> str:
+        # A string that no identifier equals: the runtime tells it from a sibling's name.
+        return f"{self.name}()"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+Argument = Union[Sibling, Number, FromParameter]
 
 
 def _shown_arguments(args: tuple[Argument, ...], kwargs: tuple[tuple[str, Argument], ...]) -> str:
@@ -399,14 +428,25 @@ def _argument(
         raise SpecError(path, line, f"{where}: {named.id!r} {_NOT_SIBLINGS[named.id.lower()]}")
     if siblings and isinstance(node, ast.Name) and not _is_dunder(node.id):
         return Sibling(node.id)
-    allowed = "finite numbers or names of sibling attributes" if siblings else "finite numbers"
+    called = node.func.id if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) else None
+    if siblings and called in PARAMETER_VALUES:
+        if node.args or node.keywords:  # type: ignore[attr-defined]  # a call
+            raise SpecError(path, line, f"{where}: {called}() takes no arguments")
+        return FromParameter(called)
+    allowed = (
+        f"finite numbers, names of sibling attributes, or {', '.join(f'{n}()' for n in PARAMETER_VALUES)}"
+        if siblings
+        else "finite numbers"
+    )
     shown = _shown(ast.get_source_segment(source, node) or "")
-    raise SpecError(path, line, f"{where}: argument {shown} is not allowed; arguments are {allowed}")
+    hint = _suggest(called, PARAMETER_VALUES) if siblings and called else ""
+    raise SpecError(path, line, f"{where}: argument {shown} is not allowed; arguments are {allowed}{hint}")
 
 
 def _is_dunder(name: str) -> bool:
-    """``__class__``, ``__dict__``: Python's own attributes, never a sibling parameter."""
-    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+    """``__class__``, ``__dict__`` (and ``__`` itself): Python's own names, never a sibling
+    parameter."""
+    return name.startswith("__") and name.endswith("__")
 
 
 def _bind(

@@ -5,7 +5,7 @@ from typing import Dict, Mapping
 import torch
 from torch.distributions import transform_to
 
-from bayesify.runtime.prior import PRIOR_ANCHOR
+from bayesify.runtime.prior import PRIOR_ANCHOR, Prior
 
 
 def load_deterministic(
@@ -21,7 +21,8 @@ def load_deterministic(
     the rewrite loads unchanged:
 
     - a key of a :class:`~pyro.nn.module.PyroSample` attribute (its Pyro site
-      name, e.g. ``linear.weight``) is not loaded into ``model`` but returned;
+      name, e.g. ``linear.weight``) is not loaded into ``model`` but returned (and
+      handed to its :class:`~bayesify.runtime.Prior`, for a prior centred on it);
     - a key of a :class:`~pyro.nn.module.PyroParam` attribute (``bias``) is
       loaded through its constraint into the unconstrained parameter Pyro
       trains (``bias_unconstrained``);
@@ -77,6 +78,9 @@ def load_deterministic(
             anchor = random_sites[key]._buffers.get(PRIOR_ANCHOR)
             like = value if anchor is None else anchor
             replaced[key] = value.detach().to(like.device, like.dtype, copy=True)
+            prior = random_sites[key]._pyro_samples[key.rpartition(".")[2]]
+            if isinstance(prior, Prior):  # a prior centred on the deterministic value reads it
+                prior.load_deterministic(replaced[key])
         elif key in constrained:
             model_key, constraint = constrained[key]
             loadable[model_key] = transform_to(constraint).inv(value.detach())

@@ -2,7 +2,8 @@
 
 import difflib
 import itertools
-from typing import Sequence, Tuple, Union
+import math
+from typing import Optional, Sequence, Tuple, Union
 
 import pyro.distributions as dist
 import torch
@@ -36,8 +37,14 @@ class Prior:
                 # same as PyroSample(dist.Normal(0, 1).expand([in_size, out_size]).to_event(2))
                 self.weight = PyroSample(Prior(self, "Normal", 0, 1, shape=(in_size, out_size)))
 
-    A string argument names a sibling attribute of the module, read when the
-    prior is sampled, so sibling :class:`~pyro.nn.module.PyroSample` attributes
+    A string argument ``"radford()"``, ``"xavier()"`` or ``"kaiming()"`` is a scale computed
+    from ``shape`` by the fans that :mod:`torch.nn.init` counts (a weight is ``(out, in,
+    *kernel)``; a vector counts its length as both): ``1 / sqrt(fan_in)``, ``sqrt(2 / (fan_in
+    + fan_out))`` and ``sqrt(2 / fan_in)``, as TyXe's ``LayerwiseNormalPrior``. The string
+    ``"deterministic()"`` is the deterministic model's value of the parameter, which
+    :func:`~bayesify.runtime.load_deterministic` hands to the prior from a checkpoint (a prior
+    centred on the trained weights, as bayesian-torch's MOPED). Any other string argument
+    names a sibling attribute of the module, read when the prior is sampled, so sibling :class:`~pyro.nn.module.PyroSample` attributes
     are sampled first and parameters are read through Pyro (a hierarchical
     prior)::
 
@@ -86,7 +93,11 @@ class Prior:
         self.shape = _normalize_shape(shape)
         # A prior of numbers alone is the same distribution every time, for one device and
         # dtype: it is built once for each, as a hand-written ``PyroSample(dist...)`` is.
-        self._fixed = not any(isinstance(value, str) for value in (*args, *kwargs.values()))
+        self._fixed = not any(
+            isinstance(value, str) and value not in FROM_PARAMETER for value in (*args, *kwargs.values())
+        )
+        #: The deterministic model's value, for a ``"deterministic()"`` argument.
+        self.deterministic: Optional[torch.Tensor] = None
         self._built: dict[tuple[torch.device, torch.dtype], dist.Distribution] = {}
         _register_anchor(module)
 
@@ -122,9 +133,24 @@ class Prior:
             prior = prior.expand(batch_shape)
         return prior.to_event(len(self.shape)) if self.shape else prior
 
+    def load_deterministic(self, value: torch.Tensor) -> None:
+        """Sets the deterministic model's value that a ``"deterministic()"`` argument reads."""
+        self.deterministic = value.detach().clone()
+        self._built = {}
+
     def _resolve(self, module, anchor, value):
         if isinstance(value, bool):
             return value
+        if value == "deterministic()":
+            if self.deterministic is None:
+                raise RuntimeError(
+                    f"{self!r} is centred on the deterministic model's value: load a checkpoint "
+                    "with bayesify.runtime.load_deterministic(model, state_dict) before sampling"
+                )
+            return self.deterministic.to(anchor.device, anchor.dtype)
+        if value in FROM_PARAMETER:
+            scale = FROM_PARAMETER[value](*_fans(self.shape))
+            return torch.as_tensor(scale, dtype=anchor.dtype, device=anchor.device)
         if isinstance(value, str):
             try:
                 return getattr(module, value)
@@ -141,6 +167,23 @@ class Prior:
         arguments += [f"{key}={value!r}" for key, value in self.kwargs.items()]
         arguments.append(f"shape={self.shape!r}")
         return f"Prior({self.family.__name__!r}, {', '.join(arguments)})"
+
+
+#: The scales a prior argument can compute from the parameter's shape, by (fan_in, fan_out).
+FROM_PARAMETER = {
+    "radford()": lambda fan_in, fan_out: 1 / math.sqrt(fan_in),
+    "xavier()": lambda fan_in, fan_out: math.sqrt(2 / (fan_in + fan_out)),
+    "kaiming()": lambda fan_in, fan_out: math.sqrt(2 / fan_in),
+}
+
+
+def _fans(shape: Tuple[int, ...]) -> Tuple[int, int]:
+    """``(fan_in, fan_out)`` as :mod:`torch.nn.init` counts them; a vector's length is both."""
+    if len(shape) < 2:
+        size = shape[0] if shape else 1
+        return size, size
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
 
 
 def _distribution_class(family: str) -> type:

@@ -1,0 +1,197 @@
+"""Linear and convolution layers whose weights may carry a leading batch of samples.
+
+Under ``Predictive(..., parallel=True)`` or ``Trace_ELBO(vectorize_particles=True)``, Pyro
+samples every weight once per particle in one go, inside a plate to the left of the model's
+own plates: a ``Linear`` weight of shape ``(out, in)`` arrives as ``(particles, 1, out, in)``.
+``torch.nn.Linear`` and ``torch.nn.Conv2d`` accept only one weight. Importing
+:mod:`bayesify.runtime` makes ``PyroModule[nn.Linear]`` and ``PyroModule[nn.Conv1d|2d|3d]``
+(what the rewrite and :func:`~bayesify.runtime.pyro_module` turn those layers into) the
+classes below, which accept both::
+
+    layer = PyroModule[nn.Linear](3, 2)
+    layer.weight = PyroSample(dist.Normal(0, 1).expand([2, 3]).to_event(2))
+    with pyro.plate("particles", 100, dim=-2):
+        layer(torch.randn(8, 3)).shape   # (100, 8, 2): one output per weight sample
+
+The weight's batch dimensions line up with the input's batch dimensions from the right, as
+Pyro's plates do; a weight batch dimension of size 1 (the model's data plate) is shared by
+the inputs there. The computation is one matrix product (one convolution) for all samples.
+
+Both operations are Pyro effects (:func:`~pyro.poutine.runtime.effectful`, of types
+``"linear"`` and ``"conv"``), so an effect handler can replace them: see
+:mod:`bayesify.runtime.handlers` for local reparameterization and flipout.
+"""
+
+import math
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from pyro.nn import PyroModule
+from pyro.nn.module import _PyroModuleMeta
+from pyro.poutine.runtime import effectful, get_plates
+from torch import nn
+
+_CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def output_batch(weight_batch: torch.Size, input_batch: torch.Size) -> Tuple[torch.Size, torch.Size]:
+    """
+    Splits the batch shape of a layer's output into ``(samples, rows)``: ``rows`` are the
+    input's dimensions that meet the weight's trailing batch dimensions of size 1 (one
+    weight serves them all), ``samples`` the broadcast of the weight's other batch
+    dimensions with the input's dimensions left of ``rows``. The output's batch shape is
+    ``samples + rows``.
+    """
+    shared = 0
+    for size in reversed(weight_batch):
+        if size != 1:
+            break
+        shared += 1
+    split = max(0, len(input_batch) - shared)
+    rows = (1,) * (shared - (len(input_batch) - split)) + tuple(input_batch[split:])
+    samples = torch.broadcast_shapes(weight_batch[: len(weight_batch) - shared], input_batch[:split])
+    return torch.Size(samples), torch.Size(rows)
+
+
+def _batched_linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    if weight.dim() <= 2:
+        return F.linear(input, weight, bias)
+    out_features, in_features = weight.shape[-2:]
+    samples, rows = output_batch(weight.shape[:-2], input.shape[:-1])
+    sample_dims = max(0, input.dim() - 1 - len(rows))
+    if sample_dims == 0:
+        # The input is shared by every sample: one matrix product, (rows, in) @ (in, samples * out).
+        output = F.linear(input.reshape(-1, in_features), weight.reshape(-1, in_features))
+        output = output.reshape(-1, math.prod(samples), out_features).transpose(0, 1)
+    else:
+        inputs = input.reshape(*input.shape[:sample_dims], -1, in_features)
+        output = torch.matmul(inputs, weight.reshape(*samples, out_features, in_features).transpose(-1, -2))
+    output = output.reshape(*samples, *rows, out_features)
+    return output if bias is None else output + bias
+
+
+def _batched_conv(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    dims: int,
+    stride=1,
+    padding: Union[str, int, tuple] = 0,
+    dilation=1,
+    groups: int = 1,
+) -> torch.Tensor:
+    convolve = _CONVOLUTIONS[dims]
+    if weight.dim() <= dims + 2:
+        return convolve(input, weight, bias, stride, padding, dilation, groups)
+    event = weight.shape[-dims - 2 :]
+    channels_in, spatial = input.shape[-dims - 1], input.shape[-dims:]
+    samples, rows = output_batch(weight.shape[: -dims - 2], input.shape[: -dims - 1])
+    count = math.prod(samples)
+    weights = weight.reshape(count * event[0], *event[1:])
+    if input.dim() - dims - 1 <= len(rows) and groups == 1:
+        # The input is shared by every sample: one convolution whose output channels are
+        # those of all samples side by side.
+        output = convolve(input.reshape(-1, channels_in, *spatial), weights, None, stride, padding, dilation)
+    else:
+        # The input differs per sample: a grouped convolution, one set of groups per sample.
+        stacked = input.expand(*samples, *rows, channels_in, *spatial)
+        stacked = stacked.reshape(count, -1, channels_in, *spatial).transpose(0, 1)
+        stacked = stacked.reshape(-1, count * channels_in, *spatial)
+        output = convolve(stacked, weights, None, stride, padding, dilation, groups * count)
+    output = output.reshape(-1, count, event[0], *output.shape[2:]).transpose(0, 1)
+    output = output.reshape(*samples, *rows, *output.shape[2:])
+    if bias is None:
+        return output
+    return output + bias.reshape(*bias.shape, *(1,) * dims)
+
+
+def _plated(value: Optional[torch.Tensor], event_dims: int) -> Optional[torch.Tensor]:
+    """
+    ``value`` with one batch dimension for each enclosing plate, counted from the right.
+
+    ``Predictive(parallel=True)`` hands the model a weight of shape ``(samples, out, in)``
+    where the site's distribution has the batch shape ``(samples, 1)`` of its plates: Pyro
+    pads a sample's shape to the plates' nesting by its number of dimensions, event
+    dimensions included. The missing dimensions of size 1 are put back here.
+    """
+    if value is None or value.dim() <= event_dims:
+        return value
+    batch = value.shape[: value.dim() - event_dims]
+    plates = {-frame.dim: frame.size for frame in get_plates() if frame.vectorized and frame.dim is not None}
+    nesting = max(plates, default=0)
+    if len(batch) < nesting and plates.get(nesting) == batch[0]:
+        return value.reshape(*batch, *(1,) * (nesting - len(batch)), *value.shape[len(batch) :])
+    return value
+
+
+#: ``linear(input, weight, bias)``: :func:`torch.nn.functional.linear`, for weights with a
+#: leading batch too, as a Pyro effect of type ``"linear"``.
+linear = effectful(_batched_linear, type="linear")
+
+#: ``conv(input, weight, bias, dims, stride, padding, dilation, groups)``: the
+#: ``dims``-dimensional convolution, for weights with a leading batch too, as a Pyro effect of
+#: type ``"conv"``.
+conv = effectful(_batched_conv, type="conv")
+
+
+class _PyroMixin:
+    """What Pyro's ``PyroModule[Layer]`` adds: pickling by the layer class."""
+
+    _layer: type
+
+    def __reduce__(self):
+        state = getattr(self, "__getstate__", self.__dict__.copy)()
+        return _PyroModuleMeta._New, (self._layer,), state
+
+
+class PyroLinear(_PyroMixin, nn.Linear, PyroModule):
+    """``PyroModule[nn.Linear]`` whose weight and bias may carry leading sample dimensions."""
+
+    _layer = nn.Linear
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return linear(input, _plated(self.weight, 2), _plated(self.bias, 1))
+
+
+class _PyroConv(_PyroMixin):
+    _dims: int
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        weight, bias = _plated(self.weight, self._dims + 2), _plated(self.bias, 1)
+        return conv(input, weight, bias, self._dims, self.stride, padding, self.dilation, self.groups)
+
+
+def _pyro_conv(layer: type, dims: int) -> type:
+    return type(
+        "Pyro" + layer.__name__,
+        (_PyroConv, layer, PyroModule[layer.__bases__[0]]),
+        {
+            "_layer": layer,
+            "_dims": dims,
+            "__module__": __name__,
+            "__doc__": f"``PyroModule[nn.{layer.__name__}]`` whose weight and bias may carry leading "
+            "sample dimensions.",
+        },
+    )
+
+
+PyroConv1d = _pyro_conv(nn.Conv1d, 1)
+PyroConv2d = _pyro_conv(nn.Conv2d, 2)
+PyroConv3d = _pyro_conv(nn.Conv3d, 3)
+
+# Pyro builds ``PyroModule[Layer]`` once per layer class and keeps it in this cache (it places
+# its own ``PyroModuleList`` there the same way): from now on ``PyroModule[nn.Linear]``, and
+# ``to_pyro_module_`` on an ``nn.Linear``, give the batched class. A subclass ``PyroModule[
+# MyLinear]`` made afterwards derives from it too.
+for _layer, _batched in (
+    (nn.Linear, PyroLinear),
+    (nn.Conv1d, PyroConv1d),
+    (nn.Conv2d, PyroConv2d),
+    (nn.Conv3d, PyroConv3d),
+):
+    _PyroModuleMeta._pyro_mixin_cache[_layer] = _batched

@@ -1,0 +1,285 @@
+"""From a rewritten model and a checkpoint to calibrated predictions, in plain Pyro.
+
+Four small pieces, each replaceable by the Pyro a user would write instead::
+
+    net = BayesianMLP()                                    # the rewritten model
+    replaced = load_deterministic(net, torch.load("mlp.pt"))
+    model = supervised(net, Categorical(dataset_size=len(train)))
+    guide = CheckpointNormal(model, replaced)              # starts at the trained weights
+    fit(model, guide, DataLoader(train, batch_size=64, shuffle=True), epochs=10)
+    prediction = predict(model, guide, x_test, num_samples=100)
+
+:func:`supervised` is the Pyro model ``model(x, y=None)``; :class:`CheckpointNormal` an
+:class:`~pyro.infer.autoguide.AutoNormal`; :func:`fit` a loop of ELBO steps; :func:`predict`
+what :class:`~pyro.infer.predictive.Predictive` computes, summarized by the likelihood.
+"""
+
+import functools
+from contextlib import ExitStack
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+from pyro.distributions.util import sum_rightmost
+from pyro.infer import TraceMeanField_ELBO
+from pyro.infer.autoguide import AutoNormal, init_to_median
+from pyro.infer.autoguide.utils import deep_setattr
+from pyro.nn import PyroParam
+from torch.distributions import biject_to, constraints
+from tqdm.auto import tqdm
+
+from bayesify.runtime.likelihoods import Prediction
+
+#: The default relative spread of :class:`CheckpointNormal`: sd = DELTA * |trained weight|.
+DELTA = 0.1
+#: The default spread of a site without a trained value (and the least spread of any site).
+INIT_SCALE = 1e-3
+
+Batch = Sequence[torch.Tensor]
+
+
+class BayesianModel:
+    """``model(x, y=None)``: the network's output on ``x``, observed as ``y`` through the
+    likelihood. Made by :func:`supervised`; ``net`` and ``likelihood`` are its parts."""
+
+    def __init__(self, net: torch.nn.Module, likelihood) -> None:
+        self.net = net
+        self.likelihood = likelihood
+
+    def __call__(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        output = self.net(x)
+        self.likelihood(output, y)
+        return output
+
+
+def supervised(net: torch.nn.Module, likelihood) -> BayesianModel:
+    """
+    The Pyro model of a supervised network: ``model(x, y=None)`` runs ``net(x)`` (sampling
+    its random weights) and observes ``y`` through ``likelihood``
+    (:class:`~bayesify.runtime.Categorical`, :class:`~bayesify.runtime.Normal`, or any
+    callable ``likelihood(output, y)`` with Pyro statements); it returns the output. The same
+    as writing::
+
+        def model(x, y=None):
+            output = net(x)
+            likelihood(output, y)
+            return output
+    """
+    return BayesianModel(net, likelihood)
+
+
+class CheckpointNormal(AutoNormal):
+    """
+    An :class:`~pyro.infer.autoguide.AutoNormal` that starts at the deterministic model's
+    weights, with a spread relative to each weight (as bayesian-torch's MOPED): the
+    posterior of weight ``w`` starts as ``Normal(w, delta * |w|)``, at least ``init_scale``.
+
+    The spread matters: started at :class:`~pyro.infer.autoguide.AutoNormal`'s default of
+    0.1 for every weight, a network whose weights are ~0.1 forgets its training in the first
+    steps and is badly calibrated after a normal-length fit. A site without a trained value
+    (a prior on a parameter the checkpoint lacks) starts at its prior's median with spread
+    ``init_scale``.
+
+    Sites whose prior is on the real line are sampled from the guide's normal distribution
+    itself, so :class:`~pyro.infer.TraceMeanField_ELBO` computes their KL divergence in
+    closed form and the effect handlers of :mod:`bayesify.runtime.handlers` see their mean
+    and spread. Other sites go through AutoNormal's transform, as usual.
+
+    :param callable model: the Pyro model. The observed site of a :func:`supervised` model
+        is never guided, even when the guide is first called without targets; for a model of
+        one's own, block it (``poutine.block(model, hide=["obs"])``) or call the guide first
+        with targets.
+    :param dict values: starting values by site name (what
+        :func:`~bayesify.runtime.load_deterministic` returns). A value outside its prior's
+        support (a negative bias under a ``LogNormal`` prior) is not used: that site starts
+        as if it had no value.
+    :param float delta: the relative spread.
+    :param float init_scale: the spread of sites without a value, and the least spread.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        values: Optional[Dict[str, torch.Tensor]] = None,
+        *,
+        delta: float = DELTA,
+        init_scale: float = INIT_SCALE,
+        create_plates=None,
+    ) -> None:
+        self.values = dict(values or {})
+        self.delta = delta
+        if isinstance(model, BayesianModel):
+            # Without targets (a first call by Predictive) the observations are no latent.
+            model = poutine.block(model, hide=[model.likelihood.name])
+        super().__init__(
+            model,
+            init_loc_fn=functools.partial(_init_to_checkpoint, values=self.values),
+            init_scale=init_scale,
+            create_plates=create_plates,
+        )
+
+    def _setup_prototype(self, *args, **kwargs) -> None:
+        super()._setup_prototype(*args, **kwargs)
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            if _usable(site, self.values):
+                loc, _ = self._get_loc_and_scale(name)
+                loc = loc.detach()
+                spread = (self.delta * loc.abs()).clamp_min(self._init_scale)
+                deep_setattr(self.scales, name, PyroParam(spread, self.scale_constraint, self._event_dims[name]))
+
+    def forward(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        plates = self._create_plates(*args, **kwargs)
+        result = {}
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            with ExitStack() as stack:
+                for frame in site["cond_indep_stack"]:
+                    if frame.vectorized:
+                        stack.enter_context(plates[frame.name])
+                loc, scale = self._get_loc_and_scale(name)
+                normal = dist.Normal(loc, scale).to_event(self._event_dims[name])
+                if _unbounded(site["fn"].support):
+                    result[name] = pyro.sample(name, normal)
+                else:
+                    result[name] = self._transformed(name, site, normal)
+        return result
+
+    def _transformed(self, name: str, site: dict, normal: dist.Distribution) -> torch.Tensor:
+        """AutoNormal's own path: a normal sample in the unconstrained space, mapped onto the
+        prior's support, with the Jacobian in a Delta site."""
+        transform = biject_to(site["fn"].support)
+        unconstrained = pyro.sample(name + "_unconstrained", normal, infer={"is_auxiliary": True})
+        value = transform(unconstrained)
+        log_density = 0.0
+        if poutine.get_mask() is not False:
+            log_density = transform.inv.log_abs_det_jacobian(value, unconstrained)
+            log_density = sum_rightmost(log_density, log_density.dim() - value.dim() + site["fn"].event_dim)
+        return pyro.sample(name, dist.Delta(value, log_density=log_density, event_dim=site["fn"].event_dim))
+
+
+def _unbounded(support: constraints.Constraint) -> bool:
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return support is constraints.real
+
+
+def _usable(site: dict, values: Dict[str, torch.Tensor]) -> bool:
+    value = values.get(site["name"])
+    return value is not None and bool(site["fn"].support.check(value).all())
+
+
+def _init_to_checkpoint(site: dict, values: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The site's value from the checkpoint where it lies inside the prior's support, else the
+    prior's median (AutoNormal would start from NaN, e.g. a negative bias under a LogNormal)."""
+    return values[site["name"]] if _usable(site, values) else init_to_median(site)
+
+
+def fit(
+    model: Callable,
+    guide: Callable,
+    data: Union[Iterable[Batch], Batch],
+    epochs: int = 1,
+    *,
+    lr: float = 3e-4,
+    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
+    loss=None,
+    progress: bool = True,
+) -> List[float]:
+    """
+    Trains ``guide`` (and the model's deterministic parameters) by stochastic variational
+    inference, and returns the mean loss of each epoch.
+
+    Each step is ``loss.differentiable_loss(model, guide, x, y)``, its gradient, and a step
+    of a torch optimizer over every Pyro parameter the first step used (Pyro's way of using
+    a torch optimizer; one optimizer for all parameters is faster than ``pyro.optim``'s one
+    per parameter). The first step runs with Pyro's validation on, so bad targets and shapes
+    fail there with Pyro's message; the others run without its checks, which cost as much
+    as a small network's step.
+
+    :param data: an iterable of batches ``(x, y)`` (a :class:`~torch.utils.data.DataLoader`),
+        read once per epoch; or one batch ``(x, y)`` of tensors, the whole data set.
+    :param float lr: the learning rate. The default is smaller than Adam's usual 1e-3: Adam
+        moves every parameter by about ``lr`` a step whatever its gradient, and a guide that
+        starts at trained weights of ~0.1 would drift from them, where the data say little,
+        within a few hundred steps.
+    :param optimizer: a :class:`torch.optim.Optimizer` class, called with the parameters and
+        ``lr``.
+    :param loss: a Pyro ELBO (default :class:`~pyro.infer.TraceMeanField_ELBO`, whose KL
+        divergences are in closed form where the guide and prior allow, and estimated where
+        not). ``Trace_ELBO(num_particles=8, vectorize_particles=True)`` averages several
+        weight samples per step.
+    :param bool progress: show a progress bar with the current loss.
+    :returns: the mean loss per epoch.
+    """
+    if isinstance(data, (tuple, list)) and all(isinstance(part, torch.Tensor) for part in data):
+        data = [tuple(data)]
+    elbo = loss or TraceMeanField_ELBO()
+    optimizing = None
+
+    def step(batch: Batch) -> float:
+        nonlocal optimizing
+        if optimizing is None:
+            with pyro.validation_enabled(True), poutine.trace(param_only=True) as found:
+                value = elbo.differentiable_loss(model, guide, *batch)
+            optimizing = optimizer([site["value"].unconstrained() for site in found.trace.nodes.values()], lr=lr)
+        else:
+            with pyro.validation_enabled(False):
+                value = elbo.differentiable_loss(model, guide, *batch)
+        optimizing.zero_grad()
+        value.backward()
+        optimizing.step()
+        return value.item()
+
+    losses = []
+    with tqdm(range(epochs), disable=not progress, desc="fit", unit="epoch") as bar:
+        for _ in bar:
+            step_losses = [step(batch) for batch in data]
+            losses.append(sum(step_losses) / max(len(step_losses), 1))
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+    return losses
+
+
+@torch.no_grad()
+def predict(
+    model: BayesianModel,
+    guide: Callable,
+    x: torch.Tensor,
+    num_samples: int = 100,
+    *,
+    samples_per_pass: int = 50,
+) -> Prediction:
+    """
+    The model's predictions on ``x`` under ``num_samples`` weight samples from ``guide``,
+    summarized by the model's likelihood: averaged class probabilities, or a predictive
+    mean and standard deviation, with the predictive entropy and the epistemic spread (see
+    :class:`~bayesify.runtime.Prediction`).
+
+    It is what ``Predictive(model, guide=guide, num_samples=num_samples, parallel=True,
+    return_sites=["_RETURN"])`` computes, without sampling the observations: the guide is
+    sampled inside a plate of ``samples_per_pass`` samples, left of the data plate, and the
+    network replayed on those weights, one vectorised pass for all of them. That needs the
+    network's layers to take a batch of weights (rewritten ``nn.Linear`` and ``nn.ConvNd``
+    layers do, see :mod:`bayesify.runtime.batched`).
+
+    :param int samples_per_pass: how many samples one pass draws. On a CPU, a few dozen
+        keep the activations in cache (and are faster than all at once); on a GPU, pass
+        ``num_samples``. ``1`` runs the network once per sample, without any plate, for a
+        network whose layers cannot take a batch of weights.
+    """
+    outputs = []
+    for start in range(0, num_samples, samples_per_pass):
+        count = min(samples_per_pass, num_samples - start)
+        if samples_per_pass == 1:
+            outputs.append(_replayed(model, guide, x).unsqueeze(0))
+            continue
+        with pyro.plate("predictive_samples", count, dim=-2):
+            outputs.append(_replayed(model, guide, x))
+    return model.likelihood.summarize(torch.cat(outputs))
+
+
+def _replayed(model: BayesianModel, guide: Callable, x: torch.Tensor) -> torch.Tensor:
+    weights = poutine.trace(guide).get_trace(x)
+    return poutine.replay(model.net, trace=weights)(x)

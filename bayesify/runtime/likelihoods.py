@@ -1,0 +1,152 @@
+"""Likelihoods: the observation statement of a supervised model, scaled to the data set.
+
+A likelihood is called with the network's output on a batch and the batch's targets, and
+does what a Pyro user writes at the end of a model::
+
+    with pyro.plate("data", dataset_size, subsample_size=len(y)):
+        pyro.sample("obs", dist.Categorical(logits=logits), obs=y)
+
+The plate's ``subsample_size`` makes Pyro scale the batch's log-likelihood by
+``dataset_size / len(y)``, so an ELBO estimated on a minibatch is that of the whole data
+set, and the prior keeps its weight. It also turns sampled network outputs into a
+:class:`Prediction`.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch.distributions import constraints
+
+
+@dataclass
+class Prediction:
+    """
+    What :func:`~bayesify.runtime.predict` returns: a summary of the network's outputs under
+    posterior samples of its weights. Fields that do not apply to a likelihood are ``None``.
+
+    :ivar outputs: the network's output for every weight sample, ``(num_samples, batch, ...)``.
+    :ivar probs: classification: the class probabilities averaged over the samples.
+    :ivar mean: regression: the predictive mean.
+    :ivar sd: regression: the predictive standard deviation (weights and noise).
+    :ivar entropy: the entropy of the predictive distribution, per input (for regression,
+        that of a normal distribution with the predictive standard deviation).
+    :ivar epistemic: the part of the uncertainty due to the weights: for classification the
+        mutual information between the label and the weights (the entropy minus the
+        samples' mean entropy), for regression the standard deviation of the samples' means.
+    """
+
+    outputs: torch.Tensor
+    entropy: torch.Tensor
+    epistemic: torch.Tensor
+    probs: Optional[torch.Tensor] = None
+    mean: Optional[torch.Tensor] = None
+    sd: Optional[torch.Tensor] = None
+    #: The observation noise's scale (regression only).
+    noise: Optional[torch.Tensor] = None
+
+    def nll(self, target: torch.Tensor) -> torch.Tensor:
+        """The mean negative log-likelihood of ``target`` under the predictive distribution
+        (the average over weight samples of the likelihood, not of its log)."""
+        if self.probs is not None:
+            picked = self.probs.gather(-1, target.long().unsqueeze(-1)).squeeze(-1)
+            return -picked.clamp_min(torch.finfo(self.probs.dtype).tiny).log().mean()
+        per_sample = dist.Normal(self.outputs, self.noise).log_prob(target)
+        log_mixture = per_sample.logsumexp(0) - math.log(self.outputs.shape[0])
+        return -log_mixture.mean()
+
+
+class Categorical:
+    """
+    Class labels from the network's logits: ``obs ~ Categorical(logits=output)`` for every
+    input of the batch, in a plate scaled to ``dataset_size``.
+
+    :param int dataset_size: the number of training inputs (``None``: no scaling, every
+        call sees the whole data set).
+    :param str name: the name of the observed sample site.
+    """
+
+    def __init__(self, dataset_size: Optional[int] = None, name: str = "obs") -> None:
+        self.dataset_size = dataset_size
+        self.name = name
+
+    def __call__(self, output: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+        with _data_plate(self.dataset_size, output.shape[-2]):
+            return pyro.sample(self.name, dist.Categorical(logits=output), obs=target)
+
+    def summarize(self, outputs: torch.Tensor) -> Prediction:
+        sample_probs = outputs.softmax(-1)
+        probs = sample_probs.mean(0)
+        entropy = _entropy(probs)
+        return Prediction(
+            outputs=outputs, probs=probs, entropy=entropy, epistemic=entropy - _entropy(sample_probs).mean(0)
+        )
+
+
+class Normal:
+    """
+    Real targets with Gaussian noise: ``obs ~ Normal(output, scale)``, the last
+    ``event_dim`` dimensions of ``output`` being one observation, in a plate scaled to
+    ``dataset_size``.
+
+    :param int dataset_size: as for :class:`Categorical`.
+    :param float scale: the noise's standard deviation; ``None`` learns it, as the Pyro
+        parameter ``"<name>.scale"`` (a point estimate).
+    :param float init_scale: where a learned scale starts; ``None``: at the root mean square
+        of the residuals of the first batch it observes (for a network started at trained
+        weights, the trained model's noise), or 1 when it first sees no targets.
+    :param int event_dim: the number of trailing dimensions of one output (``1`` for a
+        network that returns ``(batch, targets)``, ``0`` for ``(batch,)``).
+    """
+
+    def __init__(
+        self,
+        dataset_size: Optional[int] = None,
+        scale: Optional[float] = None,
+        *,
+        init_scale: Optional[float] = None,
+        event_dim: int = 1,
+        name: str = "obs",
+    ) -> None:
+        self.dataset_size = dataset_size
+        self.fixed_scale = scale
+        self.init_scale = init_scale
+        self.event_dim = event_dim
+        self.name = name
+
+    def scale(self, output: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The noise scale, on the device and with the dtype of ``output``."""
+        if self.fixed_scale is not None:
+            return torch.as_tensor(self.fixed_scale, dtype=output.dtype, device=output.device)
+        name = f"{self.name}.scale"
+        if name in pyro.get_param_store():
+            return pyro.param(name)
+        initial = self.init_scale
+        if initial is None:
+            initial = 1.0 if target is None else (target - output).detach().pow(2).mean().sqrt().clamp_min(1e-3)
+        initial = torch.as_tensor(initial, dtype=output.dtype, device=output.device)
+        return pyro.param(name, initial, constraint=constraints.positive)
+
+    def __call__(self, output: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+        noise = dist.Normal(output, self.scale(output, target)).to_event(self.event_dim)
+        with _data_plate(self.dataset_size, output.shape[output.dim() - self.event_dim - 1]):
+            return pyro.sample(self.name, noise, obs=target)
+
+    def summarize(self, outputs: torch.Tensor) -> Prediction:
+        noise = self.scale(outputs).detach()
+        mean = outputs.mean(0)
+        epistemic = outputs.std(0, unbiased=False)
+        sd = (epistemic**2 + noise**2).sqrt()
+        entropy = 0.5 * torch.log(2 * math.pi * math.e * sd**2)
+        return Prediction(outputs=outputs, mean=mean, sd=sd, entropy=entropy, epistemic=epistemic, noise=noise)
+
+
+def _data_plate(dataset_size: Optional[int], batch_size: int) -> pyro.plate:
+    return pyro.plate("data", dataset_size or batch_size, subsample_size=batch_size, dim=-1)
+
+
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    return -(probs * probs.clamp_min(torch.finfo(probs.dtype).tiny).log()).sum(-1)

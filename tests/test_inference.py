@@ -1,0 +1,343 @@
+"""The runtime's inference layer: likelihoods, the checkpoint guide, fit, predict, batched
+layers and the weight-noise handlers, each checked against the Pyro a user would write."""
+
+import importlib.util
+import pickle
+import subprocess
+import sys
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import pytest
+import torch
+import torch.nn as nn
+from pyro.infer import Predictive, Trace_ELBO
+from pyro.nn import PyroModule, PyroSample
+
+from bayesify.runtime import (
+    Categorical,
+    CheckpointNormal,
+    Normal,
+    fit,
+    flipout,
+    load_deterministic,
+    local_reparameterization,
+    predict,
+    pyro_module,
+    set_prior,
+    supervised,
+)
+
+DATASET_SIZE, BATCH = 120, 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Thousands of tiny steps: with several threads, their hand-offs cost more than the work.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def fresh_store():
+    # Pyro keeps parameters by name in one store: none may leak into (or from) another test.
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+    pyro.clear_param_store()
+
+
+class Net(PyroModule):
+    """What the rewrite makes of a small conv net: held layers, priors set once built."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 4 * 4, 4)
+        pyro_module(self)
+        set_prior(self, "Net.*.weight", "Normal", 0, 1)
+        set_prior(self, "Net.*.bias", "Normal", 0, 1)
+
+    def forward(self, x):
+        hidden = torch.relu(self.conv(x))
+        return self.fc(hidden.flatten(-3))
+
+
+def images(n=BATCH):
+    return torch.randn(n, 1, 4, 4), torch.randint(0, 4, (n,))
+
+
+def log_prob_of_obs(model, *args):
+    trace = poutine.trace(model).get_trace(*args)
+    trace.compute_log_prob()
+    site = trace.nodes["obs"]
+    return site["log_prob_sum"] * site["scale"], site["scale"]
+
+
+@pytest.mark.parametrize("which", ["categorical", "normal"])
+def test_likelihood_is_the_hand_written_plate_scaled_to_the_data_set(which):
+    output = torch.randn(BATCH, 3)
+    if which == "categorical":
+        target = torch.randint(0, 3, (BATCH,))
+        likelihood, observed = Categorical(DATASET_SIZE), dist.Categorical(logits=output)
+    else:
+        target = torch.randn(BATCH, 3)
+        likelihood, observed = Normal(DATASET_SIZE, scale=0.5), dist.Normal(output, 0.5).to_event(1)
+
+    def by_hand(output, target):
+        with pyro.plate("data", DATASET_SIZE, subsample_size=len(target)):
+            pyro.sample("obs", observed, obs=target)
+
+    ours, scale = log_prob_of_obs(likelihood, output, target)
+    theirs, _ = log_prob_of_obs(by_hand, output, target)
+    assert scale == DATASET_SIZE / BATCH
+    assert torch.allclose(ours, theirs)
+
+
+def test_normal_likelihood_learns_its_noise_scale():
+    x = torch.linspace(-1, 1, 64).unsqueeze(-1)
+    y = 2 * x + 0.3 * torch.randn_like(x)
+    net = pyro_module(nn.Linear(1, 1))
+    set_prior(net, "Linear.weight", "Normal", 0, 1)
+    model = supervised(net, Normal(len(x)))
+    fit(model, CheckpointNormal(model), (x, y), epochs=150, lr=0.05, progress=False)
+    assert 0.2 < pyro.param("obs.scale").item() < 0.45
+
+
+def test_parallel_predictive_equals_sequential_for_the_same_weights():
+    x, _ = images()
+    model = supervised(Net(), Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.1)
+    sites = ["conv.weight", "conv.bias", "fc.weight", "fc.bias", "_RETURN"]
+    parallel = Predictive(model, guide=guide, num_samples=5, parallel=True, return_sites=sites)(x)
+    assert parallel["_RETURN"].shape == (5, BATCH, 4)
+    for i in range(5):
+        weights = {name: parallel[name][i] for name in sites[:-1]}
+        one = poutine.condition(model, weights)(x)
+        assert torch.allclose(parallel["_RETURN"][i], one, atol=1e-5)
+
+
+def test_vectorized_particles_estimate_the_same_elbo():
+    x, y = images(32)
+    model = supervised(Net(), Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.1)
+    guide(x, y)
+    vectorized = Trace_ELBO(num_particles=2000, vectorize_particles=True).loss(model, guide, x, y)
+    sequential = Trace_ELBO(num_particles=200).loss(model, guide, x, y)
+    assert vectorized == pytest.approx(sequential, rel=0.02)
+
+
+def test_batched_layers_pickle_as_pyro_layers():
+    layer = PyroModule[nn.Conv2d](1, 2, 3)
+    clone = pickle.loads(pickle.dumps(layer))
+    assert type(clone) is type(layer) and torch.equal(clone.weight, layer.weight)
+
+
+@pytest.mark.parametrize("handler", [local_reparameterization, flipout])
+@pytest.mark.parametrize("layer", ["linear", "conv"])
+def test_weight_noise_handlers_keep_the_output_moments(handler, layer):
+    if layer == "linear":
+        net = PyroModule[nn.Linear](3, 2)
+        x = torch.tensor([[1.0, -2.0, 0.5], [1.0, -2.0, 0.5]])
+        loc, scale = torch.randn(2, 3), torch.rand(2, 3) + 0.2
+
+        def moments():
+            return x @ loc.T, x**2 @ (scale**2).T
+    else:
+        net = PyroModule[nn.Conv1d](1, 2, 2, bias=False)
+        x = torch.tensor([[[1.0, -2.0, 0.5]], [[1.0, -2.0, 0.5]]])
+        loc, scale = torch.randn(2, 1, 2), torch.rand(2, 1, 2) + 0.2
+
+        def moments():
+            mean = nn.functional.conv1d(x, loc)
+            return mean, nn.functional.conv1d(x**2, scale**2)
+
+    net.weight = PyroSample(dist.Normal(loc, scale).to_event(loc.dim()))
+    net.bias = None
+    with handler(), pyro.plate("samples", 20000, dim=-2):
+        outputs = net(x).squeeze(1) if layer == "linear" else net(x)
+    mean, variance = moments()
+    assert torch.allclose(outputs.mean(0), mean, atol=0.05)
+    assert torch.allclose(outputs.var(0), variance, rtol=0.06)
+    # The two (identical) inputs get their own noise: correlation 0, not 1 as with one weight.
+    first, second = outputs[:, 0].flatten(1)[:, 0], outputs[:, 1].flatten(1)[:, 0]
+    correlation = torch.corrcoef(torch.stack([first, second]))[0, 1]
+    assert abs(correlation) < 0.05
+
+
+@pytest.mark.parametrize("handler", [local_reparameterization, flipout])
+def test_weight_noise_handlers_use_the_guides_normal_not_the_prior(handler):
+    net = PyroModule[nn.Linear](3, 2, bias=False)
+    net.weight = PyroSample(dist.Normal(0.0, 1.0).expand([2, 3]).to_event(2))
+    loc, x = torch.randn(2, 3), torch.randn(5, 3)
+    guide = CheckpointNormal(supervised(net, Categorical()), {"weight": loc}, delta=1e-3)
+    guide(x)
+    with handler():  # the model replays the guide's sample: its prior must not replace the guide's normal
+        output = poutine.replay(net, trace=poutine.trace(guide).get_trace(x))(x)
+    assert torch.allclose(output, x @ loc.T, atol=0.05)
+
+
+def test_fit_reduces_the_loss_with_a_data_loader_and_under_a_handler():
+    x, y = images(64)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True)
+    model = supervised(Net(), Categorical(len(x)))
+    guide = CheckpointNormal(model, init_scale=0.1)
+    losses = fit(model, guide, loader, epochs=30, lr=0.01, progress=False)
+    assert losses[-1] < 0.8 * losses[0]
+    with flipout():
+        more = fit(model, guide, loader, epochs=5, lr=0.01, progress=False)
+    assert sum(more) / len(more) < losses[0]
+
+
+def test_predict_summarizes_classification_and_regression():
+    x, _ = images()
+    model = supervised(Net(), Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.5)
+    prediction = predict(model, guide, x, num_samples=30)
+    assert prediction.outputs.shape == (30, BATCH, 4) and prediction.probs.shape == (BATCH, 4)
+    assert torch.allclose(prediction.probs.sum(-1), torch.ones(BATCH))
+    assert (prediction.epistemic >= -1e-6).all() and (prediction.epistemic <= prediction.entropy + 1e-6).all()
+    # Passes of 7 samples (the last of 2), or one sample and no plate at a time: 30 samples.
+    for per_pass in (7, 1):
+        outputs = predict(model, guide, x, num_samples=30, samples_per_pass=per_pass).outputs
+        assert outputs.shape == (30, BATCH, 4) and not torch.allclose(outputs[0], outputs[-1])
+
+    net = pyro_module(nn.Linear(2, 1))
+    set_prior(net, "Linear.weight", "Normal", 0, 1)
+    regression = supervised(net, Normal(DATASET_SIZE, scale=0.1))
+    prediction = predict(regression, CheckpointNormal(regression, init_scale=0.5), torch.randn(BATCH, 2), 50)
+    assert prediction.mean.shape == prediction.sd.shape == (BATCH, 1)
+    assert (prediction.sd > prediction.epistemic).all() and (prediction.epistemic > 0).all()
+
+
+def test_checkpoint_guide_starts_at_the_weights_with_a_relative_spread():
+    class Positive(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+            pyro_module(self)
+            set_prior(self, "Positive.fc.weight", "Normal", 0, 1)
+            set_prior(self, "Positive.fc.bias", "LogNormal", 0, 1)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    trained = nn.Linear(3, 2)
+    with torch.no_grad():
+        trained.bias.copy_(torch.tensor([-0.5, 0.5]))  # the first is outside LogNormal's support
+    net = Positive()
+    values = load_deterministic(net, {f"fc.{k}": v for k, v in trained.state_dict().items()})
+    model = supervised(net, Categorical())
+    guide = CheckpointNormal(model, values, delta=0.2)
+    guide(torch.zeros(1, 3))
+    loc, scale = guide._get_loc_and_scale("fc.weight")
+    assert torch.equal(loc, trained.weight)
+    assert torch.allclose(scale, (0.2 * trained.weight.abs()).clamp_min(1e-3))
+    # The negative bias cannot start the guide: the site starts from its prior, as if unsaved.
+    bias_loc, bias_scale = guide._get_loc_and_scale("fc.bias")
+    assert torch.isfinite(bias_loc).all() and not torch.allclose(bias_loc[1], torch.tensor(0.5).log())
+    assert torch.allclose(bias_scale, torch.full((2,), 1e-3))
+
+
+MLP_SOURCE = """\
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(2, 16)
+        self.out = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x)))
+"""
+
+
+def test_a_rewritten_model_trains_end_to_end_through_the_recipe(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "mlp.py").write_text(MLP_SOURCE)
+    (tmp_path / "priors.yaml").write_text('version: 1\npriors:\n  "MLP.*.weight": Normal(0, 1)\n')
+    subprocess.run(
+        [sys.executable, "-m", "bayesify", "rewrite", "src", "--out", "bayesian", "--priors", "priors.yaml"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )
+    deterministic, bayesian = (_import(tmp_path / folder / "mlp.py") for folder in ("src", "bayesian"))
+
+    x = torch.randn(200, 2)
+    y = (x[:, 0] * x[:, 1] > 0).long()
+    trained = deterministic.MLP()
+    optimizer = torch.optim.Adam(trained.parameters(), lr=0.05)
+    for _ in range(200):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(trained(x), y).backward()
+        optimizer.step()
+
+    net = bayesian.MLP()
+    values = load_deterministic(net, trained.state_dict())
+    model = supervised(net, Categorical(dataset_size=len(x)))
+    guide = CheckpointNormal(model, values)
+    fit(model, guide, (x, y), epochs=50, lr=0.01, progress=False)
+    prediction = predict(model, guide, x, num_samples=50)
+    deterministic_nll = nn.functional.cross_entropy(trained(x), y)
+    assert prediction.nll(y) < deterministic_nll + 0.1
+    assert (prediction.probs.argmax(-1) == y).float().mean() > 0.9
+
+
+def _import(path):
+    spec = importlib.util.spec_from_file_location(f"recipe_{path.parent.name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CONV_SOURCE = """\
+import torch
+from torch import nn
+
+
+class ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((-1, -2)))
+"""
+FAN_SPEC = """\
+version: 1
+priors:
+  ConvNet.conv.weight: Normal(0, kaiming())
+  ConvNet.conv.bias: Normal(0, radford())
+  ConvNet.fc.weight: Normal(deterministic(), xavier())
+"""
+
+
+def test_spec_priors_scaled_by_fan_in_and_centred_on_the_checkpoint(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "net.py").write_text(CONV_SOURCE)
+    (tmp_path / "priors.yaml").write_text(FAN_SPEC)
+    subprocess.run(
+        [sys.executable, "-m", "bayesify", "rewrite", "src", "--out", "bayesian", "--priors", "priors.yaml"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )
+    assert 'set_prior(self, "ConvNet.conv.weight", "Normal", 0, "kaiming()")' in (
+        (tmp_path / "bayesian" / "net.py").read_text()
+    )
+    deterministic, bayesian = (_import(tmp_path / folder / "net.py") for folder in ("src", "bayesian"))
+    net, trained = bayesian.ConvNet(), deterministic.ConvNet()
+    with pytest.raises(RuntimeError, match="load_deterministic"):
+        net(torch.zeros(1, 2, 5, 5))  # the centre is the checkpoint's, not loaded yet
+    load_deterministic(net, trained.state_dict())
+    trace = poutine.trace(net).get_trace(torch.zeros(1, 2, 5, 5))
+    prior = {name: site["fn"].base_dist for name, site in trace.nodes.items() if site["type"] == "sample"}
+    assert torch.allclose(prior["conv.weight"].scale, torch.tensor((2 / (2 * 3 * 3)) ** 0.5))  # fan_in 2·3·3
+    assert torch.allclose(prior["conv.bias"].scale, torch.tensor(1 / 4**0.5))  # a vector: its length
+    assert torch.allclose(prior["fc.weight"].scale, torch.tensor((2 / (4 + 3)) ** 0.5))
+    assert torch.equal(prior["fc.weight"].loc, trained.fc.weight)
+    assert prior["fc.weight"].loc.shape == (3, 4)
