@@ -11,12 +11,33 @@ spec entry that selects nothing; 123 a source file could not be processed (the o
 still are).
 """
 
+# ruff: noqa: E402 (the imports after the Ctrl-C guard below come after it on purpose)
+
 from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+
+def _interrupted_while_starting(_signal: int, _frame: object) -> None:
+    sys.stderr.write("bayesify: interrupted\n")
+    os._exit(130)
+
+
+# Ctrl-C while the modules below load (the first half second) ends the run with one line,
+# not a traceback from inside an import; nothing has been read or written yet. (Unless
+# Ctrl-C is ignored, as in a background job: then it stays ignored.)
+_CATCH_EARLY_CTRL_C = (
+    threading.current_thread() is threading.main_thread()
+    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+)
+if _CATCH_EARLY_CTRL_C:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 import contextlib
 import difflib
-import os
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,6 +54,11 @@ from .report import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WORK, Report
 from .runner import RunResult, run, run_source
 from .spec import EMPTY_SPEC, Spec, SpecError, load_spec
 
+if _CATCH_EARLY_CTRL_C:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+#: Interrupted (Ctrl-C), as shells report a process that SIGINT ended: 128 + 2.
+EXIT_INTERRUPTED = 130
 #: From this many files on, a run in a terminal shows a progress bar.
 PROGRESS_THRESHOLD = 50
 #: Where the config callback leaves the config file it read, for the commands.
@@ -195,7 +221,18 @@ Docs: docs/cli.md; shell completion: docs/cli.md#shell-completion.
 """
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_MAIN_EPILOG)
+class _Commands(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        """Ctrl-C is one line and exit 130, not click's "Aborted!" and exit 1. Files being
+        written are finished first (output.signals_held); no temporary file is left."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _say("bayesify: interrupted")
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_MAIN_EPILOG)
 @click.version_option(__version__, "-V", "--version", prog_name="bayesify")
 def main() -> None:
     """Turn deterministic PyTorch modules into Bayesian Pyro modules, as a source rewrite."""
@@ -246,7 +283,10 @@ def _spec(options: Options, outcome: Report) -> Spec:
     return spec
 
 
-def _files(options: Options, outcome: Report, paths: Optional[tuple[str, ...]] = None) -> list[Path]:
+def _files(
+    options: Options, outcome: Report, paths: Optional[tuple[str, ...]] = None, read_only: bool = False
+) -> list[Path]:
+    """The files to process; ``read_only`` ones (context) may be links that lead outside the project."""
     paths = options.paths if paths is None else paths
     if not paths:
         raise _usage_error("no PATH given (a file, a folder, or - for standard input)")
@@ -258,7 +298,7 @@ def _files(options: Options, outcome: Report, paths: Optional[tuple[str, ...]] =
     try:
         files = discover(
             paths, exclude=options.exclude, extend_exclude=options.extend_exclude,
-            force_exclude=options.force_exclude, warnings=warnings,
+            force_exclude=options.force_exclude, warnings=warnings, links_outside_root=read_only,
         )
     except DiscoveryError as error:
         raise _usage_error(error.message, error.where) from None
@@ -268,7 +308,7 @@ def _files(options: Options, outcome: Report, paths: Optional[tuple[str, ...]] =
 
 def _context_files(options: Options, spec: Spec, outcome: Report) -> list[Path]:
     context_paths = (*options.context, *spec.context)
-    return _files(options, outcome, context_paths) if context_paths else []
+    return _files(options, outcome, context_paths, read_only=True) if context_paths else []
 
 
 def _progress_bar(files: int, quiet: bool):
@@ -282,6 +322,8 @@ def _progress_bar(files: int, quiet: bool):
 def _run(files: list[Path], spec: Spec, options: Options, outcome: Report) -> RunResult:
     context_files = _context_files(options, spec, outcome)
     cache = None if options.no_cache else Cache.for_spec(spec.fingerprint, tuple(str(p) for p in context_files))
+    if cache is not None and cache.note and options.verbose:
+        _say(f"bayesify: {cache.note}")
     with _progress_bar(len(files), options.quiet) as bar:
         progress = bar.update if bar is not None else None
         result = run(files, spec, options.jobs, context_files, cache=cache, progress=progress)
@@ -419,14 +461,15 @@ def _write_in_place(result: RunResult) -> list[Diagnostic]:
 
 
 def _write_mirror(result: RunResult, paths: tuple[str, ...], out: Path) -> list[Diagnostic]:
-    """Write the mirror; the warnings say which files in it no longer have a source."""
+    """Write the mirror: the errors are the sources that changed during the run (left out of
+    it), the warnings the files in it that no longer have a source."""
     try:
-        orphans = mirror(result.results, mirror_root(list(paths)), out)
+        orphans, failures = mirror(result.results, mirror_root(list(paths)), out)
     except WriteError as error:
         raise _Stop(Diagnostic.of("BAY002", error.message, error.path), EXIT_FAILED) from None
     except ValueError as error:
         raise _Stop(Diagnostic.of("BAY002", str(error)), EXIT_FAILED) from None
-    return [
+    return failures + [
         Diagnostic.of("BAY207", "in the mirror, but its source is gone (delete it if it is stale)", str(orphan))
         for orphan in orphans
     ]
