@@ -1,43 +1,81 @@
-"""Skip unchanged files on re-runs: a cache of index records and rewrite results.
+"""Skip unchanged files on re-runs: a layer around the work of a run, as black's cache is.
 
-One file per spec (and bayesify version) under the user's cache folder
-(``$BAYESIFY_CACHE_DIR``, else ``$XDG_CACHE_HOME/bayesify``, else ``~/.cache/bayesify``). Each
-source file has an entry keyed by its absolute path and the SHA-256 of its bytes:
+The runner asks the cache what it already knows (:meth:`Cache.indexes`, :meth:`Cache.results`),
+does the rest, and hands the new answers back (:meth:`Cache.store_indexes`,
+:meth:`Cache.store_results`); :data:`NO_CACHE` answers nothing and keeps nothing, so the run
+is written once, for both.
 
-- its index record (classes, bases, imports), valid while the bytes are the same;
-- its rewrite result (rewritten bytes, sites, warnings, lints), valid while the bytes *and*
-  the file's job are the same: the job holds all the run's index decided for the file
-  (which classes convert, what they inherit), so an edit to a base class in another file
-  invalidates its subclasses' entries too.
+One file per spec (and bayesify version, and bayesify's own sources, and ``--context`` files)
+under the user's cache folder (:func:`cache_folder`). Each source file has an entry, keyed by
+its absolute path, that is valid while everything its answers depend on is the same:
 
-Failures are never cached. The cache is written atomically (a temporary file, then
-``os.replace``): parallel runs never see half a cache; the last one to finish wins.
+- its index record (classes, bases, imports) depends on its bytes (SHA-256) and its module
+  name, which the ``__init__.py`` files of its folders decide;
+- its rewrite result (rewritten bytes, sites, warnings, lints) depends on those and on the
+  file's job: all the run's index decided for the file (which classes convert, what they
+  inherit), so an edit to a base class in another file invalidates its subclasses' entries.
+
+The file is JSON (a line with the format and the SHA-256 of the rest, then the entries):
+nothing bayesify reads back can run code. Any damage (a truncated file, a flipped bit)
+breaks the checksum and reads as an empty cache; a file planted with a valid checksum is
+read record by record, and a record without exactly the expected types is a miss, never an
+exception later.
+Failures are never cached, and a result is stored only under the digest of the bytes it was
+made from. The file is written atomically (a temporary file, then ``os.replace``); parallel
+runs never see half a cache, the last one to finish wins, and the temporary files of a run
+that was killed are removed by the next save.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import base64
+import binascii
 import hashlib
+import json
 import os
-import pickle
-import tempfile
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterable, Optional
 
 from . import __version__
-from .diagnostics import Diagnostic
+from .diagnostics import ERROR, WARNING, Diagnostic
+from .discover import read_source
 from .engine import FileJob, FileResult
-from .index import FileIndex
+from .index import BaseRef, ClassRecord, FileIndex, module_of
+from .names import ImportTable
+from .output import remove_stale_temporaries, signals_held
+from .plan import PlannedSite
+from .sites import SiteKind
+from .spec import Entry, Spec
+
+#: Bumped whenever the layout of the file changes; an older file is then a miss.
+FORMAT = 2
 
 
-def cache_folder() -> Path:
+def cache_folder() -> tuple[Optional[Path], str]:
+    """``(folder, why)``: ``$BAYESIFY_CACHE_DIR``, else ``$XDG_CACHE_HOME/bayesify``, else
+    ``$HOME/.cache/bayesify`` (HOME, or the user's entry in the password database). A
+    variable that is empty or relative is not used (as the XDG rules say); with no usable
+    folder there is no cache, and ``why`` says so."""
     explicit = os.environ.get("BAYESIFY_CACHE_DIR")
     if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "bayesify"
+        return Path(explicit), ""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "bayesify", ""
+    home = os.environ.get("HOME")
+    if home is None:
+        try:
+            import pwd
+
+            home = pwd.getpwuid(os.getuid()).pw_dir
+        except (ImportError, KeyError, AttributeError):
+            home = None
+    if home and os.path.isabs(home):
+        return Path(home) / ".cache" / "bayesify", ""
+    return None, "no cache: HOME is unset or not an absolute path (set BAYESIFY_CACHE_DIR to use one)"
 
 
 def _code_fingerprint() -> list[tuple[str, int, int]]:
@@ -66,89 +104,398 @@ def job_fingerprint(job: FileJob) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
-def _renamed(diagnostic: Diagnostic, old: str, new: str) -> Diagnostic:
-    """A cached diagnostic about the file itself under the name the file has in this run."""
-    return diagnostic.at(new) if diagnostic.path == old else diagnostic
-
-
 @dataclass
-class _Entry:
-    digest: str
-    index: Optional[FileIndex]
-    job: Optional[str] = None
-    #: The result without its source bytes; ``rewritten`` zlib-compressed.
-    result: Optional[FileResult] = None
+class Indexed:
+    """The index pass's answer for one file: the digest of the bytes it read, and the index
+    record (None for a file without classes) or the error."""
+
+    path: str
+    digest: Optional[str] = None
+    index: Optional[FileIndex] = None
+    error: Optional[Diagnostic] = None
 
 
-class Cache:
+class NoCache:
+    """Knows nothing, keeps nothing: ``--no-cache``, or no folder to keep a cache in."""
+
+    note = ""
+
+    def indexes(self, paths: Iterable[str]) -> dict[str, Indexed]:
+        return {}
+
+    def store_indexes(self, answers: Iterable[Indexed]) -> None:
+        pass
+
+    def results(self, jobs: Iterable[tuple[FileJob, str]], spec: Spec) -> dict[str, FileResult]:
+        return {}
+
+    def store_results(self, done: Iterable[tuple[FileJob, str, FileResult]], spec: Spec) -> None:
+        pass
+
+    def save(self) -> None:
+        pass
+
+
+NO_CACHE = NoCache()
+
+
+class _Damaged(Exception):
+    """A record that is not of the shape this version writes."""
+
+
+class Cache(NoCache):
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, dict] = {}
         self._dirty = False
+        #: What :meth:`indexes` read, by path: the bytes and their digest.
+        self._sources: dict[str, tuple[bytes, str]] = {}
+        #: The package each folder is (``""`` for none), by folder, for this run.
+        self._packages: dict[str, str] = {}
         try:
             with open(path, "rb") as stream:
-                loaded = pickle.load(stream)
-            if isinstance(loaded, dict):
-                self._entries = loaded
-        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, TypeError, ValueError):
+                header, _, body = stream.read().partition(b"\n")
+            # The checksum makes any accidental damage (a flipped bit in a line number) a
+            # miss; the checks of each record make a planted file harmless.
+            if json.loads(header) == {"format": FORMAT, "sha256": digest(body)}:
+                loaded = json.loads(body)
+                if isinstance(loaded, dict):
+                    self._entries = loaded
+        except (OSError, ValueError, RecursionError):  # ValueError: not JSON, not UTF-8
             self._entries = {}  # a missing, old or damaged cache is an empty one
 
     @classmethod
-    def for_spec(cls, spec_fingerprint: str, context: tuple[str, ...] = ()) -> "Cache":
+    def for_spec(cls, spec_fingerprint: str, context: tuple[str, ...] = ()) -> NoCache:
+        folder, why = cache_folder()
+        if folder is None:
+            disabled = NoCache()
+            disabled.note = why
+            return disabled
         parts = (__version__, _code_fingerprint(), spec_fingerprint, sorted(context))
         key = hashlib.sha256(repr(parts).encode()).hexdigest()
-        return cls(cache_folder() / f"cache-{__version__}-{key[:20]}.pickle")
+        return cls(folder / f"cache-{__version__}-{key[:20]}.json")
 
-    def index(self, path: str, file_digest: str) -> tuple[bool, Optional[FileIndex]]:
-        """``(hit, index record)``; a hit with no record is a file holding no class."""
+    # -- the index pass ---------------------------------------------------------------------
+
+    def indexes(self, paths: Iterable[str]) -> dict[str, Indexed]:
+        """The index records still valid, by path. Every file is read here (once): its bytes
+        are kept for :meth:`results`."""
+        hits = {}
+        for path in paths:
+            try:
+                source = read_source(path)
+            except OSError:
+                continue  # the index pass reads it again and reports why it cannot
+            file_digest = digest(source)
+            self._sources[path] = (source, file_digest)
+            entry = self._entry(path, file_digest)
+            if entry is None:
+                continue
+            try:
+                index = _index_from_json(entry.get("index", False), path)  # False: no record, damaged
+            except _Damaged:
+                continue
+            hits[path] = Indexed(path, file_digest, index)
+        return hits
+
+    def store_indexes(self, answers: Iterable[Indexed]) -> None:
+        for answer in answers:
+            if answer.error is None and answer.digest is not None:
+                self._entries[os.path.abspath(answer.path)] = {
+                    "digest": answer.digest,
+                    "module": self._module_of(answer.path),
+                    "index": _index_to_json(answer.index),
+                }
+                self._dirty = True
+
+    def _entry(self, path: str, file_digest: str) -> Optional[dict]:
+        """The entry of ``path`` if it is of these bytes and of the module they are now."""
         entry = self._entries.get(os.path.abspath(path))
-        if entry is None or entry.digest != file_digest:
-            return False, None
-        # The same file may have been named another way (src/m.py, then m.py from src/).
-        return True, entry.index and dataclasses.replace(entry.index, path=path)
-
-    def store_index(self, path: str, file_digest: str, index: Optional[FileIndex]) -> None:
-        self._entries[os.path.abspath(path)] = _Entry(file_digest, index)
-        self._dirty = True
-
-    def result(self, path: str, file_digest: str, job: str, source: bytes) -> Optional[FileResult]:
-        entry = self._entries.get(os.path.abspath(path))
-        if entry is None or entry.digest != file_digest or entry.job != job or entry.result is None:
+        if not isinstance(entry, dict) or entry.get("digest") != file_digest:
             return None
-        cached = entry.result
-        rewritten = zlib.decompress(cached.rewritten) if cached.rewritten is not None else None
-        return FileResult(
-            path=path,
-            original=source,
-            rewritten=rewritten,
-            sites=[dataclasses.replace(site, path=path) for site in cached.sites],
-            # The same file may have been named another way: its diagnostics follow the name.
-            warnings=[_renamed(message, cached.path, path) for message in cached.warnings],
-            lints=[_renamed(message, cached.path, path) for message in cached.lints],
-        )
+        if entry.get("module") != self._module_of(path):
+            return None  # an __init__.py came or went: the module name changed
+        return entry
 
-    def store_result(self, file_digest: str, job: str, result: FileResult) -> None:
-        entry = self._entries.get(os.path.abspath(result.path))
-        if result.error or entry is None or entry.digest != file_digest:
-            return
-        entry.job = job
-        entry.result = FileResult(
-            path=result.path,
-            rewritten=zlib.compress(result.rewritten, 1) if result.rewritten is not None else None,
-            sites=result.sites,
-            warnings=result.warnings,
-            lints=result.lints,
-        )
-        self._dirty = True
+    def _module_of(self, path: str) -> list:
+        """``[module, is_package]``, as :func:`~bayesify.index.module_of` says, with the
+        ``__init__.py`` lookups done once a folder: they would cost more than the rest of a
+        run that the cache answers."""
+        if os.path.islink(path):
+            return list(module_of(Path(path)))
+        folder, name = os.path.split(os.path.abspath(path))
+        package = self._package(folder)
+        if name in ("__init__.py", "__init__.pyi"):
+            return [package, True]
+        stem = os.path.splitext(name)[0]
+        return [f"{package}.{stem}" if package else stem, False]
+
+    def _package(self, folder: str) -> str:
+        """The dotted package that ``folder`` is, ``""`` for none (module_of's rule: the
+        folders holding ``__init__.py``, upward)."""
+        package = self._packages.get(folder)
+        if package is None:
+            if os.path.exists(os.path.join(folder, "__init__.py")) or os.path.exists(os.path.join(folder, "__init__.pyi")):
+                real = os.path.realpath(folder)
+                parent = self._package(os.path.dirname(real)) if os.path.dirname(real) != real else ""
+                name = os.path.basename(real)
+                package = f"{parent}.{name}" if parent else name
+            else:
+                package = ""
+            self._packages[folder] = package
+        return package
+
+    # -- the rewrite pass -------------------------------------------------------------------
+
+    def results(self, jobs: Iterable[tuple[FileJob, str]], spec: Spec) -> dict[str, FileResult]:
+        """The rewrite results still valid, by path, for ``(job, digest of the indexed bytes)``."""
+        hits = {}
+        for job, file_digest in jobs:
+            source, read_digest = self._sources.get(job.path, (b"", None))
+            entry = self._entry(job.path, file_digest) if read_digest == file_digest else None
+            if entry is None or entry.get("job") != job_fingerprint(job) or "result" not in entry:
+                continue
+            try:
+                hits[job.path] = _result_from_json(entry["result"], job.path, source, spec.entries)
+            except _Damaged:
+                continue
+        return hits
+
+    def store_results(self, done: Iterable[tuple[FileJob, str, FileResult]], spec: Spec) -> None:
+        """Keep each result that did not fail, under the digest of the bytes it was made from."""
+        positions = {entry: position for position, entry in enumerate(spec.entries)}
+        for job, file_digest, result in done:
+            entry = self._entries.get(os.path.abspath(job.path))
+            if result.error or not isinstance(entry, dict) or entry.get("digest") != file_digest:
+                continue
+            if digest(result.original) != file_digest:
+                continue
+            entry["job"] = job_fingerprint(job)
+            entry["result"] = _result_to_json(result, positions)
+            self._dirty = True
+
+    # -- the file ---------------------------------------------------------------------------
 
     def save(self) -> None:
         if not self._dirty:
             return
+        body = json.dumps(self._entries, separators=(",", ":")).encode()
+        data = json.dumps({"format": FORMAT, "sha256": digest(body)}).encode() + b"\n" + body
+        temporary = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=".cache-", dir=self.path.parent)
-            with os.fdopen(handle, "wb") as stream:
-                pickle.dump(self._entries, stream, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(temporary, self.path)
+            remove_stale_temporaries(self.path.parent, _TEMPORARY)
+            temporary = self.path.parent / f".cache-{os.getpid()}-{os.urandom(4).hex()}.tmp"
+            with signals_held():
+                with open(temporary, "xb") as stream:
+                    stream.write(data)
+                os.replace(temporary, self.path)
+                temporary = None
         except OSError:
             pass  # a cache that cannot be written costs time on the next run, nothing else
+        finally:
+            if temporary is not None:  # a full disk, or Ctrl-C: never leave the half file
+                try:
+                    os.unlink(temporary)
+                except OSError:
+                    pass
+
+
+#: The name of a temporary file of :meth:`Cache.save`; the group is its process id.
+_TEMPORARY = re.compile(r"\.cache-(\d+)-[0-9a-f]{8}\.tmp")
+
+
+# -- the JSON shapes ----------------------------------------------------------------------------
+#
+# Lists rather than objects (the file stays small and quick to read), checked on the way in
+# by the helpers below, which raise _Damaged for anything of another type.
+
+
+def _str(value: Any) -> str:
+    if type(value) is not str:
+        raise _Damaged
+    return value
+
+
+def _opt_str(value: Any) -> Optional[str]:
+    return None if value is None else _str(value)
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise _Damaged
+    return value
+
+
+def _opt_int(value: Any) -> Optional[int]:
+    return None if value is None else _int(value)
+
+
+def _bool(value: Any) -> bool:
+    if type(value) is not bool:
+        raise _Damaged
+    return value
+
+
+def _list(value: Any, length: Optional[int] = None) -> list:
+    if type(value) is not list or (length is not None and len(value) != length):
+        raise _Damaged
+    return value
+
+
+def _dict(value: Any) -> dict:
+    if type(value) is not dict:
+        raise _Damaged
+    return value
+
+
+def _str_map(value: Any, kind: type) -> dict:
+    """A JSON object whose values are all of ``kind`` (its keys are strings in JSON)."""
+    if type(value) is not dict or not all(type(item) is kind for item in value.values()):
+        raise _Damaged
+    return value
+
+
+def _strings(value: Any) -> frozenset[str]:
+    if type(value) is not list or not all(type(item) is str for item in value):
+        raise _Damaged
+    return frozenset(value)
+
+
+def _index_to_json(index: Optional[FileIndex]) -> Optional[list]:
+    if index is None:
+        return None
+    imports = index.imports
+    classes = [
+        [
+            record.module, record.qualname, record.name, record.order, record.line,
+            [[base.resolved, base.subscripted, base.argument] for base in record.bases],
+            record.top, record.attr_lines, {method: sorted(reads) for method, reads in record.method_reads.items()},
+            sorted(record.init_reads),
+        ]
+        for record in index.classes
+    ]
+    return [imports.module, imports.package, imports.bound, classes, index.ties_weights]
+
+
+def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
+    if value is None:
+        return None
+    module, package, bound, classes, ties_weights = _list(value, 5)
+    imports = ImportTable(_str(module), is_package=False)
+    imports.package = _str(package)
+    imports.bound = _str_map(bound, str)
+    records = []
+    # The checks are written out here, not called per value: a cached run reads thousands.
+    for row in _list(classes):
+        module, qualname, name, order, line, bases, top, attr_lines, reads, init_reads = _list(row, 10)
+        if not (type(module) is type(qualname) is type(name) is str and type(order) is type(line) is type(top) is int):
+            raise _Damaged
+        records.append(
+            ClassRecord(
+                module=module,
+                qualname=qualname,
+                name=name,
+                order=order,
+                line=line,
+                bases=tuple(_base_from_json(base) for base in _list(bases)),
+                top=top,
+                attr_lines=_str_map(attr_lines, int),
+                method_reads={method: _strings(names) for method, names in _str_map(reads, list).items()},
+                init_reads=_strings(init_reads),
+            )
+        )
+    return FileIndex(path=path, imports=imports, classes=records, ties_weights=_bool(ties_weights))
+
+
+def _base_from_json(value: Any) -> BaseRef:
+    resolved, subscripted, argument = _list(value, 3)
+    return BaseRef(_opt_str(resolved), _bool(subscripted), _opt_str(argument))
+
+
+def _result_to_json(result: FileResult, positions: dict[Entry, int]) -> dict:
+    rewritten = result.rewritten
+    return {
+        "path": result.path,
+        "rewritten": None if rewritten is None else base64.b64encode(zlib.compress(rewritten, 1)).decode("ascii"),
+        "sites": [_site_to_json(site, positions) for site in result.sites],
+        "warnings": [_message_to_json(message, result.path) for message in result.warnings],
+        "lints": [_message_to_json(message, result.path) for message in result.lints],
+    }
+
+
+def _result_from_json(value: Any, path: str, source: bytes, entries: tuple[Entry, ...]) -> FileResult:
+    value = _dict(value)
+    try:
+        stored = value["rewritten"]
+        rewritten = None if stored is None else zlib.decompress(base64.b64decode(_str(stored), validate=True))
+        sites, warnings, lints = value["sites"], value["warnings"], value["lints"]
+    except (KeyError, binascii.Error, zlib.error, ValueError):
+        raise _Damaged from None
+    return FileResult(
+        path=path,
+        original=source,
+        rewritten=rewritten,
+        sites=[_site_from_json(site, path, entries) for site in _list(sites)],
+        warnings=[_message_from_json(message, path) for message in _list(warnings)],
+        lints=[_message_from_json(message, path) for message in _list(lints)],
+    )
+
+
+def _site_to_json(site: PlannedSite, positions: dict[Entry, int]) -> list:
+    entry = None if site.entry is None else positions[site.entry]
+    return [
+        site.line, site.module, site.class_name, site.class_order, list(site.attr_path), site.kind.name,
+        site.shape, entry, [positions[shadowed] for shadowed in site.shadowed], site.if_built,
+    ]
+
+
+def _site_from_json(value: Any, path: str, entries: tuple[Entry, ...]) -> PlannedSite:
+    line, module, class_name, class_order, attr_path, kind, shape, entry, shadowed, if_built = _list(value, 10)
+    return PlannedSite(
+        path=path,
+        line=_opt_int(line),
+        module=_str(module),
+        class_name=_str(class_name),
+        class_order=_int(class_order),
+        attr_path=tuple(map(_str, _list(attr_path))),
+        kind=_enum(SiteKind, kind),
+        shape=_opt_str(shape),
+        entry=None if entry is None else _entry_at(entries, entry),
+        shadowed=tuple(_entry_at(entries, position) for position in _list(shadowed)),
+        if_built=_bool(if_built),
+    )
+
+
+def _enum(kind: type, name: Any):
+    member = kind.__members__.get(_str(name))
+    if member is None:
+        raise _Damaged
+    return member
+
+
+def _entry_at(entries: tuple[Entry, ...], position: Any) -> Entry:
+    """A site's spec entry, by its place in the spec (the cache is the spec's own)."""
+    position = _int(position)
+    if not 0 <= position < len(entries):
+        raise _Damaged
+    return entries[position]
+
+
+def _message_to_json(diagnostic: Diagnostic, path: str) -> list:
+    """A diagnostic, its path left out when it is the file's own, so that it follows the file
+    when the file is named another way (``src/m.py``, then ``m.py`` from ``src``)."""
+    own = diagnostic.path == path
+    return [
+        None if own else diagnostic.path, own, diagnostic.line, diagnostic.col,
+        diagnostic.severity, diagnostic.code, diagnostic.message,
+    ]
+
+
+def _message_from_json(value: Any, path: str) -> Diagnostic:
+    where, own, line, col, severity, code, message = _list(value, 7)
+    if _str(severity) not in (ERROR, WARNING):
+        raise _Damaged
+    return Diagnostic(
+        path if _bool(own) else _opt_str(where), _opt_int(line), _opt_int(col), severity, _str(code), _str(message)
+    )

@@ -11,12 +11,33 @@ spec entry that selects nothing; 123 a source file could not be processed (the o
 still are).
 """
 
+# ruff: noqa: E402 (the imports after the Ctrl-C guard below come after it on purpose)
+
 from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+
+def _interrupted_while_starting(_signal: int, _frame: object) -> None:
+    sys.stderr.write("bayesify: interrupted\n")
+    os._exit(130)
+
+
+# Ctrl-C while the modules below load (the first half second) ends the run with one line,
+# not a traceback from inside an import; nothing has been read or written yet. (Unless
+# Ctrl-C is ignored, as in a background job: then it stays ignored.)
+_CATCH_EARLY_CTRL_C = (
+    threading.current_thread() is threading.main_thread()
+    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+)
+if _CATCH_EARLY_CTRL_C:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 import contextlib
 import difflib
-import os
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -41,6 +62,11 @@ from .report import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WORK, Report
 from .runner import RunResult, run, run_source
 from .spec import EMPTY_SPEC, Spec, SpecError, load_spec
 
+if _CATCH_EARLY_CTRL_C:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+#: Interrupted (Ctrl-C), as shells report a process that SIGINT ended: 128 + 2.
+EXIT_INTERRUPTED = 130
 #: From this many files on, a run in a terminal shows a progress bar.
 PROGRESS_THRESHOLD = 50
 #: Where the config callback leaves the config file it read, for the commands.
@@ -203,7 +229,18 @@ Docs: docs/cli.md; shell completion: docs/cli.md#shell-completion.
 """
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_MAIN_EPILOG)
+class _Commands(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        """Ctrl-C is one line and exit 130, not click's "Aborted!" and exit 1. Files being
+        written are finished first (output.signals_held); no temporary file is left."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _say("bayesify: interrupted")
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_MAIN_EPILOG)
 @click.version_option(__version__, "-V", "--version", prog_name="bayesify")
 def main() -> None:
     """Turn deterministic PyTorch modules into Bayesian Pyro modules, as a source rewrite."""
@@ -254,7 +291,10 @@ def _spec(options: Options, outcome: Report) -> Spec:
     return spec
 
 
-def _files(options: Options, outcome: Report, paths: Optional[tuple[str, ...]] = None) -> list[Path]:
+def _files(
+    options: Options, outcome: Report, paths: Optional[tuple[str, ...]] = None, read_only: bool = False
+) -> list[Path]:
+    """The files to process; ``read_only`` ones (context) may be links that lead outside the project."""
     paths = options.paths if paths is None else paths
     if not paths:
         raise _usage_error("no PATH given (a file, a folder, or - for standard input)")
@@ -266,7 +306,7 @@ def _files(options: Options, outcome: Report, paths: Optional[tuple[str, ...]] =
     try:
         files = discover(
             paths, exclude=options.exclude, extend_exclude=options.extend_exclude,
-            force_exclude=options.force_exclude, warnings=warnings,
+            force_exclude=options.force_exclude, warnings=warnings, links_outside_root=read_only,
         )
     except DiscoveryError as error:
         raise _usage_error(error.message, error.where) from None
@@ -276,7 +316,7 @@ def _files(options: Options, outcome: Report, paths: Optional[tuple[str, ...]] =
 
 def _context_files(options: Options, spec: Spec, outcome: Report) -> list[Path]:
     context_paths = (*options.context, *spec.context)
-    return _files(options, outcome, context_paths) if context_paths else []
+    return _files(options, outcome, context_paths, read_only=True) if context_paths else []
 
 
 def _progress_bar(files: int, quiet: bool):
@@ -290,6 +330,8 @@ def _progress_bar(files: int, quiet: bool):
 def _run(files: list[Path], spec: Spec, options: Options, outcome: Report) -> RunResult:
     context_files = _context_files(options, spec, outcome)
     cache = None if options.no_cache else Cache.for_spec(spec.fingerprint, tuple(str(p) for p in context_files))
+    if cache is not None and cache.note and options.verbose:
+        _say(f"bayesify: {cache.note}")
     with _progress_bar(len(files), options.quiet) as bar:
         progress = bar.update if bar is not None else None
         result = run(files, spec, options.jobs, context_files, cache=cache, progress=progress)
@@ -427,17 +469,18 @@ def _write_in_place(result: RunResult) -> list[Diagnostic]:
 
 
 def _write_mirror(result: RunResult, paths: tuple[str, ...], out: Path) -> list[Diagnostic]:
-    """Write the mirror, each package whole under its own name; the warnings say which files
-    in it no longer have a source, and which mirrored package an import would not find first."""
+    """Write the mirror, each package whole under its own name: the errors are the sources
+    that changed during the run (left out of it), the warnings the files in it that no longer
+    have a source, and the mirrored packages an import here would not find first."""
     try:
         root = package_mirror_root(list(paths))
+        orphans, failures = mirror(result.results, root, out)
         packages = mirrored_packages(result.results, root)
         copies = set(mirror_package_files(result.results, packages, root, out))
         # A package mirror answers for its packages' folders only: out/ may hold others.
         folders = [(out / package.name).resolve() for package in packages]
         orphans = [
-            path
-            for path in mirror(result.results, root, out)
+            path for path in orphans
             if path.resolve() not in copies and (not folders or any(f in path.resolve().parents for f in folders))
         ]
     except WriteError as error:
@@ -449,7 +492,7 @@ def _write_mirror(result: RunResult, paths: tuple[str, ...], out: Path) -> list[
         for orphan in orphans
     ]
     shadowed = (_shadowed_package(package.name, out) for package in packages)
-    return stale + [warning for warning in shadowed if warning]
+    return failures + stale + [warning for warning in shadowed if warning]
 
 
 def _shadowed_package(name: str, out: Path) -> Optional[Diagnostic]:

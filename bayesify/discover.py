@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat as stat_module
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,11 +91,15 @@ def discover(
     force_exclude: str | None = None,
     include: str = DEFAULT_INCLUDES,
     warnings: list[Diagnostic] | None = None,
+    links_outside_root: bool = False,
 ) -> list[Path]:
     """The Python files that ``paths`` name, de-duplicated and sorted (see the module doc).
 
-    Files that look like sources but cannot be read (a symbolic link that leads nowhere) are
-    skipped and, when ``warnings`` is given, said there.
+    Files that look like sources but cannot be read (a symbolic link that leads nowhere, a
+    named pipe) are skipped and, when ``warnings`` is given, said there. A path named in
+    ``paths`` that is a symbolic link (or goes through one) to a place outside the project
+    root is an error, since the files found are written, unless ``links_outside_root`` (for
+    files that are only read).
     """
     root = Path(os.path.abspath(root if root is not None else find_project_root(paths)))
     force_exclude_regex = _compile("--force-exclude", force_exclude) if force_exclude else None
@@ -114,6 +119,7 @@ def discover(
         force_exclude=force_exclude_regex,
         include=_compile("--include", include),
         use_gitignore=exclude is None,
+        links_outside_root=links_outside_root,
     )
     for path in paths:
         finder.add_argument(Path(path))
@@ -148,6 +154,7 @@ class _Finder:
         force_exclude: re.Pattern[str] | None,
         include: re.Pattern[str],
         use_gitignore: bool,
+        links_outside_root: bool = False,
     ) -> None:
         self.root = root
         self.real_root = os.path.realpath(root)
@@ -155,6 +162,7 @@ class _Finder:
         self.force_exclude = force_exclude
         self.include = include
         self.use_gitignore = use_gitignore
+        self.links_outside_root = links_outside_root
         # Folder identities (device, inode) walked so far: a linked folder found here again
         # is a loop or a second route to the same files, and is not walked twice.
         self.walked_folders: set[tuple[int, int]] = set()
@@ -172,9 +180,18 @@ class _Finder:
                 raise DiscoveryError(path, f"{_NOWHERE}")
             raise DiscoveryError(path, "no such file or folder")
         relative = self._relative_to_root(path)
+        if not self.links_outside_root and not self._resolves_inside_root(str(path)):
+            raise DiscoveryError(
+                path,
+                f"a symbolic link to {os.path.realpath(path)}, outside the project root {self.root}; "
+                "bayesify writes only inside the project (name the target itself)",
+            )
         if not path.is_dir():
             if not (self.force_exclude and self.force_exclude.search(f"/{relative}")):
-                self._add_file(path, os.stat(path), through_link=False)
+                status = os.stat(path)
+                if not stat_module.S_ISREG(status.st_mode):
+                    raise DiscoveryError(path, _NOT_REGULAR)
+                self._add_file(path, status, through_link=False)
             return
         self.walked_folders.add(_identity(os.stat(path)))
         self._walk(str(path), relative, self._gitignores_above(relative), through_link=False)
@@ -238,7 +255,11 @@ class _Finder:
                 continue
             if not is_dir:
                 if self.include.search(f"/{entry_relative}"):
-                    self._add_file(Path(entry.path), entry.stat(), through_link or is_link)
+                    status = entry.stat()
+                    if stat_module.S_ISREG(status.st_mode):
+                        self._add_file(Path(entry.path), status, through_link or is_link)
+                    else:
+                        self.warnings.append(Diagnostic.of("BAY208", f"{_NOT_REGULAR}; skipped", entry.path))
                 continue
             identity = _identity(entry.stat())
             # Real folders are always walked (they cannot form a loop), so a file inside one
@@ -275,6 +296,18 @@ class _Finder:
 
 
 _NOWHERE = "a symbolic link that leads nowhere (a loop, or its target is gone)"
+_NOT_REGULAR = "not a regular file (a named pipe, a socket or a device)"
+
+
+def read_source(path: str | Path) -> bytes:
+    """The bytes of the source file ``path``, read once. A file that became something else
+    than a regular file since it was found (a named pipe, which would block the run) is an
+    ``OSError``, as an unreadable one is; so is a symbolic link loop."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with open(descriptor, "rb", closefd=True) as stream:
+        if not stat_module.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(0, _NOT_REGULAR)
+        return stream.read()
 
 
 def _identity(stat: os.stat_result) -> tuple[int, int]:

@@ -3,19 +3,31 @@
 A file is replaced atomically (a temporary file in the same folder, then ``os.replace``),
 keeping its mode; and only if it still holds the bytes that were rewritten, so an edit made
 while bayesify ran is never clobbered. Only files whose bytes change are touched.
+
+Ctrl-C and SIGTERM wait for the file being written (a few milliseconds): then it is whole,
+old or new, and its temporary file is gone. A temporary file is named
+``.<name>.<pid>-<random>.bayesify``; one whose process is gone (killed with SIGKILL, or the
+machine stopped) is removed by the next write into its folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import io
 import os
+import re
+import signal
 import stat
-import tempfile
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
+from .diagnostics import Diagnostic
 from .engine import FileResult
+
+#: What a file that changed between planning and writing is told (it is left as it is).
+CHANGED_DURING_RUN = "changed while bayesify was rewriting it; left as it is now"
 
 
 class WriteError(Exception):
@@ -53,10 +65,17 @@ def write_atomically(
         raise WriteError(path, f"its folder {target.parent} is read-only; left as it is")
     if mode is None:
         mode = stat.S_IMODE(existing.st_mode) if existing is not None else 0o666 & ~_umask()
+    remove_stale_temporaries(target.parent)
+    with signals_held():
+        _replace(path, target, data, expected, mode, existing)
+
+
+def _replace(
+    path: Path, target: Path, data: bytes, expected: Optional[bytes], mode: int, existing: Optional[os.stat_result]
+) -> None:
+    temporary = str(target.parent / f".{target.name}.{os.getpid()}-{os.urandom(4).hex()}.bayesify")
     try:
-        handle, temporary = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".bayesify", dir=target.parent
-        )
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
     except OSError as error:
         raise WriteError(path, f"cannot write: {error.strerror or error}") from None
     try:
@@ -76,6 +95,60 @@ def write_atomically(
         if isinstance(error, OSError):
             raise WriteError(path, f"cannot write: {error.strerror or error}") from None
         raise
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM that arrive inside wait until its end, then act as they would
+    have (a KeyboardInterrupt, or the end of the process): what is written is never left
+    half done. Only the main thread receives signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, lambda number, _frame: received.append(number)) for number in held}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
+#: The name of a temporary file of :func:`write_atomically`; the group is its process id.
+TEMPORARY = re.compile(r"\..+\.(\d+)-[0-9a-f]{8}\.bayesify")
+#: (folder, pattern) pairs already cleaned of stale temporary files by this process.
+_cleaned: set[tuple[str, str]] = set()
+
+
+def remove_stale_temporaries(folder: Path, pattern: re.Pattern[str] = TEMPORARY) -> None:
+    """Remove bayesify's temporary files in ``folder`` (names matching ``pattern``, whose
+    first group is a process id) whose process is gone, once a run."""
+    key = (os.fspath(folder), pattern.pattern)
+    if key in _cleaned:
+        return
+    _cleaned.add(key)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match and not process_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0  # PermissionError: alive, another user's; the others: no such process
+    return True
 
 
 def _stat(shown: Path, path: Path) -> Optional[os.stat_result]:
@@ -119,7 +192,7 @@ def _check_unchanged(path: Path, target: Path, expected: bytes) -> None:
     except OSError as error:
         raise WriteError(path, f"cannot read back: {error.strerror or error}") from None
     if current != expected:
-        raise WriteError(path, "changed while bayesify was rewriting it; left as it is now")
+        raise WriteError(path, CHANGED_DURING_RUN)
 
 
 def unified_diff(result: FileResult, label: str) -> bytes:
@@ -150,31 +223,73 @@ def mirror_root(paths: list[str]) -> Path:
     return common if common.is_dir() else common.parent
 
 
-def mirror(results: list[FileResult], root: Path, out: Path) -> list[Path]:
+def mirror(results: list[FileResult], root: Path, out: Path) -> tuple[list[Path], list[Diagnostic]]:
     """Write every processed file into ``out`` at its place relative to ``root``: rewritten
-    files rewritten, the rest copied. Returns files in ``out`` that no longer have a source."""
-    written = set()
+    files rewritten, the rest copied. Returns the files in ``out`` that no longer have a
+    source, and the failures (sources that changed during the run).
+
+    Nothing is written through a symbolic link: ``out`` itself, a folder inside it or a file
+    in it that is a link is refused before anything is written (a link could lead back
+    into the sources, or anywhere). A rewritten source that changed since it was read fails
+    alone, as in place (``result.error``, and a failure returned)."""
+    _check_mirror_folder(out, root)
+    plan = []
+    checked: set[Path] = set()
     for result in results:
         if result.error:
             continue
         source = Path(result.path)
-        target = out / source.resolve().relative_to(root.resolve())
+        relative = source.resolve().relative_to(root.resolve())
+        _refuse_links(out, relative, checked)
+        plan.append((result, source, out / relative))
+    written = set()
+    failures = []
+    for result, source, target in plan:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             mode = stat.S_IMODE(source.stat().st_mode)
-            data = result.rewritten if result.changed else source.read_bytes()
+            current = source.read_bytes()
             old = target.read_bytes() if target.exists() else None
         except OSError as error:
             raise WriteError(target, f"cannot write: {error.strerror or error}") from None
+        if result.changed and current != result.original:
+            result.error = Diagnostic.of("BAY002", CHANGED_DURING_RUN, str(source))
+            failures.append(result.error)
+            continue
+        data = result.rewritten if result.changed else current
         written.add(target.resolve())
         if old != data:
             write_atomically(target, data, mode=mode)
     # Python sources only: "*.py*" would also match the .pyc files of an imported mirror.
-    return sorted(
+    orphans = sorted(
         path
         for path in out.rglob("*")
         if path.suffix in (".py", ".pyi") and path.is_file() and path.resolve() not in written
     )
+    return orphans, failures
+
+
+def _check_mirror_folder(out: Path, root: Path) -> None:
+    if out.is_symlink():
+        raise WriteError(out, f"a symbolic link (to {os.path.realpath(out)}); --out writes only into a real folder")
+    if os.path.realpath(out) == os.path.realpath(root):
+        raise WriteError(out, "the folder being rewritten itself; --out needs another folder")
+
+
+def _refuse_links(out: Path, relative: Path, checked: set[Path]) -> None:
+    """Refuse when a folder or the file on the way from ``out`` to ``out/relative`` is a link."""
+    place = out
+    for part in relative.parts:
+        place = place / part
+        if place in checked:
+            continue
+        if place.is_symlink():
+            raise WriteError(
+                place,
+                f"a symbolic link (to {os.path.realpath(place)}) inside the --out folder; "
+                "bayesify never writes through one: remove it, or choose another folder",
+            )
+        checked.add(place)
 
 
 # -- mirrors of packages -----------------------------------------------------------------------
@@ -203,9 +318,12 @@ def mirrored_packages(results: list[FileResult], root: Path) -> list[Path]:
 def mirror_package_files(results: list[FileResult], packages: list[Path], root: Path, out: Path) -> list[Path]:
     """Copy into ``out`` every file of ``packages`` that the run did not write: data tables,
     compiled extensions, ``py.typed``, and Python files outside the run, so that the mirrored
-    package imports whole, never reaching for the original. Returns the mirror's copies."""
-    handled = {Path(result.path).resolve() for result in results if not result.error}
-    copies = []
+    package imports whole, never reaching for the original; never through a symbolic link,
+    as :func:`mirror`. Returns the mirror's copies."""
+    # A file of the run is the run's: written by mirror(), or left out where it failed.
+    handled = {Path(result.path).resolve() for result in results}
+    copies: list[Path] = []
+    checked: set[Path] = set()
     for package in packages:
         for folder, folders, files in os.walk(package):
             folders[:] = sorted(name for name in folders if name not in _NOT_COPIED_DIRS)
@@ -213,7 +331,9 @@ def mirror_package_files(results: list[FileResult], packages: list[Path], root: 
                 source = Path(folder) / name
                 if source.suffix in _NOT_COPIED_SUFFIXES or source.resolve() in handled:
                     continue
-                target = out / source.relative_to(root)
+                relative = source.relative_to(root)
+                _refuse_links(out, relative, checked)
+                target = out / relative
                 _copy_if_changed(source, target)
                 copies.append(target.resolve())
     return copies
@@ -226,7 +346,7 @@ def _copy_if_changed(source: Path, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         old = target.read_bytes() if target.exists() else None
     except OSError as error:
-        raise WriteError(f"{target}: cannot copy {source}: {error.strerror or error}") from None
+        raise WriteError(target, f"cannot copy {source}: {error.strerror or error}") from None
     if old != data:
         write_atomically(target, data, mode=mode)
 

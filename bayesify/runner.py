@@ -3,13 +3,21 @@
 Two passes over the files. The index pass reads every file that might hold a class and
 records its classes with :mod:`ast`; then the class index decides which classes convert,
 across files. The rewrite pass parses with libcst only the files that hold a converting class.
-Both passes run in a process pool when there are many files, in-process when there are few.
+Both passes run in a process pool when there are many files, in-process when there are few
+(or when no pool can be made). The cache (:mod:`bayesify.cache`) is a layer around each
+pass: it answers what it can, the pass does the rest, the cache keeps the new answers.
+
+Plan and rewrite see the same bytes: the index pass records the digest of what it read, and
+the rewrite pass fails a file whose bytes are no longer those ("changed while bayesify was
+rewriting it") instead of rewriting it from a plan made for other bytes.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -19,10 +27,12 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import libcst as cst
 
-from .cache import Cache, digest, job_fingerprint
+from .cache import NO_CACHE, Indexed, NoCache, digest
 from .diagnostics import WARNING, Diagnostic
+from .discover import read_source
 from .engine import BUG_HINT, FileJob, FileResult, rewrite_source
 from .index import TYING_NAMES, ClassIndex, ClassRecord, FileIndex, index_source, module_of
+from .output import CHANGED_DURING_RUN
 from .plan import PlannedSite, Planner, did_you_mean, shadowed_only_entries, unmatched_entries
 from .spec import Entry, Spec
 
@@ -59,13 +69,14 @@ def might_hold_a_class(source: bytes) -> bool:
     return b"class" in source
 
 
-def _index_file(path: str) -> tuple[str, Optional[FileIndex], Optional[Diagnostic]]:
+def _index_file(path: str) -> Indexed:
     try:
-        source = Path(path).read_bytes()
+        source = read_source(path)
     except OSError as error:
-        return path, None, Diagnostic.of("BAY001", f"cannot read: {error.strerror or error}", path)
+        return Indexed(path, error=Diagnostic.of("BAY001", f"cannot read: {error.strerror or error}", path))
     module, is_package = module_of(Path(path))
-    return _index_source(source, path, module, is_package)
+    _, index, error = _index_source(source, path, module, is_package)
+    return Indexed(path, digest(source), index, error)
 
 
 def _index_source(
@@ -78,7 +89,7 @@ def _index_source(
     try:
         tree = ast.parse(source, filename=path)
     except SyntaxError as error:
-        message = f"cannot parse: {error.msg}{_newer_syntax_hint(source)}"
+        message = f"cannot parse: {error.msg}{_newer_syntax_hint(source, error)}"
         return path, None, Diagnostic.of("BAY001", message, path, error.lineno, error.offset)
     except (UnicodeDecodeError, ValueError) as error:
         return path, None, Diagnostic.of("BAY001", f"cannot decode: {error}", path)
@@ -89,8 +100,12 @@ def _index_source(
     return path, index_source(tree, path, module, is_package, ties_weights), None
 
 
-def _newer_syntax_hint(source: bytes) -> str:
-    """Python's own parser is the index's; libcst may read syntax of newer Pythons."""
+def _newer_syntax_hint(source: bytes, error: SyntaxError) -> str:
+    """Python's own parser is the index's; libcst may read syntax of newer Pythons. Never
+    for a source Python finds too deep ("too many nested parentheses", "too many levels of
+    indentation"): libcst's native parser would overflow its stack on it and kill the process."""
+    if error.msg.startswith("too many"):
+        return ""
     try:
         cst.parse_module(source)
     except Exception:  # any failure means: not newer syntax, just a syntax error
@@ -101,41 +116,159 @@ def _newer_syntax_hint(source: bytes) -> str:
 _worker_spec: Optional[Spec] = None
 
 
-def _init_worker(spec: Spec) -> None:
+def _init_worker(spec: Spec, parent: Optional[int] = None) -> None:
+    """Runs first in every worker process (``parent``: the main process's id)."""
     global _worker_spec
     _worker_spec = spec
+    if parent is None:
+        return
+    # Ctrl-C is the main process's to handle: it stops the workers. A worker must not print
+    # a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    _die_with(parent)
 
 
-def _rewrite_file(job: FileJob) -> FileResult:
+def _die_with(parent: int) -> None:
+    """Make the kernel kill this worker when the main process dies, even by SIGKILL: an
+    orphaned worker would hold standard output open, and ``bayesify … | tee`` would hang."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the main process died before the line above took effect
+        os._exit(1)
+
+
+def _rewrite_file(item: tuple[FileJob, str]) -> FileResult:
+    """Rewrite one file from its bytes, if they are still the ones its plan was made for."""
+    job, planned_digest = item
     spec = _worker_spec
     try:
-        source = Path(job.path).read_bytes()
+        source = read_source(job.path)
     except OSError as error:
         return FileResult(job.path, error=Diagnostic.of("BAY001", f"cannot read: {error.strerror or error}", job.path))
+    if digest(source) != planned_digest:
+        return FileResult(job.path, source, error=Diagnostic.of("BAY002", CHANGED_DURING_RUN, job.path))
     try:
         return rewrite_source(source, job, spec)
     except RecursionError:
         return FileResult(job.path, source, error=Diagnostic.of("BAY001", "too deeply nested to rewrite", job.path))
+    except UnicodeDecodeError as error:
+        return FileResult(job.path, source, error=_not_decodable(job.path, error))
     except Exception as error:  # one file's bug must not stop the others
         message = f"{type(error).__name__}: {error}; {BUG_HINT}"
         return FileResult(job.path, source, error=Diagnostic.of("BAY009", message, job.path))
 
 
-def _map(function: Callable, items: Sequence, jobs: int, spec: Spec, done: Callable = lambda item: None) -> list:
-    """``function`` over ``items``, in order; ``done(item)`` is called as each one finishes."""
+def _not_decodable(path: str, error: UnicodeDecodeError) -> Diagnostic:
+    """Python's parser skips the bytes of comments; libcst decodes the whole file."""
+    data = error.object if isinstance(error.object, bytes) else b""
+    line = data.count(b"\n", 0, error.start) + 1
+    byte = data[error.start : error.start + 1].hex() or "?"
+    message = (
+        f"not {error.encoding.upper()} (byte 0x{byte}: {error.reason}); save the file as UTF-8 or "
+        "declare its encoding (# -*- coding: ... -*-)"
+    )
+    return Diagnostic.of("BAY001", message, path, line)
+
+
+def _map(
+    function: Callable, items: Sequence, jobs: int, spec: Spec, crashed: Callable, done: Callable = lambda item: None
+) -> list:
+    """``function`` over ``items``, in order; ``done(item)`` is called as each one finishes.
+    An item whose worker process dies gets ``crashed(item)``; the others are still done."""
+    if jobs > 1 and len(items) >= POOL_THRESHOLD:
+        try:
+            return _map_in_pools(function, items, jobs, spec, crashed, done)
+        except _NoPool:
+            pass  # no process pool on this system (no /dev/shm, no fork): do the work here
+    _init_worker(spec)
     results = []
-    if jobs <= 1 or len(items) < POOL_THRESHOLD:
-        _init_worker(spec)
-        for item in items:
-            results.append(function(item))
-            done(item)
-        return results
-    chunksize = max(1, len(items) // (jobs * 8))
-    with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(spec,)) as pool:
-        for item, result in zip(items, pool.map(function, items, chunksize=chunksize)):
-            results.append(result)
+    for item in items:
+        results.append(function(item))
+        done(item)
+    return results
+
+
+class _NoPool(Exception):
+    pass
+
+
+def _map_in_pools(function: Callable, items: Sequence, jobs: int, spec: Spec, crashed: Callable, done: Callable) -> list:
+    """When a worker dies (the native parser may overflow its stack), the first item not yet
+    answered is redone in a process of its own, which tells whether it is the culprit, and
+    the rest go on in a fresh pool."""
+    results: list = []
+    while len(results) < len(items):
+        rest = items[len(results) :]
+        try:
+            with _pool(jobs, spec) as pool:
+                chunksize = max(1, len(rest) // (jobs * 8))
+                with _sigint_blocked():  # the workers start here: no Ctrl-C before they ignore it
+                    answers = pool.map(function, rest, chunksize=chunksize)
+                for item, answer in zip(rest, answers):
+                    results.append(answer)
+                    done(item)
+        except BrokenProcessPool:
+            item = items[len(results)]
+            results.append(_alone(function, item, spec, crashed))
             done(item)
     return results
+
+
+@contextlib.contextmanager
+def _pool(jobs: int, spec: Spec):
+    """A process pool that, when the main process is interrupted, stops its workers at
+    once instead of waiting for the work still queued."""
+    try:
+        pool = ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(spec, os.getpid()))
+    except (OSError, NotImplementedError, ImportError) as error:
+        raise _NoPool from error
+    try:
+        yield pool
+    except BaseException:
+        workers = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.kill()
+        raise
+    pool.shutdown()
+
+
+@contextlib.contextmanager
+def _sigint_blocked():
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _alone(function: Callable, item, spec: Spec, crashed: Callable):
+    try:
+        with _pool(1, spec) as pool:
+            return pool.submit(function, item).result()
+    except (BrokenProcessPool, _NoPool):
+        return crashed(item)
+
+
+def _index_crashed(path: str) -> Indexed:
+    message = f"reading its classes crashed a worker process; {BUG_HINT}"
+    return Indexed(path, error=Diagnostic.of("BAY009", message, path))
+
+
+def _rewrite_crashed(item: tuple[FileJob, str]) -> FileResult:
+    path = item[0].path
+    return FileResult(path, error=Diagnostic.of("BAY009", f"the rewrite crashed its worker process; {BUG_HINT}", path))
 
 
 def default_jobs() -> int:
@@ -147,7 +280,7 @@ def run(
     spec: Spec,
     jobs: Optional[int] = None,
     context: Iterable[Path] = (),
-    cache: Optional[Cache] = None,
+    cache: Optional[NoCache] = None,
     progress: Optional[Callable[[int], None]] = None,
 ) -> RunResult:
     """Plan and rewrite ``paths`` in memory; nothing is written here. ``context`` files are
@@ -156,68 +289,38 @@ def run(
     ``progress(steps)`` is called as work finishes: ``2 * len(paths)`` steps in all (each
     path is indexed, then rewritten or skipped); context files count for nothing."""
     jobs = jobs or default_jobs()
+    cache = cache or NO_CACHE
     names = [str(path) for path in paths]
     context_names = sorted({str(path) for path in context} - set(names))
     step = progress or (lambda steps: None)
     run_files = set(names)
-    sources = _read_all(names + context_names) if cache else {}
-    digests = {name: digest(source) for name, source in sources.items()}
-    indexed = dict(_cached_indexes(cache, digests))
-    missing = [name for name in names + context_names if name not in indexed]
+
+    indexed = cache.indexes(names + context_names)
     step(len(run_files.intersection(indexed)))
-    for path, index, error in _map(_index_file, missing, jobs, spec, lambda name: step(int(name in run_files))):
-        indexed[path] = (index, error)
-        if cache and not error and path in digests:
-            cache.store_index(path, digests[path], index)
-    failures = {name: FileResult(name, error=indexed[name][1]) for name in names if indexed[name][1]}
-    indexes = [indexed[name][0] for name in names if indexed[name][0] is not None]
-    context_indexes = [indexed[n][0] for n in context_names if indexed[n][0] is not None]
+    missing = [name for name in names + context_names if name not in indexed]
+    fresh = _map(_index_file, missing, jobs, spec, _index_crashed, lambda name: step(int(name in run_files)))
+    cache.store_indexes(fresh)
+    indexed.update((answer.path, answer) for answer in fresh)
+
+    failures = {name: FileResult(name, error=indexed[name].error) for name in names if indexed[name].error}
+    indexes = [indexed[name].index for name in names if indexed[name].index is not None]
+    context_indexes = [indexed[n].index for n in context_names if indexed[n].index is not None]
     class_index = ClassIndex(indexes, spec.exclude, context_indexes, spec.external)
-    results: dict[str, FileResult] = {}
-    pending = []
-    for file_index in indexes:
-        job = _job_for(file_index, class_index, spec)
-        if not any(kind.is_pyro for kind in job.conversions.values()):
-            continue
-        path = job.path
-        hit = cache and path in digests and cache.result(path, digests[path], job_fingerprint(job), sources[path])
-        if hit:
-            results[path] = hit
-        else:
-            pending.append(job)
+    planned = [
+        (job, indexed[job.path].digest)
+        for job in (_job_for(file_index, class_index, spec) for file_index in indexes)
+        if any(kind.is_pyro for kind in job.conversions.values())
+    ]
+    results = cache.results(planned, spec)
+    pending = [item for item in planned if item[0].path not in results]
     step(len(names) - len(pending))
-    try:
-        done = _map(_rewrite_file, pending, jobs, spec, lambda job: step(1))
-    except BrokenProcessPool:
-        done = [_rewrite_alone(job, spec) for job in pending]
-    for job, result in zip(pending, done):
-        results[job.path] = result
-        if cache and job.path in digests:
-            cache.store_result(digests[job.path], job_fingerprint(job), result)
-    if cache:
-        cache.save()
+    done = _map(_rewrite_file, pending, jobs, spec, _rewrite_crashed, lambda item: step(1))
+    cache.store_results(((job, file_digest, result) for (job, file_digest), result in zip(pending, done)), spec)
+    cache.save()
+    results.update((result.path, result) for result in done)
     ordered = [failures.get(name) or results.get(name) or FileResult(name) for name in names]
     classes = [record for file_index in indexes for record in file_index.classes]
     return _finish(ordered, spec, _unseen_base_warnings(indexes, class_index), classes)
-
-
-def _read_all(names: list[str]) -> dict[str, bytes]:
-    sources = {}
-    for name in names:
-        try:
-            sources[name] = Path(name).read_bytes()
-        except OSError:
-            pass  # the index pass reports it
-    return sources
-
-
-def _cached_indexes(cache: Optional[Cache], digests: dict[str, str]):
-    if cache is None:
-        return
-    for path, file_digest in digests.items():
-        hit, index = cache.index(path, file_digest)
-        if hit:
-            yield path, (index, None)
 
 
 def run_source(source: bytes, spec: Spec, path: str = "-", context: Iterable[Path] = ()) -> RunResult:
@@ -303,15 +406,3 @@ def _job_for(file_index: FileIndex, class_index: ClassIndex, spec: Spec) -> File
         if record is not None and class_index.conversion(record).is_pyro
     )
     return FileJob(file_index, conversions, base_kinds, inherited, imported_pyro)
-
-
-def _rewrite_alone(job: FileJob, spec: Spec) -> FileResult:
-    """After a worker died, retry each file in a pool of its own, so only the file that
-    kills a worker (the native parser can overflow its stack) fails."""
-    try:
-        with ProcessPoolExecutor(1, initializer=_init_worker, initargs=(spec,)) as pool:
-            return pool.submit(_rewrite_file, job).result()
-    except BrokenProcessPool:
-        message = f"the rewrite crashed its worker process; {BUG_HINT}"
-        return FileResult(job.path, error=Diagnostic.of("BAY009", message, job.path))
-

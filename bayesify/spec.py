@@ -26,7 +26,8 @@ import yaml
 
 from . import catalog, codegen
 from .names import dotted_from_ast
-from .selectors import TYPE, Selector, SelectorError, parse as parse_selector
+from .selectors import TYPE, Selector, SelectorError
+from .selectors import parse as parse_selector
 
 SECTIONS = ("priors", "constraints")
 TOP_LEVEL_KEYS = ("version", "priors", "constraints", "modules")
@@ -443,8 +444,9 @@ def _argument(
 
 
 def _is_dunder(name: str) -> bool:
-    """``__class__``, ``__dict__``: Python's own attributes, never a sibling parameter."""
-    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+    """``__class__``, ``__dict__`` (and ``__`` itself): Python's own names, never a sibling
+    parameter."""
+    return name.startswith("__") and name.endswith("__")
 
 
 def _bind(

@@ -38,8 +38,15 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bayesify.runtime import Categorical, CheckpointNormal, load_deterministic, predict, pyro_module, set_prior  # noqa: E402
-from bayesify.runtime import supervised  # noqa: E402
+from bayesify.runtime import (  # noqa: E402
+    Categorical,
+    CheckpointNormal,
+    load_deterministic,
+    predict,
+    pyro_module,
+    set_prior,
+    supervised,  # noqa: E402
+)
 
 
 class Bottleneck(nn.Module):

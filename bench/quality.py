@@ -40,6 +40,7 @@ user code of each method's recipe (the non-blank lines of its function below).
 
 import argparse
 import inspect
+import io
 import json
 import math
 import os
@@ -47,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,10 +164,17 @@ def recipe_deterministic(net, x, y, classes, seed, workdir):
 
 def recipe_bayesify(net, x, y, classes, seed, workdir):
     import pyro
-    import torch
     from bayesian.mlp import MLP
 
-    from bayesify.runtime import Categorical, CheckpointNormal, Normal, fit, load_deterministic, predict, supervised
+    from bayesify.runtime import (
+        Categorical,
+        CheckpointNormal,
+        Normal,
+        fit,
+        load_deterministic,
+        predict,
+        supervised,
+    )
 
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
@@ -339,15 +348,16 @@ def run_method(method, workdir):
 
 
 def _user_lines(method):
-    """Non-blank lines of the method's recipe (the deterministic one: with its training);
-    bayesify's adds the spec and the CLI call."""
+    """Logical lines (statements, however the formatter wraps them) of the method's recipe
+    (the deterministic one: with its training); bayesify's adds the spec and the CLI call."""
     name = "recipe_" + method.replace("-", "_")
     source = inspect.getsource(globals()[name])
     if method.startswith("bayesian-torch"):
         source += inspect.getsource(_bayesian_torch)
     if method == "deterministic":  # its training is the others' pre-training
         source += inspect.getsource(train_deterministic)
-    lines = sum(1 for line in source.splitlines() if line.strip())
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    lines = sum(1 for token in tokens if token.type == tokenize.NEWLINE)
     if method == "bayesify":
         lines += len(SPEC.splitlines()) + 1
     return lines
@@ -395,7 +405,7 @@ def table(results):
             # NLLs can be negative: they are compared by difference, the rest by ratio. Times are
             # compared with bayesian-torch (the issue's anchor), qualities with the best.
             compared = []
-            for key, title, better in columns:
+            for key, _title, better in columns:
                 anchors = ["bayesian-torch"] if key in ("predict", "training") and "bayesian-torch" in results else competitors
                 best = better(results[m][task][key] for m in anchors)
                 ours = results["bayesify"][task][key]

@@ -15,16 +15,15 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.nn as nn
+from click.testing import CliRunner
 from pyro.nn import PyroSample
 from pyro.nn.module import to_pyro_module_
-
-from click.testing import CliRunner
+from test_execution import FIXTURES, load, sites, svi_losses
 
 from bayesify.cli import main
 from bayesify.runner import run_source
 from bayesify.selectors import match_path, parse
 from bayesify.spec import parse_spec
-from test_execution import FIXTURES, load, sites, svi_losses
 
 X = torch.randn(3, 4, 4)
 

@@ -238,6 +238,7 @@ def test_wrong_arity_or_keywords_are_refused(section: str, value: str, expected:
         "1j",
         "__class__",  # Python's own attributes are never sibling parameters
         "__dict__",
+        "__",  # found by the fuzz: starts and ends with a double underscore
     ],
 )
 def test_non_literal_prior_arguments_are_refused(argument: str) -> None:

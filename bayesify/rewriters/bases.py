@@ -24,7 +24,7 @@ from typing import Sequence
 
 import libcst as cst
 
-from ..index import Conversion
+from ..index import ClassRecord, Conversion
 from .compose import DEFINITIONS
 from .registry import STATEMENTS, Example, Rule, register
 

@@ -51,8 +51,8 @@ import libcst as cst
 from .. import catalog, codegen
 from ..index import ClassRecord, Conversion
 from ..names import dotted_from_cst, is_pyro_nn, is_torch_nn, torch_nn_class
-from ..sites import SiteKind
 from ..selectors import ANY, ANY_DEPTH, TYPE, Selector
+from ..sites import SiteKind
 from ..spec import Entry, Prior
 from .compose import DEFINITIONS
 from .parameters import same_code

@@ -24,34 +24,34 @@ def parameters(model: torch.nn.Module) -> List[Dict]:
     decided = model.__dict__.get(DECIDED, {})
     rows = []
     for prefix, module in model.named_modules():
-        pyro_name = getattr(module, "_pyro_name", prefix)
         samples = getattr(module, "_pyro_samples", {})
         constrained = getattr(module, "_pyro_params", {})
-
-        def row(name, shape, becomes, **extra):
-            path = f"{prefix}.{name}" if prefix else name
-            return {
-                "name": f"{pyro_name}.{name}" if pyro_name else name,
-                "class": type(module).__name__,
-                "attribute": name,
-                "shape": str(tuple(shape)),
-                "becomes": becomes,
-                "selector": decided.get(path),
-                **extra,
-            }
-
+        entries = []
         for name, prior in samples.items():
             if isinstance(prior, Tied):
                 owner = prior.module
                 first = f"{owner._pyro_name}.{prior.name}" if owner._pyro_name else prior.name
-                rows.append(row(name, _shape(owner, prior.name), "tied", tied_to=first))
+                entries.append((name, _shape(owner, prior.name), "tied", {"tied_to": first}))
             else:
-                rows.append(row(name, _shape(module, name), "random"))
+                entries.append((name, _shape(module, name), "random", {}))
         for name in constrained:
-            rows.append(row(name, module._parameters[name + _UNCONSTRAINED].shape, "constrained"))
+            entries.append((name, module._parameters[name + _UNCONSTRAINED].shape, "constrained", {}))
         for name, value in module._parameters.items():
             if value is not None and name.removesuffix(_UNCONSTRAINED) not in constrained:
-                rows.append(row(name, value.shape, "deterministic"))
+                entries.append((name, value.shape, "deterministic", {}))
+        pyro_name = getattr(module, "_pyro_name", prefix)
+        for name, shape, becomes, extra in entries:
+            rows.append(
+                {
+                    "name": f"{pyro_name}.{name}" if pyro_name else name,
+                    "class": type(module).__name__,
+                    "attribute": name,
+                    "shape": str(tuple(shape)),
+                    "becomes": becomes,
+                    "selector": decided.get(f"{prefix}.{name}" if prefix else name),
+                    **extra,
+                }
+            )
     return rows
 
 
