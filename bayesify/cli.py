@@ -49,7 +49,15 @@ from .config import ConfigError, default_priors, find_config, read_config, shown
 from .diagnostics import Diagnostic, unknown_codes
 from .discover import DiscoveryError, discover
 from .options import Options
-from .output import WriteError, mirror, mirror_root, unified_diff, write_atomically
+from .output import (
+    WriteError,
+    mirror,
+    mirror_package_files,
+    mirrored_packages,
+    package_mirror_root,
+    unified_diff,
+    write_atomically,
+)
 from .report import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WORK, Report
 from .runner import RunResult, run, run_source
 from .spec import EMPTY_SPEC, Spec, SpecError, load_spec
@@ -461,18 +469,50 @@ def _write_in_place(result: RunResult) -> list[Diagnostic]:
 
 
 def _write_mirror(result: RunResult, paths: tuple[str, ...], out: Path) -> list[Diagnostic]:
-    """Write the mirror: the errors are the sources that changed during the run (left out of
-    it), the warnings the files in it that no longer have a source."""
+    """Write the mirror, each package whole under its own name: the errors are the sources
+    that changed during the run (left out of it), the warnings the files in it that no longer
+    have a source, and the mirrored packages an import here would not find first."""
     try:
-        orphans, failures = mirror(result.results, mirror_root(list(paths)), out)
+        root = package_mirror_root(list(paths))
+        orphans, failures = mirror(result.results, root, out)
+        packages = mirrored_packages(result.results, root)
+        copies = set(mirror_package_files(result.results, packages, root, out))
+        # A package mirror answers for its packages' folders only: out/ may hold others.
+        folders = [(out / package.name).resolve() for package in packages]
+        orphans = [
+            path for path in orphans
+            if path.resolve() not in copies and (not folders or any(f in path.resolve().parents for f in folders))
+        ]
     except WriteError as error:
         raise _Stop(Diagnostic.of("BAY002", error.message, error.path), EXIT_FAILED) from None
     except ValueError as error:
         raise _Stop(Diagnostic.of("BAY002", str(error)), EXIT_FAILED) from None
-    return failures + [
+    stale = [
         Diagnostic.of("BAY207", "in the mirror, but its source is gone (delete it if it is stale)", str(orphan))
         for orphan in orphans
     ]
+    shadowed = (_shadowed_package(package.name, out) for package in packages)
+    return failures + stale + [warning for warning in shadowed if warning]
+
+
+def _shadowed_package(name: str, out: Path) -> Optional[Diagnostic]:
+    """A warning when ``import name`` here loads another copy of a mirrored package (the
+    original, installed or in the current folder, which ``python -m`` and ``-c`` search
+    first): the rewritten one is imported only with ``out`` before it on ``sys.path``. The
+    lookup finds the package without running any of its code."""
+    import importlib.machinery
+
+    found = importlib.machinery.PathFinder.find_spec(name, [os.getcwd(), *sys.path])
+    origin = found and (found.origin or next(iter(found.submodule_search_locations or ()), None))
+    if not origin or Path(os.path.abspath(out)) in Path(os.path.abspath(origin)).parents:
+        return None
+    return Diagnostic.of(
+        "BAY209",
+        f"the rewritten {name}; `import {name}` here loads {shown(str(Path(origin).parent))}/, the original, "
+        f"unless {out} comes before it on sys.path (PYTHONPATH={out}; `python -m` and `python -c` search "
+        "the current folder first)",
+        str(out / name),
+    )
 
 
 def _use_colour(option: Optional[bool]) -> bool:

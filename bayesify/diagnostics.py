@@ -43,6 +43,7 @@ CODES: dict[str, tuple[str, str]] = {
     "BAY206": (WARNING, "no spec found: every parameter stays deterministic"),
     "BAY207": (WARNING, "a file of the --out mirror whose source is gone"),
     "BAY208": (WARNING, "a path skipped while looking for files"),
+    "BAY209": (WARNING, "a package of the --out mirror that an import here would load from elsewhere"),
     # Input errors: the run stops with exit 2 before any file is touched.
     "BAY301": (ERROR, "the spec cannot be read or is invalid"),
     "BAY302": (ERROR, "the paths or options cannot be used as given"),

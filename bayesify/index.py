@@ -267,6 +267,10 @@ def index_source(tree: ast.Module, path: str, module: str, is_package: bool, tie
     return FileIndex(path=path, imports=imports, classes=collector.classes, ties_weights=ties_weights)
 
 
+#: How many re-exports a name is followed through to its class.
+REEXPORT_HOPS = 8
+
+
 class ClassIndex:
     """Every class of a run, by dotted name, and how each converts.
 
@@ -284,16 +288,58 @@ class ClassIndex:
         external: Iterable[str] = (),
     ) -> None:
         self.classes: dict[str, ClassRecord] = {}
+        #: Each module's import bindings, to follow a name a package re-exports
+        #: (``from .base import Flow`` in ``flows/__init__.py``) to the class itself.
+        self.imports: dict[str, ImportTable] = {}
+        files, context = list(files), list(context)
         for file in files:
+            self.imports.setdefault(file.module, file.imports)
             for record in file.classes:
                 self.classes.setdefault(record.key, record)
         self.rewritten = frozenset(self.classes)
         for file in context:
+            self.imports.setdefault(file.module, file.imports)
             for record in file.classes:
                 self.classes.setdefault(record.key, record)
         self.exclude = tuple(exclude)
         self.external = tuple(external)
         self._memo: dict[str, Conversion] = {}
+
+    def lookup(self, resolved: Optional[str]) -> Optional[ClassRecord]:
+        """The class a resolved dotted name stands for, following re-exports: ``pkg.flows.Flow``
+        is ``pkg.flows.base.Flow`` when ``pkg/flows/__init__.py`` imports it from ``.base``,
+        by name or with ``from .base import *``."""
+        candidates = [resolved] if resolved else []
+        seen: set[str] = set()
+        # A name is re-exported through a few modules, never many; a binding such as
+        # ``from .x import x`` in ``pkg/__init__.py`` would otherwise grow ``pkg.x.x.x…``.
+        for _ in range(REEXPORT_HOPS):
+            following = []
+            for name in candidates:
+                record = self.classes.get(name)
+                if record is not None:
+                    return record
+                seen.add(name)
+                following += [n for n in self._reexported(name) if n not in seen]
+            if not following:
+                break
+            candidates = following
+        return None
+
+    def _reexported(self, dotted: str) -> list[str]:
+        """What ``dotted`` may name after one step through the imports of the longest indexed
+        module it starts with (``pkg.flows`` binds ``Flow`` to ``pkg.flows.base.Flow``)."""
+        parts = dotted.split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            imports = self.imports.get(".".join(parts[:cut]))
+            if imports is None:
+                continue
+            rest = ".".join(parts[cut:])
+            bound = imports.resolve(rest)
+            if bound is not None:
+                return [bound]
+            return [f"{source}.{rest}" for source in imports.star_sources]
+        return []
 
     def conversion(self, record: ClassRecord) -> Conversion:
         key = record.key
@@ -330,7 +376,7 @@ class ClassIndex:
             return Conversion.LAYER
         if resolved and any(fnmatch.fnmatchcase(resolved, glob) for glob in self.external):
             return Conversion.EXTERNAL
-        parent = self.classes.get(resolved or "")
+        parent = self.lookup(resolved)
         if parent is None:
             return Conversion.NONE
         kind = self.conversion(parent)
@@ -350,7 +396,7 @@ class ClassIndex:
         return [
             base.resolved
             for base in record.bases
-            if base.resolved and base.resolved not in self.classes
+            if base.resolved and self.lookup(base.resolved) is None
             # torch's classes outside torch.nn (torch.autograd.Function) are no modules, nor
             # are those of the standard library.
             and base.resolved.partition(".")[0] not in ("torch", "pyro", "builtins", *sys.stdlib_module_names)
@@ -366,8 +412,6 @@ class ClassIndex:
                 continue
             seen[current.key] = current
             pending.extend(
-                self.classes[base.resolved]
-                for base in current.bases
-                if base.resolved in self.classes
+                parent for parent in map(self.lookup, (base.resolved for base in current.bases)) if parent
             )
         return list(seen.values())

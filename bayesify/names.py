@@ -30,6 +30,8 @@ class ImportTable:
         self.module = module
         self.package = module if is_package else module.rpartition(".")[0]
         self.bound: dict[str, str] = {}
+        #: Modules whose names ``from <module> import *`` binds here, in import order.
+        self.star_sources: list[str] = []
 
     def bind(self, local: str, target: str) -> None:
         self.bound[local] = target
@@ -64,7 +66,9 @@ class ImportTable:
         elif isinstance(node, ast.ImportFrom):
             source = self.absolute(node.module, node.level)
             for alias in node.names:
-                if alias.name != "*":
+                if alias.name == "*":
+                    self.star_sources.append(source)
+                else:
                     self.bind(alias.asname or alias.name, f"{source}.{alias.name}")
 
     @classmethod

@@ -290,3 +290,66 @@ def _refuse_links(out: Path, relative: Path, checked: set[Path]) -> None:
                 "bayesify never writes through one: remove it, or choose another folder",
             )
         checked.add(place)
+
+
+# -- mirrors of packages -----------------------------------------------------------------------
+
+#: What a package mirror never copies: Python's byte-code caches, rebuilt on import.
+_NOT_COPIED_DIRS, _NOT_COPIED_SUFFIXES = frozenset({"__pycache__"}), frozenset({".pyc", ".pyo"})
+
+
+def package_mirror_root(paths: list[str]) -> Path:
+    """The folder that ``--out`` mirrors, taken above any package that holds the paths, so
+    the mirror holds each package under its own name: ``rewrite pkg/ --out out/`` writes
+    ``out/pkg/``, and with ``out/`` first on ``sys.path`` the package's own absolute
+    imports (``from pkg.x import Y``) load the rewritten code."""
+    root = mirror_root(paths)
+    while _is_package(root) and root.parent != root:
+        root = root.parent
+    return root
+
+
+def mirrored_packages(results: list[FileResult], root: Path) -> list[Path]:
+    """The top-level packages under ``root`` that hold a file of the run, by their folders."""
+    tops = {Path(result.path).resolve().relative_to(root.resolve()).parts[0] for result in results}
+    return sorted(root / top for top in tops if _is_package(root / top))
+
+
+def mirror_package_files(results: list[FileResult], packages: list[Path], root: Path, out: Path) -> list[Path]:
+    """Copy into ``out`` every file of ``packages`` that the run did not write: data tables,
+    compiled extensions, ``py.typed``, and Python files outside the run, so that the mirrored
+    package imports whole, never reaching for the original; never through a symbolic link,
+    as :func:`mirror`. Returns the mirror's copies."""
+    # A file of the run is the run's: written by mirror(), or left out where it failed.
+    handled = {Path(result.path).resolve() for result in results}
+    copies: list[Path] = []
+    checked: set[Path] = set()
+    for package in packages:
+        for folder, folders, files in os.walk(package):
+            folders[:] = sorted(name for name in folders if name not in _NOT_COPIED_DIRS)
+            for name in sorted(files):
+                source = Path(folder) / name
+                if source.suffix in _NOT_COPIED_SUFFIXES or source.resolve() in handled:
+                    continue
+                relative = source.relative_to(root)
+                _refuse_links(out, relative, checked)
+                target = out / relative
+                _copy_if_changed(source, target)
+                copies.append(target.resolve())
+    return copies
+
+
+def _copy_if_changed(source: Path, target: Path) -> None:
+    try:
+        data = source.read_bytes()
+        mode = stat.S_IMODE(source.stat().st_mode)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        old = target.read_bytes() if target.exists() else None
+    except OSError as error:
+        raise WriteError(target, f"cannot copy {source}: {error.strerror or error}") from None
+    if old != data:
+        write_atomically(target, data, mode=mode)
+
+
+def _is_package(folder: Path) -> bool:
+    return (folder / "__init__.py").is_file() or (folder / "__init__.pyi").is_file()

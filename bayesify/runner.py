@@ -82,7 +82,9 @@ def _index_file(path: str) -> Indexed:
 def _index_source(
     source: bytes, path: str, module: str, is_package: bool
 ) -> tuple[str, Optional[FileIndex], Optional[Diagnostic]]:
-    if not might_hold_a_class(source):
+    # A package's __init__ is indexed even without a class: its imports re-export classes
+    # (``from .base import Flow``) that other files name through the package.
+    if not might_hold_a_class(source) and not is_package:
         return path, None, None
     try:
         tree = ast.parse(source, filename=path)
@@ -400,7 +402,7 @@ def _job_for(file_index: FileIndex, class_index: ClassIndex, spec: Spec) -> File
                     inherited.setdefault(record.order, set()).update(attrs)
     imported_pyro = frozenset(
         target
-        for target in file_index.imports.bound.values()
-        if target in class_index.classes and class_index.conversion(class_index.classes[target]).is_pyro
+        for target, record in ((t, class_index.lookup(t)) for t in file_index.imports.bound.values())
+        if record is not None and class_index.conversion(record).is_pyro
     )
     return FileJob(file_index, conversions, base_kinds, inherited, imported_pyro)

@@ -62,6 +62,8 @@ from typing import Any, Callable, Optional
 
 DEFAULT_CACHE = Path.home() / ".cache" / "bayesify-realpackages"
 PROBE_MARKER = "REALPACKAGES-PROBE-RESULT "
+#: Where bench/zoo.py's section of the page begins.
+ZOO_SECTION = "<!-- zoo: begin"
 BAYESIFY = [sys.executable, "-c", "from bayesify.cli import main; main()"]
 
 
@@ -993,7 +995,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"  bayesify {warning}")
     if options.markdown:
         command = f"python bench/realpackages.py --markdown {options.markdown}"
-        options.markdown.write_text(markdown(results, command), encoding="utf-8")
+        # The zoo's section (bench/zoo.py) is that script's: keep it.
+        existing = options.markdown.read_text(encoding="utf-8") if options.markdown.exists() else ""
+        zoo = existing[existing.index(ZOO_SECTION):] if ZOO_SECTION in existing else ""
+        options.markdown.write_text(markdown(results, command) + ("\n" + zoo if zoo else ""), encoding="utf-8")
     return 0 if all(result.passed for result in results) else 1
 
 

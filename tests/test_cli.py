@@ -365,6 +365,78 @@ def test_a_mirror_inside_the_source_folder_is_never_rewritten_again(project: Pat
     assert (project / "src" / "twin" / "src" / "model.py").is_file()
 
 
+def make_package(src: Path) -> Path:
+    """A package as PyPI ships one: absolute imports of itself, a data table read at import,
+    ``py.typed``, a compiled extension module, and a file with no class."""
+    package = src / "netpkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from netpkg.model import Net\n")
+    (package / "model.py").write_text(
+        "from pathlib import Path\n\nfrom torch import nn\n\nfrom netpkg.layers import Block\n\n"
+        "WIDTH = int((Path(__file__).parent / 'data' / 'width.txt').read_text())\n\n\n"
+        "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.block = Block(WIDTH)\n        self.fc = nn.Linear(WIDTH, 1)\n\n"
+        "    def forward(self, x):\n        return self.fc(self.block(x))\n"
+    )
+    (package / "layers.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Block(nn.Module):\n    def __init__(self, width):\n"
+        "        super().__init__()\n        self.scale = nn.Parameter(torch.ones(width))\n\n"
+        "    def forward(self, x):\n        return x * self.scale\n"
+    )
+    (package / "data").mkdir()
+    (package / "data" / "width.txt").write_text("3\n")
+    (package / "py.typed").write_text("")
+    extension = next(
+        (Path(module.__file__) for module in map(__import__, ("_csv", "_json", "_bisect")) if hasattr(module, "__file__")),
+        None,
+    )
+    if extension is not None:
+        shutil.copy(extension, package / extension.name)
+    return package
+
+
+def test_a_package_mirror_imports_whole_under_its_own_name(project: Path):
+    make_package(project / "src")
+    (project / "priors.yaml").write_text("version: 1\npriors:\n  Block.scale: Normal(0, 1)\n  Net.fc.weight: Normal(0, 1)\n")
+    result = bayesify("rewrite", "src/netpkg", "--out", "twin")
+    assert result.exit_code == 0, result.stderr
+    mirrored = tree(project / "twin")
+    source = {name: data for name, data in tree(project / "src").items() if name.startswith("netpkg/")}
+    assert set(mirrored) == set(source), "the package, under its own name, with every file"
+    assert mirrored["netpkg/data/width.txt"] == source["netpkg/data/width.txt"]
+    assert mirrored["netpkg/layers.py"] != source["netpkg/layers.py"]
+    extension = next((name for name in source if name.endswith((".so", ".pyd"))), None)
+    check = (
+        "import sys, torch, pyro.nn\nfrom pyro import poutine\nimport netpkg\n"
+        "assert netpkg.__file__.startswith(sys.argv[1]), netpkg.__file__\n"
+        "net = netpkg.Net()\nassert isinstance(net, pyro.nn.PyroModule)\n"
+        "trace = poutine.trace(net).get_trace(torch.ones(2, 3))\n"
+        "print(sorted(n for n, s in trace.nodes.items() if s['type'] == 'sample'))\n"
+        + (f"import netpkg.{extension.split('/')[1].split('.')[0]}\n" if extension else "")
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project / "twin"), str(ROOT)])}
+    ran = subprocess.run([sys.executable, "-c", check, str(project / "twin")], cwd=project.parent,
+                         env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "['block.scale', 'fc.weight']"
+
+    (project / "src" / "netpkg" / "data" / "width.txt").write_text("4\n")
+    again = bayesify("rewrite", "src/netpkg", "--out", "twin")
+    assert again.exit_code == 0 and "in the mirror, but its source is gone" not in again.stderr
+    assert (project / "twin" / "netpkg" / "data" / "width.txt").read_text() == "4\n"
+
+
+def test_a_package_mirror_warns_when_an_import_would_load_the_original(project: Path, monkeypatch):
+    make_package(project / "src")
+    quiet = bayesify("rewrite", "src/netpkg", "--out", "twin", "--allow-unmatched")
+    assert "the original" not in quiet.stderr
+    monkeypatch.syspath_prepend(str(project / "src"))  # the original is installed
+    loud = bayesify("rewrite", "src/netpkg", "--out", "twin", "--allow-unmatched")
+    assert loud.exit_code == 0
+    assert ("twin/netpkg: warning BAY209: the rewritten netpkg; `import netpkg` here loads src/netpkg/, the original, "
+            "unless twin comes before it on sys.path (PYTHONPATH=twin;") in loud.stderr
+
+
 def test_mirror_with_check_or_diff_is_a_usage_error(project: Path):
     assert bayesify("rewrite", "src", "--out", "twin", "--check").exit_code == 2
     assert not (project / "twin").exists()
@@ -467,6 +539,37 @@ def test_context_in_the_config_is_relative_to_it(project: Path):
     result = bayesify("rewrite", "src/classifier.py")
     assert result.exit_code == 0, result.stderr
     assert (project / "src" / "classifier.py").read_bytes() == (fixture / "expected" / "model.py").read_bytes()
+
+
+def test_a_base_a_package_reexports_is_seen_in_the_run_and_as_context(tmp_path: Path):
+    """``from .base import Flow`` in ``flows/__init__.py``, used as ``flows.Flow``: the class
+    is in the run (or in --context), so there is nothing to warn about."""
+    fixture = ROOT / "tests" / "fixtures" / "reexported_base"
+    shutil.copytree(fixture / "input", tmp_path / "src")
+    package = tmp_path / "src" / "flowlib"
+    whole = bayesify("rewrite", "--check", str(package), "--priors", str(fixture / "priors.yaml"))
+    assert whole.exit_code == 1 and "cannot see" not in whole.stderr, whole.stderr
+    alone = bayesify("rewrite", "--check", str(package / "model.py"), "--priors", str(fixture / "priors.yaml"))
+    assert "derives from flowlib.flows.Flow, which bayesify cannot see" in alone.stderr
+    context = bayesify("rewrite", "--check", str(package / "model.py"), "--context", str(package / "flows"),
+                       "--priors", str(fixture / "priors.yaml"))
+    assert context.exit_code == 1 and "cannot see" not in context.stderr, context.stderr
+    assert "3 sites made random" in context.stderr
+
+
+def test_a_package_binding_its_own_submodule_name_is_no_endless_reexport(tmp_path: Path):
+    """``from .x import x`` in ``pkg/__init__.py`` would make ``pkg.x.Base`` ``pkg.x.x.Base``,
+    ``pkg.x.x.x.Base``, …: following re-exports stops, and the base is reported unseen."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("from .x import x\n")
+    (package / "x.py").write_text("x = 1\n")
+    (package / "model.py").write_text(
+        "import pkg\n\n\nclass Net(pkg.x.Base):\n    def forward(self, z):\n        return z\n"
+    )
+    result = bayesify("rewrite", "--check", str(package), "--allow-unmatched")
+    assert result.exit_code == 0
+    assert "Net derives from pkg.x.Base, which bayesify cannot see" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import pickle
+import shutil
 import sys
 from pathlib import Path
 
@@ -249,6 +250,81 @@ def test_cross_file_subclass_inherits_the_conversion(monkeypatch):
     assert isinstance(encoder, PyroModule)
     assert sites(encoder, torch.ones(3)) == [("scale", "sample", (3,)), ("shift", "sample", (3,))]
     assert poutine.trace(encoder.describe).get_trace().nodes["scale"]["type"] == "sample"
+
+
+def test_a_base_a_package_reexports_converts_its_subclass(monkeypatch):
+    monkeypatch.syspath_prepend(str(FIXTURES / "reexported_base" / "expected"))
+    for name in [m for m in sys.modules if m == "flowlib" or m.startswith("flowlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    flowlib = importlib.import_module("flowlib")
+    flow = flowlib.PlanarFlow(3)
+    assert isinstance(flow, flowlib.flows.Flow) and isinstance(flow, PyroModule)
+    assert sorted(sites(flow, torch.ones(2, 3))) == [("b", "param", (1,)), ("u", "sample", (3,)), ("w", "sample", (3,))]
+    shift = flowlib.model.Shift(3)  # its base comes through `from .invertible import *`
+    assert isinstance(shift, PyroModule)
+    assert sites(shift.inverse, torch.ones(3)) == [("shift", "sample", (3,))]
+
+
+def _import_fresh(monkeypatch, root: Path, *packages: str):
+    monkeypatch.syspath_prepend(str(root))
+    for name in [m for m in sys.modules if m.partition(".")[0] in packages]:
+        monkeypatch.delitem(sys.modules, name)
+    return [importlib.import_module(name) for name in packages]
+
+
+def test_layers_built_in_loops_conditionals_and_unpacking_get_their_priors(monkeypatch):
+    """A flow library's coupling layers and a vector quantizer: every layer the spec names
+    is a sample site, in each configuration; an nn.Identity() in its place breaks nothing."""
+    _import_fresh(monkeypatch, FIXTURES / "built_in_loops" / "expected", "coupling", "quantize")
+    from coupling.flows import RealNVP
+    from quantize.vq import ResidualVQ, VectorQuantize
+
+    def samples(model, *args):
+        return sorted(name for name, kind, _ in sites(model, *args) if kind == "sample")
+
+    residual = RealNVP(4, 8, 2, residual=True)
+    assert samples(residual, torch.ones(3, 4)) == sorted(
+        f"layers.{i}.transform_net.{name}.weight"
+        for i in range(2)
+        for name in ["initial_layer", *(f"blocks.{b}.linear_layers.{k}" for b in range(2) for k in range(2))]
+    )
+    mlp = RealNVP(4, 8, 2, residual=False)
+    assert samples(mlp, torch.ones(3, 4)) == [f"layers.{i}.transform_net.net.{k}.weight" for i in range(2) for k in (0, 2)]
+    projected = ResidualVQ(4, num_quantizers=2, codebook_size=5, codebook_dim=3)
+    assert samples(projected, torch.ones(2, 4)) == [
+        "layers.0._codebook.embed", "layers.1._codebook.embed", "norms.1.weight", "project_in.weight"
+    ]
+    plain = ResidualVQ(4, num_quantizers=1, codebook_size=5)
+    assert samples(plain, torch.ones(2, 4)) == ["layers.0._codebook.embed", "norms.1.weight"]
+    assert samples(VectorQuantize(4, 5, codebook_dim=2), torch.ones(2, 4)) == ["_codebook.embed", "project_out.weight"]
+
+
+def test_init_lists_every_parameter_the_built_models_have(tmp_path, monkeypatch):
+    """`bayesify init` on the flow and quantizer fixtures, then a rewrite with its starter
+    spec: no parameter of any built configuration is left out (none stays a param site)."""
+    from click.testing import CliRunner
+
+    from bayesify.cli import main
+
+    work = tmp_path / "src"
+    shutil.copytree(FIXTURES / "built_in_loops" / "input", work)
+    starter = tmp_path / "priors.yaml"
+    runner = CliRunner()
+    assert runner.invoke(main, ["init", str(work), "-o", str(starter)]).exit_code == 0
+    rewritten = runner.invoke(main, ["rewrite", str(work), "--priors", str(starter)])
+    assert rewritten.exit_code == 0, rewritten.output
+    _import_fresh(monkeypatch, work, "coupling", "quantize")
+    from coupling.flows import RealNVP
+    from quantize.vq import ResidualVQ, VectorQuantize
+
+    for model, inputs in [
+        (RealNVP(4, 8, 2, residual=True), torch.ones(3, 4)),
+        (RealNVP(4, 8, 2, residual=False), torch.ones(3, 4)),
+        (ResidualVQ(4, num_quantizers=2, codebook_size=5, codebook_dim=3), torch.ones(2, 4)),
+        (VectorQuantize(4, 5, codebook_dim=2), torch.ones(2, 4)),
+    ]:
+        found = sites(model, inputs)
+        assert found and all(kind == "sample" for _, kind, _ in found), [s for s in found if s[1] != "sample"]
 
 
 def test_excluded_container_stays_a_plain_module():

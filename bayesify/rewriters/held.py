@@ -69,7 +69,7 @@ _NOT_ATTACHING = frozenset({"register_buffer", "register_parameter"})
 @register
 class HeldModuleRewriter(Rule):
     pass_ = STATEMENTS
-    enters = DEFINITIONS | {cst.SimpleStatementLine, cst.Assign, cst.AnnAssign, cst.Expr}
+    enters = DEFINITIONS | {cst.SimpleStatementLine, cst.Assign, cst.AnnAssign, cst.AugAssign, cst.Expr}
     generated_names = {
         WRAP: "bayesify.runtime", SET_PRIOR: "bayesify.runtime", SET_CONSTRAINT: "bayesify.runtime",
         "constraints": "torch.distributions",
@@ -83,6 +83,15 @@ class HeldModuleRewriter(Rule):
         self._attaches: set[int] = set()
         #: Attributes each class assigns a bare name to: maybe a module passed in.
         self._passed: dict[int, set[str]] = {}
+        #: The torch.nn layers inside the containers each class holds, by attribute, each with
+        #: its index in the container, or ``*`` where a loop or a comprehension built it.
+        self._elements: dict[int, dict[str, list[tuple[str, str]]]] = {}
+        #: The torch.nn layers put into local lists (``layers.append(nn.Linear(…))`` in a
+        #: loop) of a class's methods, by class and name, until a container takes them.
+        self._local_layers: dict[tuple[int, str], list[str]] = {}
+        #: Containers each class holds whose every element the source names as a torch.nn
+        #: layer (``nn.Sequential(nn.Linear(…), nn.ReLU())``): their parameters are all listed.
+        self._complete: dict[int, set[str]] = {}
 
     def _converting_method(self) -> Optional[tuple[ClassRecord, str]]:
         scope = self.method_scope()
@@ -99,9 +108,17 @@ class HeldModuleRewriter(Rule):
 
     def _note_unpacked(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
         """``self.pool, self.fc = make_head(…)``: each element may be a module; its layer is
-        known only when the value is a tuple written out element by element."""
+        known only when the value is a tuple written out element by element, or a conditional
+        choosing between two such tuples."""
         if not isinstance(target, (cst.Tuple, cst.List)):
             self._note(target, value)
+            return
+        if isinstance(value, cst.IfExp) and all(
+            isinstance(branch, (cst.Tuple, cst.List)) and len(branch.elements) == len(target.elements)
+            for branch in (value.body, value.orelse)
+        ):
+            for element, body, orelse in zip(target.elements, value.body.elements, value.orelse.elements):
+                self._note_unpacked(element.value, value.with_changes(body=body.value, orelse=orelse.value))
             return
         values = value.elements if isinstance(value, (cst.Tuple, cst.List)) else ()
         for position, element in enumerate(target.elements):
@@ -123,6 +140,7 @@ class HeldModuleRewriter(Rule):
             return updated_node
         record, self_name = scope
         dotted = dotted_from_cst(call.func) or ""
+        self._note_appended(record, self_name, dotted, call)
         on_self = dotted.startswith(self_name + ".") and dotted.rpartition(".")[2] not in _NOT_ATTACHING
         sets_on_self = dotted == "setattr" and bool(call.args) and _is_name(call.args[0].value, self_name)
         if (on_self or sets_on_self) and not self._is_generated_call(call, self_name):
@@ -146,6 +164,113 @@ class HeldModuleRewriter(Rule):
             return
         self._attaches.add(record.order)
         self._held.setdefault(record.order, {})[target.attr.value] = self._layer(value)
+        elements = self._container_layers(record, value)
+        if elements:
+            self._elements.setdefault(record.order, {})[target.attr.value] = elements
+        if self._fully_known(value):
+            self._complete.setdefault(record.order, set()).add(target.attr.value)
+
+    # -- layers built in loops, comprehensions and containers (what `plan` and `init` list) --
+
+    def _note_appended(self, record: ClassRecord, self_name: str, dotted: str, call: cst.Call) -> None:
+        """``layers.append(nn.Linear(…))`` on a local list, or ``self.layers.append(…)`` on a
+        container the class holds: the layer's index is not known, only that it is there."""
+        owner, _, method = dotted.rpartition(".")
+        if method not in ("append", "extend", "add_module") or not owner or not call.args:
+            return
+        self._complete.get(record.order, set()).discard(owner.partition(".")[2])  # self.layers.append(…)
+        value = call.args[-1].value
+        layers = self._layer_list(record, value) if method == "extend" else [self._layer(value)]
+        layers = [layer for layer in layers if layer]
+        if not layers:
+            return
+        if "." not in owner and owner != self_name:
+            self._local_layers.setdefault((record.order, owner), []).extend(layers)
+        elif owner.count(".") == 1 and owner.startswith(self_name + "."):
+            attr = owner.partition(".")[2]
+            self._elements.setdefault(record.order, {}).setdefault(attr, []).extend(("*", layer) for layer in layers)
+
+    def leave_AugAssign(self, original_node: cst.AugAssign, updated_node: cst.AugAssign) -> cst.AugAssign:
+        """``layers += [nn.Linear(…), nn.ReLU()]`` on a local list."""
+        scope = self._converting_method()
+        if scope is not None and isinstance(updated_node.target, cst.Name):
+            layers = [layer for layer in self._layer_list(scope[0], updated_node.value) if layer]
+            self._local_layers.setdefault((scope[0].order, updated_node.target.value), []).extend(layers)
+        return updated_node
+
+    def _container_layers(self, record: ClassRecord, value: cst.BaseExpression) -> list[tuple[str, str]]:
+        """The torch.nn layers a container value holds, each with its index in it (``*`` when
+        a loop or a comprehension decides it): ``nn.Sequential(nn.Linear(…), nn.ReLU())``,
+        ``nn.ModuleList([nn.Linear(…) for _ in range(n)])``, ``nn.Sequential(*layers)``."""
+        if isinstance(value, cst.IfExp):
+            return [*self._container_layers(record, value.body), *self._container_layers(record, value.orelse)]
+        if not isinstance(value, cst.Call):
+            return []
+        container = torch_nn_class(self.context.imports.resolve(dotted_from_cst(value.func)))
+        if container not in ("Sequential", "ModuleList", "ModuleDict"):
+            return []
+        items: list[tuple[str, str]] = []
+        known_index = True
+        for position, argument in enumerate(value.args):
+            if argument.keyword is not None:
+                continue
+            if argument.star or container != "Sequential":
+                known_index = known_index and container != "Sequential"
+                items += self._indexed_layers(record, argument.value)
+            else:
+                layer = self._layer(argument.value)
+                if layer:
+                    items.append((str(position) if known_index else "*", layer))
+        return items
+
+    def _fully_known(self, value: cst.BaseExpression) -> bool:
+        """Whether a container value holds torch.nn layers only, each written out in it."""
+        if not isinstance(value, cst.Call):
+            return False
+        container = torch_nn_class(self.context.imports.resolve(dotted_from_cst(value.func)))
+        if container == "Sequential":
+            return bool(value.args) and all(
+                argument.keyword is None and not argument.star and self._layer(argument.value)
+                for argument in value.args
+            )
+        if container not in ("ModuleList", "ModuleDict") or len(value.args) != 1 or value.args[0].star:
+            return False
+        literal = value.args[0].value
+        if isinstance(literal, (cst.List, cst.Tuple)):
+            values = [element.value if isinstance(element, cst.Element) else None for element in literal.elements]
+        elif isinstance(literal, cst.Dict):
+            values = [element.value if isinstance(element, cst.DictElement) else None for element in literal.elements]
+        else:
+            return False
+        return bool(values) and all(value is not None and self._layer(value) for value in values)
+
+    def _indexed_layers(self, record: ClassRecord, value: cst.BaseExpression) -> list[tuple[str, str]]:
+        """The layers of a list, dict or comprehension of them, by index or key where written."""
+        if isinstance(value, (cst.List, cst.Tuple)):
+            starred = any(isinstance(element, cst.StarredElement) for element in value.elements)
+            return [
+                ("*" if starred else str(position), layer)
+                for position, element in enumerate(value.elements)
+                if isinstance(element, cst.Element)
+                for layer in [self._layer(element.value)]
+                if layer
+            ]
+        if isinstance(value, cst.Dict):
+            return [(e.key.evaluated_value, layer) for e in value.elements
+                    if isinstance(e, cst.DictElement) and isinstance(e.key, cst.SimpleString)
+                    for layer in [self._layer(e.value)] if layer]
+        return [("*", layer) for layer in self._layer_list(record, value) if layer]
+
+    def _layer_list(self, record: ClassRecord, value: cst.BaseExpression) -> list[Optional[str]]:
+        """The layers an iterable expression yields, in no known order: a list or tuple of
+        them, a comprehension building one, or a local list filled earlier."""
+        if isinstance(value, (cst.List, cst.Tuple, cst.Set)):
+            return [self._layer(element.value) for element in value.elements]
+        if isinstance(value, (cst.ListComp, cst.GeneratorExp)):
+            return [self._layer(value.elt)]
+        if isinstance(value, cst.Name):
+            return list(self._local_layers.get((record.order, value.value), ()))
+        return []
 
     def _may_be_module(self, value: cst.BaseExpression) -> bool:
         """Whether an assigned value may be (or hold) a module: a call of anything but a
@@ -176,7 +301,13 @@ class HeldModuleRewriter(Rule):
         return top not in sys.stdlib_module_names
 
     def _layer(self, value: cst.BaseExpression) -> Optional[str]:
-        """The torch.nn layer a value builds, when its parameters are known by name."""
+        """The torch.nn layer a value builds, when its parameters are known by name: for a
+        conditional (``nn.Linear(…) if project else nn.Identity()``), the one layer with
+        parameters it may build."""
+        if isinstance(value, cst.IfExp):
+            layers = {self._layer(value.body), self._layer(value.orelse)} - {None}
+            with_parameters = {layer for layer in layers if catalog.NN_LAYERS[layer]}
+            return with_parameters.pop() if len(with_parameters) == 1 else None
         if not isinstance(value, cst.Call):
             return None
         layer = torch_nn_class(self.context.imports.resolve(dotted_from_cst(value.func)))
@@ -289,6 +420,12 @@ class HeldModuleRewriter(Rule):
             if layer is not None
             for name in catalog.NN_LAYERS[layer]
         ]
+        paths += [
+            ((attr, index, *name.split(".")), ((2, layer),))
+            for attr, elements in self._elements.get(record.order, {}).items()
+            for index, layer in dict.fromkeys(elements)
+            for name in catalog.NN_LAYERS[layer]
+        ]
         inherited = self._inherited_layer(record)
         paths += [
             (path, ((0, inherited),))
@@ -303,8 +440,9 @@ class HeldModuleRewriter(Rule):
         the built model knows; its attribute stands for them (``layers.*.weight``)."""
         pattern = selector.path
         paths = []
+        complete = self._complete.get(record.order, set())
         for attr, layer in self._held.get(record.order, {}).items():
-            if layer is not None:
+            if layer is not None or attr in complete:
                 continue
             if pattern[0] == ANY_DEPTH and selector.kind != ANY:
                 paths.append((attr, *pattern))
