@@ -81,14 +81,25 @@ def build(result: RunResult, call: Call) -> dict:
         environment["PYTHONPATH"] = os.pathsep.join(
             [mirror, *filter(None, [environment.get("PYTHONPATH", "")]), os.getcwd()]
         )
-        request = json.dumps({"module": call.module, "attribute": call.attribute, "mirror": mirror,
-                              "args": list(call.args), "kwargs": dict(call.kwargs)})
+        request = json.dumps(
+            {
+                "module": call.module,
+                "attribute": call.attribute,
+                "mirror": mirror,
+                "args": list(call.args),
+                "kwargs": dict(call.kwargs),
+            }
+        )
         try:
             completed = subprocess.run(
                 [sys.executable, "-m", "bayesify.runtime.built", request],
                 # In the mirror: Python puts the current folder first, before PYTHONPATH, and
                 # the original package there must not shadow the rewritten one.
-                cwd=mirror, env=environment, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+                cwd=mirror,
+                env=environment,
+                capture_output=True,
+                text=True,
+                timeout=BUILD_TIMEOUT,
             )
         except subprocess.TimeoutExpired:
             raise BuildError(f"building {call.module}:{call.attribute} took over {BUILD_TIMEOUT} s") from None
@@ -118,7 +129,11 @@ def write_mirror(result: RunResult, mirror: Path) -> None:
             placed.append((mirror / relative, file_result))
     for target, file_result in placed:
         target.parent.mkdir(parents=True, exist_ok=True)
-        source = file_result.rewritten if file_result.rewritten is not None else Path(file_result.path).read_bytes()
+        source = (
+            file_result.rewritten
+            if file_result.rewritten is not None
+            else Path(file_result.path).read_bytes()
+        )
         target.write_bytes(source)
 
 
@@ -145,8 +160,11 @@ def built_table(report: dict, result: RunResult) -> str:
         else:
             becomes = f"{site['becomes']}: {entry.action}" if entry else site["becomes"]
         rows.append((site["name"], site["shape"], where, becomes))
-    lines = [f"built {report['built']}: {report['random']} random, {report['constrained']} constrained, "
-             f"{report['deterministic']} deterministic", *columns(rows)]
+    lines = [
+        f"built {report['built']}: {report['random']} random, {report['constrained']} constrained, "
+        f"{report['deterministic']} deterministic",
+        *columns(rows),
+    ]
     lines += [
         f"{spec_path}:{entry.line}: {entry.selector.text}: selects nothing in the built model"
         for entry in result.spec.entries

@@ -235,7 +235,9 @@ class Cache(NoCache):
         folders holding ``__init__.py``, upward)."""
         package = self._packages.get(folder)
         if package is None:
-            if os.path.exists(os.path.join(folder, "__init__.py")) or os.path.exists(os.path.join(folder, "__init__.pyi")):
+            if os.path.exists(os.path.join(folder, "__init__.py")) or os.path.exists(
+                os.path.join(folder, "__init__.pyi")
+            ):
                 real = os.path.realpath(folder)
                 parent = self._package(os.path.dirname(real)) if os.path.dirname(real) != real else ""
                 name = os.path.basename(real)
@@ -368,9 +370,15 @@ def _index_to_json(index: Optional[FileIndex]) -> Optional[list]:
     imports = index.imports
     classes = [
         [
-            record.module, record.qualname, record.name, record.order, record.line,
+            record.module,
+            record.qualname,
+            record.name,
+            record.order,
+            record.line,
             [[base.resolved, base.subscripted, base.argument] for base in record.bases],
-            record.top, record.attr_lines, {method: sorted(reads) for method, reads in record.method_reads.items()},
+            record.top,
+            record.attr_lines,
+            {method: sorted(reads) for method, reads in record.method_reads.items()},
             sorted(record.init_reads),
         ]
         for record in index.classes
@@ -389,7 +397,10 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
     # The checks are written out here, not called per value: a cached run reads thousands.
     for row in _list(classes):
         module, qualname, name, order, line, bases, top, attr_lines, reads, init_reads = _list(row, 10)
-        if not (type(module) is type(qualname) is type(name) is str and type(order) is type(line) is type(top) is int):
+        if not (
+            type(module) is type(qualname) is type(name) is str
+            and type(order) is type(line) is type(top) is int
+        ):
             raise _Damaged
         records.append(
             ClassRecord(
@@ -417,7 +428,9 @@ def _result_to_json(result: FileResult, positions: dict[Entry, int]) -> dict:
     rewritten = result.rewritten
     return {
         "path": result.path,
-        "rewritten": None if rewritten is None else base64.b64encode(zlib.compress(rewritten, 1)).decode("ascii"),
+        "rewritten": None
+        if rewritten is None
+        else base64.b64encode(zlib.compress(rewritten, 1)).decode("ascii"),
         "sites": [_site_to_json(site, positions) for site in result.sites],
         "warnings": [_message_to_json(message, result.path) for message in result.warnings],
         "lints": [_message_to_json(message, result.path) for message in result.lints],
@@ -445,13 +458,23 @@ def _result_from_json(value: Any, path: str, source: bytes, entries: tuple[Entry
 def _site_to_json(site: PlannedSite, positions: dict[Entry, int]) -> list:
     entry = None if site.entry is None else positions[site.entry]
     return [
-        site.line, site.module, site.class_name, site.class_order, list(site.attr_path), site.kind.name,
-        site.shape, entry, [positions[shadowed] for shadowed in site.shadowed], site.if_built,
+        site.line,
+        site.module,
+        site.class_name,
+        site.class_order,
+        list(site.attr_path),
+        site.kind.name,
+        site.shape,
+        entry,
+        [positions[shadowed] for shadowed in site.shadowed],
+        site.if_built,
     ]
 
 
 def _site_from_json(value: Any, path: str, entries: tuple[Entry, ...]) -> PlannedSite:
-    line, module, class_name, class_order, attr_path, kind, shape, entry, shadowed, if_built = _list(value, 10)
+    line, module, class_name, class_order, attr_path, kind, shape, entry, shadowed, if_built = _list(
+        value, 10
+    )
     return PlannedSite(
         path=path,
         line=_opt_int(line),
@@ -487,8 +510,13 @@ def _message_to_json(diagnostic: Diagnostic, path: str) -> list:
     when the file is named another way (``src/m.py``, then ``m.py`` from ``src``)."""
     own = diagnostic.path == path
     return [
-        None if own else diagnostic.path, own, diagnostic.line, diagnostic.col,
-        diagnostic.severity, diagnostic.code, diagnostic.message,
+        None if own else diagnostic.path,
+        own,
+        diagnostic.line,
+        diagnostic.col,
+        diagnostic.severity,
+        diagnostic.code,
+        diagnostic.message,
     ]
 
 
@@ -497,5 +525,10 @@ def _message_from_json(value: Any, path: str) -> Diagnostic:
     if _str(severity) not in (ERROR, WARNING):
         raise _Damaged
     return Diagnostic(
-        path if _bool(own) else _opt_str(where), _opt_int(line), _opt_int(col), severity, _str(code), _str(message)
+        path if _bool(own) else _opt_str(where),
+        _opt_int(line),
+        _opt_int(col),
+        severity,
+        _str(code),
+        _str(message),
     )

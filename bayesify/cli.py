@@ -136,7 +136,9 @@ def _option_defaults(ctx: click.Context, path: Path, table: dict[str, Any]) -> d
     return defaults
 
 
-def _checked_option(ctx: click.Context, path: Path, key: str, value: Any, own_table: bool) -> Optional[click.Option]:
+def _checked_option(
+    ctx: click.Context, path: Path, key: str, value: Any, own_table: bool
+) -> Optional[click.Option]:
     """The option of this command that ``key`` sets, its value checked; None when the key is
     another command's."""
     option = _config_keys(ctx.command).get(key)
@@ -188,33 +190,67 @@ def _options(*decorators):
 
 _file_options = _options(
     click.argument("paths", nargs=-1, type=click.Path(allow_dash=True), is_eager=True),
-    click.option("--config", metavar="FILE", is_eager=True, expose_value=False, callback=_load_config,
-                 type=click.Path(exists=True, dir_okay=False),
-                 help="A pyproject.toml whose [tool.bayesify] holds the defaults "
-                 "(default: the one at the project root)."),
-    click.option("--exclude", metavar="REGEX",
-                 help="Paths to skip in folders; replaces the default excludes and .gitignore."),
+    click.option(
+        "--config",
+        metavar="FILE",
+        is_eager=True,
+        expose_value=False,
+        callback=_load_config,
+        type=click.Path(exists=True, dir_okay=False),
+        help="A pyproject.toml whose [tool.bayesify] holds the defaults "
+        "(default: the one at the project root).",
+    ),
+    click.option(
+        "--exclude",
+        metavar="REGEX",
+        help="Paths to skip in folders; replaces the default excludes and .gitignore.",
+    ),
     click.option("--extend-exclude", metavar="REGEX", help="More paths to skip in folders."),
-    click.option("--force-exclude", metavar="REGEX",
-                 help="Paths to skip, even files named on the command line (as pre-commit names them)."),
-    click.option("--context", metavar="PATH", multiple=True, type=click.Path(exists=True),
-                 help="Read-only sources whose classes are bases of the rewritten ones (repeatable)."),
+    click.option(
+        "--force-exclude",
+        metavar="REGEX",
+        help="Paths to skip, even files named on the command line (as pre-commit names them).",
+    ),
+    click.option(
+        "--context",
+        metavar="PATH",
+        multiple=True,
+        type=click.Path(exists=True),
+        help="Read-only sources whose classes are bases of the rewritten ones (repeatable).",
+    ),
     click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores)."),
-    click.option("--no-cache", is_flag=True,
-                 help="Neither read nor write the cache that lets re-runs skip unchanged files."),
-    click.option("--error-on", metavar="CODE", multiple=True,
-                 help="Make warnings of this code (or code prefix: BAY1) errors, exit 1 (repeatable)."),
-    click.option("--ignore", metavar="CODE", multiple=True,
-                 help="Do not show warnings of this code or code prefix (repeatable); errors always show."),
+    click.option(
+        "--no-cache",
+        is_flag=True,
+        help="Neither read nor write the cache that lets re-runs skip unchanged files.",
+    ),
+    click.option(
+        "--error-on",
+        metavar="CODE",
+        multiple=True,
+        help="Make warnings of this code (or code prefix: BAY1) errors, exit 1 (repeatable).",
+    ),
+    click.option(
+        "--ignore",
+        metavar="CODE",
+        multiple=True,
+        help="Do not show warnings of this code or code prefix (repeatable); errors always show.",
+    ),
     click.option("-q", "--quiet", is_flag=True, help="Only errors."),
     click.option("-v", "--verbose", is_flag=True, help="Also the config and spec in use, and every file."),
 )
 
 _spec_options = _options(
-    click.option("--priors", metavar="FILE",
-                 help="The spec (default: priors.yaml beside the config, or at the project root)."),
-    click.option("--allow-unmatched", is_flag=True,
-                 help="Spec entries that select nothing are a warning (BAY205), not an error."),
+    click.option(
+        "--priors",
+        metavar="FILE",
+        help="The spec (default: priors.yaml beside the config, or at the project root).",
+    ),
+    click.option(
+        "--allow-unmatched",
+        is_flag=True,
+        help="Spec entries that select nothing are a warning (BAY205), not an error.",
+    ),
 )
 
 _MAIN_EPILOG = """\b
@@ -265,7 +301,9 @@ def _usage_error(message: str, path: Optional[str] = None) -> _Stop:
 def _check_codes(options: Options) -> None:
     unknown = unknown_codes((*options.error_on, *options.ignore))
     if unknown:
-        raise _usage_error(f"no diagnostic code starts with {', '.join(map(repr, unknown))} (the codes are listed in docs/cli.md)")
+        raise _usage_error(
+            f"no diagnostic code starts with {', '.join(map(repr, unknown))} (the codes are listed in docs/cli.md)"
+        )
 
 
 def _spec(options: Options, outcome: Report) -> Spec:
@@ -276,11 +314,13 @@ def _spec(options: Options, outcome: Report) -> Spec:
     path = options.priors or default_priors(options.located_paths, config)
     if path is None:
         where = shown(str(spec_location(options.located_paths, config)))
-        outcome.add(Diagnostic.of(
-            "BAY206",
-            f"no spec found (no --priors, and no {where}): every parameter stays deterministic; "
-            "`bayesify init` writes a starter spec",
-        ))
+        outcome.add(
+            Diagnostic.of(
+                "BAY206",
+                f"no spec found (no --priors, and no {where}): every parameter stays deterministic; "
+                "`bayesify init` writes a starter spec",
+            )
+        )
         return EMPTY_SPEC
     try:
         spec = load_spec(shown(path))
@@ -305,8 +345,12 @@ def _files(
     warnings: list[Diagnostic] = []
     try:
         files = discover(
-            paths, exclude=options.exclude, extend_exclude=options.extend_exclude,
-            force_exclude=options.force_exclude, warnings=warnings, links_outside_root=read_only,
+            paths,
+            exclude=options.exclude,
+            extend_exclude=options.extend_exclude,
+            force_exclude=options.force_exclude,
+            warnings=warnings,
+            links_outside_root=read_only,
         )
     except DiscoveryError as error:
         raise _usage_error(error.message, error.where) from None
@@ -329,7 +373,9 @@ def _progress_bar(files: int, quiet: bool):
 
 def _run(files: list[Path], spec: Spec, options: Options, outcome: Report) -> RunResult:
     context_files = _context_files(options, spec, outcome)
-    cache = None if options.no_cache else Cache.for_spec(spec.fingerprint, tuple(str(p) for p in context_files))
+    cache = (
+        None if options.no_cache else Cache.for_spec(spec.fingerprint, tuple(str(p) for p in context_files))
+    )
     if cache is not None and cache.note and options.verbose:
         _say(f"bayesify: {cache.note}")
     with _progress_bar(len(files), options.quiet) as bar:
@@ -363,19 +409,39 @@ Examples:
 
 
 @main.command(short_help="Rewrite files in place or into a mirror, or check them.", epilog=_REWRITE_EPILOG)
-@click.option("--stdin-filename", metavar="PATH", is_eager=True,
-              help="With -: the file standard input is, for its messages, module name, config and spec.")
+@click.option(
+    "--stdin-filename",
+    metavar="PATH",
+    is_eager=True,
+    help="With -: the file standard input is, for its messages, module name, config and spec.",
+)
 @_spec_options
 @_file_options
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if any file would change.")
 @click.option("--diff", is_flag=True, help="Write nothing; print a unified diff on stdout.")
-@click.option("--out", metavar="DIR", type=click.Path(file_okay=False),
-              help="Write the rewritten tree into DIR (a mirror of the paths), leaving them as they are.")
-@click.option("--color/--no-color", default=None,
-              help="Colour the diff (default: only on a terminal; NO_COLOR and FORCE_COLOR are honoured).")
-@click.option("--format", "output_format", type=click.Choice(["text", "github", "json"]), default="text",
-              help="github: workflow annotations at file:line on stdout; json: the run as JSON on stdout.")
-@click.option("--strict", is_flag=True, help="Exit 1 when a lint finds one of the tutorial's pitfalls (--error-on BAY1).")
+@click.option(
+    "--out",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="Write the rewritten tree into DIR (a mirror of the paths), leaving them as they are.",
+)
+@click.option(
+    "--color/--no-color",
+    default=None,
+    help="Colour the diff (default: only on a terminal; NO_COLOR and FORCE_COLOR are honoured).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "github", "json"]),
+    default="text",
+    help="github: workflow annotations at file:line on stdout; json: the run as JSON on stdout.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit 1 when a lint finds one of the tutorial's pitfalls (--error-on BAY1).",
+)
 def rewrite(**params):
     """Rewrite PATHS in place (or into --out DIR); - rewrites standard input to standard output."""
     options = Options(**params)
@@ -387,8 +453,10 @@ def rewrite(**params):
     if options.stdin_filename:
         raise _usage_error("--stdin-filename names standard input: give - as the PATH")
     if options.out and options.dry_run:
-        raise _usage_error("--out writes a mirror; --check and --diff compare the PATHS themselves, "
-                           "so they cannot be combined with it")
+        raise _usage_error(
+            "--out writes a mirror; --check and --diff compare the PATHS themselves, "
+            "so they cannot be combined with it"
+        )
     files = _files(options, outcome)
     if options.out:
         out = Path(options.out)
@@ -428,7 +496,6 @@ def rewrite(**params):
             click.echo(report.colour_diff(patch) if stream_colour else patch, nl=False)
     _emit(result, outcome, options, diffs, dry_run=options.dry_run)
     _exit(outcome)
-
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -480,15 +547,19 @@ def _write_mirror(result: RunResult, paths: tuple[str, ...], out: Path) -> list[
         # A package mirror answers for its packages' folders only: out/ may hold others.
         folders = [(out / package.name).resolve() for package in packages]
         orphans = [
-            path for path in orphans
-            if path.resolve() not in copies and (not folders or any(f in path.resolve().parents for f in folders))
+            path
+            for path in orphans
+            if path.resolve() not in copies
+            and (not folders or any(f in path.resolve().parents for f in folders))
         ]
     except WriteError as error:
         raise _Stop(Diagnostic.of("BAY002", error.message, error.path), EXIT_FAILED) from None
     except ValueError as error:
         raise _Stop(Diagnostic.of("BAY002", str(error)), EXIT_FAILED) from None
     stale = [
-        Diagnostic.of("BAY207", "in the mirror, but its source is gone (delete it if it is stale)", str(orphan))
+        Diagnostic.of(
+            "BAY207", "in the mirror, but its source is gone (delete it if it is stale)", str(orphan)
+        )
         for orphan in orphans
     ]
     shadowed = (_shadowed_package(package.name, out) for package in packages)
@@ -528,14 +599,22 @@ def _use_colour(option: Optional[bool]) -> bool:
     return click.get_text_stream("stdout").isatty()
 
 
-def _emit(result: RunResult, outcome: Report, options: Options, diffs: Optional[dict[str, bytes]],
-          dry_run: bool, with_summary: bool = True) -> None:
+def _emit(
+    result: RunResult,
+    outcome: Report,
+    options: Options,
+    diffs: Optional[dict[str, bytes]],
+    dry_run: bool,
+    with_summary: bool = True,
+) -> None:
     """A rewrite run's diagnostics and summary, in the format asked for."""
     if options.output_format == "json":
         # JSON holds text: a diff of a file in another encoding keeps its lines, not its bytes.
-        texts = None if diffs is None else {
-            path: patch.decode("utf-8", errors="replace") for path, patch in diffs.items()
-        }
+        texts = (
+            None
+            if diffs is None
+            else {path: patch.decode("utf-8", errors="replace") for path, patch in diffs.items()}
+        )
         click.echo(report.rewrite_json(result, dry_run, texts, outcome.diagnostics))
     elif options.output_format == "github":
         for line in report.github_annotations(result, dry_run, outcome.diagnostics):
@@ -588,22 +667,34 @@ def _force_excluded(options: Options) -> bool:
 # -- plan --------------------------------------------------------------------------------------
 
 
-@main.command(short_help="Show what the spec makes of every parameter.", epilog="""\b
+@main.command(
+    short_help="Show what the spec makes of every parameter.",
+    epilog="""\b
 Examples:
   bayesify plan src/                         every parameter, and what it becomes
   bayesify plan src/ --selected              only those a spec entry selects
   bayesify plan src/ --class Encoder         one class
   bayesify plan src/ --format json | jq '.sites[] | select(.outcome == "random")'
-""")
+""",
+)
 @_spec_options
 @_file_options
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
-              help="text: a table (cut to the terminal's width); json: the same as JSON.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="text: a table (cut to the terminal's width); json: the same as JSON.",
+)
 @click.option("--selected", is_flag=True, help="Only parameters a spec entry selects.")
 @click.option("--class", "class_name", metavar="NAME", help="Only the parameters of the classes named NAME.")
-@click.option("--build", "build_call", metavar="MODULE:CALL",
-              help="Also build this model from the rewritten code, e.g. 'models:Net(4)' (literal arguments), "
-              "in a subprocess, and list its real sites.")
+@click.option(
+    "--build",
+    "build_call",
+    metavar="MODULE:CALL",
+    help="Also build this model from the rewritten code, e.g. 'models:Net(4)' (literal arguments), "
+    "in a subprocess, and list its real sites.",
+)
 def plan(**params):
     """Show every parameter found, the entry that selects it and what it becomes; write nothing.
 
@@ -643,15 +734,23 @@ def _build_call(text: Optional[str]) -> Optional[build.Call]:
 # -- init --------------------------------------------------------------------------------------
 
 
-@main.command(short_help="Write a starter spec that lists every parameter.", epilog="""\b
+@main.command(
+    short_help="Write a starter spec that lists every parameter.",
+    epilog="""\b
 Examples:
   bayesify init src/                 priors.yaml at the project root
   bayesify init src/ -o - | less     look first
-""")
+""",
+)
 @_file_options
-@click.option("-o", "--output", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Where to write the spec; - for standard output "
-              "(default: where rewrite looks for it: the config's priors, or priors.yaml at the project root).")
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Where to write the spec; - for standard output "
+    "(default: where rewrite looks for it: the config's priors, or priors.yaml at the project root).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing spec.")
 def init(**params):
     """Write a starter priors.yaml that lists every parameter found in PATHS."""

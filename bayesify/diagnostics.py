@@ -64,8 +64,15 @@ class Diagnostic:
     message: str
 
     @classmethod
-    def of(cls, code: str, message: str, path: Optional[str] = None, line: Optional[int] = None,
-           col: Optional[int] = None, severity: Optional[str] = None) -> Diagnostic:
+    def of(
+        cls,
+        code: str,
+        message: str,
+        path: Optional[str] = None,
+        line: Optional[int] = None,
+        col: Optional[int] = None,
+        severity: Optional[str] = None,
+    ) -> Diagnostic:
         """A diagnostic of ``code``, by default with that code's default severity."""
         return cls(path, line or None, col or None, severity or CODES[code][0], code, message)
 
@@ -96,8 +103,12 @@ class Diagnostic:
 
     def as_dict(self) -> dict:
         return {
-            "file": self.path, "line": self.line, "column": self.col,
-            "severity": self.severity, "code": self.code, "message": self.message,
+            "file": self.path,
+            "line": self.line,
+            "column": self.col,
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
         }
 
     @classmethod
@@ -105,8 +116,13 @@ class Diagnostic:
         return cls(row["file"], row["line"], row["column"], row["severity"], row["code"], row["message"])
 
 
-def annotation(level: str, message: str, file: Optional[str] = None, line: Optional[int] = None,
-               column: Optional[int] = None) -> str:
+def annotation(
+    level: str,
+    message: str,
+    file: Optional[str] = None,
+    line: Optional[int] = None,
+    column: Optional[int] = None,
+) -> str:
     """``::error file=src/a.py,line=3,title=bayesify::message``, escaped as GitHub wants."""
     properties = [("file", file), ("line", line), ("col", column), ("title", "bayesify")]
     shown = ",".join(f"{key}={_escape_property(str(value))}" for key, value in properties if value)

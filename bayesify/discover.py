@@ -272,13 +272,9 @@ class _Finder:
     def _resolves_inside_root(self, link: str) -> bool:
         target = os.path.realpath(link)
         # A dangling link, or a link loop, resolves to something that does not exist.
-        return os.path.exists(target) and os.path.commonpath([target, self.real_root]) == (
-            self.real_root
-        )
+        return os.path.exists(target) and os.path.commonpath([target, self.real_root]) == (self.real_root)
 
-    def _is_excluded(
-        self, relative: str, is_dir: bool, gitignores: tuple[_ScopedGitIgnore, ...]
-    ) -> bool:
+    def _is_excluded(self, relative: str, is_dir: bool, gitignores: tuple[_ScopedGitIgnore, ...]) -> bool:
         slashed = f"/{relative}/" if is_dir else f"/{relative}"
         if any(regex.search(slashed) for regex in self.excludes):
             return True
@@ -341,9 +337,7 @@ class GitIgnore:
         self.rules = [rule for rule in map(_parse_rule, lines) if rule]
         # Most paths match no rule at all; one combined regex answers that in a single search.
         self.any_rule = (
-            re.compile("|".join(f"(?:{rule.regex.pattern})" for rule in self.rules))
-            if self.rules
-            else None
+            re.compile("|".join(f"(?:{rule.regex.pattern})" for rule in self.rules)) if self.rules else None
         )
 
     def match(self, path: str, is_dir: bool) -> bool | None:

@@ -136,7 +136,9 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
             # only the statements of classes that have one are walked again.
             _inherit_within_file(context.random, job.index.classes)
             classes = context.classes
-            random_tops = {classes[order].top for order, attrs in context.random.items() if attrs and order in classes}
+            random_tops = {
+                classes[order].top for order, attrs in context.random.items() if attrs and order in classes
+            }
             tops = {top: first for top, first in tops.items() if top in random_tops}
         rules, enter = registry.rules(pass_), registry.entered(pass_)
         for top, first_order in tops.items():

@@ -44,7 +44,11 @@ class Conversion(enum.Enum):
     def is_pyro(self) -> bool:
         """Whether instances of the class are PyroModules after the rewrite."""
         return self in (
-            Conversion.ROOT, Conversion.LAYER, Conversion.EXTERNAL, Conversion.INHERITS, Conversion.PYRO
+            Conversion.ROOT,
+            Conversion.LAYER,
+            Conversion.EXTERNAL,
+            Conversion.INHERITS,
+            Conversion.PYRO,
         )
 
 
@@ -126,8 +130,18 @@ def module_of(path: Path) -> tuple[str, bool]:
 COMPOUND_STATEMENTS = tuple(
     getattr(ast, name)
     for name in (
-        "ClassDef", "FunctionDef", "AsyncFunctionDef", "If", "For", "AsyncFor", "While", "Try",
-        "TryStar", "With", "AsyncWith", "Match",
+        "ClassDef",
+        "FunctionDef",
+        "AsyncFunctionDef",
+        "If",
+        "For",
+        "AsyncFor",
+        "While",
+        "Try",
+        "TryStar",
+        "With",
+        "AsyncWith",
+        "Match",
     )
     if hasattr(ast, name)
 )
@@ -257,7 +271,9 @@ def _scan_methods(cls: ast.ClassDef) -> tuple[dict[str, int], dict[str, frozense
 TYING_NAMES = ("_tied_weights_keys", "tie_weights")
 
 
-def index_source(tree: ast.Module, path: str, module: str, is_package: bool, ties_weights: bool = False) -> FileIndex:
+def index_source(
+    tree: ast.Module, path: str, module: str, is_package: bool, ties_weights: bool = False
+) -> FileIndex:
     imports = ImportTable.from_ast(tree, module, is_package)
     collector = _ClassCollector(module, imports)
     for statement in tree.body:
@@ -355,7 +371,11 @@ class ClassIndex:
         if Conversion.EXCLUDED in kinds:
             return Conversion.EXCLUDED
         for kind in (
-            Conversion.PYRO, Conversion.INHERITS, Conversion.ROOT, Conversion.LAYER, Conversion.EXTERNAL
+            Conversion.PYRO,
+            Conversion.INHERITS,
+            Conversion.ROOT,
+            Conversion.LAYER,
+            Conversion.EXTERNAL,
         ):
             if kind in kinds:
                 return kind
@@ -396,7 +416,8 @@ class ClassIndex:
         return [
             base.resolved
             for base in record.bases
-            if base.resolved and self.lookup(base.resolved) is None
+            if base.resolved
+            and self.lookup(base.resolved) is None
             # torch's classes outside torch.nn (torch.autograd.Function) are no modules, nor
             # are those of the standard library.
             and base.resolved.partition(".")[0] not in ("torch", "pyro", "builtins", *sys.stdlib_module_names)

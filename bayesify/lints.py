@@ -40,14 +40,19 @@ class LintContext:
     def random_reads(self, cls: ast.ClassDef, record: ClassRecord) -> set[str]:
         """Attributes whose first read samples: random ones, and modules of this file's
         classes that have random attributes (``self.linear = BayesianLinear(...)``)."""
-        random_classes = {self.classes[o].key for o, attrs in self.random.items() if attrs and o in self.classes}
+        random_classes = {
+            self.classes[o].key for o, attrs in self.random.items() if attrs and o in self.classes
+        }
         holders = {
             target.attr
             for node in ast.walk(cls)
             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
             for target in node.targets
             if isinstance(target, ast.Attribute)
-            and (self.imports.resolve(dotted_from_ast(node.value.func)) or f"{self.imports.module}.{dotted_from_ast(node.value.func)}")
+            and (
+                self.imports.resolve(dotted_from_ast(node.value.func))
+                or f"{self.imports.module}.{dotted_from_ast(node.value.func)}"
+            )
             in random_classes
         }
         return self.random.get(record.order, set()) | holders
@@ -85,7 +90,11 @@ def _builds_locals(source: bytes, context: LintContext) -> bool:
     names = {key.rpartition(".")[2] for key in context.pyro_classes}
     if not names:
         return False
-    pattern = rb"^[ \t]*\w+[ \t]*=[ \t]*[\w.]*\b(?:" + b"|".join(re.escape(n.encode()) for n in sorted(names)) + rb")\("
+    pattern = (
+        rb"^[ \t]*\w+[ \t]*=[ \t]*[\w.]*\b(?:"
+        + b"|".join(re.escape(n.encode()) for n in sorted(names))
+        + rb")\("
+    )
     return re.search(pattern, source, re.MULTILINE) is not None
 
 
@@ -109,7 +118,11 @@ def _is_plate(item: ast.withitem, imports: ImportTable) -> bool:
 def _plate_reads(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -> list[Diagnostic]:
     random = context.random_reads(cls, record)
     forward = next(
-        (m for m in cls.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)) and m.name == "forward"),
+        (
+            m
+            for m in cls.body
+            if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)) and m.name == "forward"
+        ),
         None,
     )
     if not random or forward is None or not forward.args.args:
@@ -161,7 +174,9 @@ def _makes_pyro_module(value: ast.expr, context: LintContext) -> bool:
     func = value.func
     if isinstance(func, ast.Subscript):
         func = func.value
-    resolved = context.imports.resolve(dotted_from_ast(func)) or f"{context.imports.module}.{dotted_from_ast(func)}"
+    resolved = (
+        context.imports.resolve(dotted_from_ast(func)) or f"{context.imports.module}.{dotted_from_ast(func)}"
+    )
     return (
         resolved in context.pyro_classes
         or resolved.rpartition(".")[2] == "PyroModule"
@@ -256,7 +271,8 @@ _RANDOM_LOC = "priors:\n  Model.loc: Normal(0, 1)\n"
 EXAMPLES = (
     # BAY101: a random attribute first read inside a plate
     Example(
-        before=_MODEL + """\
+        before=_MODEL
+        + """\
 
     def forward(self, data):
         with pyro.plate("data", len(data)):
@@ -267,7 +283,8 @@ EXAMPLES = (
     ),
     # no finding: read before the plate
     Example(
-        before=_MODEL + """\
+        before=_MODEL
+        + """\
 
     def forward(self, data):
         loc = self.loc
@@ -278,7 +295,8 @@ EXAMPLES = (
     ),
     # BAY102: a plain module that builds two Pyro roots
     Example(
-        before=_MODEL + """\
+        before=_MODEL
+        + """\
 
 
 class Twins(nn.Module):
@@ -292,7 +310,8 @@ class Twins(nn.Module):
     ),
     # BAY103: called on its own, then attached
     Example(
-        before=_MODEL + """\
+        before=_MODEL
+        + """\
 
 
 def build(outer):

@@ -47,7 +47,9 @@ class Options:
     @property
     def selection(self) -> Selection:
         """Which diagnostics are errors and which are not shown, by code."""
-        return Selection(error_on=(*self.error_on, *(STRICT_CODES if self.strict else ())), ignore=self.ignore)
+        return Selection(
+            error_on=(*self.error_on, *(STRICT_CODES if self.strict else ())), ignore=self.ignore
+        )
 
     @property
     def dry_run(self) -> bool:

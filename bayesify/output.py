@@ -71,7 +71,12 @@ def write_atomically(
 
 
 def _replace(
-    path: Path, target: Path, data: bytes, expected: Optional[bytes], mode: int, existing: Optional[os.stat_result]
+    path: Path,
+    target: Path,
+    data: bytes,
+    expected: Optional[bytes],
+    mode: int,
+    existing: Optional[os.stat_result],
 ) -> None:
     temporary = str(target.parent / f".{target.name}.{os.getpid()}-{os.urandom(4).hex()}.bayesify")
     try:
@@ -107,7 +112,9 @@ def signals_held() -> Iterator[None]:
         return
     received: list[int] = []
     held = (signal.SIGINT, signal.SIGTERM)
-    previous = {number: signal.signal(number, lambda number, _frame: received.append(number)) for number in held}
+    previous = {
+        number: signal.signal(number, lambda number, _frame: received.append(number)) for number in held
+    }
     try:
         yield
     finally:
@@ -271,7 +278,9 @@ def mirror(results: list[FileResult], root: Path, out: Path) -> tuple[list[Path]
 
 def _check_mirror_folder(out: Path, root: Path) -> None:
     if out.is_symlink():
-        raise WriteError(out, f"a symbolic link (to {os.path.realpath(out)}); --out writes only into a real folder")
+        raise WriteError(
+            out, f"a symbolic link (to {os.path.realpath(out)}); --out writes only into a real folder"
+        )
     if os.path.realpath(out) == os.path.realpath(root):
         raise WriteError(out, "the folder being rewritten itself; --out needs another folder")
 
@@ -315,7 +324,9 @@ def mirrored_packages(results: list[FileResult], root: Path) -> list[Path]:
     return sorted(root / top for top in tops if _is_package(root / top))
 
 
-def mirror_package_files(results: list[FileResult], packages: list[Path], root: Path, out: Path) -> list[Path]:
+def mirror_package_files(
+    results: list[FileResult], packages: list[Path], root: Path, out: Path
+) -> list[Path]:
     """Copy into ``out`` every file of ``packages`` that the run did not write: data tables,
     compiled extensions, ``py.typed``, and Python files outside the run, so that the mirrored
     package imports whole, never reaching for the original; never through a symbolic link,

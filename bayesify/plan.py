@@ -43,7 +43,11 @@ class PlannedSite:
     @property
     def outcome(self) -> str:
         if self.entry is None:
-            return "random (generated, no longer selected)" if self.kind is SiteKind.GENERATED else "deterministic"
+            return (
+                "random (generated, no longer selected)"
+                if self.kind is SiteKind.GENERATED
+                else "deterministic"
+            )
         outcome = "random" if isinstance(self.entry.action, Prior) else "constrained"
         return f"{outcome} where built" if self.if_built else outcome
 
@@ -169,14 +173,18 @@ def did_you_mean(selector: Selector, classes: list[ClassRecord]) -> str:
             return ""
         layers = _torch_layers(selector)
         if not layers:
-            return _closest(selector.owner_name, [layer for layer in catalog.NN_LAYERS if layer != "Module"], "nn.")
+            return _closest(
+                selector.owner_name, [layer for layer in catalog.NN_LAYERS if layer != "Module"], "nn."
+            )
         names = {part for layer in layers for name in catalog.NN_LAYERS[layer] for part in name.split(".")}
         return _closest_segment(selector.path, names)
     owners = [record for record in classes if selector.matches_class(record.module, record.name)]
     if not owners:
         return _closest(selector.owner, sorted({record.name for record in classes}))
     attributes = {attr for record in owners for attr in record.attr_lines}
-    if selector.path[0] != ANY_DEPTH and not any(fnmatch.fnmatchcase(a, selector.path[0]) for a in attributes):
+    if selector.path[0] != ANY_DEPTH and not any(
+        fnmatch.fnmatchcase(a, selector.path[0]) for a in attributes
+    ):
         return _closest(selector.path[0], sorted(attributes))
     return _closest_segment(selector.path[1:], parameter_names | {a for r in classes for a in r.attr_lines})
 
@@ -198,4 +206,3 @@ def shadowed_only_entries(spec: Spec, sites: list[PlannedSite]) -> list[Entry]:
     winners = {site.entry.line for site in sites if site.entry}
     shadowed = {entry.line for site in sites for entry in site.shadowed}
     return [e for e in spec.entries if e.line in shadowed and e.line not in winners]
-

@@ -168,7 +168,9 @@ def github_annotations(result: RunResult, check: bool, diagnostics: list[Diagnos
         text = f"{'would be rewritten' if check else 'rewritten'} by bayesify ({sites})"
         if check:
             text += "; run `bayesify rewrite` on it and commit the result"
-        lines.append(annotation("error" if check else "notice", text, changed.path, first_changed_line(changed)))
+        lines.append(
+            annotation("error" if check else "notice", text, changed.path, first_changed_line(changed))
+        )
     return lines + [diagnostic.github() for diagnostic in diagnostics if not diagnostic.is_error]
 
 
@@ -279,12 +281,15 @@ def plan_json(result: RunResult, sites: list[PlannedSite], diagnostics: list[Dia
     )
 
 
-def plan_sites(result: RunResult, selected_only: bool = False, class_name: Optional[str] = None) -> list[PlannedSite]:
+def plan_sites(
+    result: RunResult, selected_only: bool = False, class_name: Optional[str] = None
+) -> list[PlannedSite]:
     """The sites ``plan`` shows, in source order: all, or those an entry selects, or one class's."""
     return [
         site
         for site in _in_source_order(result)
-        if (not selected_only or site.entry is not None) and (class_name is None or site.class_name == class_name)
+        if (not selected_only or site.entry is not None)
+        and (class_name is None or site.class_name == class_name)
     ]
 
 
@@ -326,8 +331,10 @@ def plan_table(result: RunResult, sites: list[PlannedSite], width: Optional[int]
         rows.append((where, site.name, site.shape or "when built", entry, _becomes(site)))
     widths = _fit([max(len(row[i]) for row in rows) for i in range(len(rows[0]))], width)
     lines = [
-        "  ".join(_cut(cell, width, from_front=column in (0, 3)).ljust(width) for column, (cell, width) in
-                  enumerate(zip(row, widths))).rstrip()
+        "  ".join(
+            _cut(cell, width, from_front=column in (0, 3)).ljust(width)
+            for column, (cell, width) in enumerate(zip(row, widths))
+        ).rstrip()
         for row in rows
     ]
     return "\n".join(lines)
@@ -387,7 +394,9 @@ def starter_sites(sites: list[PlannedSite]) -> list[PlannedSite]:
 
 
 #: Words that name a parameter that must be positive.
-SCALE_WORDS = frozenset({"scale", "scales", "std", "stddev", "sigma", "var", "variance", "precision", "temperature", "tau"})
+SCALE_WORDS = frozenset(
+    {"scale", "scales", "std", "stddev", "sigma", "var", "variance", "precision", "temperature", "tau"}
+)
 
 
 def default_prior(name: str) -> str:

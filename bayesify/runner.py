@@ -152,13 +152,17 @@ def _rewrite_file(item: tuple[FileJob, str]) -> FileResult:
     try:
         source = read_source(job.path)
     except OSError as error:
-        return FileResult(job.path, error=Diagnostic.of("BAY001", f"cannot read: {error.strerror or error}", job.path))
+        return FileResult(
+            job.path, error=Diagnostic.of("BAY001", f"cannot read: {error.strerror or error}", job.path)
+        )
     if digest(source) != planned_digest:
         return FileResult(job.path, source, error=Diagnostic.of("BAY002", CHANGED_DURING_RUN, job.path))
     try:
         return rewrite_source(source, job, spec)
     except RecursionError:
-        return FileResult(job.path, source, error=Diagnostic.of("BAY001", "too deeply nested to rewrite", job.path))
+        return FileResult(
+            job.path, source, error=Diagnostic.of("BAY001", "too deeply nested to rewrite", job.path)
+        )
     except UnicodeDecodeError as error:
         return FileResult(job.path, source, error=_not_decodable(job.path, error))
     except Exception as error:  # one file's bug must not stop the others
@@ -179,7 +183,12 @@ def _not_decodable(path: str, error: UnicodeDecodeError) -> Diagnostic:
 
 
 def _map(
-    function: Callable, items: Sequence, jobs: int, spec: Spec, crashed: Callable, done: Callable = lambda item: None
+    function: Callable,
+    items: Sequence,
+    jobs: int,
+    spec: Spec,
+    crashed: Callable,
+    done: Callable = lambda item: None,
 ) -> list:
     """``function`` over ``items``, in order; ``done(item)`` is called as each one finishes.
     An item whose worker process dies gets ``crashed(item)``; the others are still done."""
@@ -200,7 +209,9 @@ class _NoPool(Exception):
     pass
 
 
-def _map_in_pools(function: Callable, items: Sequence, jobs: int, spec: Spec, crashed: Callable, done: Callable) -> list:
+def _map_in_pools(
+    function: Callable, items: Sequence, jobs: int, spec: Spec, crashed: Callable, done: Callable
+) -> list:
     """When a worker dies (the native parser may overflow its stack), the first item not yet
     answered is redone in a process of its own, which tells whether it is the culprit, and
     the rest go on in a fresh pool."""
@@ -268,7 +279,9 @@ def _index_crashed(path: str) -> Indexed:
 
 def _rewrite_crashed(item: tuple[FileJob, str]) -> FileResult:
     path = item[0].path
-    return FileResult(path, error=Diagnostic.of("BAY009", f"the rewrite crashed its worker process; {BUG_HINT}", path))
+    return FileResult(
+        path, error=Diagnostic.of("BAY009", f"the rewrite crashed its worker process; {BUG_HINT}", path)
+    )
 
 
 def default_jobs() -> int:
@@ -315,7 +328,9 @@ def run(
     pending = [item for item in planned if item[0].path not in results]
     step(len(names) - len(pending))
     done = _map(_rewrite_file, pending, jobs, spec, _rewrite_crashed, lambda item: step(1))
-    cache.store_results(((job, file_digest, result) for (job, file_digest), result in zip(pending, done)), spec)
+    cache.store_results(
+        ((job, file_digest, result) for (job, file_digest), result in zip(pending, done)), spec
+    )
     cache.save()
     results.update((result.path, result) for result in done)
     ordered = [failures.get(name) or results.get(name) or FileResult(name) for name in names]
@@ -333,7 +348,9 @@ def run_source(source: bytes, spec: Spec, path: str = "-", context: Iterable[Pat
         return _finish([FileResult(path, source, error=error)], spec)
     if file_index is None:
         return _finish([FileResult(path, source)], spec)
-    context_indexes = [index for _, index, _ in map(_index_file, sorted({str(p) for p in context} - {path})) if index]
+    context_indexes = [
+        index for _, index, _ in map(_index_file, sorted({str(p) for p in context} - {path})) if index
+    ]
     class_index = ClassIndex([file_index], spec.exclude, context_indexes, spec.external)
     job = _job_for(file_index, class_index, spec)
     return _finish([rewrite_source(source, job, spec)], spec, classes=file_index.classes)
@@ -356,7 +373,10 @@ def _unseen_base_warnings(indexes: list[FileIndex], class_index: ClassIndex) -> 
 
 
 def _finish(
-    results: list[FileResult], spec: Spec, warnings: Sequence[Diagnostic] = (), classes: Sequence[ClassRecord] = ()
+    results: list[FileResult],
+    spec: Spec,
+    warnings: Sequence[Diagnostic] = (),
+    classes: Sequence[ClassRecord] = (),
 ) -> RunResult:
     outcome = RunResult(results=results, spec=spec)
     outcome.lints = [finding for result in results for finding in result.lints]
@@ -376,8 +396,11 @@ def _finish(
         # the files that could be read must still be rewritten.
         outcome.warnings += [
             Diagnostic.of(
-                "BAY205", f"{entry.selector.text} selects nothing in the files that could be read",
-                spec.path, entry.line, severity=WARNING,
+                "BAY205",
+                f"{entry.selector.text} selects nothing in the files that could be read",
+                spec.path,
+                entry.line,
+                severity=WARNING,
             )
             for entry in unmatched
         ]

@@ -20,17 +20,49 @@ import libcst as cst
 
 from .names import ImportTable, dotted_from_cst
 
-SIZE_FACTORIES = frozenset(
-    {"randn", "rand", "zeros", "ones", "empty", "full", "normal", "randint"}
-)
+SIZE_FACTORIES = frozenset({"randn", "rand", "zeros", "ones", "empty", "full", "normal", "randint"})
 #: Tensor methods whose result has the shape of the tensor they are called on.
 SHAPE_PRESERVING_METHODS = frozenset(
     {
-        "abs", "abs_", "add", "add_", "bernoulli_", "cauchy_", "clamp", "clamp_", "clone",
-        "contiguous", "detach", "div", "div_", "double", "exp", "exp_", "exponential_",
-        "fill_", "float", "geometric_", "half", "log", "log_", "log_normal_", "mul", "mul_",
-        "neg", "normal_", "random_", "requires_grad_", "sigmoid", "sqrt", "sub", "sub_",
-        "tanh", "to", "type", "uniform_", "zero_",
+        "abs",
+        "abs_",
+        "add",
+        "add_",
+        "bernoulli_",
+        "cauchy_",
+        "clamp",
+        "clamp_",
+        "clone",
+        "contiguous",
+        "detach",
+        "div",
+        "div_",
+        "double",
+        "exp",
+        "exp_",
+        "exponential_",
+        "fill_",
+        "float",
+        "geometric_",
+        "half",
+        "log",
+        "log_",
+        "log_normal_",
+        "mul",
+        "mul_",
+        "neg",
+        "normal_",
+        "random_",
+        "requires_grad_",
+        "sigmoid",
+        "sqrt",
+        "sub",
+        "sub_",
+        "tanh",
+        "to",
+        "type",
+        "uniform_",
+        "zero_",
     }
 )
 _EMPTY = cst.Module([])

@@ -32,9 +32,7 @@ from .selectors import parse as parse_selector
 SECTIONS = ("priors", "constraints")
 TOP_LEVEL_KEYS = ("version", "priors", "constraints", "modules")
 MODULES_KEYS = ("exclude", "external", "context")
-_PLAIN_TAGS = {
-    "tag:yaml.org,2002:" + kind for kind in ("str", "int", "float", "null", "bool", "map", "seq")
-}
+_PLAIN_TAGS = {"tag:yaml.org,2002:" + kind for kind in ("str", "int", "float", "null", "bool", "map", "seq")}
 #: A prior or constraint longer than this is no hand-written spec entry; it is not parsed.
 MAX_EXPRESSION = 1000
 
@@ -187,13 +185,18 @@ class Spec:
 
 
 def selects(
-    selector: Selector, module: str, class_name: str, path: tuple[str, ...], layers: tuple[tuple[int, str], ...]
+    selector: Selector,
+    module: str,
+    class_name: str,
+    path: tuple[str, ...],
+    layers: tuple[tuple[int, str], ...],
 ) -> bool:
     """Whether ``selector`` selects ``path`` of a class of the run, as far as its source tells."""
     if selector.kind == TYPE:
         glob = selector.torch_layer_glob
         return glob is not None and any(
-            fnmatch.fnmatchcase(layer, glob) and selector.matches_path(path[depth:]) for depth, layer in layers
+            fnmatch.fnmatchcase(layer, glob) and selector.matches_path(path[depth:])
+            for depth, layer in layers
         )
     return selector.matches_class(module, class_name) and selector.matches_path(path)
 
@@ -293,9 +296,7 @@ def _mapping(node: yaml.Node, path: str, what: str) -> dict[str, tuple[yaml.Node
         _check_tag(value, path)
         if name in result:
             first = result[name][0].start_mark.line + 1
-            raise SpecError(
-                path, key.start_mark.line + 1, f"{name!r} is given twice (first on line {first})"
-            )
+            raise SpecError(path, key.start_mark.line + 1, f"{name!r} is given twice (first on line {first})")
         result[name] = (key, value)
     return result
 
@@ -417,9 +418,7 @@ def _finite(value: Union[int, float]) -> bool:
         return False
 
 
-def _argument(
-    node: ast.expr, source: str, path: str, line: int, where: str, siblings: bool
-) -> Argument:
+def _argument(node: ast.expr, source: str, path: str, line: int, where: str, siblings: bool) -> Argument:
     number = _number(node, source, path, line, where)
     if number is not None:
         return number
@@ -450,13 +449,17 @@ def _is_dunder(name: str) -> bool:
 
 
 def _bind(
-    call: ast.Call, source: str, signature: catalog.Signature, name: str, path: str, line: int,
-    where: str, siblings: bool,
+    call: ast.Call,
+    source: str,
+    signature: catalog.Signature,
+    name: str,
+    path: str,
+    line: int,
+    where: str,
+    siblings: bool,
 ) -> tuple[tuple[Argument, ...], tuple[tuple[str, Argument], ...]]:
     """Check ``call``'s arguments against ``signature``; ``source`` is the text parsed."""
-    if any(isinstance(a, ast.Starred) for a in call.args) or any(
-        k.arg is None for k in call.keywords
-    ):
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
         raise SpecError(path, line, f"{where}: * and ** arguments are not allowed")
     params = signature.params
     keyword_only = catalog.DISTRIBUTION_KEYWORD_ONLY_PARAMS.get(name, ())
@@ -486,18 +489,14 @@ def _bind(
             path, line, f"{where}: {name} needs {', '.join(missing)} (it takes {', '.join(params)})"
         )
     args = tuple(_argument(a, source, path, line, where, siblings) for a in call.args)
-    kwargs = tuple(
-        (k.arg, _argument(k.value, source, path, line, where, siblings)) for k in call.keywords
-    )
+    kwargs = tuple((k.arg, _argument(k.value, source, path, line, where, siblings)) for k in call.keywords)
     return args, kwargs
 
 
 def parse_prior(source: str, path: str, line: int, where: str) -> Prior:
     node = _expression(source, path, line, where, "a distribution call like Normal(0, 1)")
     if not isinstance(node, ast.Call) or _callee(node.func, ("dist", "pyro.distributions")) is None:
-        raise SpecError(
-            path, line, f"{where}: {_shown(source)} is not a distribution call like Normal(0, 1)"
-        )
+        raise SpecError(path, line, f"{where}: {_shown(source)} is not a distribution call like Normal(0, 1)")
     family = _callee(node.func, ("dist", "pyro.distributions"))
     signature = catalog.DISTRIBUTIONS.get(family)
     if signature is None:
@@ -559,8 +558,6 @@ def parse_constraint(source: str, path: str, line: int, where: str) -> Constrain
             raise SpecError(path, line, f"{where}: {name} takes no arguments; write `{name}`")
         return Constraint(name, None)
     if call is None:
-        raise SpecError(
-            path, line, f"{where}: {name} needs arguments ({', '.join(signature.params)})"
-        )
+        raise SpecError(path, line, f"{where}: {name} needs arguments ({', '.join(signature.params)})")
     args, kwargs = _bind(call, source.strip(), signature, name, path, line, where, siblings=False)
     return Constraint(name, args, kwargs)  # type: ignore[arg-type]  # siblings=False: numbers

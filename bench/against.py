@@ -42,12 +42,31 @@ def export(revision: str, into: Path) -> Path:
 
 
 def timed(package_root: Path, tree: Path, spec: Path, cache: Path, jobs: list[str]) -> float:
-    env = {"PYTHONPATH": str(package_root), "BAYESIFY_CACHE_DIR": str(cache), "PATH": "/usr/bin:/bin",
-           "HOME": str(cache)}
+    env = {
+        "PYTHONPATH": str(package_root),
+        "BAYESIFY_CACHE_DIR": str(cache),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(cache),
+    }
     start = time.perf_counter()
     completed = subprocess.run(
-        [sys.executable, "-m", "bayesify", "rewrite", "--check", "-q", "--priors", str(spec), *jobs, str(tree)],
-        env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "bayesify",
+            "rewrite",
+            "--check",
+            "-q",
+            "--priors",
+            str(spec),
+            *jobs,
+            str(tree),
+        ],
+        env=env,
+        cwd=tree,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     elapsed = time.perf_counter() - start
     if completed.returncode != 1:  # --check finds the Llama attention to rewrite
@@ -56,7 +75,9 @@ def timed(package_root: Path, tree: Path, spec: Path, cache: Path, jobs: list[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("revision", help="the commit (or branch) to compare with")
     parser.add_argument("--ours", default="HEAD", help="the commit measured against it (default HEAD)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -69,7 +90,10 @@ def main() -> None:
         scratch_path = Path(scratch)
         spec = scratch_path / "priors.yaml"
         spec.write_text(TRANSFORMERS_PRIORS)
-        sides = {"ours": export(options.ours, scratch_path), options.revision: export(options.revision, scratch_path)}
+        sides = {
+            "ours": export(options.ours, scratch_path),
+            options.revision: export(options.revision, scratch_path),
+        }
         samples: dict[str, dict[str, list[float]]] = {name: {"cold": [], "cached": []} for name in sides}
         for round_number in range(options.rounds):
             order = list(sides) if round_number % 2 == 0 else list(reversed(sides))
@@ -77,8 +101,11 @@ def main() -> None:
                 cache = Path(tempfile.mkdtemp(prefix=f"cache-{round_number}-", dir=scratch))
                 samples[name]["cold"].append(timed(sides[name], tree, spec, cache, jobs))
                 samples[name]["cached"].append(timed(sides[name], tree, spec, cache, jobs))
-                print(f"round {round_number + 1} {name}: cold {samples[name]['cold'][-1]:.2f}s, "
-                      f"cached {samples[name]['cached'][-1]:.2f}s", file=sys.stderr)
+                print(
+                    f"round {round_number + 1} {name}: cold {samples[name]['cold'][-1]:.2f}s, "
+                    f"cached {samples[name]['cached'][-1]:.2f}s",
+                    file=sys.stderr,
+                )
     base = options.revision
     for figure in ("cold", "cached"):
         ours, theirs = statistics.median(samples["ours"][figure]), statistics.median(samples[base][figure])

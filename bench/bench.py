@@ -69,7 +69,7 @@ TRANSFORMERS_PRIORS = "version: 1\npriors:\n  LlamaAttention.q_proj.weight: Norm
 #: above it (a dotfiles repository in ``~`` with its own ``.gitignore`` would change the files).
 ROOT_MARKER = "# Marks the benchmark tree as a project root for bayesify.\n"
 
-SMALL_MODULE = '''\
+SMALL_MODULE = """\
 import torch
 import torch.nn as nn
 
@@ -82,7 +82,7 @@ class TinyRegressor(nn.Module):
 
     def forward(self, x):
         return x @ self.weight + self.bias
-'''
+"""
 SMALL_PRIORS = "version: 1\npriors:\n  TinyRegressor.weight: Normal(0, 1)\n"
 #: How a pre-commit user configures bayesify: the spec named in pyproject.toml.
 SMALL_PYPROJECT = '[tool.bayesify]\npriors = "priors.yaml"\n'
@@ -90,7 +90,7 @@ SMALL_PYPROJECT = '[tool.bayesify]\npriors = "priors.yaml"\n'
 #: The runtime figure's model: a small deterministic MLP with raw parameters. bayesify
 #: rewrites it; :func:`hand_written_mlp_class` is the same model written directly in Pyro.
 MLP_SIZES = {"in_size": 8, "hidden": 32, "out_size": 1}
-MLP_MODULE = '''\
+MLP_MODULE = """\
 import torch
 import torch.nn as nn
 
@@ -109,7 +109,7 @@ class MLP(nn.Module):
         h = torch.tanh(x @ self.w1 + self.b1)
         h = torch.tanh(h @ self.w2 + self.b2)
         return (h @ self.w3 + self.b3).squeeze(-1)
-'''
+"""
 MLP_PRIORS = 'version: 1\npriors:\n  "MLP.*": Normal(0, 1)\n'
 DATA_SIZE = 128
 SVI_STEPS_PER_BLOCK = 25
@@ -190,7 +190,12 @@ def run_process(argv: Sequence[str], *, cwd: Optional[Path] = None, env: Optiona
         with open(Path(name) / "stdout", "w+b") as out, open(Path(name) / "stderr", "w+b") as err:
             subprocess.run(
                 [sys.executable, "-I", "-S", "-c", MEASURING_LAUNCHER, str(report), *argv],
-                cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, check=False,
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                check=False,
             )
             out.seek(0)
             err.seek(0)
@@ -394,7 +399,10 @@ def measure_startup(repeat: int) -> list:
     figure = Figure("startup", goal=1.5)
     with tempfile.TemporaryDirectory(prefix="bayesify-bench-small-") as name:
         project = Path(name)
-        write_files(project, {"small.py": SMALL_MODULE, "priors.yaml": SMALL_PRIORS, "pyproject.toml": SMALL_PYPROJECT})
+        write_files(
+            project,
+            {"small.py": SMALL_MODULE, "priors.yaml": SMALL_PRIORS, "pyproject.toml": SMALL_PYPROJECT},
+        )
         ours_argv = [*command, "rewrite", "small.py", "--check"]
         baseline_argv = [sys.executable, "-c", "import libcst, click, yaml"]
 
@@ -485,15 +493,27 @@ def transformers_tree(version: str, root: Path) -> Path:
     if wheel is None:
         log(f"downloading transformers=={version} into {wheels}")
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-             f"transformers=={version}", "-d", str(wheels)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                f"transformers=={version}",
+                "-d",
+                str(wheels),
+            ],
             check=True,
         )
         wheel = next(wheels.glob(f"transformers-{version}-*.whl"))
     # Unpacked beside the final folder, then renamed: an interrupted run leaves no half tree.
     staging = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=root))
     with zipfile.ZipFile(wheel) as archive:
-        sources = [name for name in archive.namelist() if name.startswith("transformers/") and name.endswith(".py")]
+        sources = [
+            name for name in archive.namelist() if name.startswith("transformers/") and name.endswith(".py")
+        ]
         archive.extractall(staging, sources)
     (staging / "pyproject.toml").write_text(ROOT_MARKER, encoding="utf-8")
     if tree.exists():
@@ -590,7 +610,9 @@ def measure_tree(version: str, root: Path, repeat: int, jobs: Optional[int]) -> 
             cpu["baseline"].append(sample.cpu_s)
 
         for round_ in range(repeat):
-            log(f"throughput and cache: round {round_ + 1}/{repeat} ({len(files)} files; a round takes minutes)")
+            log(
+                f"throughput and cache: round {round_ + 1}/{repeat} ({len(files)} files; a round takes minutes)"
+            )
             order = [cold_then_warm, baseline]
             for step in order if round_ % 2 == 0 else reversed(order):
                 step()
@@ -605,7 +627,9 @@ def measure_tree(version: str, root: Path, repeat: int, jobs: Optional[int]) -> 
         "priors": TRANSFORMERS_PRIORS.splitlines()[-1].strip(),
     }
     if stats.failed:
-        details["warning"] = f"bayesify failed on {stats.failed} files; see `bayesify rewrite {package} --check`"
+        details["warning"] = (
+            f"bayesify failed on {stats.failed} files; see `bayesify rewrite {package} --check`"
+        )
     return [throughput, cache], details
 
 
@@ -643,11 +667,17 @@ def rewritten_mlp_class():
     """:data:`MLP_MODULE` after ``bayesify rewrite``, imported from its rewritten file."""
     with tempfile.TemporaryDirectory(prefix="bayesify-bench-mlp-") as name:
         project = Path(name)
-        write_files(project, {"mlp.py": MLP_MODULE, "priors.yaml": MLP_PRIORS, "pyproject.toml": SMALL_PYPROJECT})
+        write_files(
+            project, {"mlp.py": MLP_MODULE, "priors.yaml": MLP_PRIORS, "pyproject.toml": SMALL_PYPROJECT}
+        )
         with tempfile.TemporaryDirectory(prefix="bayesify-bench-cache-") as cache:
-            sample = run_process([*bayesify_command(), "rewrite", "mlp.py"], cwd=project, env=fresh_cache_env(Path(cache)))
+            sample = run_process(
+                [*bayesify_command(), "rewrite", "mlp.py"], cwd=project, env=fresh_cache_env(Path(cache))
+            )
         if sample.returncode != 0:
-            raise RuntimeError(f"`bayesify rewrite mlp.py` exited {sample.returncode}: {_tail(sample.stderr)}")
+            raise RuntimeError(
+                f"`bayesify rewrite mlp.py` exited {sample.returncode}: {_tail(sample.stderr)}"
+            )
         spec = importlib.util.spec_from_file_location("bayesify_bench_rewritten_mlp", project / "mlp.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -664,7 +694,10 @@ def measure_runtime(repeat: int) -> tuple[list, dict]:
         from pyro.optim import Adam
     except ImportError as error:
         reason = f"needs the runtime extra (torch, pyro-ppl): {error}"
-        return [Figure("SVI step", goal=1.05, skipped=reason), Figure("forward", goal=1.05, skipped=reason)], {}
+        return [
+            Figure("SVI step", goal=1.05, skipped=reason),
+            Figure("forward", goal=1.05, skipped=reason),
+        ], {}
 
     svi_figure = Figure("SVI step", goal=1.05, unit="ms", peak_kind="py heap")
     forward_figure = Figure("forward", goal=1.05, unit="ms", peak_kind="py heap")
@@ -697,9 +730,14 @@ def measure_runtime(repeat: int) -> tuple[list, dict]:
         return net, SVI(model, guide, Adam({"lr": 1e-3}), Trace_ELBO())
 
     details = {"model": f"MLP {MLP_SIZES}, {DATA_SIZE} data points, AutoNormal, Trace_ELBO, Adam"}
-    details["same_losses_as_hand_written"] = _same_losses(make_svi, rewritten_class, hand_class, inputs, targets)
+    details["same_losses_as_hand_written"] = _same_losses(
+        make_svi, rewritten_class, hand_class, inputs, targets
+    )
     pyro.clear_param_store()
-    variants = {"ours": make_svi(rewritten_class, "RewrittenGuide"), "baseline": make_svi(hand_class, "HandWrittenGuide")}
+    variants = {
+        "ours": make_svi(rewritten_class, "RewrittenGuide"),
+        "baseline": make_svi(hand_class, "HandWrittenGuide"),
+    }
     if not isinstance(variants["ours"][0], pyro.nn.PyroModule):
         svi_figure.invalid = forward_figure.invalid = "the rewritten MLP is not a PyroModule"
 
@@ -973,16 +1011,29 @@ def report(rows: list, machine: dict, details: dict, command: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="skip the transformers tree (no download)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each fast figure (default 5)")
-    parser.add_argument("--tree-repeat", type=int, default=3, help="runs over the transformers tree (default 3)")
+    parser.add_argument(
+        "--tree-repeat", type=int, default=3, help="runs over the transformers tree (default 3)"
+    )
     parser.add_argument("--jobs", type=int, help="pass --jobs N to the CLI (default: its own, all cores)")
     parser.add_argument("--transformers-version", default=TRANSFORMERS_VERSION)
-    parser.add_argument("--cache-dir", help="where the wheel and the unpacked tree are kept (default ~/.cache/bayesify-bench)")
+    parser.add_argument(
+        "--cache-dir", help="where the wheel and the unpacked tree are kept (default ~/.cache/bayesify-bench)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures, samples and machine to FILE")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a figure fails its goal or is invalid")
-    parser.add_argument("--profile", type=int, metavar="N", help="instead of the figures: profile one process on N files of the tree")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 when a figure fails its goal or is invalid"
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="N",
+        help="instead of the figures: profile one process on N files of the tree",
+    )
     options = parser.parse_args(argv)
     command = "python bench/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
@@ -1010,7 +1061,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     machine = {**machine_info(), "load_average_before": load_before}
     print(report(rows, machine, details, command))
     if options.json:
-        payload = {"machine": machine, "command": command, "figures": [row.as_json() for row in rows], "details": details}
+        payload = {
+            "machine": machine,
+            "command": command,
+            "figures": [row.as_json() for row in rows],
+            "details": details,
+        }
         Path(options.json).write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
     failed = [row.name for row in rows if row.status in ("FAIL", "INVALID")]
     return 1 if options.strict and failed else 0

@@ -31,7 +31,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def rewrite(source: Path, spec: Path, out: Path) -> None:
-    command = ["bayesify", "rewrite", str(source), "--priors", str(spec), "--out", str(out), "-q", "--no-cache"]
+    command = [
+        "bayesify",
+        "rewrite",
+        str(source),
+        "--priors",
+        str(spec),
+        "--out",
+        str(out),
+        "-q",
+        "--no-cache",
+    ]
     subprocess.run(command, check=True)
 
 
@@ -50,11 +60,17 @@ def check(name: str, net: torch.nn.Module, make_input, device: torch.device, dty
     def model(x, y=None):
         out = net(x).reshape(len(x), -1)
         with pyro.plate("rows", len(x)):
-            return pyro.sample("y", dist.Normal(out, torch.ones((), device=device, dtype=dtype)).to_event(1), obs=y)
+            return pyro.sample(
+                "y", dist.Normal(out, torch.ones((), device=device, dtype=dtype)).to_event(1), obs=y
+            )
 
     pyro.clear_param_store()
     trace = poutine.trace(model).get_trace(x)
-    samples = {n: s["value"] for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"] and n != "rows"}
+    samples = {
+        n: s["value"]
+        for n, s in trace.nodes.items()
+        if s["type"] == "sample" and not s["is_observed"] and n != "rows"
+    }
     wrong = [n for n, v in samples.items() if v.device.type != device.type or v.dtype != dtype]
     assert samples and not wrong, f"{name}: sites not on {device}/{dtype}: {wrong}"
     y = trace.nodes["y"]["value"].detach()
@@ -72,7 +88,11 @@ def main() -> int:
     pyro.set_rng_seed(0)
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
-        rewrite(ROOT / "examples" / "regression", ROOT / "examples" / "regression" / "priors.yaml", out / "regression")
+        rewrite(
+            ROOT / "examples" / "regression",
+            ROOT / "examples" / "regression" / "priors.yaml",
+            out / "regression",
+        )
         fixture = ROOT / "tests" / "fixtures" / "held_layers"
         rewrite(fixture / "input", fixture / "priors.yaml", out / "held")
         regression = load(out / "regression" / "model.py")

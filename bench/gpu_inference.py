@@ -99,7 +99,11 @@ class ResNet50(nn.Module):
 def bert(tiny):
     from transformers import BertConfig, BertModel
 
-    size = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128) if tiny else {}
+    size = (
+        dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+        if tiny
+        else {}
+    )
     encoder = BertModel(BertConfig(**size), add_pooling_layer=False)
 
     class Classifier(nn.Module):
@@ -110,15 +114,20 @@ def bert(tiny):
         def forward(self, tokens):
             return self.head(self.bert(tokens).last_hidden_state[:, 0])
 
-    selectors = ["Classifier.bert.encoder.layer.*.attention.*.*.weight", "Classifier.bert.encoder.layer.*.*.dense.weight"]
+    selectors = [
+        "Classifier.bert.encoder.layer.*.attention.*.*.weight",
+        "Classifier.bert.encoder.layer.*.*.dense.weight",
+    ]
     return Classifier(), selectors, lambda batch: torch.randint(0, 1000, (batch, 16 if tiny else 128))
 
 
 def resnet(tiny):
     net = ResNet50(classes=10, base=4) if tiny else ResNet50()
     selectors = [
-        "ResNet50.stem.weight", "ResNet50.fc.weight",
-        "ResNet50.layers.*.conv?.weight", "ResNet50.layers.*.shortcut.weight",
+        "ResNet50.stem.weight",
+        "ResNet50.fc.weight",
+        "ResNet50.layers.*.conv?.weight",
+        "ResNet50.layers.*.shortcut.weight",
     ]
     return net, selectors, lambda batch: torch.randn(batch, 3, *((32, 32) if tiny else (224, 224)))
 
@@ -175,7 +184,9 @@ def measure(name, build, args):
     elbo = TraceMeanField_ELBO()
     with poutine.trace(param_only=True) as found:
         elbo.differentiable_loss(model, guide, x, y)
-    bayes_optimizer = torch.optim.Adam([s["value"].unconstrained() for s in found.trace.nodes.values()], lr=1e-4)
+    bayes_optimizer = torch.optim.Adam(
+        [s["value"].unconstrained() for s in found.trace.nodes.values()], lr=1e-4
+    )
 
     def bayesify_step():
         with pyro.validation_enabled(False):
@@ -189,8 +200,10 @@ def measure(name, build, args):
     try:
         predict(model, guide, x, num_samples=2, samples_per_pass=2)
     except RuntimeError as error:  # a network whose own code assumes one batch dimension
-        print(f"{name}: batched prediction fails ({str(error).splitlines()[0]}); one sample per pass",
-              file=sys.stderr)
+        print(
+            f"{name}: batched prediction fails ({str(error).splitlines()[0]}); one sample per pass",
+            file=sys.stderr,
+        )
         per_pass = 1
     rows[f"bayesify predict ({args.samples} samples, {per_pass} per pass)"] = timed(
         lambda: predict(model, guide, x, num_samples=args.samples, samples_per_pass=per_pass), device, 1
@@ -204,8 +217,18 @@ def measure(name, build, args):
     import copy
 
     other = copy.deepcopy(net)
-    dnn_to_bnn(other, {"prior_mu": 0.0, "prior_sigma": 1.0, "posterior_mu_init": 0.0, "posterior_rho_init": -3.0,
-                       "type": "Reparameterization", "moped_enable": True, "moped_delta": 0.1})
+    dnn_to_bnn(
+        other,
+        {
+            "prior_mu": 0.0,
+            "prior_sigma": 1.0,
+            "posterior_mu_init": 0.0,
+            "posterior_rho_init": -3.0,
+            "type": "Reparameterization",
+            "moped_enable": True,
+            "moped_delta": 0.1,
+        },
+    )
     other = other.to(device)
     other_optimizer = torch.optim.Adam(other.parameters(), lr=1e-4)
 
@@ -228,12 +251,16 @@ def report(name, rows):
     print(f"\n{name}")
     print("| measure | seconds | peak GiB | vs bayesian-torch | vs deterministic step |")
     print("|---|--:|--:|--:|--:|")
-    anchor = {"step": rows.get("bayesian-torch step"),
-              "predict": next((v for k, v in rows.items() if k.startswith("bayesian-torch predict")), None)}
+    anchor = {
+        "step": rows.get("bayesian-torch step"),
+        "predict": next((v for k, v in rows.items() if k.startswith("bayesian-torch predict")), None),
+    }
     deterministic = rows["deterministic step"][0]
     for measure_name, (seconds, peak) in rows.items():
         kind = "predict" if "predict" in measure_name else "step"
-        versus = f"{seconds / anchor[kind][0]:.2f}" if anchor[kind] and measure_name.startswith("bayesify") else ""
+        versus = (
+            f"{seconds / anchor[kind][0]:.2f}" if anchor[kind] and measure_name.startswith("bayesify") else ""
+        )
         peak_text = f"{peak:.2f}" if peak is not None else "-"
         print(f"| {measure_name} | {seconds:.4g} | {peak_text} | {versus} | {seconds / deterministic:.2f} |")
 

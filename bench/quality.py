@@ -54,8 +54,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("deterministic", "bayesify", "bayesian-torch", "bayesian-torch-moped", "tyxe", "laplace")
 #: What a method needs importable, to skip it with a message when it is not.
-REQUIRES = {"bayesian-torch": "bayesian_torch", "bayesian-torch-moped": "bayesian_torch", "tyxe": "tyxe",
-            "laplace": "laplace", "bayesify": "pyro"}
+REQUIRES = {
+    "bayesian-torch": "bayesian_torch",
+    "bayesian-torch-moped": "bayesian_torch",
+    "tyxe": "tyxe",
+    "laplace": "laplace",
+    "bayesify": "pyro",
+}
 TASKS = ("digits", "diabetes", "toy")
 EPOCHS, BATCH, HIDDEN, NUM_SAMPLES = 30, 64, 128, 100
 
@@ -89,15 +94,23 @@ def load_task(task, seed):
 
     rng = np.random.default_rng(seed)
     if task == "toy":
+
         def draw(n):
             x = np.concatenate([rng.uniform(-2, -0.7, n // 2), rng.uniform(0.7, 2, n - n // 2)])
             return x, np.sin(2 * x) + 0.1 * rng.standard_normal(n)
+
         (x_train, y_train), (x_test, y_test) = draw(200), draw(200)
         x_train, x_test = x_train[:, None], x_test[:, None]
         gap = np.linspace(-0.5, 0.5, 50)[:, None]
         as_tensor = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
-        return (as_tensor(x_train), as_tensor(y_train)[:, None], as_tensor(x_test), as_tensor(y_test)[:, None],
-                1.0, as_tensor(gap))
+        return (
+            as_tensor(x_train),
+            as_tensor(y_train)[:, None],
+            as_tensor(x_test),
+            as_tensor(y_test)[:, None],
+            1.0,
+            as_tensor(gap),
+        )
     from sklearn.datasets import load_diabetes, load_digits
 
     x, y = (load_digits if task == "digits" else load_diabetes)(return_X_y=True)
@@ -118,7 +131,9 @@ def loader(x, y, seed):
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    return DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        TensorDataset(x, y), batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def mlp_class(workdir):
@@ -206,8 +221,18 @@ def _bayesian_torch(net, x, y, classes, seed, moped):
         for layer in model.modules():
             if hasattr(layer, "reset_parameters"):
                 layer.reset_parameters()
-    dnn_to_bnn(model, {"prior_mu": 0.0, "prior_sigma": 1.0, "posterior_mu_init": 0.0, "posterior_rho_init": -3.0,
-                       "type": "Reparameterization", "moped_enable": moped, "moped_delta": 0.5})
+    dnn_to_bnn(
+        model,
+        {
+            "prior_mu": 0.0,
+            "prior_sigma": 1.0,
+            "posterior_mu_init": 0.0,
+            "posterior_rho_init": -3.0,
+            "type": "Reparameterization",
+            "moped_enable": moped,
+            "moped_delta": 0.5,
+        },
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss() if classes else torch.nn.MSELoss()
     for _ in range(EPOCHS):
@@ -253,10 +278,14 @@ def recipe_tyxe(net, x, y, classes, seed, workdir):
     prior = tyxe.priors.IIDPrior(dist.Normal(0.0, 1.0))
     with torch.no_grad():  # regression: the trained network's noise, as TyXe's scale is fixed
         noise = None if classes else (model(x) - y).pow(2).mean().sqrt().item()
-    likelihood = (tyxe.likelihoods.Categorical(len(x)) if classes
-                  else tyxe.likelihoods.HomoskedasticGaussian(len(x), scale=noise))
-    guide = partial(tyxe.guides.AutoNormal, init_scale=1e-4,
-                    init_loc_fn=tyxe.guides.PretrainedInitializer.from_net(model))
+    likelihood = (
+        tyxe.likelihoods.Categorical(len(x))
+        if classes
+        else tyxe.likelihoods.HomoskedasticGaussian(len(x), scale=noise)
+    )
+    guide = partial(
+        tyxe.guides.AutoNormal, init_scale=1e-4, init_loc_fn=tyxe.guides.PretrainedInitializer.from_net(model)
+    )
     bnn = tyxe.VariationalBNN(model, prior, likelihood, guide)
     bnn.fit(loader(x, y, seed), pyro.optim.Adam({"lr": 1e-3}), EPOCHS)
 
@@ -276,8 +305,12 @@ def recipe_laplace(net, x, y, classes, seed, workdir):
     from laplace import Laplace
 
     torch.manual_seed(seed)
-    la = Laplace(net, "classification" if classes else "regression",
-                 subset_of_weights="last_layer", hessian_structure="kron")
+    la = Laplace(
+        net,
+        "classification" if classes else "regression",
+        subset_of_weights="last_layer",
+        hessian_structure="kron",
+    )
     la.fit(loader(x, y, seed))
     la.optimize_prior_precision(method="marglik")
 
@@ -336,13 +369,20 @@ def run_method(method, workdir):
             else:
                 sd = sd.detach()
                 row["rmse"] = float((mean - y_test).pow(2).mean().sqrt()) * unit
-                row["nll"] = float(-torch.distributions.Normal(mean, sd).log_prob(y_test).mean()) + math.log(unit)
+                row["nll"] = float(-torch.distributions.Normal(mean, sd).log_prob(y_test).mean()) + math.log(
+                    unit
+                )
                 if gap is not None:
                     _, _, in_gap = predict(gap)
                     _, _, on_data = predict(x)
-                    row["gap_ratio"] = float(in_gap.detach().mean() / on_data.detach().mean().clamp_min(1e-12))
+                    row["gap_ratio"] = float(
+                        in_gap.detach().mean() / on_data.detach().mean().clamp_min(1e-12)
+                    )
             results.setdefault(task, []).append(row)
-    averaged = {task: {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]} for task, rows in results.items()}
+    averaged = {
+        task: {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
+        for task, rows in results.items()
+    }
     averaged["lines"] = _user_lines(method)
     print(json.dumps(averaged))
 
@@ -370,8 +410,23 @@ def prepare(workdir):
     (workdir / "src").mkdir(parents=True, exist_ok=True)
     (workdir / "src" / "mlp.py").write_text(MLP_SOURCE)
     (workdir / "priors.yaml").write_text(SPEC)
-    subprocess.run([sys.executable, "-m", "bayesify", "rewrite", "src", "--out", "bayesian", "--priors", "priors.yaml",
-                    "-q"], cwd=workdir, check=True, env=_env())
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bayesify",
+            "rewrite",
+            "src",
+            "--out",
+            "bayesian",
+            "--priors",
+            "priors.yaml",
+            "-q",
+        ],
+        cwd=workdir,
+        check=True,
+        env=_env(),
+    )
 
 
 def _env():
@@ -379,12 +434,21 @@ def _env():
 
 
 def available(python, module):
-    return subprocess.run([python, "-c", f"import {module}, sklearn"], capture_output=True, env=_env()).returncode == 0
+    return (
+        subprocess.run(
+            [python, "-c", f"import {module}, sklearn"], capture_output=True, env=_env()
+        ).returncode
+        == 0
+    )
 
 
 COLUMNS = {
-    "digits": [("nll", "NLL", min), ("ece", "ECE", min), ("predict", "100-sample predict (s)", min),
-               ("training", "training (s)", min)],
+    "digits": [
+        ("nll", "NLL", min),
+        ("ece", "ECE", min),
+        ("predict", "100-sample predict (s)", min),
+        ("training", "training (s)", min),
+    ],
     "diabetes": [("rmse", "RMSE", min), ("nll", "NLL", min)],
     "toy": [("nll", "NLL", min), ("gap_ratio", "in-between sd gap/data", max)],
 }
@@ -394,7 +458,11 @@ def table(results):
     competitors = [m for m in results if m not in ("deterministic", "bayesify")]
     lines = []
     for task, columns in COLUMNS.items():
-        header = ["method"] + [title for _, title, _ in columns] + (["user code lines"] if task == "digits" else [])
+        header = (
+            ["method"]
+            + [title for _, title, _ in columns]
+            + (["user code lines"] if task == "digits" else [])
+        )
         lines += [f"\n{task}\n", "| " + " | ".join(header) + " |", "|---" + "|--:" * (len(header) - 1) + "|"]
         for method, result in results.items():
             cells = [f"{result[task][key]:.3g}" for key, _, _ in columns]
@@ -406,7 +474,11 @@ def table(results):
             # compared with bayesian-torch (the issue's anchor), qualities with the best.
             compared = []
             for key, _title, better in columns:
-                anchors = ["bayesian-torch"] if key in ("predict", "training") and "bayesian-torch" in results else competitors
+                anchors = (
+                    ["bayesian-torch"]
+                    if key in ("predict", "training") and "bayesian-torch" in results
+                    else competitors
+                )
                 best = better(results[m][task][key] for m in anchors)
                 ours = results["bayesify"][task][key]
                 if key == "nll":
@@ -421,8 +493,11 @@ def table(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--tyxe-python", default=os.environ.get("TYXE_PYTHON", "/tmp/issue10/tyxe-venv/bin/python"),
-                        help="interpreter whose environment has TyXe (pyro-ppl < 1.9)")
+    parser.add_argument(
+        "--tyxe-python",
+        default=os.environ.get("TYXE_PYTHON", "/tmp/issue10/tyxe-venv/bin/python"),
+        help="interpreter whose environment has TyXe (pyro-ppl < 1.9)",
+    )
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -435,18 +510,27 @@ def main():
         for method in args.methods:
             python = args.tyxe_python if method == "tyxe" else sys.executable
             if not (Path(python).exists() and available(python, REQUIRES.get(method, "torch"))):
-                print(f"skipped {method}: {REQUIRES.get(method)} (or scikit-learn) is not installed for {python}",
-                      file=sys.stderr)
+                print(
+                    f"skipped {method}: {REQUIRES.get(method)} (or scikit-learn) is not installed for {python}",
+                    file=sys.stderr,
+                )
                 continue
             started = time.perf_counter()
-            child = subprocess.run([python, __file__, "--run", method, "--workdir", str(workdir)], cwd=workdir,
-                                   capture_output=True, text=True, env=_env())
+            child = subprocess.run(
+                [python, __file__, "--run", method, "--workdir", str(workdir)],
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                env=_env(),
+            )
             if child.returncode != 0:
                 print(f"{method} failed:\n{child.stderr[-3000:]}", file=sys.stderr)
                 continue
             results[method] = json.loads(child.stdout.strip().splitlines()[-1])
             print(f"{method}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    print(f"means of 2 seeds, {EPOCHS} epochs, batch {BATCH}, MLP with two hidden layers of {HIDDEN}, one torch thread")
+    print(
+        f"means of 2 seeds, {EPOCHS} epochs, batch {BATCH}, MLP with two hidden layers of {HIDDEN}, one torch thread"
+    )
     print(table(results))
 
 

@@ -96,8 +96,18 @@ def build_perceiver():
     from perceiver_pytorch import Perceiver
 
     model = Perceiver(
-        num_freq_bands=2, depth=2, max_freq=4.0, input_channels=3, input_axis=2, num_latents=4,
-        latent_dim=16, cross_heads=1, latent_heads=2, cross_dim_head=8, latent_dim_head=8, num_classes=3,
+        num_freq_bands=2,
+        depth=2,
+        max_freq=4.0,
+        input_channels=3,
+        input_axis=2,
+        num_latents=4,
+        latent_dim=16,
+        cross_heads=1,
+        latent_heads=2,
+        cross_dim_head=8,
+        latent_dim_head=8,
+        num_classes=3,
     )
     return model, (torch.randn(2, 4, 4, 3),), {}
 
@@ -119,8 +129,15 @@ def build_linear_attention_transformer():
     from linear_attention_transformer import LinearAttentionTransformerLM
 
     model = LinearAttentionTransformerLM(
-        num_tokens=20, dim=16, heads=2, depth=2, max_seq_len=8, causal=False,
-        n_local_attn_heads=1, local_attn_window_size=4, use_axial_pos_emb=True,
+        num_tokens=20,
+        dim=16,
+        heads=2,
+        depth=2,
+        max_seq_len=8,
+        causal=False,
+        n_local_attn_heads=1,
+        local_attn_window_size=4,
+        use_axial_pos_emb=True,
     )
     return model, (torch.randint(0, 20, (2, 8)),), {}
 
@@ -142,8 +159,14 @@ def build_bert():
     from transformers.models.bert.modeling_bert import BertForSequenceClassification
 
     config = BertConfig(
-        vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=16, num_labels=3, attn_implementation="eager",
+        vocab_size=30,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=3,
+        attn_implementation="eager",
     )
     model = BertForSequenceClassification(config)
     return model, (torch.randint(0, 30, (2, 6)),), {}
@@ -155,8 +178,13 @@ def build_bert_masked_lm():
     from transformers.models.bert.modeling_bert import BertForMaskedLM
 
     config = BertConfig(
-        vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=16, attn_implementation="eager",
+        vocab_size=30,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        attn_implementation="eager",
     )
     # post_init ties cls.predictions.decoder.bias to the random cls.predictions.bias by name.
     model = BertForMaskedLM(config)
@@ -169,8 +197,15 @@ def build_llama():
     from transformers.models.llama.modeling_llama import LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=30, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=16, attn_implementation="eager", use_cache=False,
+        vocab_size=30,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=16,
+        attn_implementation="eager",
+        use_cache=False,
     )
     model = LlamaForCausalLM(config)
     return model, (torch.randint(0, 30, (2, 6)),), {}
@@ -522,7 +557,9 @@ def run(command: list[str], cwd: Optional[Path] = None, env: Optional[dict] = No
 
 def pip(*arguments: str) -> None:
     """pip, always with --no-deps: nothing it installs can pull in another torch."""
-    completed = run([sys.executable, "-m", "pip", *arguments, "--no-deps", "--disable-pip-version-check", "-q"])
+    completed = run(
+        [sys.executable, "-m", "pip", *arguments, "--no-deps", "--disable-pip-version-check", "-q"]
+    )
     if completed.returncode != 0:
         raise DownloadError(f"pip {' '.join(arguments)} failed:\n{tail(completed.stderr)}")
 
@@ -589,7 +626,9 @@ def converted_classes(before: dict[Path, str]) -> int:
     for path, source in before.items():
         old = class_bases(source)
         new = class_bases(path.read_text(encoding="utf-8"))
-        count += sum("PyroModule" in bases and "PyroModule" not in old.get(name, "") for name, bases in new.items())
+        count += sum(
+            "PyroModule" in bases and "PyroModule" not in old.get(name, "") for name, bases in new.items()
+        )
     return count
 
 
@@ -621,9 +660,13 @@ def rewrite_and_check(package: Package, root: Path, result: Result) -> None:
     result.rewrote = first.returncode == 0
     result.random, result.constrained = summary_counts(first.stderr)
     # Diagnostics read `PATH[:LINE[:COL]]: warning CODE: message` (docs/cli.md).
-    result.warnings = [line for line in first.stderr.splitlines() if re.search(r"(^|: )warning BAY\d+: ", line)]
+    result.warnings = [
+        line for line in first.stderr.splitlines() if re.search(r"(^|: )warning BAY\d+: ", line)
+    ]
     if not result.rewrote:
-        result.problems.append(Problem("rewrite", f"bayesify rewrite exited {first.returncode}", tail(first.stderr)))
+        result.problems.append(
+            Problem("rewrite", f"bayesify rewrite exited {first.returncode}", tail(first.stderr))
+        )
     result.classes = converted_classes(before)
 
     broken = []
@@ -667,7 +710,7 @@ def probe_in_subprocess(package: Package, root: Path, deps: Optional[Path], resu
     completed = run(command, cwd=root, timeout=900)
     for line in completed.stdout.splitlines():
         if line.startswith(PROBE_MARKER):
-            result.models = json.loads(line[len(PROBE_MARKER):])
+            result.models = json.loads(line[len(PROBE_MARKER) :])
     if not result.models:
         failure = f"the probe exited {completed.returncode}"
         result.models = {"(probe)": {"ok": False, "failures": [failure], "detail": tail(completed.stderr)}}
@@ -793,7 +836,9 @@ def trace_and_train(net, args, kwargs, expect, failures: list[str], report: dict
         failures.append(f"SVI losses are not finite: {losses}")
     untrained = [name for name in param_sites if name not in pyro.get_param_store()]
     if untrained:
-        failures.append(f"{len(untrained)} parameters are not in the param store after SVI, e.g. {untrained[:3]}")
+        failures.append(
+            f"{len(untrained)} parameters are not in the param store after SVI, e.g. {untrained[:3]}"
+        )
 
     report.update(sample_sites=len(sample_sites), param_sites=len(param_sites), losses=losses)
 
@@ -943,7 +988,9 @@ def markdown(results: list[Result], command: str) -> str:
 def machine() -> str:
     import importlib.metadata as metadata
 
-    versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("bayesify", "libcst", "torch", "pyro-ppl"))
+    versions = ", ".join(
+        f"{name} {metadata.version(name)}" for name in ("bayesify", "libcst", "torch", "pyro-ppl")
+    )
     return f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs; {versions}"
 
 
@@ -953,8 +1000,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument(
         "--cache-dir", type=Path, default=DEFAULT_CACHE, help="wheels and dependencies (default: %(default)s)"
     )
-    parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table, command and machine here")
-    parser.add_argument("--keep", action="store_true", help="keep the rewritten packages (their folders are printed)")
+    parser.add_argument(
+        "--markdown", type=Path, metavar="FILE", help="also write the table, command and machine here"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the rewritten packages (their folders are printed)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every problem with its details")
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # the subprocess of probe_in_subprocess
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
@@ -979,7 +1030,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         except DownloadError as error:
             print(f"  {error}", file=sys.stderr)
             return 2
-        print(f"  {'pass' if result.passed else 'FAIL'} in {result.seconds:.0f}s", file=sys.stderr, flush=True)
+        print(
+            f"  {'pass' if result.passed else 'FAIL'} in {result.seconds:.0f}s", file=sys.stderr, flush=True
+        )
         results.append(result)
 
     print(text_table(results))
@@ -997,8 +1050,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         command = f"python bench/realpackages.py --markdown {options.markdown}"
         # The zoo's section (bench/zoo.py) is that script's: keep it.
         existing = options.markdown.read_text(encoding="utf-8") if options.markdown.exists() else ""
-        zoo = existing[existing.index(ZOO_SECTION):] if ZOO_SECTION in existing else ""
-        options.markdown.write_text(markdown(results, command) + ("\n" + zoo if zoo else ""), encoding="utf-8")
+        zoo = existing[existing.index(ZOO_SECTION) :] if ZOO_SECTION in existing else ""
+        options.markdown.write_text(
+            markdown(results, command) + ("\n" + zoo if zoo else ""), encoding="utf-8"
+        )
     return 0 if all(result.passed for result in results) else 1
 
 

@@ -100,9 +100,21 @@ def rewrite(folder: Path) -> tuple[Path, Path]:
     (folder / "plain" / "resnet.py").write_text(RESNET)
     (folder / "priors.yaml").write_text(SPEC)
     done = subprocess.run(
-        [sys.executable, "-m", "bayesify", "rewrite", str(folder / "plain"), "--out", str(folder / "bayesian"),
-         "--priors", str(folder / "priors.yaml"), "--no-cache"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [
+            sys.executable,
+            "-m",
+            "bayesify",
+            "rewrite",
+            str(folder / "plain"),
+            "--out",
+            str(folder / "bayesian"),
+            "--priors",
+            str(folder / "priors.yaml"),
+            "--no-cache",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     if done.returncode:
         sys.exit(f"the rewrite failed:\n{done.stderr}")
@@ -145,13 +157,17 @@ def build_and_run(make, image) -> tuple[float, dict]:
     with torch.no_grad():
         trace = poutine.trace(net).get_trace(image)
     seconds = time.process_time() - start
-    return seconds, {name: tuple(site["value"].shape) for name, site in trace.nodes.items() if site["type"] == "sample"}
+    return seconds, {
+        name: tuple(site["value"].shape) for name, site in trace.nodes.items() if site["type"] == "sample"
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=7, help="builds a side (default: %(default)s)")
-    parser.add_argument("--size", type=int, default=64, help="input image side, pixels (default: %(default)s)")
+    parser.add_argument(
+        "--size", type=int, default=64, help="input image side, pixels (default: %(default)s)"
+    )
     options = parser.parse_args(argv)
 
     import torch
@@ -178,10 +194,16 @@ def main(argv=None) -> int:
     medians = {side: statistics.median(values) for side, values in times.items()}
     ratio = medians["bayesify"] / medians["baseline"]
     parameters = sum(shape.numel() for shape in plain.ResNet().parameters())
-    print(f"ResNet-50 ({parameters / 1e6:.1f} M parameters, {len(sites['baseline'])} sample sites), "
-          f"build + traced forward of a {options.size}x{options.size} image, CPU time, median of {options.repeat}:")
-    print(f"  bayesify (rewritten, nn.Linear.weight + nn.Conv*.weight)   {medians['bayesify'] * 1000:8.0f} ms")
-    print(f"  baseline (to_pyro_module_ + PyroSample by hand)             {medians['baseline'] * 1000:8.0f} ms")
+    print(
+        f"ResNet-50 ({parameters / 1e6:.1f} M parameters, {len(sites['baseline'])} sample sites), "
+        f"build + traced forward of a {options.size}x{options.size} image, CPU time, median of {options.repeat}:"
+    )
+    print(
+        f"  bayesify (rewritten, nn.Linear.weight + nn.Conv*.weight)   {medians['bayesify'] * 1000:8.0f} ms"
+    )
+    print(
+        f"  baseline (to_pyro_module_ + PyroSample by hand)             {medians['baseline'] * 1000:8.0f} ms"
+    )
     print(f"  ratio {ratio:.3f} (goal <= {GOAL}): {'pass' if ratio <= GOAL else 'FAIL'}")
     return 0 if ratio <= GOAL else 1
 

@@ -84,7 +84,11 @@ MARKDOWN_BEGIN, MARKDOWN_END = "<!-- zoo: begin (written by bench/zoo.py) -->", 
 
 def spec_text(package: str, spec: str, models: list[ZooModel]) -> str:
     if spec == "type":
-        selectors = ["nn.Linear.weight", "nn.Conv*.weight", *(f"{layer}.weight" for layer in PACKAGES[package][1])]
+        selectors = [
+            "nn.Linear.weight",
+            "nn.Conv*.weight",
+            *(f"{layer}.weight" for layer in PACKAGES[package][1]),
+        ]
     elif spec == "head":
         selectors = sorted({f"{model.head}.weight" for model in models})
     else:
@@ -109,13 +113,18 @@ def environment(cache: Path) -> Path:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     wanted = [requirement for requirement, _ in PACKAGES.values()]
-    installed = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True).stdout.lower()
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "freeze"], capture_output=True, text=True
+    ).stdout.lower()
     if all(requirement.lower().replace("_", "-") in installed.replace("_", "-") for requirement in wanted):
         return python
     constraints = cache / "constraints.txt"
     constraints.write_text(f"torch=={metadata.version('torch')}\n")
-    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(constraints), *wanted],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-c", str(constraints), *wanted],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         raise SetupError(f"pip could not install {wanted}:\n{done.stderr[-3000:]}")
     return python
@@ -123,8 +132,14 @@ def environment(cache: Path) -> Path:
 
 def package_folder(python: Path, package: str) -> Path:
     found = subprocess.run(
-        [str(python), "-c", f"import importlib.util; print(importlib.util.find_spec({package!r}).submodule_search_locations[0])"],
-        capture_output=True, text=True, check=True,
+        [
+            str(python),
+            "-c",
+            f"import importlib.util; print(importlib.util.find_spec({package!r}).submodule_search_locations[0])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return Path(found.stdout.strip())
 
@@ -134,8 +149,17 @@ def rewrite(source: Path, spec_file: Path, mirror: Path) -> dict[str, Any]:
 
     When entries select nothing (exit 2) the rewrite runs again with ``--allow-unmatched``, so
     that the models those entries do not concern are still measured; the entries are kept."""
-    command = [sys.executable, "-m", "bayesify", "rewrite", str(source), "--out", str(mirror),
-               "--priors", str(spec_file)]
+    command = [
+        sys.executable,
+        "-m",
+        "bayesify",
+        "rewrite",
+        str(source),
+        "--out",
+        str(mirror),
+        "--priors",
+        str(spec_file),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -145,8 +169,14 @@ def rewrite(source: Path, spec_file: Path, mirror: Path) -> dict[str, Any]:
     if exit_code == 2 and unmatched and len(unmatched) == len(errors):
         done = subprocess.run([*command, "--allow-unmatched"], capture_output=True, text=True, env=env)
     summary = next((line for line in reversed(done.stderr.splitlines()) if line.startswith("bayesify:")), "")
-    return {"exit": exit_code, "written": done.returncode == 0, "seconds": time.perf_counter() - start,
-            "summary": summary, "errors": errors[:20], "unmatched": unmatched}
+    return {
+        "exit": exit_code,
+        "written": done.returncode == 0,
+        "seconds": time.perf_counter() - start,
+        "summary": summary,
+        "errors": errors[:20],
+        "unmatched": unmatched,
+    }
 
 
 UNMATCHED = re.compile(r"priors entry '([^']+)' selects no parameter")
@@ -203,7 +233,8 @@ def intended_sites(net, package: str, model: ZooModel) -> dict[str, list[str]]:
     names = [name for name, _ in net.named_parameters()]
     modules = dict(net.named_modules())
     typed = [
-        name for name in names
+        name
+        for name in names
         if name.rpartition(".")[2] == "weight" and isinstance(modules[name.rpartition(".")[0]], tuple(types))
     ]
     # The head spec holds every model's head entry (one rewrite a package): in a model that
@@ -212,9 +243,7 @@ def intended_sites(net, package: str, model: ZooModel) -> dict[str, list[str]]:
     selected_heads = set()
     for prefix, module in modules.items():
         classes = {cls.__name__ for cls in type(module).__mro__}
-        selected_heads.update(
-            f"{prefix}.{path}" if prefix else path for cls, path in heads if cls in classes
-        )
+        selected_heads.update(f"{prefix}.{path}" if prefix else path for cls, path in heads if cls in classes)
     return {
         "type": typed,
         "head": [name for name in names if name in selected_heads],
@@ -252,7 +281,9 @@ def trace_and_step(net, args, kwargs) -> dict[str, Any]:
 
     pyro.clear_param_store()
     trace = poutine.trace(model).get_trace()
-    sites = [name for name, site in trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]]
+    sites = [
+        name for name, site in trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]
+    ]
     params = [name for name, site in trace.nodes.items() if site["type"] == "param"]
     pyro.clear_param_store()
     svi = SVI(model, AutoNormal(model), pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
@@ -271,8 +302,12 @@ def where(error: BaseException) -> str:
 
 def failure(error: BaseException) -> dict[str, Any]:
     message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return {"ok": False, "error": f"{type(error).__name__}: {message[:300]}", "where": where(error),
-            "detail": "".join(traceback.format_exception(error))[-4000:]}
+    return {
+        "ok": False,
+        "error": f"{type(error).__name__}: {message[:300]}",
+        "where": where(error),
+        "detail": "".join(traceback.format_exception(error))[-4000:],
+    }
 
 
 def run_one(model: ZooModel, mode: str, specs: list[str], timeout: int) -> dict[str, Any]:
@@ -333,8 +368,9 @@ def probe(package: str, mode: str, names: list[str], timeout: int) -> None:
         print(PROBE_MARKER + json.dumps(result), flush=True)
 
 
-def probe_in_subprocess(python: Path, package: str, mode: str, names: list[str], timeout: int,
-                        mirror: Optional[Path]) -> list[dict[str, Any]]:
+def probe_in_subprocess(
+    python: Path, package: str, mode: str, names: list[str], timeout: int, mirror: Optional[Path]
+) -> list[dict[str, Any]]:
     """Run the probe; a model that kills its process (or a process that outlives every
     model's timeout) fails by name, and the probe goes on with the models after it."""
     results: list[dict[str, Any]] = []
@@ -342,26 +378,55 @@ def probe_in_subprocess(python: Path, package: str, mode: str, names: list[str],
     path = [str(mirror)] if mirror else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, str(ROOT)])}
     while pending:
-        command = [str(python), str(Path(__file__).resolve()), "--probe", package, "--mode", mode,
-                   "--timeout", str(timeout), "--names", ",".join(pending)]
+        command = [
+            str(python),
+            str(Path(__file__).resolve()),
+            "--probe",
+            package,
+            "--mode",
+            mode,
+            "--timeout",
+            str(timeout),
+            "--names",
+            ",".join(pending),
+        ]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(),
-                                  timeout=timeout * len(pending) + 120)
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=tempfile.gettempdir(),
+                timeout=timeout * len(pending) + 120,
+            )
             stdout, stderr = done.stdout, done.stderr
         except subprocess.TimeoutExpired as expired:
-            stdout = (expired.stdout or b"").decode() if isinstance(expired.stdout, bytes) else expired.stdout or ""
+            stdout = (
+                (expired.stdout or b"").decode()
+                if isinstance(expired.stdout, bytes)
+                else expired.stdout or ""
+            )
             stderr = "the probe process outlived its timeout"
         for line in stdout.splitlines():
             if line.startswith(PROBE_MARKER):
-                result = json.loads(line[len(PROBE_MARKER):])
+                result = json.loads(line[len(PROBE_MARKER) :])
                 results.append(result)
                 pending.remove(result["model"])
         if pending:
             crashed = pending.pop(0)
             key = "deterministic" if mode == "baseline" else mode
-            results.append({"model": crashed, "mode": mode, key: {
-                "ok": False, "error": f"the probe process died: {stderr.strip().splitlines()[-1] if stderr.strip() else '?'}",
-                "where": "", "detail": stderr[-4000:]}})
+            results.append(
+                {
+                    "model": crashed,
+                    "mode": mode,
+                    key: {
+                        "ok": False,
+                        "error": f"the probe process died: {stderr.strip().splitlines()[-1] if stderr.strip() else '?'}",
+                        "where": "",
+                        "detail": stderr[-4000:],
+                    },
+                }
+            )
     return results
 
 
@@ -379,10 +444,17 @@ def judge(outcome: Optional[dict[str, Any]], intended: list[str]) -> tuple[bool,
     sites = set(outcome["sites"])
     missing, extra = sorted(set(intended) - sites), sorted(sites - set(intended))
     if missing or extra:
-        return False, f"sites differ: {len(missing)} intended missing, {len(extra)} extra", \
-            f"missing {missing[:3]} extra {extra[:3]}"
+        return (
+            False,
+            f"sites differ: {len(missing)} intended missing, {len(extra)} extra",
+            f"missing {missing[:3]} extra {extra[:3]}",
+        )
     if outcome["dollar_params"]:
-        return False, "parameters named with $$$ (a plain module under a PyroModule)", str(outcome["dollar_params"])
+        return (
+            False,
+            "parameters named with $$$ (a plain module under a PyroModule)",
+            str(outcome["dollar_params"]),
+        )
     if not math.isfinite(outcome["loss"]):
         return False, "the SVI loss is not finite", str(outcome["loss"])
     return True, "", ""
@@ -399,10 +471,14 @@ def tabulate(packages: list[str], models: list[ZooModel], results: dict, rewrite
         for model in (m for m in models if m.package == package):
             base = results.get((package, "baseline", model.name))
             if base is None or not base["deterministic"]["ok"]:
-                broken.append(f"{package}.{model.name}: {base['deterministic']['error'] if base else 'not run'}")
+                broken.append(
+                    f"{package}.{model.name}: {base['deterministic']['error'] if base else 'not run'}"
+                )
                 continue
             if f"{model.head_path}.weight" not in base["intended"]["head"]:
-                broken.append(f"{package}.{model.name}: the built model has no {model.head_path}.weight (its head)")
+                broken.append(
+                    f"{package}.{model.name}: the built model has no {model.head_path}.weight (its head)"
+                )
                 continue
             for spec in SPECS:
                 if (package, spec) not in rewrites:
@@ -413,20 +489,44 @@ def tabulate(packages: list[str], models: list[ZooModel], results: dict, rewrite
                 ok, _, _ = judge(base.get(spec), intended)
                 row["baseline"] += ok
                 if not base.get(spec, {}).get("ok", True):
-                    failures.append({"side": "baseline", "package": package, "spec": spec, "model": model.name,
-                                     "cause": base[spec]["error"], "where": base[spec].get("where", "")})
+                    failures.append(
+                        {
+                            "side": "baseline",
+                            "package": package,
+                            "spec": spec,
+                            "model": model.name,
+                            "cause": base[spec]["error"],
+                            "where": base[spec].get("where", ""),
+                        }
+                    )
                 ours = results.get((package, spec, model.name), {}).get(spec)
                 ok, cause, detail = judge(ours, intended)
                 rewritten = rewrites.get((package, spec), {})
-                own = [entry for entry in rewritten.get("unmatched", ()) if spec != "head" or entry == f"{model.head}.weight"]
+                own = [
+                    entry
+                    for entry in rewritten.get("unmatched", ())
+                    if spec != "head" or entry == f"{model.head}.weight"
+                ]
                 if own:
-                    ok, cause, detail = False, "the rewrite says the entry selects no parameter (exit 2)", own[0]
+                    ok, cause, detail = (
+                        False,
+                        "the rewrite says the entry selects no parameter (exit 2)",
+                        own[0],
+                    )
                 elif ours is None and rewritten.get("errors"):
                     cause, detail = "the rewrite failed", rewritten["errors"][0]
                 row["ours"] += ok
                 if not ok:
-                    failures.append({"side": "ours", "package": package, "spec": spec, "model": model.name,
-                                     "cause": cause, "where": detail})
+                    failures.append(
+                        {
+                            "side": "ours",
+                            "package": package,
+                            "spec": spec,
+                            "model": model.name,
+                            "cause": cause,
+                            "where": detail,
+                        }
+                    )
     return {"table": table, "failures": failures, "broken": broken}
 
 
@@ -445,7 +545,10 @@ def report_lines(summary: dict[str, Any], packages: list[str], markdown: bool) -
     table = summary["table"]
     lines = []
     if markdown:
-        lines += ["| package | spec | models | bayesify (rewrite) | run-time baseline |", "|---|---|--:|--:|--:|"]
+        lines += [
+            "| package | spec | models | bayesify (rewrite) | run-time baseline |",
+            "|---|---|--:|--:|--:|",
+        ]
     else:
         lines += [f"{'package':16} {'spec':6} {'models':>6}  {'bayesify':>16}  {'baseline':>16}"]
     totals = {spec: Counter() for spec in SPECS}
@@ -453,13 +556,32 @@ def report_lines(summary: dict[str, Any], packages: list[str], markdown: bool) -
         for spec in SPECS:
             row = table[package, spec]
             totals[spec].update(row)
-            cells = (package, spec, str(row["models"]), rate(row["ours"], row["models"]), rate(row["baseline"], row["models"]))
-            lines.append("| " + " | ".join(cells) + " |" if markdown else f"{cells[0]:16} {cells[1]:6} {cells[2]:>6}  {cells[3]:>16}  {cells[4]:>16}")
+            cells = (
+                package,
+                spec,
+                str(row["models"]),
+                rate(row["ours"], row["models"]),
+                rate(row["baseline"], row["models"]),
+            )
+            lines.append(
+                "| " + " | ".join(cells) + " |"
+                if markdown
+                else f"{cells[0]:16} {cells[1]:6} {cells[2]:>6}  {cells[3]:>16}  {cells[4]:>16}"
+            )
     for spec in SPECS:
         row = totals[spec]
-        cells = ("**all**" if markdown else "all", spec, str(row["models"]), rate(row["ours"], row["models"]),
-                 rate(row["baseline"], row["models"]))
-        lines.append("| " + " | ".join(cells) + " |" if markdown else f"{cells[0]:16} {cells[1]:6} {cells[2]:>6}  {cells[3]:>16}  {cells[4]:>16}")
+        cells = (
+            "**all**" if markdown else "all",
+            spec,
+            str(row["models"]),
+            rate(row["ours"], row["models"]),
+            rate(row["baseline"], row["models"]),
+        )
+        lines.append(
+            "| " + " | ".join(cells) + " |"
+            if markdown
+            else f"{cells[0]:16} {cells[1]:6} {cells[2]:>6}  {cells[3]:>16}  {cells[4]:>16}"
+        )
     return lines
 
 
@@ -468,8 +590,12 @@ def failure_groups(summary: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for item in summary["failures"]:
         groups[item["side"], cause_key(item["cause"])].append(
-            f"{item['package']}.{item['model']} ({item['spec']})" + (f" at {item['where']}" if item["where"] else ""))
-    return sorted(((side, cause, members) for (side, cause), members in groups.items()), key=lambda g: -len(g[2]))
+            f"{item['package']}.{item['model']} ({item['spec']})"
+            + (f" at {item['where']}" if item["where"] else "")
+        )
+    return sorted(
+        ((side, cause, members) for (side, cause), members in groups.items()), key=lambda g: -len(g[2])
+    )
 
 
 def machine() -> str:
@@ -480,7 +606,10 @@ def machine() -> str:
 def markdown_section(summary: dict[str, Any], packages: list[str], command: str, seconds: float) -> str:
     versions = ", ".join(PACKAGES[package][0] for package in packages)
     lines = [
-        MARKDOWN_BEGIN, "", "## The zoo: every model of four packages, three intents", "",
+        MARKDOWN_BEGIN,
+        "",
+        "## The zoo: every model of four packages, three intents",
+        "",
         "`bench/zoo.py` installs four model packages that nothing else here uses, rewrites each whole "
         "package with `bayesify rewrite PKG/ --out MIRROR/` under three specs, and, for every model builder "
         "of `bench/zoo_models.py`, builds the model from the mirror, traces it and takes one SVI step; "
@@ -489,10 +618,16 @@ def markdown_section(summary: dict[str, Any], packages: list[str], command: str,
         "sample sites are exactly the intended ones and the SVI loss is finite. The specs: **type**, "
         "every Linear and Conv weight (`nn.Linear.weight`, `nn.Conv*.weight`, and torch_geometric's own "
         "`Linear`); **head**, the output layer's weight only (one exact entry a model); **depth**, every "
-        "parameter called `weight` (`**.weight`).", "",
-        "```bash", command, "```", "",
-        f"Run on {datetime.date.today().isoformat()} in {seconds / 60:.0f} min: {machine()}; {versions}.", "",
-        *report_lines(summary, packages, markdown=True), "",
+        "parameter called `weight` (`**.weight`).",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Run on {datetime.date.today().isoformat()} in {seconds / 60:.0f} min: {machine()}; {versions}.",
+        "",
+        *report_lines(summary, packages, markdown=True),
+        "",
     ]
     if summary["broken"]:
         lines += ["Builders whose deterministic model failed (left out of the counts):", ""]
@@ -513,7 +648,7 @@ def write_markdown(path: Path, section: str) -> None:
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     if MARKDOWN_BEGIN in text and MARKDOWN_END in text:
         before = text[: text.index(MARKDOWN_BEGIN)]
-        after = text[text.index(MARKDOWN_END) + len(MARKDOWN_END):].lstrip("\n")
+        after = text[text.index(MARKDOWN_END) + len(MARKDOWN_END) :].lstrip("\n")
         text = before + section + after
     else:
         text = text.rstrip("\n") + "\n\n" + section
@@ -529,26 +664,50 @@ def save(path: Optional[Path], results: dict, rewrites: dict, seconds: float) ->
     """Every result so far as JSON (``--json``), for ``--report-from``."""
     if path is None:
         return
-    path.write_text(json.dumps({
-        "seconds": seconds,
-        "results": [{"package": p, "mode": m, **r} for (p, m, _), r in results.items()],
-        "rewrites": [{"package": p, "spec": s, **r} for (p, s), r in rewrites.items()],
-    }, indent=1))
+    path.write_text(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "results": [{"package": p, "mode": m, **r} for (p, m, _), r in results.items()],
+                "rewrites": [{"package": p, "spec": s, **r} for (p, s), r in rewrites.items()],
+            },
+            indent=1,
+        )
+    )
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", action="append", choices=sorted(PACKAGES), help="only this package (repeatable)")
-    parser.add_argument("--models", metavar="GLOB", help="only the models whose name matches one of these comma-separated globs")
-    parser.add_argument("--quick", action="store_true", help="three models a package: a fast check of the harness")
+    parser.add_argument(
+        "--only", action="append", choices=sorted(PACKAGES), help="only this package (repeatable)"
+    )
+    parser.add_argument(
+        "--models",
+        metavar="GLOB",
+        help="only the models whose name matches one of these comma-separated globs",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="three models a package: a fast check of the harness"
+    )
     parser.add_argument("--limit", type=int, metavar="N", help="the first N models of each package")
-    parser.add_argument("--timeout", type=int, default=300, help="seconds a model may take, per side (default: %(default)s)")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="the environment (default: %(default)s)")
+    parser.add_argument(
+        "--timeout", type=int, default=300, help="seconds a model may take, per side (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=DEFAULT_CACHE, help="the environment (default: %(default)s)"
+    )
     parser.add_argument("--work", type=Path, help="where the mirrors go (default: a temporary folder)")
-    parser.add_argument("--markdown", type=Path, metavar="FILE", help="write the results into this page's zoo section")
+    parser.add_argument(
+        "--markdown", type=Path, metavar="FILE", help="write the results into this page's zoo section"
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every result as JSON")
-    parser.add_argument("--report-from", type=Path, nargs="+", metavar="JSON",
-                        help="measure nothing: report the results these --json files saved (runs split by --only)")
+    parser.add_argument(
+        "--report-from",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="measure nothing: report the results these --json files saved (runs split by --only)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every failure with its traceback")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -602,8 +761,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             mirror = work / spec
             rewritten = rewrite(source, spec_file, mirror)
             rewrites[package, spec] = rewritten
-            print(f"  {spec}: rewrite exit {rewritten['exit']} in {rewritten['seconds']:.0f}s: {rewritten['summary']}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {spec}: rewrite exit {rewritten['exit']} in {rewritten['seconds']:.0f}s: {rewritten['summary']}",
+                file=sys.stderr,
+                flush=True,
+            )
             for error in rewritten["errors"]:
                 print(f"    {error}", file=sys.stderr)
             if not rewritten["written"]:
@@ -629,10 +791,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     seconds = time.perf_counter() - start if measure else measured
     save(options.json, results, rewrites, seconds)
     if options.markdown:
-        command = "python bench/zoo.py" + (" --quick" if options.quick else "") + f" --markdown {options.markdown}"
+        command = (
+            "python bench/zoo.py" + (" --quick" if options.quick else "") + f" --markdown {options.markdown}"
+        )
         if options.report_from:
-            command = (f"for p in {' '.join(packages)}; do python bench/zoo.py --only $p --json zoo-$p.json & done; wait\n"
-                       f"python bench/zoo.py --report-from zoo-*.json --markdown {options.markdown}")
+            command = (
+                f"for p in {' '.join(packages)}; do python bench/zoo.py --only $p --json zoo-$p.json & done; wait\n"
+                f"python bench/zoo.py --report-from zoo-*.json --markdown {options.markdown}"
+            )
         write_markdown(options.markdown, markdown_section(summary, packages, command, seconds))
     goal = all(
         row["ours"] >= row["baseline"] and row["ours"] >= 0.99 * row["models"]

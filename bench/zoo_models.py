@@ -53,28 +53,42 @@ def image(channels: int = 1, size: int = 32, batch: int = 2, depth: int = 0):
 def monai_densenet121():
     from monai.networks.nets import DenseNet121
 
-    return DenseNet121(spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=4), (image(),), {}
+    return (
+        DenseNet121(spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=4),
+        (image(),),
+        {},
+    )
 
 
 @zoo("monai", "DenseNet.class_layers.out")
 def monai_densenet169():
     from monai.networks.nets import DenseNet169
 
-    return DenseNet169(spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=4), (image(),), {}
+    return (
+        DenseNet169(spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=4),
+        (image(),),
+        {},
+    )
 
 
 @zoo("monai", "DenseNet.class_layers.out")
 def monai_densenet201():
     from monai.networks.nets import DenseNet201
 
-    return DenseNet201(spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=4), (image(),), {}
+    return (
+        DenseNet201(spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=4),
+        (image(),),
+        {},
+    )
 
 
 @zoo("monai", "DenseNet.class_layers.out")
 def monai_densenet_small():
     from monai.networks.nets import DenseNet
 
-    net = DenseNet(spatial_dims=2, in_channels=1, out_channels=2, init_features=8, growth_rate=4, block_config=(2, 2))
+    net = DenseNet(
+        spatial_dims=2, in_channels=1, out_channels=2, init_features=8, growth_rate=4, block_config=(2, 2)
+    )
     return net, (image(),), {}
 
 
@@ -150,11 +164,21 @@ def monai_seresnext50():
 
 @zoo("monai", "SENet.last_linear")
 def monai_senet_small():
-    from monai.networks.nets import SENet
     from monai.networks.blocks.squeeze_and_excitation import SEResNetBottleneck
+    from monai.networks.nets import SENet
 
-    net = SENet(spatial_dims=2, in_channels=1, block=SEResNetBottleneck, layers=(1, 1, 1, 1), groups=1,
-                reduction=4, inplanes=16, downsample_kernel_size=1, input_3x3=False, num_classes=3)
+    net = SENet(
+        spatial_dims=2,
+        in_channels=1,
+        block=SEResNetBottleneck,
+        layers=(1, 1, 1, 1),
+        groups=1,
+        reduction=4,
+        inplanes=16,
+        downsample_kernel_size=1,
+        input_3x3=False,
+        num_classes=3,
+    )
     return net, (image(),), {}
 
 
@@ -162,8 +186,18 @@ def monai_senet_small():
 def monai_vit_classifier():
     from monai.networks.nets import ViT
 
-    net = ViT(in_channels=1, img_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_layers=2, num_heads=4,
-              classification=True, num_classes=3, spatial_dims=2)
+    net = ViT(
+        in_channels=1,
+        img_size=16,
+        patch_size=4,
+        hidden_size=32,
+        mlp_dim=64,
+        num_layers=2,
+        num_heads=4,
+        classification=True,
+        num_classes=3,
+        spatial_dims=2,
+    )
     return net, (image(size=16),), {}
 
 
@@ -171,8 +205,17 @@ def monai_vit_classifier():
 def monai_vit_features():
     from monai.networks.nets import ViT
 
-    net = ViT(in_channels=1, img_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_layers=2, num_heads=4,
-              spatial_dims=2, proj_type="perceptron")
+    net = ViT(
+        in_channels=1,
+        img_size=16,
+        patch_size=4,
+        hidden_size=32,
+        mlp_dim=64,
+        num_layers=2,
+        num_heads=4,
+        spatial_dims=2,
+        proj_type="perceptron",
+    )
     return net, (image(size=16),), {}
 
 
@@ -180,8 +223,17 @@ def monai_vit_features():
 def monai_vitautoenc():
     from monai.networks.nets import ViTAutoEnc
 
-    net = ViTAutoEnc(in_channels=1, img_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_layers=2,
-                     num_heads=4, spatial_dims=2, deconv_chns=4)
+    net = ViTAutoEnc(
+        in_channels=1,
+        img_size=16,
+        patch_size=4,
+        hidden_size=32,
+        mlp_dim=64,
+        num_layers=2,
+        num_heads=4,
+        spatial_dims=2,
+        deconv_chns=4,
+    )
     return net, (image(size=16),), {}
 
 
@@ -196,7 +248,11 @@ def monai_classifier():
 def monai_regressor():
     from monai.networks.nets import Regressor
 
-    return Regressor(in_shape=(1, 16, 16), out_shape=(2,), channels=(4, 8), strides=(2, 2)), (image(size=16),), {}
+    return (
+        Regressor(in_shape=(1, 16, 16), out_shape=(2,), channels=(4, 8), strides=(2, 2)),
+        (image(size=16),),
+        {},
+    )
 
 
 @zoo("monai", "Regressor.final.1")
@@ -228,7 +284,9 @@ def monai_var_fully_connected():
     import torch
     from monai.networks.nets import VarFullyConnectedNet
 
-    net = VarFullyConnectedNet(in_channels=6, out_channels=6, latent_size=3, encode_channels=(8,), decode_channels=(8,))
+    net = VarFullyConnectedNet(
+        in_channels=6, out_channels=6, latent_size=3, encode_channels=(8,), decode_channels=(8,)
+    )
     return net, (torch.randn(4, 6),), {}
 
 
@@ -236,7 +294,9 @@ def monai_var_fully_connected():
 def monai_unet():
     from monai.networks.nets import UNet
 
-    net = UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
+    net = UNet(
+        spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2), num_res_units=1
+    )
     return net, (image(size=16),), {}
 
 
@@ -244,7 +304,11 @@ def monai_unet():
 def monai_basic_unet():
     from monai.networks.nets import BasicUNet
 
-    return BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4)), (image(size=32),), {}
+    return (
+        BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4)),
+        (image(size=32),),
+        {},
+    )
 
 
 @zoo("monai", "BasicUNetPlusPlus.final_conv_0_4")
@@ -275,8 +339,9 @@ def monai_autoencoder():
 def monai_var_autoencoder():
     from monai.networks.nets import VarAutoEncoder
 
-    net = VarAutoEncoder(spatial_dims=2, in_shape=(1, 16, 16), out_channels=1, latent_size=4, channels=(4, 8),
-                         strides=(2, 2))
+    net = VarAutoEncoder(
+        spatial_dims=2, in_shape=(1, 16, 16), out_channels=1, latent_size=4, channels=(4, 8), strides=(2, 2)
+    )
     return net, (image(size=16),), {}
 
 
@@ -284,8 +349,15 @@ def monai_var_autoencoder():
 def monai_dynunet():
     from monai.networks.nets import DynUNet
 
-    net = DynUNet(spatial_dims=2, in_channels=1, out_channels=2, kernel_size=(3, 3, 3), strides=(1, 2, 2),
-                  upsample_kernel_size=(2, 2), filters=(4, 8, 16))
+    net = DynUNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=2,
+        kernel_size=(3, 3, 3),
+        strides=(1, 2, 2),
+        upsample_kernel_size=(2, 2),
+        filters=(4, 8, 16),
+    )
     return net, (image(size=16),), {}
 
 
@@ -293,9 +365,18 @@ def monai_dynunet():
 def monai_dynunet_deep_supervision():
     from monai.networks.nets import DynUNet
 
-    net = DynUNet(spatial_dims=2, in_channels=1, out_channels=2, kernel_size=(3, 3, 3, 3), strides=(1, 2, 2, 2),
-                  upsample_kernel_size=(2, 2, 2), filters=(4, 8, 16, 16), deep_supervision=True, deep_supr_num=1,
-                  res_block=True)
+    net = DynUNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=2,
+        kernel_size=(3, 3, 3, 3),
+        strides=(1, 2, 2, 2),
+        upsample_kernel_size=(2, 2, 2),
+        filters=(4, 8, 16, 16),
+        deep_supervision=True,
+        deep_supr_num=1,
+        res_block=True,
+    )
     return net, (image(size=32),), {}
 
 
@@ -303,7 +384,9 @@ def monai_dynunet_deep_supervision():
 def monai_segresnet():
     from monai.networks.nets import SegResNet
 
-    net = SegResNet(spatial_dims=2, init_filters=4, in_channels=1, out_channels=2, norm=("GROUP", {"num_groups": 2}))
+    net = SegResNet(
+        spatial_dims=2, init_filters=4, in_channels=1, out_channels=2, norm=("GROUP", {"num_groups": 2})
+    )
     return net, (image(size=16),), {}
 
 
@@ -311,8 +394,14 @@ def monai_segresnet():
 def monai_segresnet_vae():
     from monai.networks.nets import SegResNetVAE
 
-    net = SegResNetVAE(input_image_size=(16, 16), spatial_dims=2, init_filters=4, in_channels=1, out_channels=2,
-                       norm=("GROUP", {"num_groups": 2}))
+    net = SegResNetVAE(
+        input_image_size=(16, 16),
+        spatial_dims=2,
+        init_filters=4,
+        in_channels=1,
+        out_channels=2,
+        norm=("GROUP", {"num_groups": 2}),
+    )
     return net, (image(size=16),), {}
 
 
@@ -327,14 +416,19 @@ def monai_segresnet_ds():
 def monai_highresnet():
     from monai.networks.nets import HighResNet
 
-    net = HighResNet(spatial_dims=2, in_channels=1, out_channels=2, layer_params=(
-        {"name": "conv_0", "n_features": 4, "kernel_size": 3},
-        {"name": "res_1", "n_features": 4, "kernels": (3, 3), "repeat": 1},
-        {"name": "res_2", "n_features": 8, "kernels": (3, 3), "repeat": 1},
-        {"name": "res_3", "n_features": 8, "kernels": (3, 3), "repeat": 1},
-        {"name": "conv_1", "n_features": 8, "kernel_size": 1},
-        {"name": "conv_2", "kernel_size": 1},
-    ))
+    net = HighResNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=2,
+        layer_params=(
+            {"name": "conv_0", "n_features": 4, "kernel_size": 3},
+            {"name": "res_1", "n_features": 4, "kernels": (3, 3), "repeat": 1},
+            {"name": "res_2", "n_features": 8, "kernels": (3, 3), "repeat": 1},
+            {"name": "res_3", "n_features": 8, "kernels": (3, 3), "repeat": 1},
+            {"name": "conv_1", "n_features": 8, "kernel_size": 1},
+            {"name": "conv_2", "kernel_size": 1},
+        ),
+    )
     return net, (image(size=16),), {}
 
 
@@ -349,8 +443,16 @@ def monai_vnet():
 def monai_unetr():
     from monai.networks.nets import UNETR
 
-    net = UNETR(in_channels=1, out_channels=2, img_size=(16, 16), feature_size=4, hidden_size=32, mlp_dim=64,
-                num_heads=4, spatial_dims=2)
+    net = UNETR(
+        in_channels=1,
+        out_channels=2,
+        img_size=(16, 16),
+        feature_size=4,
+        hidden_size=32,
+        mlp_dim=64,
+        num_heads=4,
+        spatial_dims=2,
+    )
     return net, (image(size=16),), {}
 
 
@@ -358,8 +460,14 @@ def monai_unetr():
 def monai_swin_unetr():
     from monai.networks.nets import SwinUNETR
 
-    net = SwinUNETR(in_channels=1, out_channels=2, feature_size=12, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1),
-                    spatial_dims=2)
+    net = SwinUNETR(
+        in_channels=1,
+        out_channels=2,
+        feature_size=12,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 1, 1),
+        spatial_dims=2,
+    )
     return net, (image(size=64, batch=1),), {}
 
 
@@ -391,8 +499,15 @@ def monai_globalnet():
 def monai_mednext():
     from monai.networks.nets import MedNeXt
 
-    net = MedNeXt(spatial_dims=2, init_filters=4, in_channels=1, out_channels=2, blocks_down=(1, 1, 1, 1),
-                  blocks_bottleneck=1, blocks_up=(1, 1, 1, 1))
+    net = MedNeXt(
+        spatial_dims=2,
+        init_filters=4,
+        in_channels=1,
+        out_channels=2,
+        blocks_down=(1, 1, 1, 1),
+        blocks_bottleneck=1,
+        blocks_up=(1, 1, 1, 1),
+    )
     return net, (image(size=16),), {}
 
 
@@ -400,8 +515,16 @@ def monai_mednext():
 def monai_autoencoder_kl():
     from monai.networks.nets import AutoencoderKL
 
-    net = AutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1, channels=(4, 4), latent_channels=2,
-                        num_res_blocks=(1, 1), norm_num_groups=2, attention_levels=(False, False))
+    net = AutoencoderKL(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(4, 4),
+        latent_channels=2,
+        num_res_blocks=(1, 1),
+        norm_num_groups=2,
+        attention_levels=(False, False),
+    )
     return net, (image(size=16),), {}
 
 
@@ -409,9 +532,18 @@ def monai_autoencoder_kl():
 def monai_vqvae():
     from monai.networks.nets import VQVAE
 
-    net = VQVAE(spatial_dims=2, in_channels=1, out_channels=1, channels=(4, 8), num_res_channels=4,
-                num_res_layers=1, downsample_parameters=((2, 4, 1, 1), (2, 4, 1, 1)),
-                upsample_parameters=((2, 4, 1, 1, 0), (2, 4, 1, 1, 0)), num_embeddings=8, embedding_dim=4)
+    net = VQVAE(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(4, 8),
+        num_res_channels=4,
+        num_res_layers=1,
+        downsample_parameters=((2, 4, 1, 1), (2, 4, 1, 1)),
+        upsample_parameters=((2, 4, 1, 1, 0), (2, 4, 1, 1, 0)),
+        num_embeddings=8,
+        embedding_dim=4,
+    )
     return net, (image(size=16),), {}
 
 
@@ -428,8 +560,16 @@ def monai_diffusion_unet():
     import torch
     from monai.networks.nets import DiffusionModelUNet
 
-    net = DiffusionModelUNet(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 8), attention_levels=(False, True),
-                             num_res_blocks=1, num_head_channels=8, norm_num_groups=4)
+    net = DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(8, 8),
+        attention_levels=(False, True),
+        num_res_blocks=1,
+        num_head_channels=8,
+        norm_num_groups=4,
+    )
     return net, (image(size=16),), {"timesteps": torch.tensor([1, 2])}
 
 
@@ -438,8 +578,9 @@ def monai_decoder_only_transformer():
     import torch
     from monai.networks.nets import DecoderOnlyTransformer
 
-    net = DecoderOnlyTransformer(num_tokens=10, max_seq_len=8, attn_layers_dim=16, attn_layers_depth=2,
-                                 attn_layers_heads=2)
+    net = DecoderOnlyTransformer(
+        num_tokens=10, max_seq_len=8, attn_layers_dim=16, attn_layers_depth=2, attn_layers_heads=2
+    )
     return net, (torch.randint(0, 10, (2, 8)),), {}
 
 
@@ -455,9 +596,20 @@ def monai_quicknat():
 def monai_masked_autoencoder_vit():
     from monai.networks.nets import MaskedAutoEncoderViT
 
-    net = MaskedAutoEncoderViT(in_channels=1, img_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_layers=2,
-                               num_heads=4, decoder_hidden_size=16, decoder_mlp_dim=32, decoder_num_layers=1,
-                               decoder_num_heads=2, spatial_dims=2)
+    net = MaskedAutoEncoderViT(
+        in_channels=1,
+        img_size=16,
+        patch_size=4,
+        hidden_size=32,
+        mlp_dim=64,
+        num_layers=2,
+        num_heads=4,
+        decoder_hidden_size=16,
+        decoder_mlp_dim=32,
+        decoder_num_layers=1,
+        decoder_num_heads=2,
+        spatial_dims=2,
+    )
     return net, (image(size=16),), {}
 
 
@@ -474,9 +626,17 @@ def _timestep():
 def diffusers_unet_2d():
     from diffusers import UNet2DModel
 
-    net = UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
-                      down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                      norm_num_groups=4, attention_head_dim=8)
+    net = UNet2DModel(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        attention_head_dim=8,
+    )
     return net, (image(3, 16), _timestep()), {}
 
 
@@ -485,9 +645,18 @@ def diffusers_unet_2d_class_conditional():
     import torch
     from diffusers import UNet2DModel
 
-    net = UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
-                      down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                      norm_num_groups=4, num_class_embeds=5, resnet_time_scale_shift="scale_shift")
+    net = UNet2DModel(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        num_class_embeds=5,
+        resnet_time_scale_shift="scale_shift",
+    )
     return net, (image(3, 16), _timestep()), {"class_labels": torch.tensor([1, 3])}
 
 
@@ -496,10 +665,18 @@ def diffusers_unet_2d_condition():
     import torch
     from diffusers import UNet2DConditionModel
 
-    net = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-                               block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                               up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=12,
-                               norm_num_groups=4, attention_head_dim=4)
+    net = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=12,
+        norm_num_groups=4,
+        attention_head_dim=4,
+    )
     return net, (image(4, 16), _timestep(), torch.randn(2, 5, 12)), {}
 
 
@@ -507,9 +684,16 @@ def diffusers_unet_2d_condition():
 def diffusers_autoencoder_kl():
     from diffusers import AutoencoderKL
 
-    net = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                        norm_num_groups=4, sample_size=16)
+    net = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+    )
     return net, (image(3, 16),), {}
 
 
@@ -518,10 +702,19 @@ def diffusers_asymmetric_autoencoder_kl():
     import torch
     from diffusers import AsymmetricAutoencoderKL
 
-    net = AsymmetricAutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                                  down_block_out_channels=(8, 16), layers_per_down_block=1,
-                                  up_block_types=("UpDecoderBlock2D",) * 2, up_block_out_channels=(8, 16),
-                                  layers_per_up_block=1, latent_channels=4, norm_num_groups=4, sample_size=16)
+    net = AsymmetricAutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        down_block_out_channels=(8, 16),
+        layers_per_down_block=1,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        up_block_out_channels=(8, 16),
+        layers_per_up_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+    )
     return net, (image(3, 16),), {"mask": torch.ones(2, 1, 16, 16)}
 
 
@@ -529,9 +722,18 @@ def diffusers_asymmetric_autoencoder_kl():
 def diffusers_vq_model():
     from diffusers import VQModel
 
-    net = VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=3,
-                  norm_num_groups=4, num_vq_embeddings=16, vq_embed_dim=3, sample_size=16)
+    net = VQModel(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        latent_channels=3,
+        norm_num_groups=4,
+        num_vq_embeddings=16,
+        vq_embed_dim=3,
+        sample_size=16,
+    )
     return net, (image(3, 16),), {}
 
 
@@ -539,9 +741,15 @@ def diffusers_vq_model():
 def diffusers_autoencoder_tiny():
     from diffusers import AutoencoderTiny
 
-    net = AutoencoderTiny(in_channels=3, out_channels=3, encoder_block_out_channels=(8, 8),
-                          decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1),
-                          latent_channels=4)
+    net = AutoencoderTiny(
+        in_channels=3,
+        out_channels=3,
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    )
     return net, (image(3, 16),), {}
 
 
@@ -549,8 +757,14 @@ def diffusers_autoencoder_tiny():
 def diffusers_autoencoder_kl_temporal_decoder():
     from diffusers import AutoencoderKLTemporalDecoder
 
-    net = AutoencoderKLTemporalDecoder(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                                       block_out_channels=(32, 32), latent_channels=4, layers_per_block=1)
+    net = AutoencoderKLTemporalDecoder(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        block_out_channels=(32, 32),
+        latent_channels=4,
+        layers_per_block=1,
+    )
     return net, (image(3, 16),), {"num_frames": 2}
 
 
@@ -558,7 +772,9 @@ def diffusers_autoencoder_kl_temporal_decoder():
 def diffusers_transformer_2d():
     from diffusers import Transformer2DModel
 
-    net = Transformer2DModel(num_attention_heads=2, attention_head_dim=4, in_channels=8, num_layers=1, norm_num_groups=4)
+    net = Transformer2DModel(
+        num_attention_heads=2, attention_head_dim=4, in_channels=8, num_layers=1, norm_num_groups=4
+    )
     return net, (image(8, 8),), {}
 
 
@@ -567,8 +783,16 @@ def diffusers_dit():
     import torch
     from diffusers import DiTTransformer2DModel
 
-    net = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=4, in_channels=4, out_channels=4,
-                                num_layers=1, sample_size=8, patch_size=2, num_embeds_ada_norm=10)
+    net = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=4,
+        in_channels=4,
+        out_channels=4,
+        num_layers=1,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=10,
+    )
     return net, (image(4, 8), _timestep(), torch.tensor([1, 2])), {}
 
 
@@ -577,11 +801,27 @@ def diffusers_pixart():
     import torch
     from diffusers import PixArtTransformer2DModel
 
-    net = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=4, in_channels=4, out_channels=8,
-                                   num_layers=1, sample_size=8, patch_size=2, cross_attention_dim=8,
-                                   caption_channels=6, use_additional_conditions=False)
-    return net, (image(4, 8),), {"encoder_hidden_states": torch.randn(2, 3, 6), "timestep": _timestep(),
-                                 "added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}
+    net = PixArtTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=4,
+        in_channels=4,
+        out_channels=8,
+        num_layers=1,
+        sample_size=8,
+        patch_size=2,
+        cross_attention_dim=8,
+        caption_channels=6,
+        use_additional_conditions=False,
+    )
+    return (
+        net,
+        (image(4, 8),),
+        {
+            "encoder_hidden_states": torch.randn(2, 3, 6),
+            "timestep": _timestep(),
+            "added_cond_kwargs": {"resolution": None, "aspect_ratio": None},
+        },
+    )
 
 
 @zoo("diffusers", "PriorTransformer.proj_to_clip_embeddings")
@@ -589,10 +829,19 @@ def diffusers_prior_transformer():
     import torch
     from diffusers import PriorTransformer
 
-    net = PriorTransformer(num_attention_heads=2, attention_head_dim=4, num_layers=1, embedding_dim=8,
-                           num_embeddings=3, additional_embeddings=4)
-    return net, (torch.randn(2, 8), _timestep(), torch.randn(2, 8)), {
-        "encoder_hidden_states": torch.randn(2, 3, 8), "attention_mask": torch.ones(2, 3)}
+    net = PriorTransformer(
+        num_attention_heads=2,
+        attention_head_dim=4,
+        num_layers=1,
+        embedding_dim=8,
+        num_embeddings=3,
+        additional_embeddings=4,
+    )
+    return (
+        net,
+        (torch.randn(2, 8), _timestep(), torch.randn(2, 8)),
+        {"encoder_hidden_states": torch.randn(2, 3, 8), "attention_mask": torch.ones(2, 3)},
+    )
 
 
 @zoo("diffusers", "ControlNetModel.controlnet_mid_block")
@@ -600,9 +849,16 @@ def diffusers_controlnet():
     import torch
     from diffusers import ControlNetModel
 
-    net = ControlNetModel(in_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-                          down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), cross_attention_dim=12,
-                          norm_num_groups=4, attention_head_dim=4, conditioning_embedding_out_channels=(4, 8))
+    net = ControlNetModel(
+        in_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        cross_attention_dim=12,
+        norm_num_groups=4,
+        attention_head_dim=4,
+        conditioning_embedding_out_channels=(4, 8),
+    )
     return net, (image(4, 16), _timestep(), torch.randn(2, 5, 12), image(3, 32)), {}
 
 
@@ -611,11 +867,28 @@ def diffusers_sd3_transformer():
     import torch
     from diffusers import SD3Transformer2DModel
 
-    net = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=4,
-                                num_attention_heads=2, joint_attention_dim=8, caption_projection_dim=8,
-                                pooled_projection_dim=6, out_channels=4, pos_embed_max_size=16)
-    return net, (image(4, 8),), {"encoder_hidden_states": torch.randn(2, 3, 8),
-                                 "pooled_projections": torch.randn(2, 6), "timestep": _timestep()}
+    net = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=4,
+        num_attention_heads=2,
+        joint_attention_dim=8,
+        caption_projection_dim=8,
+        pooled_projection_dim=6,
+        out_channels=4,
+        pos_embed_max_size=16,
+    )
+    return (
+        net,
+        (image(4, 8),),
+        {
+            "encoder_hidden_states": torch.randn(2, 3, 8),
+            "pooled_projections": torch.randn(2, 6),
+            "timestep": _timestep(),
+        },
+    )
 
 
 @zoo("diffusers", "FluxTransformer2DModel.proj_out")
@@ -623,12 +896,28 @@ def diffusers_flux_transformer():
     import torch
     from diffusers import FluxTransformer2DModel
 
-    net = FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=8,
-                                 num_attention_heads=2, joint_attention_dim=8, pooled_projection_dim=6,
-                                 axes_dims_rope=(2, 2, 4))
-    return net, (torch.randn(2, 16, 4),), {
-        "encoder_hidden_states": torch.randn(2, 3, 8), "pooled_projections": torch.randn(2, 6),
-        "timestep": torch.tensor([0.5, 0.2]), "img_ids": torch.zeros(16, 3), "txt_ids": torch.zeros(3, 3)}
+    net = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=8,
+        pooled_projection_dim=6,
+        axes_dims_rope=(2, 2, 4),
+    )
+    return (
+        net,
+        (torch.randn(2, 16, 4),),
+        {
+            "encoder_hidden_states": torch.randn(2, 3, 8),
+            "pooled_projections": torch.randn(2, 6),
+            "timestep": torch.tensor([0.5, 0.2]),
+            "img_ids": torch.zeros(16, 3),
+            "txt_ids": torch.zeros(3, 3),
+        },
+    )
 
 
 @zoo("diffusers", "UVit2DModel.mlm_layer.conv2")
@@ -636,12 +925,35 @@ def diffusers_uvit_2d():
     import torch
     from diffusers import UVit2DModel
 
-    net = UVit2DModel(hidden_size=16, use_bias=False, hidden_dropout=0.0, cond_embed_dim=8, micro_cond_encode_dim=2,
-                      micro_cond_embed_dim=10, encoder_hidden_size=8, vocab_size=12, codebook_size=8,
-                      in_channels=8, block_out_channels=8, num_res_blocks=1, downsample=True, upsample=True,
-                      block_num_heads=1, num_hidden_layers=1, num_attention_heads=1, attention_dropout=0.0,
-                      intermediate_size=16, layer_norm_eps=1e-6, ln_elementwise_affine=True, sample_size=4)
-    return net, (torch.randint(0, 8, (2, 4, 4)), torch.randn(2, 3, 8), torch.randn(2, 8), torch.randn(2, 5)), {}
+    net = UVit2DModel(
+        hidden_size=16,
+        use_bias=False,
+        hidden_dropout=0.0,
+        cond_embed_dim=8,
+        micro_cond_encode_dim=2,
+        micro_cond_embed_dim=10,
+        encoder_hidden_size=8,
+        vocab_size=12,
+        codebook_size=8,
+        in_channels=8,
+        block_out_channels=8,
+        num_res_blocks=1,
+        downsample=True,
+        upsample=True,
+        block_num_heads=1,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        attention_dropout=0.0,
+        intermediate_size=16,
+        layer_norm_eps=1e-6,
+        ln_elementwise_affine=True,
+        sample_size=4,
+    )
+    return (
+        net,
+        (torch.randint(0, 8, (2, 4, 4)), torch.randn(2, 3, 8), torch.randn(2, 8), torch.randn(2, 5)),
+        {},
+    )
 
 
 @zoo("diffusers", "UNet3DConditionModel.conv_out")
@@ -649,10 +961,18 @@ def diffusers_unet_3d_condition():
     import torch
     from diffusers import UNet3DConditionModel
 
-    net = UNet3DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                               block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
-                               up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=12,
-                               norm_num_groups=4, attention_head_dim=4)
+    net = UNet3DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=12,
+        norm_num_groups=4,
+        attention_head_dim=4,
+    )
     return net, (torch.randn(2, 4, 2, 8, 8), _timestep(), torch.randn(2, 5, 12)), {}
 
 
@@ -661,15 +981,34 @@ def diffusers_hunyuan_dit():
     import torch
     from diffusers import HunyuanDiT2DModel
 
-    net = HunyuanDiT2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, patch_size=2,
-                            num_layers=2, sample_size=8, hidden_size=16, cross_attention_dim=8,
-                            cross_attention_dim_t5=8, pooled_projection_dim=4, text_len=3, text_len_t5=3,
-                            use_style_cond_and_image_meta_size=False)
-    return net, (image(4, 8), torch.tensor([10.0, 20.0])), {
-        "encoder_hidden_states": torch.randn(2, 3, 8), "text_embedding_mask": torch.ones(2, 3),
-        "encoder_hidden_states_t5": torch.randn(2, 3, 8), "text_embedding_mask_t5": torch.ones(2, 3),
-        "image_meta_size": None, "style": None,
-        "image_rotary_emb": (torch.ones(16, 8), torch.zeros(16, 8))}
+    net = HunyuanDiT2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        patch_size=2,
+        num_layers=2,
+        sample_size=8,
+        hidden_size=16,
+        cross_attention_dim=8,
+        cross_attention_dim_t5=8,
+        pooled_projection_dim=4,
+        text_len=3,
+        text_len_t5=3,
+        use_style_cond_and_image_meta_size=False,
+    )
+    return (
+        net,
+        (image(4, 8), torch.tensor([10.0, 20.0])),
+        {
+            "encoder_hidden_states": torch.randn(2, 3, 8),
+            "text_embedding_mask": torch.ones(2, 3),
+            "encoder_hidden_states_t5": torch.randn(2, 3, 8),
+            "text_embedding_mask_t5": torch.ones(2, 3),
+            "image_meta_size": None,
+            "style": None,
+            "image_rotary_emb": (torch.ones(16, 8), torch.zeros(16, 8)),
+        },
+    )
 
 
 @zoo("diffusers", "LatteTransformer3DModel.proj_out")
@@ -677,11 +1016,27 @@ def diffusers_latte():
     import torch
     from diffusers import LatteTransformer3DModel
 
-    net = LatteTransformer3DModel(num_attention_heads=2, attention_head_dim=4, in_channels=4, out_channels=8,
-                                  num_layers=1, sample_size=8, patch_size=2, cross_attention_dim=8,
-                                  caption_channels=6, video_length=2)
-    return net, (torch.randn(2, 4, 2, 8, 8),), {"encoder_hidden_states": torch.randn(2, 3, 6),
-                                                "timestep": _timestep(), "enable_temporal_attentions": True}
+    net = LatteTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=4,
+        in_channels=4,
+        out_channels=8,
+        num_layers=1,
+        sample_size=8,
+        patch_size=2,
+        cross_attention_dim=8,
+        caption_channels=6,
+        video_length=2,
+    )
+    return (
+        net,
+        (torch.randn(2, 4, 2, 8, 8),),
+        {
+            "encoder_hidden_states": torch.randn(2, 3, 6),
+            "timestep": _timestep(),
+            "enable_temporal_attentions": True,
+        },
+    )
 
 
 @zoo("diffusers", "CogVideoXTransformer3DModel.proj_out")
@@ -689,10 +1044,21 @@ def diffusers_cogvideox():
     import torch
     from diffusers import CogVideoXTransformer3DModel
 
-    net = CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-                                      time_embed_dim=4, text_embed_dim=8, num_layers=1, sample_width=8,
-                                      sample_height=8, sample_frames=5, patch_size=2, temporal_compression_ratio=4,
-                                      max_text_seq_length=3)
+    net = CogVideoXTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=4,
+        text_embed_dim=8,
+        num_layers=1,
+        sample_width=8,
+        sample_height=8,
+        sample_frames=5,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        max_text_seq_length=3,
+    )
     return net, (torch.randn(2, 2, 4, 8, 8), torch.randn(2, 3, 8), _timestep()), {}
 
 
@@ -701,10 +1067,19 @@ def diffusers_auraflow():
     import torch
     from diffusers import AuraFlowTransformer2DModel
 
-    net = AuraFlowTransformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_mmdit_layers=1,
-                                     num_single_dit_layers=1, attention_head_dim=8, num_attention_heads=2,
-                                     joint_attention_dim=8, caption_projection_dim=16, out_channels=4,
-                                     pos_embed_max_size=16)
+    net = AuraFlowTransformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        num_mmdit_layers=1,
+        num_single_dit_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=8,
+        caption_projection_dim=16,
+        out_channels=4,
+        pos_embed_max_size=16,
+    )
     return net, (image(4, 8),), {"encoder_hidden_states": torch.randn(2, 3, 8), "timestep": _timestep()}
 
 
@@ -713,10 +1088,20 @@ def diffusers_sana():
     import torch
     from diffusers import SanaTransformer2DModel
 
-    net = SanaTransformer2DModel(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=4,
-                                 num_layers=1, num_cross_attention_heads=2, cross_attention_head_dim=4,
-                                 cross_attention_dim=8, caption_channels=6, mlp_ratio=2.0, sample_size=8,
-                                 patch_size=1)
+    net = SanaTransformer2DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=4,
+        num_layers=1,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=4,
+        cross_attention_dim=8,
+        caption_channels=6,
+        mlp_ratio=2.0,
+        sample_size=8,
+        patch_size=1,
+    )
     return net, (image(4, 8), torch.randn(2, 3, 6), _timestep()), {}
 
 
@@ -725,12 +1110,28 @@ def diffusers_stable_audio_dit():
     import torch
     from diffusers import StableAudioDiTModel
 
-    net = StableAudioDiTModel(sample_size=8, in_channels=4, num_layers=1, attention_head_dim=4, num_attention_heads=2,
-                              num_key_value_attention_heads=1, out_channels=4, cross_attention_dim=8, time_proj_dim=8,
-                              global_states_input_dim=8, cross_attention_input_dim=6)
-    return net, (torch.randn(2, 4, 8), _timestep()), {
-        "encoder_hidden_states": torch.randn(2, 3, 6), "global_hidden_states": torch.randn(2, 1, 8),
-        "rotary_embedding": (torch.ones(9, 2), torch.zeros(9, 2))}
+    net = StableAudioDiTModel(
+        sample_size=8,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=4,
+        num_attention_heads=2,
+        num_key_value_attention_heads=1,
+        out_channels=4,
+        cross_attention_dim=8,
+        time_proj_dim=8,
+        global_states_input_dim=8,
+        cross_attention_input_dim=6,
+    )
+    return (
+        net,
+        (torch.randn(2, 4, 8), _timestep()),
+        {
+            "encoder_hidden_states": torch.randn(2, 3, 6),
+            "global_hidden_states": torch.randn(2, 1, 8),
+            "rotary_embedding": (torch.ones(9, 2), torch.zeros(9, 2)),
+        },
+    )
 
 
 # -- torch_geometric: graph networks (models, and convolution layers used as models) -------------
@@ -749,7 +1150,11 @@ def _pyg_basic(name: str, **options):
     from torch_geometric.nn import models
 
     x, edge_index = graph()
-    return getattr(models, name)(in_channels=8, hidden_channels=8, num_layers=2, out_channels=3, **options), (x, edge_index), {}
+    return (
+        getattr(models, name)(in_channels=8, hidden_channels=8, num_layers=2, out_channels=3, **options),
+        (x, edge_index),
+        {},
+    )
 
 
 @zoo("torch_geometric", "BasicGNN.convs.1.lin")
@@ -808,7 +1213,9 @@ def torch_geometric_attentive_fp():
     from torch_geometric.nn import AttentiveFP
 
     x, edge_index = graph()
-    net = AttentiveFP(in_channels=8, hidden_channels=8, out_channels=2, edge_dim=3, num_layers=2, num_timesteps=2)
+    net = AttentiveFP(
+        in_channels=8, hidden_channels=8, out_channels=2, edge_dim=3, num_layers=2, num_timesteps=2
+    )
     return net, (x, edge_index, torch.randn(edge_index.shape[1], 3), torch.zeros(6, dtype=torch.long)), {}
 
 
@@ -825,7 +1232,11 @@ def torch_geometric_linkx():
     from torch_geometric.nn import LINKX
 
     x, edge_index = graph()
-    return LINKX(num_nodes=6, in_channels=8, hidden_channels=8, out_channels=3, num_layers=2), (x, edge_index), {}
+    return (
+        LINKX(num_nodes=6, in_channels=8, hidden_channels=8, out_channels=3, num_layers=2),
+        (x, edge_index),
+        {},
+    )
 
 
 @zoo("torch_geometric", "PMLP.lins.1")
@@ -1038,8 +1449,14 @@ def kornia_tiny_vit():
     import torch
     from kornia.contrib import TinyViT
 
-    net = TinyViT(img_size=32, num_classes=3, embed_dims=(8, 16, 16, 16), depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1),
-                  window_sizes=(2, 2, 2, 1))
+    net = TinyViT(
+        img_size=32,
+        num_classes=3,
+        embed_dims=(8, 16, 16, 16),
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 1, 1),
+        window_sizes=(2, 2, 2, 1),
+    )
     return net, (torch.randn(2, 3, 32, 32),), {}
 
 

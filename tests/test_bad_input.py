@@ -31,7 +31,9 @@ from bayesify.output import WriteError, write_atomically
 from bayesify.spec import parse_spec
 
 SCRIPT = Path(sys.executable).parent / "bayesify"
-COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-c", "from bayesify.cli import main; main()"]
+COMMAND = (
+    [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-c", "from bayesify.cli import main; main()"]
+)
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
@@ -80,9 +82,7 @@ class Run:
 
 
 def cli(cwd: Path, *args: str, stdin: Optional[bytes] = None) -> Run:
-    completed = subprocess.run(
-        [*COMMAND, *args], cwd=cwd, input=stdin, capture_output=True, timeout=120
-    )
+    completed = subprocess.run([*COMMAND, *args], cwd=cwd, input=stdin, capture_output=True, timeout=120)
     return Run(completed)
 
 
@@ -378,7 +378,10 @@ def test_the_out_mirror_keeps_each_files_mode(project: Path) -> None:
 
     completed = subprocess.run(
         [*COMMAND, "rewrite", "src", "--priors", "priors.yaml", "--out", "out"],
-        cwd=project, capture_output=True, timeout=120, preexec_fn=umask_022,
+        cwd=project,
+        capture_output=True,
+        timeout=120,
+        preexec_fn=umask_022,
     )
 
     assert completed.returncode == 0, completed.stderr.decode()
@@ -530,14 +533,14 @@ def test_a_crash_in_one_file_is_reported_and_the_others_are_rewritten(
     result = CliRunner().invoke(main, ["rewrite", ".", "--priors", "priors.yaml", "--allow-unmatched"])
 
     assert result.exit_code == 123, result.output
-    assert re.search(r"b\.py: error BAY009: AssertionError: an internal invariant broke; .*report", result.output)
+    assert re.search(
+        r"b\.py: error BAY009: AssertionError: an internal invariant broke; .*report", result.output
+    )
     assert (project / "b.py").read_text() == model("B")
     assert is_rewritten((project / "a.py").read_bytes(), "A")
 
 
-def test_output_that_does_not_parse_is_never_written(
-    project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_output_that_does_not_parse_is_never_written(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Like black's safe mode: the rewritten code is parsed before it is written."""
     (project / "m.py").write_text(model())
     parse = ast.parse
@@ -649,7 +652,10 @@ def test_plan_and_init_report_spec_errors_the_same_way(project: Path) -> None:
     before = snapshot(project)
     run = cli(project, "plan", "m.py", "--priors", "priors.yaml")
     assert run.code == 2, run
-    assert "priors.yaml:3: error BAY301: priors: Lin.w: Normal takes at most 2 positional arguments" in run.stderr
+    assert (
+        "priors.yaml:3: error BAY301: priors: Lin.w: Normal takes at most 2 positional arguments"
+        in run.stderr
+    )
     assert not run.stdout, "plan says its errors where every command does: on standard error"
     assert snapshot(project) == before
     assert_clean(run, project)
@@ -663,7 +669,9 @@ def test_a_selector_that_matches_nothing_stops_everything(project: Path) -> None
     run = cli(project, "rewrite", "m.py", "--priors", "priors.yaml")
 
     assert run.code == 2, run
-    assert re.search(r"^priors\.yaml:4: error BAY205: priors entry 'Lni\.w' selects no parameter", run.stderr, re.M)
+    assert re.search(
+        r"^priors\.yaml:4: error BAY205: priors entry 'Lni\.w' selects no parameter", run.stderr, re.M
+    )
     assert "--allow-unmatched" in run.stderr
     assert snapshot(project) == before
     assert_clean(run, project)
@@ -726,7 +734,11 @@ class Decorated(nn.Module):
         self.w = nn.Parameter(torch.randn(2, 3))
 """,
         "Decorated",
-        [r"^@registered$", r"^@functools\.wraps\(registered, updated=\(\)\)$", r"^class Decorated\(PyroModule\):$"],
+        [
+            r"^@registered$",
+            r"^@functools\.wraps\(registered, updated=\(\)\)$",
+            r"^class Decorated\(PyroModule\):$",
+        ],
     ),
     "nested_classes": (
         """\
@@ -821,7 +833,10 @@ class Concrete(WithMeta):
         return "concrete"
 """,
         "WithMeta",
-        [r"^class WithMeta\(PyroModule, metaclass=pyro_metaclass\(abc\.ABCMeta\)\):$", r"^class Concrete\(WithMeta\):$"],
+        [
+            r"^class WithMeta\(PyroModule, metaclass=pyro_metaclass\(abc\.ABCMeta\)\):$",
+            r"^class Concrete\(WithMeta\):$",
+        ],
     ),
     "dataclass": (
         """\
@@ -879,7 +894,10 @@ class Annotated(nn.Module):
         self.w: nn.Parameter = nn.Parameter(torch.randn(2, 3))
 """,
         "Annotated",
-        [r"^    w: nn\.Parameter$", r"^        self\.w: .*= PyroSample\(Prior\(self, \"Normal\", 0, 1, shape=\(2, 3\)\)\)$"],
+        [
+            r"^    w: nn\.Parameter$",
+            r"^        self\.w: .*= PyroSample\(Prior\(self, \"Normal\", 0, 1, shape=\(2, 3\)\)\)$",
+        ],
     ),
 }
 

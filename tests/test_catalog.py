@@ -93,9 +93,7 @@ def test_constraint_matches_torch(name):
     else:
         assert callable(obj) and not isinstance(obj, torch_constraints.Constraint)
         parameters = _named_parameters(obj)
-        assert signature == Signature(
-            tuple(p.name for p in parameters), _leading_required(parameters)
-        )
+        assert signature == Signature(tuple(p.name for p in parameters), _leading_required(parameters))
         built = obj(*[float(i) for i in range(signature.required)])
         assert isinstance(built, torch_constraints.Constraint)
 

@@ -103,7 +103,9 @@ def test_diff_is_sorted_by_path_deterministic_and_applies_with_patch(project: Pa
     )
     before = tree(project)
     serial = bayesify("rewrite", "--check", "--diff", "-j", "1", "src")
-    parallel = bayesify("rewrite", "--check", "--diff", "-j", "4", "src/model.py", "src/a_gate.py", "src/util.py")
+    parallel = bayesify(
+        "rewrite", "--check", "--diff", "-j", "4", "src/model.py", "src/a_gate.py", "src/util.py"
+    )
     assert serial.exit_code == parallel.exit_code == 1
     assert serial.stdout == parallel.stdout
     headers = [line for line in serial.stdout.splitlines() if line.startswith("--- ")]
@@ -115,7 +117,9 @@ def test_diff_is_sorted_by_path_deterministic_and_applies_with_patch(project: Pa
 
 
 def test_an_entry_that_selects_nothing_is_exit_2_and_writes_nothing(project: Path):
-    (project / "priors.yaml").write_text("version: 1\npriors:\n  Linear.weight: Normal(0, 1)\n  Linear.wieght: Normal(0, 1)\n")
+    (project / "priors.yaml").write_text(
+        "version: 1\npriors:\n  Linear.weight: Normal(0, 1)\n  Linear.wieght: Normal(0, 1)\n"
+    )
     before = tree(project)
     result = bayesify("rewrite", "src")
     assert result.exit_code == 2
@@ -177,17 +181,20 @@ def test_quiet_and_verbose(project: Path):
 
 
 def test_python_dash_m_runs_the_command(project: Path):
-    completed = subprocess.run([sys.executable, "-m", "bayesify", "rewrite", "--check", "src"],
-                               capture_output=True, text=True)
+    completed = subprocess.run(
+        [sys.executable, "-m", "bayesify", "rewrite", "--check", "src"], capture_output=True, text=True
+    )
     assert completed.returncode == 1
     assert "would be rewritten" in completed.stderr
 
 
 def test_the_command_never_imports_torch_or_pyro(project: Path):
-    code = ("import sys; from bayesify.cli import main\n"
-            "try: main(['plan', 'src'])\n"
-            "except SystemExit: pass\n"
-            "assert not {'torch', 'pyro'} & set(sys.modules), 'the CLI imported the runtime'")
+    code = (
+        "import sys; from bayesify.cli import main\n"
+        "try: main(['plan', 'src'])\n"
+        "except SystemExit: pass\n"
+        "assert not {'torch', 'pyro'} & set(sys.modules), 'the CLI imported the runtime'"
+    )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
 
@@ -205,11 +212,14 @@ def test_lints_are_warnings_and_strict_makes_them_exit_1(project: Path, monkeypa
     assert bayesify("rewrite", "-q", "src").stderr == ""
     strict = bayesify("rewrite", "-q", "--strict", "src")
     assert strict.exit_code == 1
-    assert strict.stderr == "src/model.py:16: error BAY101: self.bias is first read inside pyro.plate\n", (
-        "under --strict a lint is an error, which -q keeps"
-    )
+    assert (
+        strict.stderr == "src/model.py:16: error BAY101: self.bias is first read inside pyro.plate\n"
+    ), "under --strict a lint is an error, which -q keeps"
     github = bayesify("rewrite", "--strict", "--format", "github", "src")
-    assert "::error file=src/model.py,line=16,title=bayesify::BAY101: self.bias is first read inside pyro.plate" in github.stdout
+    assert (
+        "::error file=src/model.py,line=16,title=bayesify::BAY101: self.bias is first read inside pyro.plate"
+        in github.stdout
+    )
     # The same by code, from the command line or the config; or not shown at all.
     assert bayesify("rewrite", "-q", "--error-on", "BAY101", "src").exit_code == 1
     (project / "pyproject.toml").write_text('[tool.bayesify]\nerror-on = ["BAY1"]\n')
@@ -259,10 +269,15 @@ def test_github_annotations_for_files_that_would_change_failures_and_warnings(pr
     result = bayesify("rewrite", "--check", "--format", "github", "src")
     assert result.exit_code == 123
     lines = result.stdout.splitlines()
-    assert "::error file=src/model.py,line=7,title=bayesify::would be rewritten by bayesify " \
+    assert (
+        "::error file=src/model.py,line=7,title=bayesify::would be rewritten by bayesify "
         "(2 sites made random, 0 constrained); run `bayesify rewrite` on it and commit the result" in lines
+    )
     assert any(line.startswith("::error file=src/broken.py,line=1,") for line in lines)
-    assert any(line.startswith("::warning file=src/unseen.py,line=4,title=bayesify::BAY201: Thing derives from") for line in lines)
+    assert any(
+        line.startswith("::warning file=src/unseen.py,line=4,title=bayesify::BAY201: Thing derives from")
+        for line in lines
+    )
     assert "bayesify: 1 file would be rewritten" in result.stderr
     assert "warning:" not in result.stderr, "annotations replace the messages"
 
@@ -273,20 +288,29 @@ def test_github_annotations_follow_the_diff_and_rewritten_files_are_notices(proj
     assert result.stdout.splitlines()[-1].startswith("::error file=src/model.py,line=7,")
     in_place = bayesify("rewrite", "--format", "github", "src")
     assert in_place.exit_code == 0
-    assert in_place.stdout.startswith("::notice file=src/model.py,line=7,title=bayesify::rewritten by bayesify")
+    assert in_place.stdout.startswith(
+        "::notice file=src/model.py,line=7,title=bayesify::rewritten by bayesify"
+    )
 
 
 def test_github_annotation_values_are_escaped():
     from bayesify.report import annotation
 
-    assert annotation("warning", "50%\nnext", "a,b:c.py", 3) == "::warning file=a%2Cb%3Ac.py,line=3,title=bayesify::50%25%0Anext"
+    assert (
+        annotation("warning", "50%\nnext", "a,b:c.py", 3)
+        == "::warning file=a%2Cb%3Ac.py,line=3,title=bayesify::50%25%0Anext"
+    )
 
 
 def test_unmatched_entries_are_annotated_at_their_line_in_the_spec(project: Path):
-    (project / "priors.yaml").write_text("version: 1\npriors:\n  Linear.weight: Normal(0, 1)\n  Nothing.w: Normal(0, 1)\n")
+    (project / "priors.yaml").write_text(
+        "version: 1\npriors:\n  Linear.weight: Normal(0, 1)\n  Nothing.w: Normal(0, 1)\n"
+    )
     result = bayesify("rewrite", "--check", "--format", "github", "src")
     assert result.exit_code == 2
-    assert result.stdout.startswith("::error file=priors.yaml,line=4,title=bayesify::BAY205: priors entry 'Nothing.w' selects no parameter")
+    assert result.stdout.startswith(
+        "::error file=priors.yaml,line=4,title=bayesify::BAY205: priors entry 'Nothing.w' selects no parameter"
+    )
     as_json = json.loads(bayesify("rewrite", "--format", "json", "src").stdout)
     assert as_json["unmatched"][0]["selector"] == "Nothing.w"
     assert as_json["files"][0]["status"] == "would rewrite", "nothing was written"
@@ -300,11 +324,17 @@ def test_json_is_the_whole_run(project: Path):
     assert report["changed"] == ["src/model.py"]
     assert report["spec"] == "priors.yaml"
     statuses = {file["path"]: file["status"] for file in report["files"]}
-    assert statuses == {"src/broken.py": "failed", "src/model.py": "would rewrite", "src/util.py": "unchanged"}
+    assert statuses == {
+        "src/broken.py": "failed",
+        "src/model.py": "would rewrite",
+        "src/util.py": "unchanged",
+    }
     model = next(file for file in report["files"] if file["path"] == "src/model.py")
     assert model["diff"].startswith("--- src/model.py\n+++ src/model.py\n")
     assert [(s["class"], s["parameter"], s["outcome"]) for s in report["sites"]] == [
-        ("Linear", "weight", "random"), ("Linear", "bias", "random"), ("Regressor", "log_scale", "deterministic"),
+        ("Linear", "weight", "random"),
+        ("Linear", "bias", "random"),
+        ("Regressor", "log_scale", "deterministic"),
     ]
     assert report["sites"][0]["action"] == "Normal(0, 1)" and report["sites"][0]["entry"] == "priors.yaml:3"
     (error,) = report["errors"]
@@ -323,10 +353,19 @@ def test_json_without_diff_has_no_diffs_and_writes_in_place(project: Path):
 def test_a_path_with_colons_keeps_its_place_in_every_format():
     problem = Diagnostic.of("BAY001", "cannot parse: x", "src/a:3:b.py", 3, 7)
     assert problem.text() == "src/a:3:b.py:3:7: error BAY001: cannot parse: x"
-    assert problem.github() == "::error file=src/a%3A3%3Ab.py,line=3,col=7,title=bayesify::BAY001: cannot parse: x"
+    assert (
+        problem.github()
+        == "::error file=src/a%3A3%3Ab.py,line=3,col=7,title=bayesify::BAY001: cannot parse: x"
+    )
     assert Diagnostic.from_dict(problem.as_dict()) == problem
-    assert problem.as_dict() == {"file": "src/a:3:b.py", "line": 3, "column": 7, "severity": "error",
-                                 "code": "BAY001", "message": "cannot parse: x"}
+    assert problem.as_dict() == {
+        "file": "src/a:3:b.py",
+        "line": 3,
+        "column": 7,
+        "severity": "error",
+        "code": "BAY001",
+        "message": "cannot parse: x",
+    }
 
 
 # -- --out: the mirror ---------------------------------------------------------------------------
@@ -350,7 +389,9 @@ def test_mirror_writes_rewritten_copies_unchanged_and_leaves_the_source(project:
     again = bayesify("rewrite", "src", "--out", "twin", "--allow-unmatched")
     assert again.exit_code == 0
     assert tree(project / "twin") == mirrored
-    assert {p: p.stat().st_mtime_ns for p in (project / "twin").rglob("*.py")} == stamps, "re-run rewrote files"
+    assert {
+        p: p.stat().st_mtime_ns for p in (project / "twin").rglob("*.py")
+    } == stamps, "re-run rewrote files"
 
     (project / "src" / "pkg" / "gate.py").unlink()
     stale = bayesify("rewrite", "src", "--out", "twin")
@@ -387,7 +428,11 @@ def make_package(src: Path) -> Path:
     (package / "data" / "width.txt").write_text("3\n")
     (package / "py.typed").write_text("")
     extension = next(
-        (Path(module.__file__) for module in map(__import__, ("_csv", "_json", "_bisect")) if hasattr(module, "__file__")),
+        (
+            Path(module.__file__)
+            for module in map(__import__, ("_csv", "_json", "_bisect"))
+            if hasattr(module, "__file__")
+        ),
         None,
     )
     if extension is not None:
@@ -397,7 +442,9 @@ def make_package(src: Path) -> Path:
 
 def test_a_package_mirror_imports_whole_under_its_own_name(project: Path):
     make_package(project / "src")
-    (project / "priors.yaml").write_text("version: 1\npriors:\n  Block.scale: Normal(0, 1)\n  Net.fc.weight: Normal(0, 1)\n")
+    (project / "priors.yaml").write_text(
+        "version: 1\npriors:\n  Block.scale: Normal(0, 1)\n  Net.fc.weight: Normal(0, 1)\n"
+    )
     result = bayesify("rewrite", "src/netpkg", "--out", "twin")
     assert result.exit_code == 0, result.stderr
     mirrored = tree(project / "twin")
@@ -415,8 +462,13 @@ def test_a_package_mirror_imports_whole_under_its_own_name(project: Path):
         + (f"import netpkg.{extension.split('/')[1].split('.')[0]}\n" if extension else "")
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project / "twin"), str(ROOT)])}
-    ran = subprocess.run([sys.executable, "-c", check, str(project / "twin")], cwd=project.parent,
-                         env=env, capture_output=True, text=True)
+    ran = subprocess.run(
+        [sys.executable, "-c", check, str(project / "twin")],
+        cwd=project.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "['block.scale', 'fc.weight']"
 
@@ -433,8 +485,10 @@ def test_a_package_mirror_warns_when_an_import_would_load_the_original(project: 
     monkeypatch.syspath_prepend(str(project / "src"))  # the original is installed
     loud = bayesify("rewrite", "src/netpkg", "--out", "twin", "--allow-unmatched")
     assert loud.exit_code == 0
-    assert ("twin/netpkg: warning BAY209: the rewritten netpkg; `import netpkg` here loads src/netpkg/, the original, "
-            "unless twin comes before it on sys.path (PYTHONPATH=twin;") in loud.stderr
+    assert (
+        "twin/netpkg: warning BAY209: the rewritten netpkg; `import netpkg` here loads src/netpkg/, the original, "
+        "unless twin comes before it on sys.path (PYTHONPATH=twin;"
+    ) in loud.stderr
 
 
 def test_mirror_with_check_or_diff_is_a_usage_error(project: Path):
@@ -461,7 +515,9 @@ def test_gitignore_and_default_excludes_are_honoured(project: Path):
     (project / ".gitignore").write_text("generated/\n")
     assert bayesify("rewrite", ".", "--allow-unmatched").exit_code == 0
     assert rewritten(project, "src/kept.py")
-    assert not any(rewritten(project, name) for name in ("src/generated/g.py", ".venv/lib/v.py", "build/b.py"))
+    assert not any(
+        rewritten(project, name) for name in ("src/generated/g.py", ".venv/lib/v.py", "build/b.py")
+    )
 
 
 def test_exclude_replaces_the_defaults_and_extend_exclude_adds(project: Path):
@@ -487,7 +543,9 @@ def test_files_named_explicitly_are_processed_unless_force_excluded(project: Pat
 def test_config_is_found_from_the_paths_and_its_paths_are_relative_to_it(project: Path, monkeypatch):
     (project / "conf").mkdir()
     (project / "priors.yaml").rename(project / "conf" / "bayesian.yaml")
-    (project / "pyproject.toml").write_text('[tool.bayesify]\npriors = "conf/bayesian.yaml"\nextend-exclude = "util"\n')
+    (project / "pyproject.toml").write_text(
+        '[tool.bayesify]\npriors = "conf/bayesian.yaml"\nextend-exclude = "util"\n'
+    )
     monkeypatch.chdir(project / "conf")
     result = bayesify("rewrite", "--check", "-v", "../src")
     assert result.exit_code == 1, result.stderr
@@ -497,13 +555,17 @@ def test_config_is_found_from_the_paths_and_its_paths_are_relative_to_it(project
 
 
 def test_config_keys_take_dashes_or_underscores_and_the_command_line_wins(project: Path):
-    (project / "priors.yaml").write_text("version: 1\npriors:\n  Linear.weight: Normal(0, 1)\n  Nothing.w: Normal(0, 1)\n")
-    (project / "pyproject.toml").write_text('[tool.bayesify]\nallow_unmatched = true\ncheck = true\nformat = "json"\n')
+    (project / "priors.yaml").write_text(
+        "version: 1\npriors:\n  Linear.weight: Normal(0, 1)\n  Nothing.w: Normal(0, 1)\n"
+    )
+    (project / "pyproject.toml").write_text(
+        '[tool.bayesify]\nallow_unmatched = true\ncheck = true\nformat = "json"\n'
+    )
     result = bayesify("rewrite", "src")
     assert result.exit_code == 1
     assert json.loads(result.stdout)["changed"] == ["src/model.py"]
     assert bayesify("rewrite", "src", "--format", "text").stdout == ""
-    (project / "pyproject.toml").write_text('[tool.bayesify]\nallow-unmatched = true\n')
+    (project / "pyproject.toml").write_text("[tool.bayesify]\nallow-unmatched = true\n")
     assert bayesify("rewrite", "src").exit_code == 0
 
 
@@ -535,10 +597,14 @@ def test_context_in_the_config_is_relative_to_it(project: Path):
     shutil.copytree(fixture / "context", project / "vendor")
     shutil.copy(fixture / "input" / "model.py", project / "src" / "classifier.py")
     (project / "pyproject.toml").write_text('[tool.bayesify]\ncontext = "vendor"\nallow-unmatched = true\n')
-    (project / "priors.yaml").write_text((fixture / "priors.yaml").read_text().replace("  context: [context]\n", ""))
+    (project / "priors.yaml").write_text(
+        (fixture / "priors.yaml").read_text().replace("  context: [context]\n", "")
+    )
     result = bayesify("rewrite", "src/classifier.py")
     assert result.exit_code == 0, result.stderr
-    assert (project / "src" / "classifier.py").read_bytes() == (fixture / "expected" / "model.py").read_bytes()
+    assert (project / "src" / "classifier.py").read_bytes() == (
+        fixture / "expected" / "model.py"
+    ).read_bytes()
 
 
 def test_a_base_a_package_reexports_is_seen_in_the_run_and_as_context(tmp_path: Path):
@@ -549,10 +615,19 @@ def test_a_base_a_package_reexports_is_seen_in_the_run_and_as_context(tmp_path: 
     package = tmp_path / "src" / "flowlib"
     whole = bayesify("rewrite", "--check", str(package), "--priors", str(fixture / "priors.yaml"))
     assert whole.exit_code == 1 and "cannot see" not in whole.stderr, whole.stderr
-    alone = bayesify("rewrite", "--check", str(package / "model.py"), "--priors", str(fixture / "priors.yaml"))
+    alone = bayesify(
+        "rewrite", "--check", str(package / "model.py"), "--priors", str(fixture / "priors.yaml")
+    )
     assert "derives from flowlib.flows.Flow, which bayesify cannot see" in alone.stderr
-    context = bayesify("rewrite", "--check", str(package / "model.py"), "--context", str(package / "flows"),
-                       "--priors", str(fixture / "priors.yaml"))
+    context = bayesify(
+        "rewrite",
+        "--check",
+        str(package / "model.py"),
+        "--context",
+        str(package / "flows"),
+        "--priors",
+        str(fixture / "priors.yaml"),
+    )
     assert context.exit_code == 1 and "cannot see" not in context.stderr, context.stderr
     assert "3 sites made random" in context.stderr
 
@@ -611,10 +686,14 @@ def test_plan_is_a_table_of_every_parameter(project: Path):
 
 
 def test_plan_flags_entries_that_select_nothing(project: Path):
-    (project / "priors.yaml").write_text("version: 1\npriors:\n  Linear.weight: Normal(0, 1)\nconstraints:\n  Nothing.w: positive\n")
+    (project / "priors.yaml").write_text(
+        "version: 1\npriors:\n  Linear.weight: Normal(0, 1)\nconstraints:\n  Nothing.w: positive\n"
+    )
     result = bayesify("plan", "src")
     assert result.exit_code == 2
-    assert result.stderr.startswith("priors.yaml:5: error BAY205: constraints entry 'Nothing.w' selects no parameter")
+    assert result.stderr.startswith(
+        "priors.yaml:5: error BAY205: constraints entry 'Nothing.w' selects no parameter"
+    )
     assert "Nothing.w" not in result.stdout, "the table is data; the error goes where errors go"
     allowed = bayesify("plan", "--allow-unmatched", "src")
     assert allowed.exit_code == 0
@@ -653,8 +732,16 @@ def test_plan_as_json(project: Path):
     plan = json.loads(result.stdout)
     assert [site["outcome"] for site in plan["sites"]] == ["random", "random", "deterministic"]
     assert plan["sites"][2] | {"module": None} == {
-        "file": "src/model.py", "line": 25, "class": "Regressor", "module": None, "parameter": "log_scale",
-        "kind": "nn.Parameter", "shape": "()", "entry": None, "selector": None, "action": None,
+        "file": "src/model.py",
+        "line": 25,
+        "class": "Regressor",
+        "module": None,
+        "parameter": "log_scale",
+        "kind": "nn.Parameter",
+        "shape": "()",
+        "entry": None,
+        "selector": None,
+        "action": None,
         "outcome": "deterministic",
     }
     assert plan["errors"][0]["file"] == "src/broken.py"
@@ -686,7 +773,9 @@ def test_init_refuses_to_overwrite_without_force(project: Path):
     spec = (project / "priors.yaml").read_text()
     refused = bayesify("init", "src")
     assert refused.exit_code == 2
-    assert "priors.yaml: error BAY302: the spec already exists; pass --force to overwrite it" in refused.stderr
+    assert (
+        "priors.yaml: error BAY302: the spec already exists; pass --force to overwrite it" in refused.stderr
+    )
     assert (project / "priors.yaml").read_text() == spec
     assert bayesify("init", "--force", "src").exit_code == 0
     assert (project / "priors.yaml").read_text() != spec
@@ -710,9 +799,16 @@ def test_init_without_parameters_writes_an_empty_spec(project: Path):
 
 @pytest.mark.parametrize(
     ("name", "prior"),
-    [("weight", "Normal(0, 1)"), ("bias", "Normal(0, 1)"), ("obs_scale", "LogNormal(0, 1)"),
-     ("sigma", "LogNormal(0, 1)"), ("log_scale", "Normal(0, 1)"), ("logvar", "Normal(0, 1)"),
-     ("temperature", "LogNormal(0, 1)"), ("weight_ih_l0", "Normal(0, 1)")],
+    [
+        ("weight", "Normal(0, 1)"),
+        ("bias", "Normal(0, 1)"),
+        ("obs_scale", "LogNormal(0, 1)"),
+        ("sigma", "LogNormal(0, 1)"),
+        ("log_scale", "Normal(0, 1)"),
+        ("logvar", "Normal(0, 1)"),
+        ("temperature", "LogNormal(0, 1)"),
+        ("weight_ih_l0", "Normal(0, 1)"),
+    ],
 )
 def test_default_priors_by_name(name: str, prior: str):
     assert default_prior(name) == prior
@@ -728,16 +824,21 @@ def test_no_progress_bar_outside_a_terminal(project: Path):
     assert "\r" not in result.stderr and "%" not in result.stderr
 
 
-@pytest.mark.skipif("progress" not in inspect.signature(runner.run).parameters,
-                    reason="runner.run has no progress callback yet")
+@pytest.mark.skipif(
+    "progress" not in inspect.signature(runner.run).parameters,
+    reason="runner.run has no progress callback yet",
+)
 def test_progress_bar_on_a_terminal_for_long_runs(project: Path):
     for index in range(cli.PROGRESS_THRESHOLD):
         (project / "src" / f"extra_{index}.py").write_text(SECOND_MODEL.replace("Gate", f"Gate{index}"))
 
     def run_on_a_terminal(*options: str) -> bytes:
         terminal, stderr = pty.openpty()
-        process = subprocess.Popen([sys.executable, "-m", "bayesify", "rewrite", "--check", *options, "src"],
-                                   stdout=subprocess.PIPE, stderr=stderr)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bayesify", "rewrite", "--check", *options, "src"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
         os.close(stderr)
         shown = b""
         while True:
@@ -763,7 +864,9 @@ def test_progress_bar_on_a_terminal_for_long_runs(project: Path):
 
 def test_quiet_says_nothing_when_the_run_passes_even_with_unmatched_entries_allowed(project: Path):
     """What the pre-commit hook runs on a partial commit: entries about other files' classes."""
-    (project / "priors.yaml").write_text("version: 1\npriors:\n  Linear.weight: Normal(0, 1)\n  Other.w: Normal(0, 1)\n")
+    (project / "priors.yaml").write_text(
+        "version: 1\npriors:\n  Linear.weight: Normal(0, 1)\n  Other.w: Normal(0, 1)\n"
+    )
     quiet = bayesify("rewrite", "-q", "--allow-unmatched", "src")
     assert (quiet.exit_code, quiet.stderr) == (0, "")
     loud = bayesify("rewrite", "--check", "--allow-unmatched", "src")
@@ -782,9 +885,13 @@ def test_no_spec_found_is_a_warning_by_default(project: Path):
 
 def test_config_options_are_per_command(project: Path):
     (project / "pyproject.toml").write_text('[tool.bayesify]\nformat = "github"\n')
-    assert bayesify("plan", "src").stdout.startswith("WHERE"), "plan has no github format: the key is rewrite's"
+    assert bayesify("plan", "src").stdout.startswith(
+        "WHERE"
+    ), "plan has no github format: the key is rewrite's"
     assert bayesify("rewrite", "--check", "src").stdout.startswith("::error file=src/model.py")
-    (project / "pyproject.toml").write_text('[tool.bayesify]\nformat = "github"\n[tool.bayesify.plan]\nformat = "json"\n')
+    (project / "pyproject.toml").write_text(
+        '[tool.bayesify]\nformat = "github"\n[tool.bayesify.plan]\nformat = "json"\n'
+    )
     assert json.loads(bayesify("plan", "src").stdout)["sites"]
     (project / "pyproject.toml").write_text('[tool.bayesify.plan]\nformat = "github"\n')
     refused = bayesify("plan", "src")
@@ -801,18 +908,24 @@ def test_stdin_filename_places_standard_input(project: Path):
     assert broken.exit_code == 123
     assert broken.stderr.startswith("src/model.py:1:14: error BAY001: cannot parse")
     assert bayesify("rewrite", "src", "--stdin-filename", "x.py").exit_code == 2
-    excluded = bayesify("rewrite", "-", "--stdin-filename", "src/model.py", "--force-exclude", "^/src/", input=source)
+    excluded = bayesify(
+        "rewrite", "-", "--stdin-filename", "src/model.py", "--force-exclude", "^/src/", input=source
+    )
     assert (excluded.exit_code, excluded.stdout) == (0, source), "force-excluded: passed through as it is"
 
 
 def test_version_help_examples_and_completion(project: Path):
-    assert bayesify("-V").stdout == bayesify("--version").stdout == f"bayesify, version {bayesify_version()}\n"
+    assert (
+        bayesify("-V").stdout == bayesify("--version").stdout == f"bayesify, version {bayesify_version()}\n"
+    )
     assert "Examples:" in bayesify("--help").stdout
     for command in ("rewrite", "plan", "init"):
         assert "Examples:" in bayesify(command, "--help").stdout
     completion = subprocess.run(
         [sys.executable, "-c", "from bayesify.cli import main; main(prog_name='bayesify')"],
-        env={**os.environ, "_BAYESIFY_COMPLETE": "bash_source"}, capture_output=True, text=True,
+        env={**os.environ, "_BAYESIFY_COMPLETE": "bash_source"},
+        capture_output=True,
+        text=True,
     )
     assert "_bayesify_completion" in completion.stdout
 

@@ -79,7 +79,9 @@ def test_the_reported_attack_runs_nothing_end_to_end(tmp_path: Path) -> None:
     spec.write_text(f"version: 1\npriors:\n  '{ATTACK}': Normal(0, 1)\n")
     run = subprocess.run(
         [sys.executable, "-m", "bayesify", "rewrite", "m.py", "--priors", "priors.yaml"],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 2, run.stderr
     assert "priors.yaml:3" in run.stderr
@@ -102,7 +104,9 @@ def _generated_calls(source: bytes) -> list[ast.Call]:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(module=SELECTOR_TEXT, attribute=st.sampled_from(["fc", "f*", "[f]c", "?c"]))
-def test_whatever_selector_a_spec_holds_the_generated_call_is_only_literals(module: str, attribute: str) -> None:
+def test_whatever_selector_a_spec_holds_the_generated_call_is_only_literals(
+    module: str, attribute: str
+) -> None:
     """A selector is refused, or written as one string literal that reads back as itself."""
     selector = f"{module}:Model.{attribute}.weight"
     try:

@@ -183,9 +183,7 @@ def test_default_excludes_skip_tool_and_build_folders(project: Path) -> None:
         ),
     ],
 )
-def test_gitignore_rules(
-    project: Path, gitignore: str, files: list[str], expected: list[str]
-) -> None:
+def test_gitignore_rules(project: Path, gitignore: str, files: list[str], expected: list[str]) -> None:
     make_tree(project, *files, gitignore=gitignore)
     assert found() == expected
 
@@ -220,9 +218,7 @@ def test_extend_exclude_adds_to_the_defaults(project: Path) -> None:
 
 
 def test_exclude_replaces_the_defaults_and_gitignore_like_black(project: Path) -> None:
-    make_tree(
-        project, ".venv/x.py", "ignored.py", "legacy/old.py", "app.py", gitignore="ignored.py\n"
-    )
+    make_tree(project, ".venv/x.py", "ignored.py", "legacy/old.py", "app.py", gitignore="ignored.py\n")
     assert found(exclude="/legacy/") == [".venv/x.py", "app.py", "ignored.py"]
     assert found(exclude="") == [".venv/x.py", "app.py", "ignored.py", "legacy/old.py"]
 
@@ -302,9 +298,7 @@ def test_an_invalid_regex_is_an_error_naming_the_option(project: Path) -> None:
         discover(["."], extend_exclude="(unclosed")
 
 
-def test_an_unreadable_folder_is_an_error_naming_it(
-    project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_unreadable_folder_is_an_error_naming_it(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_tree(project, "locked/a.py", "open/b.py")
     real_scandir = os.scandir
 

@@ -99,10 +99,19 @@ def make_project(base: Path, page: Path) -> Path:
 def environment(base: Path) -> dict[str, str]:
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {key: value for key, value in os.environ.items() if key not in ("NO_COLOR", "FORCE_COLOR")}
-    identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
-                for what, value in (("NAME", "bayesify docs"), ("EMAIL", "docs@bayesify.invalid"))}
-    return {**env, **identity, "PATH": path, "PYTHONUNBUFFERED": "1",
-            "BAYESIFY_CACHE_DIR": str(base / "cache"), "COLUMNS": "100"}
+    identity = {
+        f"GIT_{who}_{what}": value
+        for who in ("AUTHOR", "COMMITTER")
+        for what, value in (("NAME", "bayesify docs"), ("EMAIL", "docs@bayesify.invalid"))
+    }
+    return {
+        **env,
+        **identity,
+        "PATH": path,
+        "PYTHONUNBUFFERED": "1",
+        "BAYESIFY_CACHE_DIR": str(base / "cache"),
+        "COLUMNS": "100",
+    }
 
 
 # -- console blocks ----------------------------------------------------------------------------
@@ -136,8 +145,9 @@ def run_console(body: str, project: Path, env: dict[str, str]) -> list[tuple[str
     script = ["status=0"]
     for command, _ in parsed:
         script.append(f"(exit $status); {{ {command}\n}} 2>&1; status=$?; printf '\\n%s\\n' '{MARKER}'")
-    completed = subprocess.run(["bash", "-c", "\n".join(script)], cwd=project, env=env,
-                               capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        ["bash", "-c", "\n".join(script)], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
     chunks = completed.stdout.split(f"{MARKER}\n")[: len(parsed)]
     assert len(chunks) == len(parsed), completed.stdout + completed.stderr
     return [
@@ -183,8 +193,12 @@ def run_bash(block: Block, project: Path, env: dict[str, str]) -> None:
         if re.match(r"(python -m )?pip install ", command):
             check_pip_install(command, block.where)
             continue
-        completed = subprocess.run(["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True)
-        assert completed.returncode == 0, f"{block.where}: `{command}` failed:\n{completed.stdout}{completed.stderr}"
+        completed = subprocess.run(
+            ["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True
+        )
+        assert (
+            completed.returncode == 0
+        ), f"{block.where}: `{command}` failed:\n{completed.stdout}{completed.stderr}"
 
 
 # -- one page ------------------------------------------------------------------------------------
@@ -231,8 +245,10 @@ def run_blocks(page: Path, project: Path, base: Path) -> None:
         elif block.language == "console":
             for command, expected, actual in run_console(block.body, project, env):
                 assert matches(expected, actual), (
-                    f"{block.where}: `$ {command}` printed\n" + "\n".join(actual)
-                    + "\n\nbut the page says\n" + "\n".join(expected)
+                    f"{block.where}: `$ {command}` printed\n"
+                    + "\n".join(actual)
+                    + "\n\nbut the page says\n"
+                    + "\n".join(expected)
                 )
         elif block.language == "python":
             run_python(block, project, namespace)
@@ -284,7 +300,9 @@ def ci_steps(block: Block) -> list[str]:
 
 def ci_blocks() -> list[Block]:
     return [
-        block for page in PAGES for block in blocks(page)
+        block
+        for page in PAGES
+        for block in blocks(page)
         if block.file and (block.file.startswith(".github/workflows/") or block.file == ".gitlab-ci.yml")
     ]
 
@@ -305,11 +323,15 @@ def test_ci_snippets(block: Block, tmp_path: Path) -> None:
             raise AssertionError(f"{block.where}: a CI command this test cannot check: {command!r}")
     assert bayesify_lines, f"{block.where}: the job never runs bayesify"
     for command in bayesify_lines:
-        failing = subprocess.run(["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True)
+        failing = subprocess.run(
+            ["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True
+        )
         assert failing.returncode == 1, f"{block.where}: `{command}` should fail the job:\n{failing.stderr}"
     subprocess.run(["bayesify", "rewrite", "src/"], cwd=project, env=env, check=True, capture_output=True)
     for command in bayesify_lines:
-        passing = subprocess.run(["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True)
+        passing = subprocess.run(
+            ["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True
+        )
         assert passing.returncode == 0, f"{block.where}: `{command}` should pass:\n{passing.stderr}"
 
 

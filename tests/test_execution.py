@@ -235,7 +235,13 @@ def test_pyro_method_makes_a_helper_method_sample_its_prior():
 
 
 def test_every_import_spelling_gives_a_pyro_module_with_a_random_site():
-    for file, cls in [("alias_nn", "A"), ("from_torch", "B"), ("dotted", "C"), ("renamed", "D"), ("tnn", "E")]:
+    for file, cls in [
+        ("alias_nn", "A"),
+        ("from_torch", "B"),
+        ("dotted", "C"),
+        ("renamed", "D"),
+        ("tnn", "E"),
+    ]:
         instance = getattr(load("import_spellings", f"{file}.py"), cls)()
         assert isinstance(instance, PyroModule), cls
         assert sites(read, instance, "w") == [("w", "sample", (2,))], cls
@@ -259,7 +265,11 @@ def test_a_base_a_package_reexports_converts_its_subclass(monkeypatch):
     flowlib = importlib.import_module("flowlib")
     flow = flowlib.PlanarFlow(3)
     assert isinstance(flow, flowlib.flows.Flow) and isinstance(flow, PyroModule)
-    assert sorted(sites(flow, torch.ones(2, 3))) == [("b", "param", (1,)), ("u", "sample", (3,)), ("w", "sample", (3,))]
+    assert sorted(sites(flow, torch.ones(2, 3))) == [
+        ("b", "param", (1,)),
+        ("u", "sample", (3,)),
+        ("w", "sample", (3,)),
+    ]
     shift = flowlib.model.Shift(3)  # its base comes through `from .invertible import *`
     assert isinstance(shift, PyroModule)
     assert sites(shift.inverse, torch.ones(3)) == [("shift", "sample", (3,))]
@@ -289,14 +299,22 @@ def test_layers_built_in_loops_conditionals_and_unpacking_get_their_priors(monke
         for name in ["initial_layer", *(f"blocks.{b}.linear_layers.{k}" for b in range(2) for k in range(2))]
     )
     mlp = RealNVP(4, 8, 2, residual=False)
-    assert samples(mlp, torch.ones(3, 4)) == [f"layers.{i}.transform_net.net.{k}.weight" for i in range(2) for k in (0, 2)]
+    assert samples(mlp, torch.ones(3, 4)) == [
+        f"layers.{i}.transform_net.net.{k}.weight" for i in range(2) for k in (0, 2)
+    ]
     projected = ResidualVQ(4, num_quantizers=2, codebook_size=5, codebook_dim=3)
     assert samples(projected, torch.ones(2, 4)) == [
-        "layers.0._codebook.embed", "layers.1._codebook.embed", "norms.1.weight", "project_in.weight"
+        "layers.0._codebook.embed",
+        "layers.1._codebook.embed",
+        "norms.1.weight",
+        "project_in.weight",
     ]
     plain = ResidualVQ(4, num_quantizers=1, codebook_size=5)
     assert samples(plain, torch.ones(2, 4)) == ["layers.0._codebook.embed", "norms.1.weight"]
-    assert samples(VectorQuantize(4, 5, codebook_dim=2), torch.ones(2, 4)) == ["_codebook.embed", "project_out.weight"]
+    assert samples(VectorQuantize(4, 5, codebook_dim=2), torch.ones(2, 4)) == [
+        "_codebook.embed",
+        "project_out.weight",
+    ]
 
 
 def test_init_lists_every_parameter_the_built_models_have(tmp_path, monkeypatch):
@@ -354,7 +372,9 @@ class HandNet(PyroModule):
         self.attn = nn.MultiheadAttention(n, 2)
         to_pyro_module_(self.attn)  # its out_proj too
         self.proj = PyroModule[nn.Linear](n, n, bias=False)
-        self.layers = PyroModule[nn.Sequential](PyroModule[nn.Linear](n, n), PyroModule[nn.ReLU](), PyroModule[nn.Linear](n, n))
+        self.layers = PyroModule[nn.Sequential](
+            PyroModule[nn.Linear](n, n), PyroModule[nn.ReLU](), PyroModule[nn.Linear](n, n)
+        )
         self.blocks = PyroModule[nn.ModuleList]([PyroModule[nn.Linear](n, n) for _ in range(2)])
         head_a = PyroModule[nn.Linear](n, 1)
         head_b = nn.Sequential(nn.Linear(n, n), nn.Tanh())
@@ -364,9 +384,15 @@ class HandNet(PyroModule):
         self.act = PyroModule[nn.GELU]()
         normal = dist.Normal(0.0, 1.0)
         for module, name in [
-            (self.fc, "weight"), (self.conv, "weight"), (self.emb, "weight"), (self.attn.out_proj, "weight"),
-            (self.proj, "weight"), (self.layers[0], "weight"), (self.layers[2], "weight"),
-            (self.blocks[0], "weight"), (self.heads["a"], "weight"),
+            (self.fc, "weight"),
+            (self.conv, "weight"),
+            (self.emb, "weight"),
+            (self.attn.out_proj, "weight"),
+            (self.proj, "weight"),
+            (self.layers[0], "weight"),
+            (self.layers[2], "weight"),
+            (self.blocks[0], "weight"),
+            (self.heads["a"], "weight"),
         ]:
             _hand_prior(module, name, normal)
         _hand_prior(self.rnn, "weight_ih_l0", dist.Normal(0.0, 0.5))

@@ -77,7 +77,9 @@ def test_diff_applies_with_real_tools(case, tool, monkeypatch):
     if not diff:
         assert before == tree_bytes(expected)
         return
-    command = ["patch", "-p0", "--quiet"] if tool == "patch" else ["git", "apply", "-p0", "--unsafe-paths", "-"]
+    command = (
+        ["patch", "-p0", "--quiet"] if tool == "patch" else ["git", "apply", "-p0", "--unsafe-paths", "-"]
+    )
     subprocess.run(command, input=diff.encode(), cwd=work, check=True)
     assert tree_bytes(work) == tree_bytes(expected)
 

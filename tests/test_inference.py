@@ -264,7 +264,9 @@ def test_a_rewritten_model_trains_end_to_end_through_the_recipe(tmp_path):
     (tmp_path / "priors.yaml").write_text('version: 1\npriors:\n  "MLP.*.weight": Normal(0, 1)\n')
     subprocess.run(
         [sys.executable, "-m", "bayesify", "rewrite", "src", "--out", "bayesian", "--priors", "priors.yaml"],
-        cwd=tmp_path, check=True, capture_output=True,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
     )
     deterministic, bayesian = (_import(tmp_path / folder / "mlp.py") for folder in ("src", "bayesian"))
 
@@ -324,7 +326,9 @@ def test_spec_priors_scaled_by_fan_in_and_centred_on_the_checkpoint(tmp_path):
     (tmp_path / "priors.yaml").write_text(FAN_SPEC)
     subprocess.run(
         [sys.executable, "-m", "bayesify", "rewrite", "src", "--out", "bayesian", "--priors", "priors.yaml"],
-        cwd=tmp_path, check=True, capture_output=True,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
     )
     assert 'set_prior(self, "ConvNet.conv.weight", "Normal", 0, "kaiming()")' in (
         (tmp_path / "bayesian" / "net.py").read_text()

@@ -92,7 +92,11 @@ def lints_of(tmp_path: Path) -> list[str]:
     source.write_text(SOURCE)
     result = run([source], parse_spec(SPEC, "priors.yaml"), jobs=1)
     assert not result.failed
-    return [f"models.py:{finding.line}: {finding.message}" for finding in result.lints if finding.path == str(source)]
+    return [
+        f"models.py:{finding.line}: {finding.message}"
+        for finding in result.lints
+        if finding.path == str(source)
+    ]
 
 
 def line_of(text: str) -> int:
@@ -128,8 +132,13 @@ def test_correct_code_gets_no_lint(tmp_path):
     """The tutorial's GlobalModel reads loc before the plate; its Container holds a model and
     a guide it is given."""
     source = tmp_path / "clean.py"
-    source.write_text(SOURCE.split("class LocalModel")[0] + SOURCE[SOURCE.index("class Container") : SOURCE.index("class Twins")])
-    spec = parse_spec("version: 1\npriors:\n  NormalModel.loc: Normal(0, 1)\nmodules:\n  exclude: [Container]\n")
+    source.write_text(
+        SOURCE.split("class LocalModel")[0]
+        + SOURCE[SOURCE.index("class Container") : SOURCE.index("class Twins")]
+    )
+    spec = parse_spec(
+        "version: 1\npriors:\n  NormalModel.loc: Normal(0, 1)\nmodules:\n  exclude: [Container]\n"
+    )
     result = run([source], spec, jobs=1)
     assert not result.failed and result.changed
     assert result.lints == []

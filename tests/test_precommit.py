@@ -45,10 +45,17 @@ def git(cwd: Path, *args: str) -> str:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """A private pre-commit cache, and a git identity for the commits the test makes."""
-    identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
-                for what, value in (("NAME", "bayesify tests"), ("EMAIL", "tests@bayesify.invalid"))}
-    return {**os.environ, **identity, "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"),
-            "PRE_COMMIT_COLOR": "never"}
+    identity = {
+        f"GIT_{who}_{what}": value
+        for who in ("AUTHOR", "COMMITTER")
+        for what, value in (("NAME", "bayesify tests"), ("EMAIL", "tests@bayesify.invalid"))
+    }
+    return {
+        **os.environ,
+        **identity,
+        "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"),
+        "PRE_COMMIT_COLOR": "never",
+    }
 
 
 @pytest.fixture
@@ -89,7 +96,11 @@ def project(tmp_path: Path, hook_repository: tuple[Path, str], env: dict[str, st
 def pre_commit(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pre_commit", "run", "--all-files"],
-        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -129,7 +140,9 @@ def test_first_run_rewrites_and_fails_second_passes(project: Path, env: dict[str
 
     installed = subprocess.run(
         [str(hook_environment_python(env)), "-m", "pip", "list", "--format=json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     packages = {package["name"].lower() for package in json.loads(installed.stdout)}
     assert {"bayesify", "libcst", "click", "pyyaml"} <= packages
@@ -139,10 +152,16 @@ def test_first_run_rewrites_and_fails_second_passes(project: Path, env: dict[str
 #: The offline recipe of docs/workflows.md: the bayesify installed where pre-commit runs.
 LOCAL_HOOK = {
     "repo": "local",
-    "hooks": [{
-        "id": "bayesify", "name": "bayesify", "entry": "bayesify rewrite --allow-unmatched",
-        "language": "system", "types_or": ["python", "pyi"], "require_serial": True,
-    }],
+    "hooks": [
+        {
+            "id": "bayesify",
+            "name": "bayesify",
+            "entry": "bayesify rewrite --allow-unmatched",
+            "language": "system",
+            "types_or": ["python", "pyi"],
+            "require_serial": True,
+        }
+    ],
 }
 
 
@@ -157,8 +176,11 @@ def test_a_local_hook_needs_no_package_index(tmp_path: Path, env: dict[str, str]
     git(project, "add", "-A")
     subprocess.run(["git", "commit", "-q", "-m", "deterministic model"], cwd=project, check=True, env=env)
     # The hook runs the `bayesify` of this environment, made from this tree.
-    local = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
-             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
+    local = {
+        **env,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+    }
     first = pre_commit(project, local)
     assert first.returncode == 1, first.stdout + first.stderr
     assert b"class Linear(PyroModule):" in (project / "src" / "model.py").read_bytes()

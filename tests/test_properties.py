@@ -34,11 +34,18 @@ from bayesify.runner import run_source
 from bayesify.spec import parse_spec
 
 SCRIPT = Path(sys.executable).parent / "bayesify"
-COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-c", "from bayesify.cli import main; main()"]
+COMMAND = (
+    [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-c", "from bayesify.cli import main; main()"]
+)
 
 #: How each import spelling names torch.nn's Module, Linear and Parameter.
 SPELLINGS = {
-    "import torch.nn as nn": ("import torch\nimport torch.nn as nn", "nn.Module", "nn.Linear", "nn.Parameter"),
+    "import torch.nn as nn": (
+        "import torch\nimport torch.nn as nn",
+        "nn.Module",
+        "nn.Linear",
+        "nn.Parameter",
+    ),
     "from torch import nn": ("import torch\nfrom torch import nn", "nn.Module", "nn.Linear", "nn.Parameter"),
     "import torch": ("import torch", "torch.nn.Module", "torch.nn.Linear", "torch.nn.Parameter"),
     "aliases": (
@@ -47,9 +54,20 @@ SPELLINGS = {
         "Linear",
         "P",
     ),
-    "import torch.nn as tnn": ("import torch\nimport torch.nn as tnn", "tnn.Module", "tnn.Linear", "tnn.Parameter"),
+    "import torch.nn as tnn": (
+        "import torch\nimport torch.nn as tnn",
+        "tnn.Module",
+        "tnn.Linear",
+        "tnn.Parameter",
+    ),
 }
-PRIORS = ["Normal(0, 1)", "LogNormal(0, 1)", "Laplace(0, 2.5)", "Uniform(-1, 1)", "dist.Cauchy(loc=0, scale=0.5)"]
+PRIORS = [
+    "Normal(0, 1)",
+    "LogNormal(0, 1)",
+    "Laplace(0, 2.5)",
+    "Uniform(-1, 1)",
+    "dist.Cauchy(loc=0, scale=0.5)",
+]
 CONSTRAINTS = ["positive", "interval(0, 1)", "constraints.greater_than(-1)", "unit_interval"]
 
 #: Kinds of a line of a generated source, for what a rewrite may do to it.
@@ -95,9 +113,17 @@ class Source:
 # --- The generator ---------------------------------------------------------------------
 
 COMMENTS = st.sampled_from(
-    ["# a comment", "#no space", "# TODO: tidy up", "# class Fake(nn.Module): not code", "#  'quotes' \"here\""]
+    [
+        "# a comment",
+        "#no space",
+        "# TODO: tidy up",
+        "# class Fake(nn.Module): not code",
+        "#  'quotes' \"here\"",
+    ]
 )
-DOCSTRINGS = st.sampled_from(['"""A module."""', "'''A module.'''", '"A module."', "'A module.'", '"""\n    Multi.\n    """'])
+DOCSTRINGS = st.sampled_from(
+    ['"""A module."""', "'''A module.'''", '"A module."', "'A module.'", '"""\n    Multi.\n    """']
+)
 SHAPES = st.lists(st.integers(1, 5), min_size=1, max_size=3).map(lambda dims: ", ".join(map(str, dims)))
 
 
@@ -113,7 +139,9 @@ def tensor(draw: st.DrawFn) -> str:
 @st.composite
 def parameter_lines(draw: st.DrawFn, attr: str, parameter: str) -> str:
     init = draw(tensor())
-    style = draw(st.sampled_from(["assign", "assign", "register", "annotated", "multiline", "keyword", "conditional"]))
+    style = draw(
+        st.sampled_from(["assign", "assign", "register", "annotated", "multiline", "keyword", "conditional"])
+    )
     trailing = f"  {draw(COMMENTS)}" if draw(st.booleans()) else ""
     if style == "register":
         quote = draw(st.sampled_from(['"', "'"]))
@@ -153,7 +181,9 @@ def sources(draw: st.DrawFn, prefix: str = "") -> Source:
 
     for number in range(draw(st.integers(1, 4))):
         name = f"{prefix}C{number}"
-        kind = draw(st.sampled_from(["module", "module", "layer", "plain"] + (["subclass"] if modules else [])))
+        kind = draw(
+            st.sampled_from(["module", "module", "layer", "plain"] + (["subclass"] if modules else []))
+        )
         source.add("\n" * draw(st.integers(1, 2)))
         if draw(st.booleans()):
             source.add(draw(COMMENTS))
@@ -162,8 +192,14 @@ def sources(draw: st.DrawFn, prefix: str = "") -> Source:
             source.add(f"class {name}{draw(st.sampled_from(['', '()', '(object)']))}:")
             source.add(indent(f"def __init__(self):\n    self.p0 = {parameter}({draw(tensor())})", 1))
             continue
-        base = draw(st.sampled_from(modules)) if kind == "subclass" else {"module": module, "layer": linear}[kind]
-        header = draw(st.sampled_from([f"class {name}({base}):", f"class {name}( {base} ):", f"class {name}({base},):"]))
+        base = (
+            draw(st.sampled_from(modules))
+            if kind == "subclass"
+            else {"module": module, "layer": linear}[kind]
+        )
+        header = draw(
+            st.sampled_from([f"class {name}({base}):", f"class {name}( {base} ):", f"class {name}({base},):"])
+        )
         source.add(header, HEADER if kind in ("module", "layer") else KEEP)
         modules.append(name)
         if draw(st.booleans()):
@@ -279,12 +315,16 @@ def test_a_rewrite_parses_is_idempotent_and_touches_only_its_sites(source: Sourc
 def test_a_spec_change_updates_the_rewrite_in_place(source: Source, respec) -> None:
     """Rewriting an output with a changed spec gives what rewriting the original would."""
     first = rewrite(source.data, source.spec())
-    changed = Source(entries=[(s, sel, respec.choice(PRIORS) if s == "priors" else act) for s, sel, act in source.entries])
+    changed = Source(
+        entries=[(s, sel, respec.choice(PRIORS) if s == "priors" else act) for s, sel, act in source.entries]
+    )
     assert rewrite(first, changed.spec()) == rewrite(source.data, changed.spec())
 
 
 @pytest.mark.skipif(shutil.which("patch") is None, reason="needs GNU patch")
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(files=st.integers(1, 3).flatmap(lambda n: st.tuples(*(sources(prefix=f"F{i}") for i in range(n)))))
 def test_the_diff_applied_with_patch_gives_the_in_place_result(files: tuple[Source, ...]) -> None:
     with tempfile.TemporaryDirectory() as temporary:
@@ -304,15 +344,24 @@ def test_the_diff_applied_with_patch_gives_the_in_place_result(files: tuple[Sour
 
         diff = subprocess.run(
             [*COMMAND, "rewrite", "pkg", "--priors", "priors.yaml", "--diff"],
-            cwd=patched, capture_output=True, timeout=120,
+            cwd=patched,
+            capture_output=True,
+            timeout=120,
         )
         assert diff.returncode in (0, 1), diff.stderr.decode()
         done = subprocess.run(
-            [*COMMAND, "rewrite", "pkg", "--priors", "priors.yaml"], cwd=inplace, capture_output=True, timeout=120
+            [*COMMAND, "rewrite", "pkg", "--priors", "priors.yaml"],
+            cwd=inplace,
+            capture_output=True,
+            timeout=120,
         )
         assert done.returncode == 0, done.stderr.decode()
         applied = subprocess.run(
-            ["patch", "-p0", "--quiet", "--batch"], cwd=patched, input=diff.stdout, capture_output=True, timeout=60
+            ["patch", "-p0", "--quiet", "--batch"],
+            cwd=patched,
+            input=diff.stdout,
+            capture_output=True,
+            timeout=60,
         )
         assert applied.returncode == 0, (applied.stdout + applied.stderr).decode()
 

@@ -322,9 +322,7 @@ def test_model_survives_round_trip(round_trip):
     pyro.clear_param_store()
     pyro.set_rng_seed(3)
     assert_same_sites(poutine.trace(copied).get_trace(x.double(), y.double()), expected)
-    assert {dtype for dtype, _ in sample_dtypes_and_devices(copied, x.double()).values()} == {
-        torch.float64
-    }
+    assert {dtype for dtype, _ in sample_dtypes_and_devices(copied, x.double()).values()} == {torch.float64}
 
 
 @pytest.mark.parametrize("round_trip", [pickle_round_trip, torch_save_round_trip, copy.deepcopy])
@@ -411,7 +409,9 @@ def test_load_deterministic_strict_names_missing_and_unexpected_keys():
     model = RewrittenRegressor()
     offset_before = model.offset.detach().clone()
 
-    with pytest.raises(RuntimeError, match=r"missing keys \['linear.bias'\].*unexpected keys \['head.weight'\]"):
+    with pytest.raises(
+        RuntimeError, match=r"missing keys \['linear.bias'\].*unexpected keys \['head.weight'\]"
+    ):
         load_deterministic(model, state)
     assert torch.equal(model.offset, offset_before)
 
@@ -421,7 +421,9 @@ def test_load_deterministic_strict_names_missing_and_unexpected_keys():
 
 
 def test_unknown_distribution_suggests_the_closest_name():
-    with pytest.raises(ValueError, match="'Normall' is not a pyro.distributions distribution; did you mean 'Normal'"):
+    with pytest.raises(
+        ValueError, match="'Normall' is not a pyro.distributions distribution; did you mean 'Normal'"
+    ):
         Prior(PyroModule(), "Normall", 0, 1)
 
 

@@ -56,7 +56,10 @@ def models(root: Path, count: int) -> dict[str, bytes]:
 
 def temporaries(*folders: Path) -> list[Path]:
     return [
-        path for folder in folders if folder.exists() for path in folder.rglob("*")
+        path
+        for folder in folders
+        if folder.exists()
+        for path in folder.rglob("*")
         if path.name.endswith(".bayesify") or path.name.startswith(".cache-")
     ]
 
@@ -82,7 +85,9 @@ def test_a_file_saved_after_planning_is_reported_left_alone_and_never_cached(
     path = project / "m.py"
     original = model("Lin")
     path.write_text(original)
-    edited = original.replace("class Lin(nn.Module):", "class New(nn.Module):\n    pass\n\n\nclass Lin(nn.Module):")
+    edited = original.replace(
+        "class Lin(nn.Module):", "class New(nn.Module):\n    pass\n\n\nclass Lin(nn.Module):"
+    )
     index_file = bayesify.runner._index_file
 
     def index_then_the_user_saves(name: str):
@@ -107,7 +112,8 @@ def test_a_file_saved_after_planning_is_reported_left_alone_and_never_cached(
 def test_two_runs_and_a_racing_editor_leave_every_file_original_rewritten_or_reported(project: Path) -> None:
     sources = models(project, 16)
     edits = {
-        name: data.replace(b"class M", b"class Added(nn.Module):\n    pass\n\n\nclass M", 1) for name, data in sources.items()
+        name: data.replace(b"class M", b"class Added(nn.Module):\n    pass\n\n\nclass M", 1)
+        for name, data in sources.items()
     }
     stop = threading.Event()
     edited: set[str] = set()
@@ -124,7 +130,10 @@ def test_two_runs_and_a_racing_editor_leave_every_file_original_rewritten_or_rep
             time.sleep(chooser.uniform(0.01, 0.15))
 
     thread = threading.Thread(target=editor)
-    runs = [subprocess.Popen([*COMMAND, "rewrite", ".", "-j", "2"], cwd=project, stderr=subprocess.PIPE) for _ in range(2)]
+    runs = [
+        subprocess.Popen([*COMMAND, "rewrite", ".", "-j", "2"], cwd=project, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
     thread.start()
     try:
         outputs = [run.communicate(timeout=120)[1].decode() for run in runs]
@@ -135,7 +144,11 @@ def test_two_runs_and_a_racing_editor_leave_every_file_original_rewritten_or_rep
     allowed_rewrites = clean_rewrites({**sources, **{f"+{n}": e for n, e in edits.items()}}, PRIORS)
     for run, stderr in zip(runs, outputs):
         assert run.returncode in (0, 123) and "Traceback" not in stderr, stderr
-        assert all("changed while bayesify was rewriting it" in line for line in stderr.splitlines() if "error" in line)
+        assert all(
+            "changed while bayesify was rewriting it" in line
+            for line in stderr.splitlines()
+            if "error" in line
+        )
     for name, original in sources.items():
         data = (project / name).read_bytes()
         versions = [original] + ([edits[name]] if name in edited else [])
@@ -168,8 +181,12 @@ def alive(pid: int) -> bool:
 def test_killing_the_main_process_ends_its_workers_and_closes_the_pipes(project: Path, number: int) -> None:
     """`bayesify … | tee` and CI steps wait for standard output to close: no orphan may hold it."""
     models(project, 40)
-    run = subprocess.Popen([*COMMAND, "rewrite", ".", "-j", "2", "--no-cache"], cwd=project,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run = subprocess.Popen(
+        [*COMMAND, "rewrite", ".", "-j", "2", "--no-cache"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while not children_of(run.pid) and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -190,7 +207,9 @@ def dead_pid() -> int:
     return gone.pid
 
 
-@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["INT", "TERM", "KILL"])
+@pytest.mark.parametrize(
+    "number", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["INT", "TERM", "KILL"]
+)
 def test_a_kill_at_any_moment_leaves_whole_files_and_a_rerun_finishes_the_job(
     project: Path, number: int, tmp_path: Path
 ) -> None:
@@ -210,7 +229,10 @@ def test_a_kill_at_any_moment_leaves_whole_files_and_a_rerun_finishes_the_job(
         if number != signal.SIGKILL:
             assert not temporaries(project, tmp_path / "cache")
     # What a SIGKILL at the worst moment leaves: temporary files of a process that is gone.
-    stale = [project / f".m0.py.{dead_pid()}-0badc0de.bayesify", tmp_path / "cache" / f".cache-{dead_pid()}-0badc0de.tmp"]
+    stale = [
+        project / f".m0.py.{dead_pid()}-0badc0de.bayesify",
+        tmp_path / "cache" / f".cache-{dead_pid()}-0badc0de.tmp",
+    ]
     stale[1].parent.mkdir(exist_ok=True)
     for path in stale:
         path.write_bytes(b"half")
@@ -249,12 +271,14 @@ def source_and_elsewhere(project: Path, tmp_path: Path) -> tuple[Path, Path]:
     return project / "src", elsewhere
 
 
-def test_out_refuses_a_linked_file_a_linked_folder_or_a_link_to_the_sources(project: Path, source_and_elsewhere) -> None:
+def test_out_refuses_a_linked_file_a_linked_folder_or_a_link_to_the_sources(
+    project: Path, source_and_elsewhere
+) -> None:
     src, elsewhere = source_and_elsewhere
     before = {**snapshot(src), **{f"elsewhere/{k}": v for k, v in snapshot(elsewhere).items()}}
     (project / "out").mkdir()
     (project / "out" / "m.py").symlink_to(elsewhere / "keep.py")
-    (project / "out2" ).mkdir()
+    (project / "out2").mkdir()
     (project / "out2" / "sub").symlink_to(elsewhere)
     (project / "twin").symlink_to("src")
     cases = {
@@ -279,13 +303,21 @@ def test_a_link_on_the_command_line_to_outside_the_project_is_refused(project: P
     for name in ("link.py", "linked"):
         run = cli(project, "rewrite", name)
         assert run.code == 2, run
-        assert re.search(rf"^{name}: error BAY302: a symbolic link to .*outside the project root", run.stderr, re.M), run
+        assert re.search(
+            rf"^{name}: error BAY302: a symbolic link to .*outside the project root", run.stderr, re.M
+        ), run
     assert (outside / "m.py").read_text() == model("M")
 
 
 # --- Parsers and odd files (items 4 and 9) -----------------------------------------------------
 
-DEEP = "import torch.nn as nn\n\n\nclass D(nn.Module):\n    pass\n\n\nx = " + "(" * 5000 + "1" + ")" * 5000 + "\n"
+DEEP = (
+    "import torch.nn as nn\n\n\nclass D(nn.Module):\n    pass\n\n\nx = "
+    + "(" * 5000
+    + "1"
+    + ")" * 5000
+    + "\n"
+)
 
 
 @pytest.mark.parametrize("jobs, good", [(1, 1), (2, 12)])
@@ -294,7 +326,9 @@ def test_deep_nesting_fails_its_file_alone(project: Path, jobs: int, good: int) 
     (project / "deep.py").write_text(DEEP)
     run = cli(project, "rewrite", ".", "-j", str(jobs))
     assert run.code == 123, run
-    assert re.search(r"^deep\.py:\d+:\d+: error BAY001: cannot parse: too many nested parentheses$", run.stderr, re.M), run
+    assert re.search(
+        r"^deep\.py:\d+:\d+: error BAY001: cannot parse: too many nested parentheses$", run.stderr, re.M
+    ), run
     assert "Traceback" not in run.stderr
     assert (project / "deep.py").read_text() == DEEP
     assert all(is_rewritten((project / name).read_bytes(), f"M{name[1:-3]}") for name in sources)
@@ -330,7 +364,9 @@ def cached_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes, 
     """A tree, a cache file made by a real run over it, and what a run without cache gives."""
     root = tmp_path_factory.mktemp("cached")
     (root / "base.py").write_text(model("Base"))
-    (root / "child.py").write_text("from base import Base\n\n\nclass Child(Base):\n    def show(self):\n        return self.w\n")
+    (root / "child.py").write_text(
+        "from base import Base\n\n\nclass Child(Base):\n    def show(self):\n        return self.w\n"
+    )
     files = sorted(root.glob("*.py"))
     spec_ = parse_spec(CACHE_SPEC, "priors.yaml")
     cache = Cache(root / "cache.json")
@@ -363,7 +399,11 @@ def test_the_cache_is_json_with_a_checksum(cached_tree) -> None:
 def planted(data: bytes, seed: int, value) -> bytes:
     """The cache with ``value`` planted somewhere in its entries, and a checksum that fits."""
     body = json.dumps(_mutate(json.loads(data.split(b"\n", 1)[1]), random.Random(seed), value)).encode()
-    return json.dumps({"format": bayesify.cache.FORMAT, "sha256": bayesify.cache.digest(body)}).encode() + b"\n" + body
+    return (
+        json.dumps({"format": bayesify.cache.FORMAT, "sha256": bayesify.cache.digest(body)}).encode()
+        + b"\n"
+        + body
+    )
 
 
 def test_a_planted_pickle_runs_nothing(cached_tree, tmp_path: Path) -> None:
@@ -390,18 +430,25 @@ def _mutate(value, chooser: random.Random, replacement):
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=6), children, max_size=4),
     max_leaves=8,
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(damage=st.one_of(
-    st.tuples(st.just("flip"), st.integers(0, 10**9), st.integers(0, 7)),
-    st.tuples(st.just("cut"), st.integers(0, 10**9), st.just(0)),
-    st.tuples(st.just("plant"), st.integers(0, 10**9), JSON_VALUES),
-))
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    damage=st.one_of(
+        st.tuples(st.just("flip"), st.integers(0, 10**9), st.integers(0, 7)),
+        st.tuples(st.just("cut"), st.integers(0, 10**9), st.just(0)),
+        st.tuples(st.just("plant"), st.integers(0, 10**9), JSON_VALUES),
+    )
+)
 def test_any_damage_to_the_cache_is_a_miss(cached_tree, tmp_path: Path, damage) -> None:
     """Flipped bits, a cut file, a planted value of any shape anywhere: the run gives what a
     run without cache gives, and never raises."""
@@ -417,9 +464,15 @@ def test_any_damage_to_the_cache_is_a_miss(cached_tree, tmp_path: Path, damage) 
     assert run_with_cache_file(root, damaged, tmp_path / "cache.json") == expected
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(seed=st.integers(0, 10**9), value=JSON_VALUES)
-def test_a_planted_cache_with_a_valid_checksum_never_breaks_a_run(cached_tree, tmp_path: Path, seed: int, value) -> None:
+def test_a_planted_cache_with_a_valid_checksum_never_breaks_a_run(
+    cached_tree, tmp_path: Path, seed: int, value
+) -> None:
     """Someone who can write the cache folder can make its answers wrong (as they could edit
     the sources), never make bayesify raise or run anything: each record is checked."""
     root, data, _ = cached_tree
@@ -480,7 +533,12 @@ def test_a_cache_that_cannot_be_saved_leaves_no_temporary_file(
             self.stream.write(data[:10])
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(bayesify.cache, "open", lambda path, mode="r": FullDisk(path, mode) if "x" in mode else real_open(path, mode), raising=False)
+    monkeypatch.setattr(
+        bayesify.cache,
+        "open",
+        lambda path, mode="r": FullDisk(path, mode) if "x" in mode else real_open(path, mode),
+        raising=False,
+    )
     models(project, 2)
     monkeypatch.chdir(project)
     result = CliRunner().invoke(main, ["rewrite", "."])
@@ -488,7 +546,9 @@ def test_a_cache_that_cannot_be_saved_leaves_no_temporary_file(
     assert not temporaries(tmp_path / "cache") and (tmp_path / "cache").is_dir()
 
 
-def test_without_a_process_pool_the_work_is_done_in_process(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_process_pool_the_work_is_done_in_process(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No /dev/shm, no semaphores, a sandbox without fork: the run still rewrites everything."""
 
     def no_pool(*args, **kwargs):
@@ -510,11 +570,32 @@ def test_the_cache_keeps_every_field_of_what_it_stores(cached_tree) -> None:
 
     stored = {
         FileIndex: {"path", "imports", "classes", "ties_weights"},
-        ClassRecord: {"module", "qualname", "name", "order", "line", "bases", "top", "attr_lines",
-                      "method_reads", "init_reads"},
+        ClassRecord: {
+            "module",
+            "qualname",
+            "name",
+            "order",
+            "line",
+            "bases",
+            "top",
+            "attr_lines",
+            "method_reads",
+            "init_reads",
+        },
         BaseRef: {"resolved", "subscripted", "argument"},
-        PlannedSite: {"path", "line", "module", "class_name", "class_order", "attr_path", "kind", "shape",
-                      "entry", "shadowed", "if_built"},
+        PlannedSite: {
+            "path",
+            "line",
+            "module",
+            "class_name",
+            "class_order",
+            "attr_path",
+            "kind",
+            "shape",
+            "entry",
+            "shadowed",
+            "if_built",
+        },
     }
     for kind, fields in stored.items():
         assert {field.name for field in dataclasses.fields(kind)} == fields, kind.__name__

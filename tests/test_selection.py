@@ -61,8 +61,10 @@ def regression(net):
     return model
 
 
-@pytest.mark.parametrize("spec", ["nn.Linear.weight: Normal(0, 0.1)\n  nn.Conv*.weight: Normal(0, 0.1)",
-                                  "nn.*.weight: Normal(0, 0.1)"])
+@pytest.mark.parametrize(
+    "spec",
+    ["nn.Linear.weight: Normal(0, 0.1)\n  nn.Conv*.weight: Normal(0, 0.1)", "nn.*.weight: Normal(0, 0.1)"],
+)
 @pytest.mark.parametrize("build", ["Net", "Sized"])
 def test_every_linear_and_conv_weight_by_type_equals_the_run_time_baseline(tmp_path, spec, build):
     ours_module = rewritten(tmp_path, f"version: 1\npriors:\n  {spec}\n", f"by_type_{build}_{len(spec)}")
@@ -84,8 +86,15 @@ def test_the_fixture_spec_builds_every_configuration_with_exactly_the_intended_s
     # The shared layer is one site, named where Pyro names it; each Conv and Linear weight is
     # random; the head's weight by `**.fc.weight`, though it was assigned by tuple unpacking.
     assert random == {
-        "blocks.1.shared.weight", "blocks.0.conv.weight", "blocks.1.conv.weight", "fc.weight",
-        "project_out.weight", "bias", "fc.bias", "blocks.0.norm.weight", "blocks.1.norm.weight",
+        "blocks.1.shared.weight",
+        "blocks.0.conv.weight",
+        "blocks.1.conv.weight",
+        "fc.weight",
+        "project_out.weight",
+        "bias",
+        "fc.bias",
+        "blocks.0.norm.weight",
+        "blocks.1.norm.weight",
     }
     assert net._bayesify_decided["fc.weight"] == "**.fc.weight"
     assert net._bayesify_decided["project_out.weight"] == "Net.project_out.weight"
@@ -153,8 +162,10 @@ priors:
 
 
 def test_a_misspelt_selector_is_an_error_with_a_did_you_mean():
-    source = b"from torch import nn\n\nclass MLP(nn.Module):\n    def __init__(self):\n" \
-             b"        super().__init__()\n        self.net = nn.Sequential()\n        self.fc = nn.Linear(2, 2)\n"
+    source = (
+        b"from torch import nn\n\nclass MLP(nn.Module):\n    def __init__(self):\n"
+        b"        super().__init__()\n        self.net = nn.Sequential()\n        self.fc = nn.Linear(2, 2)\n"
+    )
     result = run_source(source, parse_spec(MISSPELT))
     hints = {entry.selector.text: result.hints[entry.line] for entry in result.unmatched}
     assert hints == {
@@ -204,7 +215,9 @@ def test_plan_build_lists_the_built_models_sites_and_the_entries_that_select_not
     assert "(**.fc.weight)" in rows["fc.weight"] and "tied: reads bias" in rows["fc.bias"]
     assert rows["blocks.0.conv.bias"].endswith("deterministic")
     assert built[-1] == "priors.yaml:5: Net.project_out.weight: selects nothing in the built model"
-    assert (tmp_path / "models" / "zoo.py").read_bytes() == (FIXTURES / "selection" / "input" / "zoo.py").read_bytes()
+    assert (tmp_path / "models" / "zoo.py").read_bytes() == (
+        FIXTURES / "selection" / "input" / "zoo.py"
+    ).read_bytes()
 
 
 def test_plan_build_refuses_a_module_that_is_not_the_rewritten_one(tmp_path, monkeypatch):
@@ -216,7 +229,7 @@ def test_plan_build_refuses_a_module_that_is_not_the_rewritten_one(tmp_path, mon
     assert elsewhere.exit_code == 123 and "not from the files of the run" in elsewhere.output
 
 
-TIED_BY_A_METHOD = b'''\
+TIED_BY_A_METHOD = b"""\
 import torch
 from torch import nn
 
@@ -238,7 +251,7 @@ class LM(nn.Module):
 
     def forward(self, ids):
         return self.head(self.norm(self.embed(ids)))
-'''
+"""
 
 
 def test_parameters_a_method_ties_by_name_stay_tied(tmp_path):

@@ -140,9 +140,7 @@ def test_an_unknown_distribution_or_constraint_suggests_the_closest(
 ) -> None:
     error = refused(spec_with(section, value))
     assert_located(error, 3)
-    assert f"unknown {'distribution' if section == 'priors' else 'constraint'} {unknown!r}" in (
-        error.message
-    )
+    assert f"unknown {'distribution' if section == 'priors' else 'constraint'} {unknown!r}" in (error.message)
     assert f"did you mean {suggestion!r}?" in error.message
 
 
@@ -311,7 +309,7 @@ def test_a_prior_that_is_not_a_plain_distribution_call_is_refused(value: str) ->
 
 def test_numbers_are_written_as_python_reads_them() -> None:
     prior = parse_spec(spec_with("priors", "Normal(-0.5, 1_000)"), SPEC).entries[0].action
-    assert rendered(prior) == 'Normal(-0.5, 1000)'
+    assert rendered(prior) == "Normal(-0.5, 1000)"
     prior = parse_spec(spec_with("priors", "Uniform(low=0x10, high=+2.5e3)"), SPEC).entries[0].action
     assert rendered(prior) == "Uniform(low=16, high=2500.0)"
 
@@ -339,7 +337,9 @@ def test_an_overlong_or_overdeep_expression_is_refused_briefly() -> None:
 
 
 def test_a_selector_given_twice_in_a_section_is_refused() -> None:
-    error = refused("version: 1\npriors:\n  Lin.w: Normal(0, 1)\n  Lin.b: Normal(0, 1)\n  Lin.w: Normal(0, 2)\n")
+    error = refused(
+        "version: 1\npriors:\n  Lin.w: Normal(0, 1)\n  Lin.b: Normal(0, 1)\n  Lin.w: Normal(0, 2)\n"
+    )
     assert_located(error, 5)
     assert "'Lin.w' is given twice (first on line 3" in error.message
 
@@ -406,7 +406,11 @@ def test_text_that_is_not_yaml_is_refused_with_its_line(text: str, line: int) ->
         ("version: 2\n", 1, "the spec must start with `version: 1`"),
         ("version: one\n", 1, "the spec must start with `version: 1`"),
         ("version: 1.0\n", 1, "the spec must start with `version: 1`"),
-        ("version: 1\nprior:\n  Lin.w: Normal(0, 1)\n", 2, "unknown top-level key 'prior'; did you mean 'priors'?"),
+        (
+            "version: 1\nprior:\n  Lin.w: Normal(0, 1)\n",
+            2,
+            "unknown top-level key 'prior'; did you mean 'priors'?",
+        ),
         ("version: 1\nfoo: 1\n", 2, "unknown top-level key 'foo'"),
         ("version: 1\npriors:\n  - Lin.w: Normal(0, 1)\n", 3, "`priors` must be a mapping"),
         ("version: 1\npriors:\n  Lin.w:\n    Normal: [0, 1]\n", 4, "expected a plain value here"),
@@ -478,7 +482,9 @@ NUMBERS = st.one_of(
 ATOMS = st.one_of(
     NUMBERS,
     NAMES,
-    st.sampled_from(["True", "None", "...", "'loc'", "b'x'", "f'{x}'", "f'{__import__(\"os\")}'", "()", "[]", "{}"]),
+    st.sampled_from(
+        ["True", "None", "...", "'loc'", "b'x'", "f'{x}'", "f'{__import__(\"os\")}'", "()", "[]", "{}"]
+    ),
 )
 
 
@@ -506,7 +512,10 @@ ARGUMENTS = st.lists(
     st.one_of(
         EXPRESSIONS,
         st.tuples(
-            st.one_of(st.sampled_from(["loc", "scale", "rate", "low", "high", "lower_bound", "upper_bound"]), IDENTIFIER),
+            st.one_of(
+                st.sampled_from(["loc", "scale", "rate", "low", "high", "lower_bound", "upper_bound"]),
+                IDENTIFIER,
+            ),
             EXPRESSIONS,
         ).map("=".join),
     ),
@@ -564,11 +573,7 @@ ENTRIES = st.one_of(near_valid_entries(), st.tuples(st.sampled_from(["priors", "
 def _is_finite_number(node: ast.AST) -> bool:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         node = node.operand
-    return (
-        isinstance(node, ast.Constant)
-        and type(node.value) in (int, float)
-        and math.isfinite(node.value)
-    )
+    return isinstance(node, ast.Constant) and type(node.value) in (int, float) and math.isfinite(node.value)
 
 
 def _is_sibling_name(node: ast.AST) -> bool:
@@ -601,7 +606,9 @@ def assert_prior_call_is_whitelisted(call: ast.expr) -> None:
 
 def assert_constraint_is_whitelisted_node(node: ast.expr) -> None:
     """``constraints.name`` or ``constraints.factory(numbers)``, from the catalog."""
-    _only(node, (ast.Call, ast.Attribute, ast.Name, ast.Load, ast.keyword, ast.Constant, ast.UnaryOp, ast.USub))
+    _only(
+        node, (ast.Call, ast.Attribute, ast.Name, ast.Load, ast.keyword, ast.Constant, ast.UnaryOp, ast.USub)
+    )
     call = node if isinstance(node, ast.Call) else None
     attribute = call.func if call else node
     assert isinstance(attribute, ast.Attribute) and attribute.attr in catalog.CONSTRAINTS
@@ -676,7 +683,9 @@ SCALARS = st.one_of(
     st.none(),
 )
 KEYS = st.one_of(
-    st.sampled_from(["version", "priors", "constraints", "modules", "exclude", "Lin.w", "Lin.b", "M.*.weight"]),
+    st.sampled_from(
+        ["version", "priors", "constraints", "modules", "exclude", "Lin.w", "Lin.b", "M.*.weight"]
+    ),
     IDENTIFIER,
     st.text(max_size=8),
 )
@@ -700,11 +709,38 @@ def test_random_yaml_specs_are_refused_cleanly_or_safe(document: dict, version: 
 
 YAML_PIECES = st.sampled_from(
     [
-        "version: 1\n", "priors:\n", "constraints:\n", "modules:\n", "  exclude: [A, '*B']\n",
-        "  Lin.w: Normal(0, 1)\n", "  Lin.b: positive\n", "  Lin.w: !!python/object/apply:os.getcwd []\n",
-        "  &a Lin.x: *a\n", "  <<: {Lin.y: Normal(0, 1)}\n", "  ? [Lin, w]\n  : Normal(0, 1)\n",
-        "  Lin.z: |\n    Normal(0,\n      1)\n", "---\n", "...\n", "\t", "  ", "- ", ": ", "{", "}", "[", "]",
-        "'", '"', "#", "!", "&", "*", "%YAML 1.1\n", "\n", "\ufeff", "\x00",
+        "version: 1\n",
+        "priors:\n",
+        "constraints:\n",
+        "modules:\n",
+        "  exclude: [A, '*B']\n",
+        "  Lin.w: Normal(0, 1)\n",
+        "  Lin.b: positive\n",
+        "  Lin.w: !!python/object/apply:os.getcwd []\n",
+        "  &a Lin.x: *a\n",
+        "  <<: {Lin.y: Normal(0, 1)}\n",
+        "  ? [Lin, w]\n  : Normal(0, 1)\n",
+        "  Lin.z: |\n    Normal(0,\n      1)\n",
+        "---\n",
+        "...\n",
+        "\t",
+        "  ",
+        "- ",
+        ": ",
+        "{",
+        "}",
+        "[",
+        "]",
+        "'",
+        '"',
+        "#",
+        "!",
+        "&",
+        "*",
+        "%YAML 1.1\n",
+        "\n",
+        "\ufeff",
+        "\x00",
     ]
 )
 
@@ -825,7 +861,9 @@ def test_the_spec_refuses_exactly_the_numbers_pyro_refuses(family: str, argument
         except SpecError:
             accepted = False
         try:
-            getattr(dist, family)(*map(float, args), validate_args=True, **{k: float(v) for k, v in kwargs.items()})
+            getattr(dist, family)(
+                *map(float, args), validate_args=True, **{k: float(v) for k, v in kwargs.items()}
+            )
             constructed = True
         except ValueError:
             constructed = False

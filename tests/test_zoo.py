@@ -23,9 +23,20 @@ SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "zoo.py"
 def test_the_zoo_measures_both_sides_on_real_models(tmp_path: Path):
     results = tmp_path / "zoo.json"
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--only", "torch_geometric", "--work", str(tmp_path / "work"),
-         "--json", str(results)],
-        capture_output=True, text=True, timeout=3600,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--only",
+            "torch_geometric",
+            "--work",
+            str(tmp_path / "work"),
+            "--json",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3600,
     )
     if done.returncode == 2:
         pytest.skip(f"cannot install the zoo's packages: {done.stderr[-500:]}")

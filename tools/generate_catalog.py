@@ -208,12 +208,9 @@ def describe_distribution(name: str, cls: type) -> DistributionEntry:
             leading_required += 1
         if leading_required != len(required_names):
             return excluded(
-                "a required keyword-only argument follows optional ones, which a Signature "
-                "cannot express"
+                "a required keyword-only argument follows optional ones, which a Signature " "cannot express"
             )
-        numeric = set(tensor_arguments) | NUMERIC_ARGUMENTS_OUTSIDE_ARG_CONSTRAINTS.get(
-            name, frozenset()
-        )
+        numeric = set(tensor_arguments) | NUMERIC_ARGUMENTS_OUTSIDE_ARG_CONSTRAINTS.get(name, frozenset())
         non_numeric = [argument for argument in required_names if argument not in numeric]
         if non_numeric:
             return excluded("requires arguments that are not numbers: " + ", ".join(non_numeric))
@@ -300,10 +297,7 @@ def collect_constraints() -> dict[str, ConstraintEntry]:
     public_names = getattr(torch_constraints, "__all__", None) or [
         name for name in dir(torch_constraints) if not name.startswith("_")
     ]
-    return {
-        name: describe_constraint(getattr(torch_constraints, name))
-        for name in sorted(public_names)
-    }
+    return {name: describe_constraint(getattr(torch_constraints, name)) for name in sorted(public_names)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,8 +516,7 @@ def render_catalog() -> str:
         "Multivariate: these arguments have event dimensions (1: a vector, 2: a matrix), so "
         "they take a tensor (a sibling attribute) rather than a numeric literal:",
         [
-            f"{name}: "
-            + ", ".join(f"{arg} ({dim})" for arg, dim in entry.multivariate_arguments.items())
+            f"{name}: " + ", ".join(f"{arg} ({dim})" for arg, dim in entry.multivariate_arguments.items())
             for name, entry in included.items()
             if entry.multivariate_arguments
         ],

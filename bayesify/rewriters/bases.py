@@ -45,7 +45,10 @@ class BaseClassRewriter(Rule):
         if conversion not in (Conversion.ROOT, Conversion.LAYER, Conversion.EXTERNAL):
             return updated_node
         kinds = iter(self.context.base_kinds.get(record.order, ()))
-        bases = [arg if arg.keyword else self._convert(arg, next(kinds, None), conversion) for arg in updated_node.bases]
+        bases = [
+            arg if arg.keyword else self._convert(arg, next(kinds, None), conversion)
+            for arg in updated_node.bases
+        ]
         keywords = [self._metaclass(arg) for arg in updated_node.keywords]
         if not any(arg.keyword and arg.keyword.value == "metaclass" for arg in keywords):
             keywords += self._metaclass_of_bases(record, updated_node.bases)
@@ -65,7 +68,8 @@ class BaseClassRewriter(Rule):
                         keyword=cst.Name("metaclass"),
                         value=cst.Call(func=cst.Name(PYRO_METACLASS), args=[cst.Arg(value=metaclass)]),
                         equal=cst.AssignEqual(
-                            whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")
+                            whitespace_before=cst.SimpleWhitespace(""),
+                            whitespace_after=cst.SimpleWhitespace(""),
                         ),
                     )
                 ]
@@ -77,7 +81,11 @@ class BaseClassRewriter(Rule):
         if arg.keyword is None or arg.keyword.value != "metaclass":
             return arg
         value = arg.value
-        if isinstance(value, cst.Call) and isinstance(value.func, cst.Name) and value.func.value == PYRO_METACLASS:
+        if (
+            isinstance(value, cst.Call)
+            and isinstance(value.func, cst.Name)
+            and value.func.value == PYRO_METACLASS
+        ):
             return arg
         self.context.needed.add(PYRO_METACLASS)
         return arg.with_changes(value=cst.Call(func=cst.Name(PYRO_METACLASS), args=[cst.Arg(value=value)]))

@@ -19,9 +19,22 @@ import libcst as cst
 DEFINITIONS = frozenset(
     getattr(cst, name)
     for name in (
-        "ClassDef", "FunctionDef", "IndentedBlock", "SimpleStatementSuite", "If", "Else", "For",
-        "While", "Try", "TryStar", "ExceptHandler", "ExceptStarHandler", "Finally", "With",
-        "Match", "MatchCase",
+        "ClassDef",
+        "FunctionDef",
+        "IndentedBlock",
+        "SimpleStatementSuite",
+        "If",
+        "Else",
+        "For",
+        "While",
+        "Try",
+        "TryStar",
+        "ExceptHandler",
+        "ExceptStarHandler",
+        "Finally",
+        "With",
+        "Match",
+        "MatchCase",
     )
     if hasattr(cst, name)
 )

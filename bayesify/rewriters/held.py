@@ -71,7 +71,9 @@ class HeldModuleRewriter(Rule):
     pass_ = STATEMENTS
     enters = DEFINITIONS | {cst.SimpleStatementLine, cst.Assign, cst.AnnAssign, cst.AugAssign, cst.Expr}
     generated_names = {
-        WRAP: "bayesify.runtime", SET_PRIOR: "bayesify.runtime", SET_CONSTRAINT: "bayesify.runtime",
+        WRAP: "bayesify.runtime",
+        SET_PRIOR: "bayesify.runtime",
+        SET_CONSTRAINT: "bayesify.runtime",
         "constraints": "torch.distributions",
     }
 
@@ -188,7 +190,9 @@ class HeldModuleRewriter(Rule):
             self._local_layers.setdefault((record.order, owner), []).extend(layers)
         elif owner.count(".") == 1 and owner.startswith(self_name + "."):
             attr = owner.partition(".")[2]
-            self._elements.setdefault(record.order, {}).setdefault(attr, []).extend(("*", layer) for layer in layers)
+            self._elements.setdefault(record.order, {}).setdefault(attr, []).extend(
+                ("*", layer) for layer in layers
+            )
 
     def leave_AugAssign(self, original_node: cst.AugAssign, updated_node: cst.AugAssign) -> cst.AugAssign:
         """``layers += [nn.Linear(…), nn.ReLU()]`` on a local list."""
@@ -203,7 +207,10 @@ class HeldModuleRewriter(Rule):
         a loop or a comprehension decides it): ``nn.Sequential(nn.Linear(…), nn.ReLU())``,
         ``nn.ModuleList([nn.Linear(…) for _ in range(n)])``, ``nn.Sequential(*layers)``."""
         if isinstance(value, cst.IfExp):
-            return [*self._container_layers(record, value.body), *self._container_layers(record, value.orelse)]
+            return [
+                *self._container_layers(record, value.body),
+                *self._container_layers(record, value.orelse),
+            ]
         if not isinstance(value, cst.Call):
             return []
         container = torch_nn_class(self.context.imports.resolve(dotted_from_cst(value.func)))
@@ -237,9 +244,14 @@ class HeldModuleRewriter(Rule):
             return False
         literal = value.args[0].value
         if isinstance(literal, (cst.List, cst.Tuple)):
-            values = [element.value if isinstance(element, cst.Element) else None for element in literal.elements]
+            values = [
+                element.value if isinstance(element, cst.Element) else None for element in literal.elements
+            ]
         elif isinstance(literal, cst.Dict):
-            values = [element.value if isinstance(element, cst.DictElement) else None for element in literal.elements]
+            values = [
+                element.value if isinstance(element, cst.DictElement) else None
+                for element in literal.elements
+            ]
         else:
             return False
         return bool(values) and all(value is not None and self._layer(value) for value in values)
@@ -256,9 +268,13 @@ class HeldModuleRewriter(Rule):
                 if layer
             ]
         if isinstance(value, cst.Dict):
-            return [(e.key.evaluated_value, layer) for e in value.elements
-                    if isinstance(e, cst.DictElement) and isinstance(e.key, cst.SimpleString)
-                    for layer in [self._layer(e.value)] if layer]
+            return [
+                (e.key.evaluated_value, layer)
+                for e in value.elements
+                if isinstance(e, cst.DictElement) and isinstance(e.key, cst.SimpleString)
+                for layer in [self._layer(e.value)]
+                if layer
+            ]
         return [("*", layer) for layer in self._layer_list(record, value) if layer]
 
     def _layer_list(self, record: ClassRecord, value: cst.BaseExpression) -> list[Optional[str]]:
@@ -284,7 +300,11 @@ class HeldModuleRewriter(Rule):
         if isinstance(value, (cst.Tuple, cst.List, cst.Set)):
             return any(self._may_be_module(element.value) for element in value.elements)
         if isinstance(value, cst.Dict):
-            return any(self._may_be_module(element.value) for element in value.elements if isinstance(element, cst.DictElement))
+            return any(
+                self._may_be_module(element.value)
+                for element in value.elements
+                if isinstance(element, cst.DictElement)
+            )
         if value is _UNKNOWN_MODULE:
             return True
         if not isinstance(value, cst.Call):
@@ -293,7 +313,9 @@ class HeldModuleRewriter(Rule):
         resolved = self.context.imports.resolve(written)
         if resolved is None:
             return not hasattr(builtins, written)
-        if is_torch_nn(resolved, "Parameter") or any(is_pyro_nn(resolved, n) for n in ("PyroParam", "PyroSample")):
+        if is_torch_nn(resolved, "Parameter") or any(
+            is_pyro_nn(resolved, n) for n in ("PyroParam", "PyroSample")
+        ):
             return False
         top = resolved.partition(".")[0]
         if top == "torch":
@@ -327,7 +349,9 @@ class HeldModuleRewriter(Rule):
             or not isinstance(updated_node.body, cst.IndentedBlock)
         ):
             return updated_node
-        stub = cst.parse_statement("def __init__(self, *args, **kwargs):\n    super().__init__(*args, **kwargs)\n")
+        stub = cst.parse_statement(
+            "def __init__(self, *args, **kwargs):\n    super().__init__(*args, **kwargs)\n"
+        )
         self._frames.append(type(self._frames[-1])(self_name="self", is_method=True))
         try:
             init = self.leave_FunctionDef(stub, stub)
@@ -353,7 +377,11 @@ class HeldModuleRewriter(Rule):
         # The modules the class holds, and those a composite layer's own __init__ made
         # (MultiheadAttention's out_proj), are plain until converted; the noted entries
         # apply when the outermost model gets there.
-        if wanted or record.order in self._attaches or self._inherited_layer(record) in catalog.NN_COMPOSITE_LAYERS:
+        if (
+            wanted
+            or record.order in self._attaches
+            or self._inherited_layer(record) in catalog.NN_COMPOSITE_LAYERS
+        ):
             self.context.needed.add(WRAP)
             wanted.append(codegen.statement(codegen.call(WRAP, codegen.name(self_name))))
         body = list(updated_node.body.body)
@@ -434,7 +462,9 @@ class HeldModuleRewriter(Rule):
         ]
         return paths
 
-    def _paths(self, record: ClassRecord, selector: Selector, known: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    def _paths(
+        self, record: ClassRecord, selector: Selector, known: list[tuple[str, ...]]
+    ) -> list[tuple[str, ...]]:
         """Parameter paths below a module of ``record`` that ``selector`` selects and the source
         cannot list: those of a container or another library's module, whose parameters only
         the built model knows; its attribute stands for them (``layers.*.weight``)."""

@@ -71,7 +71,11 @@ def add_imports(module: cst.Module, missing: dict[str, list[str]]) -> cst.Module
             body[position] = extended
     new_lines = [
         cst.SimpleStatementLine(
-            [cst.ImportFrom(module=codegen.dotted(source), names=[cst.ImportAlias(codegen.name(n)) for n in names])]
+            [
+                cst.ImportFrom(
+                    module=codegen.dotted(source), names=[cst.ImportAlias(codegen.name(n)) for n in names]
+                )
+            ]
         )
         for source, names in sorted(remaining.items(), key=lambda item: _module_rank(item[0]))
     ]
@@ -111,7 +115,9 @@ def _extend_existing(statement: cst.CSTNode, remaining: dict[str, list[str]]) ->
     aliases += [
         cst.ImportAlias(
             name=cst.Name(name),
-            comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")) if i < len(names) - 1 else cst.MaybeSentinel.DEFAULT,
+            comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+            if i < len(names) - 1
+            else cst.MaybeSentinel.DEFAULT,
         )
         for i, name in enumerate(names)
     ]

@@ -49,7 +49,9 @@ class PyroMethodRewriter(Rule):
             return updated_node
         record = scope[0]
         reads = record.method_reads.get(updated_node.name.value, frozenset())
-        if not reads & self.context.random.get(record.order, set()) or not self._wants_decorator(updated_node):
+        if not reads & self.context.random.get(record.order, set()) or not self._wants_decorator(
+            updated_node
+        ):
             return updated_node
         self.context.needed.add(PYRO_METHOD)
         decorator = cst.Decorator(decorator=cst.Name(PYRO_METHOD))

@@ -42,7 +42,10 @@ class ParameterRewriter(Rule):
     pass_ = STATEMENTS
     enters = DEFINITIONS | {cst.SimpleStatementLine}
     generated_names = {
-        PYRO_PARAM: "pyro.nn", PYRO_SAMPLE: "pyro.nn", CONSTRAINTS: "torch.distributions", PRIOR: "bayesify.runtime",
+        PYRO_PARAM: "pyro.nn",
+        PYRO_SAMPLE: "pyro.nn",
+        CONSTRAINTS: "torch.distributions",
+        PRIOR: "bayesify.runtime",
     }
 
     def leave_SimpleStatementLine(

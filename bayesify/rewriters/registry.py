@@ -97,10 +97,14 @@ def register(rule: type[Rule]) -> type[Rule]:
         if name.startswith(("visit_", "leave_")):
             node_type = getattr(cst, name.split("_", 1)[1].split("_")[0], None)
             if node_type not in rule.enters:
-                raise TypeError(f"{rule.__name__}.{name} would never run: its node type is not in {rule.__name__}.enters")
+                raise TypeError(
+                    f"{rule.__name__}.{name} would never run: its node type is not in {rule.__name__}.enters"
+                )
     for name, module in rule.generated_names.items():
         if SOURCES.setdefault(name, module) != module:
-            raise TypeError(f"{rule.__name__} imports {name} from {module}, another rule from {SOURCES[name]}")
+            raise TypeError(
+                f"{rule.__name__} imports {name} from {module}, another rule from {SOURCES[name]}"
+            )
     RULES.append(rule)
     return rule
 

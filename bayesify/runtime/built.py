@@ -68,7 +68,9 @@ def _shape(module: torch.nn.Module, name: str):
 def main(request: str) -> int:
     call = json.loads(request)
     target = importlib.import_module(call["module"])
-    if not os.path.realpath(getattr(target, "__file__", "") or "").startswith(os.path.realpath(call["mirror"])):
+    if not os.path.realpath(getattr(target, "__file__", "") or "").startswith(
+        os.path.realpath(call["mirror"])
+    ):
         print(
             f"{call['module']} is imported from {target.__file__}, not from the files of the run: "
             "name the module as the run's files are imported (its path from here, or its package)",
@@ -83,7 +85,10 @@ def main(request: str) -> int:
         print(f"{shown} returned a {type(model).__name__}, not an nn.Module", file=sys.stderr)
         return 1
     rows = parameters(model)
-    counts = {kind: sum(row["becomes"] == kind for row in rows) for kind in ("random", "constrained", "deterministic")}
+    counts = {
+        kind: sum(row["becomes"] == kind for row in rows)
+        for kind in ("random", "constrained", "deterministic")
+    }
     print(json.dumps({"built": f"{shown} ({type(model).__name__})", "parameters": rows, **counts}))
     return 0
 

@@ -181,7 +181,9 @@ def _apply(root: torch.nn.Module) -> None:
     """Decides every parameter of ``root`` by the first noted entry that selects it, in spec
     order, keeps tied parameters tied, and makes ``root`` the one Pyro root of them all."""
     modules = {_split(prefix): part for prefix, part in root.named_modules()}
-    noted = [(prefix, part.__dict__.pop(_NOTED)) for prefix, part in modules.items() if _NOTED in part.__dict__]
+    noted = [
+        (prefix, part.__dict__.pop(_NOTED)) for prefix, part in modules.items() if _NOTED in part.__dict__
+    ]
     decided = root.__dict__.setdefault(DECIDED, {})
     if noted:
         slots = list(_plain_slots(modules))
@@ -261,7 +263,7 @@ def _selects(
         return selector.matches_path(path)
     if selector.kind == CLASS:
         return any(
-            path[: len(owner)] == owner and match_path(selector.path, path[len(owner):]) for owner in owners
+            path[: len(owner)] == owner and match_path(selector.path, path[len(owner) :]) for owner in owners
         )
     return any(
         _is_of_type(modules.get(path[:depth]), selector, of_type) and match_path(selector.path, path[depth:])
@@ -269,7 +271,9 @@ def _selects(
     )
 
 
-def _is_of_type(module: Optional[torch.nn.Module], selector: Selector, of_type: Dict[Tuple[type, str], bool]) -> bool:
+def _is_of_type(
+    module: Optional[torch.nn.Module], selector: Selector, of_type: Dict[Tuple[type, str], bool]
+) -> bool:
     if module is None:
         return False
     key = (type(module), selector.text)

@@ -127,7 +127,9 @@ class CheckpointNormal(AutoNormal):
                 loc, _ = self._get_loc_and_scale(name)
                 loc = loc.detach()
                 spread = (self.delta * loc.abs()).clamp_min(self._init_scale)
-                deep_setattr(self.scales, name, PyroParam(spread, self.scale_constraint, self._event_dims[name]))
+                deep_setattr(
+                    self.scales, name, PyroParam(spread, self.scale_constraint, self._event_dims[name])
+                )
 
     def forward(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
         if self.prototype_trace is None:
@@ -224,7 +226,9 @@ def fit(
         if optimizing is None:
             with pyro.validation_enabled(True), poutine.trace(param_only=True) as found:
                 value = elbo.differentiable_loss(model, guide, *batch)
-            optimizing = optimizer([site["value"].unconstrained() for site in found.trace.nodes.values()], lr=lr)
+            optimizing = optimizer(
+                [site["value"].unconstrained() for site in found.trace.nodes.values()], lr=lr
+            )
         else:
             with pyro.validation_enabled(False):
                 value = elbo.differentiable_loss(model, guide, *batch)

@@ -126,7 +126,9 @@ class Normal:
             return pyro.param(name)
         initial = self.init_scale
         if initial is None:
-            initial = 1.0 if target is None else (target - output).detach().pow(2).mean().sqrt().clamp_min(1e-3)
+            initial = (
+                1.0 if target is None else (target - output).detach().pow(2).mean().sqrt().clamp_min(1e-3)
+            )
         initial = torch.as_tensor(initial, dtype=output.dtype, device=output.device)
         return pyro.param(name, initial, constraint=constraints.positive)
 
@@ -141,7 +143,9 @@ class Normal:
         epistemic = outputs.std(0, unbiased=False)
         sd = (epistemic**2 + noise**2).sqrt()
         entropy = 0.5 * torch.log(2 * math.pi * math.e * sd**2)
-        return Prediction(outputs=outputs, mean=mean, sd=sd, entropy=entropy, epistemic=epistemic, noise=noise)
+        return Prediction(
+            outputs=outputs, mean=mean, sd=sd, entropy=entropy, epistemic=epistemic, noise=noise
+        )
 
 
 def _data_plate(dataset_size: Optional[int], batch_size: int) -> pyro.plate:

@@ -123,10 +123,7 @@ class Prior:
 
     def _build(self, module: torch.nn.Module, anchor: torch.Tensor) -> dist.Distribution:
         args = [self._resolve(module, anchor, value) for value in self.args]
-        kwargs = {
-            key: self._resolve(module, anchor, value)
-            for key, value in self.kwargs.items()
-        }
+        kwargs = {key: self._resolve(module, anchor, value) for key, value in self.kwargs.items()}
         prior = self.family(*args, **kwargs)
         batch_shape = torch.broadcast_shapes(prior.batch_shape, self.shape)
         if batch_shape != prior.batch_shape:
@@ -193,8 +190,7 @@ def _distribution_class(family: str) -> type:
     known = [
         name
         for name in dir(dist)
-        if isinstance(getattr(dist, name), type)
-        and issubclass(getattr(dist, name), dist.Distribution)
+        if isinstance(getattr(dist, name), type) and issubclass(getattr(dist, name), dist.Distribution)
     ]
     suggestion = difflib.get_close_matches(family, known, n=1)
     hint = f"; did you mean {suggestion[0]!r}?" if suggestion else ""
