@@ -112,15 +112,21 @@ DISTRIBUTIONS: dict[str, Signature] = {
     "DirichletMultinomial": Signature(("concentration", "total_count", "is_sparse"), 1),
     "Empirical": Signature(("samples", "log_weights"), 2),
     "Exponential": Signature(("rate",), 1),
-    "ExtendedBetaBinomial": Signature(("concentration1", "concentration0", "total_count"), 2),
+    "ExtendedBetaBinomial": Signature(
+        ("concentration1", "concentration0", "total_count"), 2
+    ),
     "ExtendedBinomial": Signature(("total_count", "probs", "logits"), 0),
     "FisherSnedecor": Signature(("df1", "df2"), 2),
     "Gamma": Signature(("concentration", "rate"), 2),
     "GammaPoisson": Signature(("concentration", "rate"), 2),
-    "GaussianScaleMixture": Signature(("coord_scale", "component_logits", "component_scale"), 3),
+    "GaussianScaleMixture": Signature(
+        ("coord_scale", "component_logits", "component_scale"), 3
+    ),
     "GeneralizedPareto": Signature(("loc", "scale", "concentration"), 3),
     "Geometric": Signature(("probs", "logits"), 0),
-    "GroupedNormalNormal": Signature(("prior_loc", "prior_scale", "obs_scale", "group_idx"), 4),
+    "GroupedNormalNormal": Signature(
+        ("prior_loc", "prior_scale", "obs_scale", "group_idx"), 4
+    ),
     "Gumbel": Signature(("loc", "scale"), 2),
     "HalfCauchy": Signature(("scale",), 1),
     "HalfNormal": Signature(("scale",), 1),
@@ -137,9 +143,13 @@ DISTRIBUTIONS: dict[str, Signature] = {
     "LogisticNormal": Signature(("loc", "scale"), 2),
     "LowRankMultivariateNormal": Signature(("loc", "cov_factor", "cov_diag"), 3),
     "MixtureOfDiagNormals": Signature(("locs", "coord_scale", "component_logits"), 3),
-    "MixtureOfDiagNormalsSharedCovariance": Signature(("locs", "coord_scale", "component_logits"), 3),
+    "MixtureOfDiagNormalsSharedCovariance": Signature(
+        ("locs", "coord_scale", "component_logits"), 3
+    ),
     "Multinomial": Signature(("total_count", "probs", "logits"), 0),
-    "MultivariateNormal": Signature(("loc", "covariance_matrix", "precision_matrix", "scale_tril"), 1),
+    "MultivariateNormal": Signature(
+        ("loc", "covariance_matrix", "precision_matrix", "scale_tril"), 1
+    ),
     "MultivariateStudentT": Signature(("df", "loc", "scale_tril"), 3),
     "NanMaskedMultivariateNormal": Signature(
         ("loc", "covariance_matrix", "precision_matrix", "scale_tril"), 1
@@ -159,7 +169,9 @@ DISTRIBUTIONS: dict[str, Signature] = {
     "RelaxedBernoulli": Signature(("temperature", "probs", "logits"), 1),
     "RelaxedBernoulliStraightThrough": Signature(("temperature", "probs", "logits"), 1),
     "RelaxedOneHotCategorical": Signature(("temperature", "probs", "logits"), 1),
-    "RelaxedOneHotCategoricalStraightThrough": Signature(("temperature", "probs", "logits"), 1),
+    "RelaxedOneHotCategoricalStraightThrough": Signature(
+        ("temperature", "probs", "logits"), 1
+    ),
     "SineBivariateVonMises": Signature(
         (
             "phi_loc",
@@ -182,8 +194,12 @@ DISTRIBUTIONS: dict[str, Signature] = {
     "VonMises": Signature(("loc", "concentration"), 2),
     "VonMises3D": Signature(("concentration",), 1),
     "Weibull": Signature(("scale", "concentration"), 2),
-    "Wishart": Signature(("df", "covariance_matrix", "precision_matrix", "scale_tril"), 1),
-    "ZeroInflatedNegativeBinomial": Signature(("total_count", "probs", "logits", "gate", "gate_logits"), 1),
+    "Wishart": Signature(
+        ("df", "covariance_matrix", "precision_matrix", "scale_tril"), 1
+    ),
+    "ZeroInflatedNegativeBinomial": Signature(
+        ("total_count", "probs", "logits", "gate", "gate_logits"), 1
+    ),
     "ZeroInflatedPoisson": Signature(("rate", "gate", "gate_logits"), 1),
 }
 
