@@ -12,6 +12,7 @@ tables are what it knows of them:
   to, as constants (``positive``) or numeric factories (``interval(0, 1)``).
 - ``NN_LAYERS``: every ``torch.nn`` module class, with the parameters it has by default.
 - ``NN_CONTAINERS``: the ``torch.nn`` containers whose children a selector can reach.
+- ``NN_LAYER_BASES``: the private ``torch.nn.modules`` classes layers derive from.
 """
 
 from __future__ import annotations
@@ -874,5 +875,32 @@ NN_COMPOSITE_LAYERS: frozenset[str] = frozenset(
         "TransformerEncoder",
         "TransformerEncoderLayer",
         "TripletMarginWithDistanceLoss",
+    }
+)
+
+# Private torch.nn.modules classes that layers derive from (users subclass _ConvNd too).
+# Every other torch.nn class (Parameter, Buffer, LazyModuleMixin) is no module.
+NN_LAYER_BASES: frozenset[str] = frozenset(
+    {
+        "_AdaptiveAvgPoolNd",
+        "_AdaptiveMaxPoolNd",
+        "_AvgPoolNd",
+        "_BatchNorm",
+        "_CircularPadNd",
+        "_ConstantPadNd",
+        "_ConvNd",
+        "_ConvTransposeMixin",
+        "_ConvTransposeNd",
+        "_DropoutNd",
+        "_InstanceNorm",
+        "_LPPoolNd",
+        "_LazyNormBase",
+        "_Loss",
+        "_MaxPoolNd",
+        "_MaxUnpoolNd",
+        "_NormBase",
+        "_ReflectionPadNd",
+        "_ReplicationPadNd",
+        "_WeightedLoss",
     }
 )

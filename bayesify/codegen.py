@@ -76,10 +76,13 @@ def literal(value: Value) -> cst.BaseExpression:
 def call(func: Union[str, cst.BaseExpression], *args: Value, **kwargs: Value) -> cst.Call:
     """``func(*args, **kwargs)``; a string ``func`` is a dotted name, the arguments literals."""
     arguments = [cst.Arg(literal(value)) for value in args]
-    arguments += [
-        cst.Arg(literal(value), keyword=name(key), equal=_TIGHT_EQUAL) for key, value in kwargs.items()
-    ]
+    arguments += [keyword_argument(key, value) for key, value in kwargs.items()]
     return cst.Call(func=dotted(func) if isinstance(func, str) else func, args=arguments)
+
+
+def keyword_argument(key: str, value: Value) -> cst.Arg:
+    """The argument ``key=value``, as in a call or a class statement's ``metaclass=...``."""
+    return cst.Arg(literal(value), keyword=name(key), equal=_TIGHT_EQUAL)
 
 
 def statement(expression: cst.BaseExpression) -> cst.SimpleStatementLine:

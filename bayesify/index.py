@@ -23,12 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
+from .catalog import NN_LAYER_BASES, NN_LAYERS
 from .names import (
     ImportTable,
     dotted_from_ast,
     is_pyro_nn,
     torch_nn_class,
 )
+
+
+def is_torch_nn_module(name: str) -> bool:
+    """Whether the torch.nn class ``name`` is a module: the catalog lists every module class
+    (public ones, and the private bases of layers such as ``_ConvNd``), so one it lacks is
+    something else (``Parameter``, ``Buffer``, ``LazyModuleMixin``), which PyroModule cannot wrap."""
+    return name in NN_LAYERS or name in NN_LAYER_BASES
 
 
 class Conversion(enum.Enum):
@@ -393,7 +401,7 @@ class ClassIndex:
         if layer == "Module":
             return Conversion.ROOT
         if layer is not None:
-            return Conversion.LAYER
+            return Conversion.LAYER if is_torch_nn_module(layer) else Conversion.NONE
         if resolved and any(fnmatch.fnmatchcase(resolved, glob) for glob in self.external):
             return Conversion.EXTERNAL
         parent = self.lookup(resolved)

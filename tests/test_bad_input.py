@@ -878,7 +878,9 @@ class Gen(nn.Module, Generic[T]):
         self.w = nn.Parameter(torch.randn(8))
 """,
         "Gen",
-        [r"^class Gen\(PyroModule, Generic\[T\]\):$"],
+        [
+            r"^class Gen\(PyroModule, Generic\[T\], metaclass=pyro_metaclass_of\(PyroModule, Generic\[T\]\)\):$"
+        ],
     ),
     "annotated_assignment": (
         """\
@@ -966,7 +968,7 @@ def _sampled_w(module) -> tuple[str, tuple[int, ...]]:
         ("conditional_classes", lambda m: m.Cond(), (6,)),
         ("old_style_super", lambda m: m.OldSuper(), (2, 3)),
         ("dataclass", lambda m: m.DC(n=4), (4,)),
-        ("typing_generic", lambda m: m.Gen(), (8,)),
+        ("typing_generic", lambda m: m.Gen[int](), (8,)),  # parametrised as typing does
         ("annotated_assignment", lambda m: m.Annotated(), (2, 3)),
     ],
 )

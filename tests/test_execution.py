@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import math
 import pickle
 import shutil
 import sys
@@ -21,6 +22,8 @@ from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroParam, PyroSample, pyro_method
 from pyro.optim import Adam
 from torch.distributions import constraints
+
+from bayesify.runtime import pyro_metaclass_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -486,3 +489,31 @@ def test_a_layer_subclass_without_init_gets_one_that_sets_its_priors():
     ScaledLinear = load("inherited_layer", "layers.py").ScaledLinear
     layer = ScaledLinear(3, 2, bias=False)
     assert sites(layer, torch.zeros(4, 3)) == [("weight", "sample", (2, 3))]
+
+
+def test_bases_that_are_no_modules_or_bring_a_metaclass_or_are_generic_build_and_train(monkeypatch):
+    """diffusers' nn.Parameter subclass stays a parameter, monai's ABCMeta interfaces and
+    kornia's Generic module bases are combined with PyroModule's metaclass at import."""
+    (mixins,) = _import_fresh(monkeypatch, FIXTURES / "foreign_bases" / "expected", "mixins")
+    from mixins.interfaces import Encoder, Named
+    from mixins.nets import Config, Configured, Enc, Head, QParam
+
+    assert issubclass(QParam, nn.Parameter) and not issubclass(QParam, nn.Module)
+    encoder = Enc(3)
+    assert all(isinstance(encoder, base) for base in (PyroModule, Encoder, Named))
+    assert encoder.describe() == "Enc"
+    assert isinstance(encoder.offset, QParam)
+    unfinished_bases = (mixins.nets.Net, Encoder)
+    unfinished = pyro_metaclass_of(*unfinished_bases)("Unfinished", unfinished_bases, {})
+    with pytest.raises(TypeError, match="abstract"):  # the interface is still enforced
+        unfinished(3)
+    assert sorted(sites(encoder.encode, torch.ones(2, 3))) == [
+        ("offset", "param", (3,)),
+        ("weight", "sample", (3,)),
+    ]
+    assert Configured[Config].__origin__ is Configured
+    head = Head(Config())
+    assert isinstance(head, PyroModule) and sites(head, torch.ones(3)) == [("bias", "sample", (3,))]
+    for model in (encoder.encode, head):
+        losses = svi_losses(model, 2, torch.ones(2, 3))
+        assert all(math.isfinite(loss) for loss in losses)

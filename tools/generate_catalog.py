@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import inspect
+import pkgutil
 import sys
 import textwrap
 import warnings
@@ -406,6 +408,7 @@ tables are what it knows of them:
   to, as constants (``positive``) or numeric factories (``interval(0, 1)``).
 - ``NN_LAYERS``: every ``torch.nn`` module class, with the parameters it has by default.
 - ``NN_CONTAINERS``: the ``torch.nn`` containers whose children a selector can reach.
+- ``NN_LAYER_BASES``: the private ``torch.nn.modules`` classes layers derive from.
 """
 
 from __future__ import annotations
@@ -485,6 +488,23 @@ def _comment_block(title: str, lines: list[str]) -> list[str]:
             break_on_hyphens=False,
         )
     return block
+
+
+def collect_layer_bases() -> set[str]:
+    """The private module classes of torch.nn.modules that layers derive from (``_ConvNd``,
+    ``_BatchNorm``), which users subclass too; its other private classes are no modules."""
+    bases: set[str] = set()
+    for info in pkgutil.iter_modules(torch.nn.modules.__path__):
+        module = importlib.import_module(f"torch.nn.modules.{info.name}")
+        for name, candidate in vars(module).items():
+            if (
+                name.startswith("_")
+                and inspect.isclass(candidate)
+                and candidate.__module__.startswith("torch.nn.modules.")
+                and issubclass(candidate, torch.nn.Module)
+            ):
+                bases.add(name)
+    return bases
 
 
 def render_catalog() -> str:
@@ -599,6 +619,14 @@ def render_catalog() -> str:
         "NN_COMPOSITE_LAYERS: frozenset[str] = frozenset(",
         "    {",
         *(f"        {_quote(name)}," for name in sorted(composite)),
+        "    }",
+        ")",
+        "",
+        "# Private torch.nn.modules classes that layers derive from (users subclass _ConvNd too).",
+        "# Every other torch.nn class (Parameter, Buffer, LazyModuleMixin) is no module.",
+        "NN_LAYER_BASES: frozenset[str] = frozenset(",
+        "    {",
+        *(f"        {_quote(name)}," for name in sorted(collect_layer_bases())),
         "    }",
         ")",
         "",

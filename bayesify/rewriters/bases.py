@@ -6,6 +6,8 @@ Before::
     class MaskedLinear(torch.nn.Linear): ...
     class Deep(Regressor): ...
     class Bert(PreTrainedModel): ...      # an nn.Module from a --context file, or external
+    class Enc(Net, Interface): ...        # Interface may have a metaclass (abc.ABC, Generic[T])
+    class QParam(nn.Parameter): ...       # no module
 
 After::
 
@@ -13,9 +15,13 @@ After::
     class MaskedLinear(PyroModule[torch.nn.Linear]): ...
     class Deep(Regressor): ...            # inherits: nothing to change
     class Bert(PyroModule[PreTrainedModel]): ...
+    class Enc(Net, Interface, metaclass=pyro_metaclass_of(Net, Interface)): ...
+    class QParam(nn.Parameter): ...
 
 The base is recognised by what it resolves to, however ``torch.nn`` was imported; a base that
-stays a plain nn.Module keeps the spelling the user wrote inside ``PyroModule[...]``.
+stays a plain nn.Module keeps the spelling the user wrote inside ``PyroModule[...]``. A base not
+known to be a module may bring a metaclass of its own, which only the run time knows:
+:func:`~bayesify.runtime.pyro_metaclass_of` combines it with PyroModule's there.
 """
 
 from __future__ import annotations
@@ -24,56 +30,59 @@ from typing import Sequence
 
 import libcst as cst
 
+from .. import codegen
 from ..index import ClassRecord, Conversion
 from .compose import DEFINITIONS
 from .registry import STATEMENTS, Example, Rule, register
 
-PYRO_MODULE, PYRO_METACLASS = "PyroModule", "pyro_metaclass"
-#: Bases whose metaclass is not ``type``, which PyroModule's metaclass must be combined with.
-BASES_WITH_A_METACLASS = frozenset({"abc.ABC"})
+PYRO_MODULE, PYRO_METACLASS, PYRO_METACLASS_OF = "PyroModule", "pyro_metaclass", "pyro_metaclass_of"
+#: Bases that are plain classes, never bringing a metaclass of their own.
+PLAIN_BASES = frozenset({"object"})
 
 
 @register
 class BaseClassRewriter(Rule):
     pass_ = STATEMENTS
     enters = DEFINITIONS
-    generated_names = {PYRO_MODULE: "pyro.nn", PYRO_METACLASS: "bayesify.runtime"}
+    generated_names = {
+        PYRO_MODULE: "pyro.nn",
+        PYRO_METACLASS: "bayesify.runtime",
+        PYRO_METACLASS_OF: "bayesify.runtime",
+    }
 
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
         record = self.current_class
         conversion = self.context.conversions.get(record.order) if record else None
-        if conversion not in (Conversion.ROOT, Conversion.LAYER, Conversion.EXTERNAL):
+        if conversion not in (Conversion.ROOT, Conversion.LAYER, Conversion.EXTERNAL, Conversion.INHERITS):
             return updated_node
-        kinds = iter(self.context.base_kinds.get(record.order, ()))
+        kinds = self.context.base_kinds.get(record.order, ())
+        kind_of_base = iter(kinds)
         bases = [
-            arg if arg.keyword else self._convert(arg, next(kinds, None), conversion)
+            arg if arg.keyword else self._convert(arg, next(kind_of_base, None), conversion)
             for arg in updated_node.bases
         ]
         keywords = [self._metaclass(arg) for arg in updated_node.keywords]
         if not any(arg.keyword and arg.keyword.value == "metaclass" for arg in keywords):
-            keywords += self._metaclass_of_bases(record, updated_node.bases)
-        self.context.needed.add(PYRO_MODULE)
+            keywords += self._metaclass_of_bases(record, kinds, bases)
+        if conversion is not Conversion.INHERITS:
+            self.context.needed.add(PYRO_MODULE)
         return updated_node.with_changes(bases=bases, keywords=keywords)
 
-    def _metaclass_of_bases(self, record: ClassRecord, bases: Sequence[cst.Arg]) -> list[cst.Arg]:
-        """``class Flow(nn.Module, abc.ABC)`` -> ``…, metaclass=pyro_metaclass(type(abc.ABC))``:
-        a base with a metaclass of its own needs one that derives from it and PyroModule's."""
-        written = [arg for arg in bases if not arg.keyword]
-        for ref, arg in zip(record.bases, written):
-            if ref.resolved in BASES_WITH_A_METACLASS:
-                self.context.needed.add(PYRO_METACLASS)
-                metaclass = cst.Call(func=cst.Name("type"), args=[cst.Arg(value=arg.value)])
-                return [
-                    cst.Arg(
-                        keyword=cst.Name("metaclass"),
-                        value=cst.Call(func=cst.Name(PYRO_METACLASS), args=[cst.Arg(value=metaclass)]),
-                        equal=cst.AssignEqual(
-                            whitespace_before=cst.SimpleWhitespace(""),
-                            whitespace_after=cst.SimpleWhitespace(""),
-                        ),
-                    )
-                ]
-        return []
+    def _metaclass_of_bases(
+        self, record: ClassRecord, kinds: Sequence[Conversion], bases: Sequence[cst.Arg]
+    ) -> list[cst.Arg]:
+        """``class Enc(Net, Interface)`` -> ``…, metaclass=pyro_metaclass_of(Net, Interface)``: a
+        base that is not known to be a module may bring a metaclass of its own (``abc.ABC``, a
+        mixin declared with ``metaclass=ABCMeta``, ``Generic[T]``), which Python wants combined
+        with PyroModule's; which one it is shows only at run time."""
+        if not any(
+            kind is Conversion.NONE and base.resolved not in PLAIN_BASES
+            for kind, base in zip(kinds, record.bases)
+        ):
+            return []
+        self.context.needed.add(PYRO_METACLASS_OF)
+        written = [arg.value.deep_clone() for arg in bases if not arg.keyword]
+        return [codegen.keyword_argument("metaclass", codegen.call(PYRO_METACLASS_OF, *written))]
 
     def _metaclass(self, arg: cst.Arg) -> cst.Arg:
         """``metaclass=abc.ABCMeta`` -> ``metaclass=pyro_metaclass(abc.ABCMeta)``: PyroModule
@@ -84,7 +93,7 @@ class BaseClassRewriter(Rule):
         if (
             isinstance(value, cst.Call)
             and isinstance(value.func, cst.Name)
-            and value.func.value == PYRO_METACLASS
+            and value.func.value in (PYRO_METACLASS, PYRO_METACLASS_OF)
         ):
             return arg
         self.context.needed.add(PYRO_METACLASS)
@@ -92,7 +101,7 @@ class BaseClassRewriter(Rule):
 
     @staticmethod
     def _convert(arg: cst.Arg, kind: Conversion, conversion: Conversion) -> cst.Arg:
-        if kind is not conversion:
+        if kind is not conversion or kind is Conversion.INHERITS:
             return arg
         if kind is Conversion.ROOT:
             return arg.with_changes(value=cst.Name(PYRO_MODULE))
@@ -157,10 +166,56 @@ class Base(PyroModule, metaclass=pyro_metaclass(abc.ABCMeta)):
     pass
 """,
     ),
-    # no-op: not a module
+    # valid: bases that may bring a metaclass, combined with PyroModule's at run time
     Example(
         before="""\
+import abc
+
+from torch import nn
+
+
+class Interface(abc.ABC):
+    pass
+
+
+class Net(nn.Module):
+    pass
+
+
+class Encoder(Net, Interface):
+    pass
+""",
+        after="""\
+import abc
+
+from torch import nn
+from pyro.nn import PyroModule
+from bayesify.runtime import pyro_metaclass_of
+
+
+class Interface(abc.ABC):
+    pass
+
+
+class Net(PyroModule):
+    pass
+
+
+class Encoder(Net, Interface, metaclass=pyro_metaclass_of(Net, Interface)):
+    pass
+""",
+    ),
+    # no-op: not a module, even where torch.nn defines it
+    Example(
+        before="""\
+from torch import nn
+
+
 class Config:
+    pass
+
+
+class QuantizedParameter(nn.Parameter):
     pass
 """,
     ),

@@ -19,7 +19,7 @@ from bayesify.runtime.handlers import flipout, local_reparameterization
 from bayesify.runtime.held import pyro_module, set_constraint, set_prior
 from bayesify.runtime.inference import BayesianModel, CheckpointNormal, fit, predict, supervised
 from bayesify.runtime.likelihoods import Categorical, Normal, Prediction
-from bayesify.runtime.metaclass import pyro_metaclass
+from bayesify.runtime.metaclass import pyro_metaclass, pyro_metaclass_of
 from bayesify.runtime.prior import PRIOR_ANCHOR, Prior
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "local_reparameterization",
     "predict",
     "pyro_metaclass",
+    "pyro_metaclass_of",
     "pyro_module",
     "set_constraint",
     "set_prior",
