@@ -2,7 +2,6 @@
 
 `bayesify rewrite` turns it into a Bayesian Pyro model; see ../run.py.
 """
-
 import torch
 import torch.nn as nn
 
