@@ -351,17 +351,38 @@ def _dict(value: Any) -> dict:
     return value
 
 
-def _str_map(value: Any, kind: type) -> dict:
-    """A JSON object whose values are all of ``kind`` (its keys are strings in JSON)."""
-    if type(value) is not dict or not all(type(item) is kind for item in value.values()):
+def _str_map(value: Any) -> dict:
+    """A JSON object whose values are all strings (its keys are strings in JSON)."""
+    if type(value) is not dict or not _all_str(value.values()):
         raise _Damaged
     return value
 
 
 def _strings(value: Any) -> frozenset[str]:
-    if type(value) is not list or not all(type(item) is str for item in value):
+    if type(value) is not list or not _all_str(value):
         raise _Damaged
     return frozenset(value)
+
+
+def _all_str(values: list) -> bool:
+    """Whether every item is a ``str``: ``str.join`` checks them in C, where
+    ``all(type(v) is str for v in values)`` runs a Python frame per value (JSON makes no
+    subclasses of ``str``)."""
+    try:
+        "".join(values)
+    except TypeError:
+        return False
+    return True
+
+
+def _types(values: Iterable[Any]) -> set[type]:
+    """The types of ``values``, in one pass in C."""
+    return set(map(type, values))
+
+
+_INT = {int}
+_OPT_STR = {str, type(None)}
+_OPT_INT = {int, type(None)}
 
 
 def _index_to_json(index: Optional[FileIndex]) -> Optional[list]:
@@ -392,7 +413,7 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
     module, package, bound, classes, ties_weights = _list(value, 5)
     imports = ImportTable(_str(module), is_package=False)
     imports.package = _str(package)
-    imports.bound = _str_map(bound, str)
+    imports.bound = _str_map(bound)
     records = []
     # The checks are written out here, not called per value: a cached run reads thousands.
     for row in _list(classes):
@@ -400,6 +421,9 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
         if not (
             type(module) is type(qualname) is type(name) is str
             and type(order) is type(line) is type(top) is int
+            and type(bases) is list
+            and type(attr_lines) is type(reads) is dict
+            and _types(attr_lines.values()) <= _INT
         ):
             raise _Damaged
         records.append(
@@ -409,19 +433,32 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
                 name=name,
                 order=order,
                 line=line,
-                bases=tuple(_base_from_json(base) for base in _list(bases)),
+                bases=tuple(map(_base_from_json, bases)),
                 top=top,
-                attr_lines=_str_map(attr_lines, int),
-                method_reads={method: _strings(names) for method, names in _str_map(reads, list).items()},
+                attr_lines=attr_lines,
+                method_reads={method: _strings(names) for method, names in reads.items()},
                 init_reads=_strings(init_reads),
             )
         )
     return FileIndex(path=path, imports=imports, classes=records, ties_weights=_bool(ties_weights))
 
 
+#: The bases read so far, by their JSON values: most classes name the same few bases, and a
+#: BaseRef is immutable, so one object serves them all.
+_BASES: dict[tuple, BaseRef] = {}
+
+
 def _base_from_json(value: Any) -> BaseRef:
-    resolved, subscripted, argument = _list(value, 3)
-    return BaseRef(_opt_str(resolved), _bool(subscripted), _opt_str(argument))
+    if type(value) is not list or len(value) != 3:
+        raise _Damaged
+    resolved, subscripted, argument = value
+    if not (type(resolved) in _OPT_STR and type(subscripted) is bool and type(argument) in _OPT_STR):
+        raise _Damaged
+    key = (resolved, subscripted, argument)
+    base = _BASES.get(key)
+    if base is None:
+        base = _BASES[key] = BaseRef(resolved, subscripted, argument)
+    return base
 
 
 def _result_to_json(result: FileResult, positions: dict[Entry, int]) -> dict:
@@ -472,29 +509,40 @@ def _site_to_json(site: PlannedSite, positions: dict[Entry, int]) -> list:
 
 
 def _site_from_json(value: Any, path: str, entries: tuple[Entry, ...]) -> PlannedSite:
-    line, module, class_name, class_order, attr_path, kind, shape, entry, shadowed, if_built = _list(
-        value, 10
-    )
+    if type(value) is not list or len(value) != 10:
+        raise _Damaged
+    line, module, class_name, class_order, attr_path, kind, shape, entry, shadowed, if_built = value
+    if not (
+        type(line) in _OPT_INT
+        and type(module) is type(class_name) is str
+        and type(class_order) is int
+        and type(attr_path) is list
+        and _all_str(attr_path)
+        and type(kind) is str
+        and type(shape) in _OPT_STR
+        and type(shadowed) is list
+        and type(if_built) is bool
+    ):
+        raise _Damaged
+    kind = _SITE_KINDS.get(kind)
+    if kind is None:
+        raise _Damaged
     return PlannedSite(
         path=path,
-        line=_opt_int(line),
-        module=_str(module),
-        class_name=_str(class_name),
-        class_order=_int(class_order),
-        attr_path=tuple(map(_str, _list(attr_path))),
-        kind=_enum(SiteKind, kind),
-        shape=_opt_str(shape),
+        line=line,
+        module=module,
+        class_name=class_name,
+        class_order=class_order,
+        attr_path=tuple(attr_path),
+        kind=kind,
+        shape=shape,
         entry=None if entry is None else _entry_at(entries, entry),
-        shadowed=tuple(_entry_at(entries, position) for position in _list(shadowed)),
-        if_built=_bool(if_built),
+        shadowed=tuple(_entry_at(entries, position) for position in shadowed),
+        if_built=if_built,
     )
 
 
-def _enum(kind: type, name: Any):
-    member = kind.__members__.get(_str(name))
-    if member is None:
-        raise _Damaged
-    return member
+_SITE_KINDS = {kind.name: kind for kind in SiteKind}
 
 
 def _entry_at(entries: tuple[Entry, ...], position: Any) -> Entry:

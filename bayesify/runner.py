@@ -319,9 +319,10 @@ def run(
     indexes = [indexed[name].index for name in names if indexed[name].index is not None]
     context_indexes = [indexed[n].index for n in context_names if indexed[n].index is not None]
     class_index = ClassIndex(indexes, spec.exclude, context_indexes, spec.external)
+    random_attrs = _random_attrs_once(spec)
     planned = [
         (job, indexed[job.path].digest)
-        for job in (_job_for(file_index, class_index, spec) for file_index in indexes)
+        for job in (_job_for(file_index, class_index, random_attrs) for file_index in indexes)
         if any(kind.is_pyro for kind in job.conversions.values())
     ]
     results = cache.results(planned, spec)
@@ -352,7 +353,7 @@ def run_source(source: bytes, spec: Spec, path: str = "-", context: Iterable[Pat
         index for _, index, _ in map(_index_file, sorted({str(p) for p in context} - {path})) if index
     ]
     class_index = ClassIndex([file_index], spec.exclude, context_indexes, spec.external)
-    job = _job_for(file_index, class_index, spec)
+    job = _job_for(file_index, class_index, Planner(spec).random_attrs)
     return _finish([rewrite_source(source, job, spec)], spec, classes=file_index.classes)
 
 
@@ -410,8 +411,26 @@ def _finish(
     return outcome
 
 
-def _job_for(file_index: FileIndex, class_index: ClassIndex, spec: Spec) -> FileJob:
+def _random_attrs_once(spec: Spec) -> Callable[[ClassRecord], set[str]]:
+    """:meth:`Planner.random_attrs`, worked out once a class for the whole run: the job of
+    every file asks it of the same few bases (a large tree's shared layers) again and again."""
     planner = Planner(spec)
+    #: By the record's identity: the run's ClassIndex keeps every record alive meanwhile.
+    known: dict[int, set[str]] = {}
+
+    def random_attrs(record: ClassRecord) -> set[str]:
+        attrs = known.get(id(record))
+        if attrs is None:
+            attrs = known[id(record)] = planner.random_attrs(record)
+        return attrs
+
+    return random_attrs
+
+
+def _job_for(
+    file_index: FileIndex, class_index: ClassIndex, random_attrs: Callable[[ClassRecord], set[str]]
+) -> FileJob:
+    """What the run decided for one file; ``random_attrs`` is :meth:`Planner.random_attrs`."""
     conversions = {}
     base_kinds = {}
     inherited: dict[int, set[str]] = {}
@@ -420,7 +439,7 @@ def _job_for(file_index: FileIndex, class_index: ClassIndex, spec: Spec) -> File
         base_kinds[record.order] = tuple(class_index.base_kinds(record))
         for ancestor in class_index.ancestors(record)[1:]:
             if ancestor.module != file_index.module:
-                attrs = planner.random_attrs(ancestor)
+                attrs = random_attrs(ancestor)
                 if attrs:
                     inherited.setdefault(record.order, set()).update(attrs)
     imported_pyro = frozenset(

@@ -9,13 +9,15 @@ Both sides run ``bayesify rewrite --check`` over the transformers tree of ``benc
 same spec, files and jobs): a cold run in a fresh cache folder, then the same run again on
 that cache. The sides alternate (A B, then B A) so that other work on the machine falls on
 both; the figures are the ratios of the medians, ``--ours`` (default HEAD) over the other
-commit. Each side's ``bayesify`` package is taken with ``git archive``, so edits to the
+commit, of the wall time and of the CPU time (user and system, of the run and its workers:
+on a busy machine the CPU time moves less than the wall time). Each side's ``bayesify`` package is taken with ``git archive``, so edits to the
 working tree during a run change neither; nothing is installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,14 +43,20 @@ def export(revision: str, into: Path) -> Path:
     return folder
 
 
-def timed(package_root: Path, tree: Path, spec: Path, cache: Path, jobs: list[str]) -> float:
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(package_root: Path, tree: Path, spec: Path, cache: Path, jobs: list[str]) -> tuple[float, float]:
+    """``(wall seconds, CPU seconds)`` of one run."""
     env = {
         "PYTHONPATH": str(package_root),
         "BAYESIFY_CACHE_DIR": str(cache),
         "PATH": "/usr/bin:/bin",
         "HOME": str(cache),
     }
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_of_children()
     completed = subprocess.run(
         [
             sys.executable,
@@ -68,10 +76,10 @@ def timed(package_root: Path, tree: Path, spec: Path, cache: Path, jobs: list[st
         stderr=subprocess.PIPE,
         text=True,
     )
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, cpu_of_children() - cpu_start
     if completed.returncode != 1:  # --check finds the Llama attention to rewrite
         raise SystemExit(f"{package_root}: exit {completed.returncode}\n{completed.stderr[-2000:]}")
-    return elapsed
+    return elapsed, cpu
 
 
 def main() -> None:
@@ -94,22 +102,32 @@ def main() -> None:
             "ours": export(options.ours, scratch_path),
             options.revision: export(options.revision, scratch_path),
         }
-        samples: dict[str, dict[str, list[float]]] = {name: {"cold": [], "cached": []} for name in sides}
+        samples: dict[str, dict[str, list[tuple[float, float]]]] = {
+            name: {"cold": [], "cached": []} for name in sides
+        }
         for round_number in range(options.rounds):
             order = list(sides) if round_number % 2 == 0 else list(reversed(sides))
             for name in order:
                 cache = Path(tempfile.mkdtemp(prefix=f"cache-{round_number}-", dir=scratch))
                 samples[name]["cold"].append(timed(sides[name], tree, spec, cache, jobs))
                 samples[name]["cached"].append(timed(sides[name], tree, spec, cache, jobs))
+                (cold_wall, cold_cpu), (cached_wall, cached_cpu) = (
+                    samples[name]["cold"][-1],
+                    samples[name]["cached"][-1],
+                )
                 print(
-                    f"round {round_number + 1} {name}: cold {samples[name]['cold'][-1]:.2f}s, "
-                    f"cached {samples[name]['cached'][-1]:.2f}s",
+                    f"round {round_number + 1} {name}: cold {cold_wall:.2f}s ({cold_cpu:.2f}s CPU), "
+                    f"cached {cached_wall:.2f}s ({cached_cpu:.2f}s CPU)",
                     file=sys.stderr,
                 )
     base = options.revision
     for figure in ("cold", "cached"):
-        ours, theirs = statistics.median(samples["ours"][figure]), statistics.median(samples[base][figure])
-        print(f"{figure:6}  ours {ours:7.2f}s  {base} {theirs:7.2f}s  ratio {ours / theirs:.3f}")
+        for measure, clock in ((0, "wall"), (1, "CPU")):
+            ours = statistics.median(sample[measure] for sample in samples["ours"][figure])
+            theirs = statistics.median(sample[measure] for sample in samples[base][figure])
+            print(
+                f"{figure:6} {clock:4}  ours {ours:7.2f}s  {base} {theirs:7.2f}s  ratio {ours / theirs:.3f}"
+            )
 
 
 if __name__ == "__main__":
