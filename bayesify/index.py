@@ -328,11 +328,18 @@ class ClassIndex:
         self.exclude = tuple(exclude)
         self.external = tuple(external)
         self._memo: dict[str, Conversion] = {}
+        self._found: dict[Optional[str], Optional[ClassRecord]] = {}
 
     def lookup(self, resolved: Optional[str]) -> Optional[ClassRecord]:
         """The class a resolved dotted name stands for, following re-exports: ``pkg.flows.Flow``
         is ``pkg.flows.base.Flow`` when ``pkg/flows/__init__.py`` imports it from ``.base``,
         by name or with ``from .base import *``."""
+        # Every file of a run asks for the same few bases, and the index does not change.
+        if resolved not in self._found:
+            self._found[resolved] = self._follow(resolved)
+        return self._found[resolved]
+
+    def _follow(self, resolved: Optional[str]) -> Optional[ClassRecord]:
         candidates = [resolved] if resolved else []
         seen: set[str] = set()
         # A name is re-exported through a few modules, never many; a binding such as
