@@ -9,7 +9,6 @@ from pyro.nn import PyroModule
 _PYRO_META = type(PyroModule)
 
 
-@functools.lru_cache(maxsize=None)
 def pyro_metaclass(metaclass: type) -> type:
     """
     The metaclass of a class that derives from :class:`~pyro.nn.module.PyroModule` and
@@ -21,9 +20,7 @@ def pyro_metaclass(metaclass: type) -> type:
 
     The same combined class is returned for the same ``metaclass``.
     """
-    if issubclass(metaclass, _PYRO_META):
-        return metaclass
-    return type(f"Pyro{metaclass.__name__}", (metaclass, _PYRO_META), {})
+    return _combined(_most_derived((metaclass, _PYRO_META)))
 
 
 class _GenericPyroModuleMeta(_PYRO_META):
@@ -50,11 +47,16 @@ def pyro_metaclass_of(*bases: object) -> type:
     metaclasses = [type(base) for base in classes]
     if any(isinstance(base, type) and issubclass(base, typing.Generic) for base in classes):
         metaclasses.append(_GenericPyroModuleMeta)
+    return _combined(_most_derived((*metaclasses, _PYRO_META)))
+
+
+def _most_derived(metaclasses: typing.Iterable[type]) -> frozenset[type]:
+    """The metaclasses of ``metaclasses`` that no other one derives from."""
     needed: list[type] = []
-    for metaclass in (*metaclasses, _PYRO_META):
+    for metaclass in metaclasses:
         if not any(issubclass(kept, metaclass) for kept in needed):
             needed = [kept for kept in needed if not issubclass(metaclass, kept)] + [metaclass]
-    return _combined(frozenset(needed))
+    return frozenset(needed)
 
 
 @functools.lru_cache(maxsize=None)
