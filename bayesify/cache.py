@@ -51,7 +51,7 @@ from .sites import SiteKind
 from .spec import Entry, Spec
 
 #: Bumped whenever the layout of the file changes; an older file is then a miss.
-FORMAT = 2
+FORMAT = 3
 
 
 def cache_folder() -> tuple[Optional[Path], str]:
@@ -401,6 +401,7 @@ def _index_to_json(index: Optional[FileIndex]) -> Optional[list]:
             record.attr_lines,
             {method: sorted(reads) for method, reads in record.method_reads.items()},
             sorted(record.init_reads),
+            record.decorators,
         ]
         for record in index.classes
     ]
@@ -417,13 +418,17 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
     records = []
     # The checks are written out here, not called per value: a cached run reads thousands.
     for row in _list(classes):
-        module, qualname, name, order, line, bases, top, attr_lines, reads, init_reads = _list(row, 10)
+        (module, qualname, name, order, line, bases, top, attr_lines, reads, init_reads, decorators) = _list(
+            row, 11
+        )
         if not (
             type(module) is type(qualname) is type(name) is str
             and type(order) is type(line) is type(top) is int
             and type(bases) is list
             and type(attr_lines) is type(reads) is dict
             and _types(attr_lines.values()) <= _INT
+            and type(decorators) is list
+            and _all_str(decorators)
         ):
             raise _Damaged
         records.append(
@@ -438,6 +443,7 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
                 attr_lines=attr_lines,
                 method_reads={method: _strings(names) for method, names in reads.items()},
                 init_reads=_strings(init_reads),
+                decorators=tuple(decorators),
             )
         )
     return FileIndex(path=path, imports=imports, classes=records, ties_weights=_bool(ties_weights))

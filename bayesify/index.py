@@ -11,6 +11,8 @@ Whether a class converts follows from its bases::
     class Deep(Net)               INHERITS  nothing to change: Net becomes a PyroModule
     class Done(PyroModule)        PYRO      already converted (a re-run)
     class Plain(object)           NONE
+    @torch.jit.interface
+    class Api(nn.Module)          INTERFACE stays as written; subclasses get PyroModule[Api]
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Conversion(enum.Enum):
     INHERITS = "subclass of a converted class"
     PYRO = "already a PyroModule"
     EXCLUDED = "excluded by the spec"
+    INTERFACE = "TorchScript interface"
 
     @property
     def is_pyro(self) -> bool:
@@ -58,6 +61,10 @@ class Conversion(enum.Enum):
             Conversion.INHERITS,
             Conversion.PYRO,
         )
+
+
+#: The names ``torch.jit.interface`` goes by.
+TORCHSCRIPT_INTERFACE = frozenset({"torch.jit.interface", "torch.jit._script.interface"})
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,15 @@ class ClassRecord:
     method_reads: dict[str, frozenset[str]] = field(default_factory=dict)
     #: The ``self.<attr>`` names ``__init__`` reads (``self.fc.bias = self.bias`` reads ``bias``).
     init_reads: frozenset[str] = frozenset()
+    #: What the decorators that bayesify can name resolve to (``torch.jit.interface``; the
+    #: callee of ``@f(...)``).
+    decorators: tuple[str, ...] = ()
+
+    @property
+    def is_torchscript_interface(self) -> bool:
+        """``@torch.jit.interface``: TorchScript wants such a class to derive from nn.Module
+        alone ("does not support inheritance"), so it cannot become a PyroModule."""
+        return any(decorator in TORCHSCRIPT_INTERFACE for decorator in self.decorators)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -195,6 +211,12 @@ class _ClassCollector:
             attr_lines=attr_lines,
             method_reads=method_reads,
             init_reads=init_reads,
+            decorators=tuple(
+                name
+                for decorator in node.decorator_list
+                for name in [self._resolve(decorator.func if isinstance(decorator, ast.Call) else decorator)]
+                if name
+            ),
         )
         self.classes.append(record)
         self.local_classes.setdefault(node.name, record.key)
@@ -385,6 +407,8 @@ class ClassIndex:
         kinds = self.base_kinds(record)
         if Conversion.EXCLUDED in kinds:
             return Conversion.EXCLUDED
+        if record.is_torchscript_interface:
+            return Conversion.INTERFACE
         for kind in (
             Conversion.PYRO,
             Conversion.INHERITS,
@@ -417,6 +441,9 @@ class ClassIndex:
         kind = self.conversion(parent)
         if kind is Conversion.EXCLUDED:
             return kind
+        if kind is Conversion.INTERFACE:
+            # A plain nn.Module that stays as written: its implementations wrap it.
+            return Conversion.EXTERNAL
         if not kind.is_pyro:
             return Conversion.NONE
         if parent.key in self.rewritten or kind is Conversion.PYRO:

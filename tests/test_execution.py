@@ -517,3 +517,20 @@ def test_bases_that_are_no_modules_or_bring_a_metaclass_or_are_generic_build_and
     for model in (encoder.encode, head):
         losses = svi_losses(model, 2, torch.ones(2, 3))
         assert all(math.isfinite(loss) for loss in losses)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.interface` is deprecated")
+def test_torchscript_interfaces_stay_plain_modules_and_their_implementations_train(monkeypatch):
+    """monai's ``@torch.jit.interface class CellInterface(torch.nn.Module)``, however
+    ``interface`` is spelled: TorchScript refuses it any other base, so it stays as written
+    and the modules that implement it become ``PyroModule[CellInterface]``."""
+    _import_fresh(monkeypatch, FIXTURES / "foreign_bases" / "expected", "mixins")
+    from mixins.scripted import Cell, CellInterface, HeadInterface, Stem, StemInterface
+
+    for interface in (CellInterface, StemInterface, HeadInterface):
+        assert interface.__bases__ == (nn.Module,) and hasattr(interface, "__torch_script_interface__")
+    stem = Stem(3)
+    assert isinstance(stem.cell, PyroModule) and isinstance(stem.cell, CellInterface)
+    assert sites(stem, torch.ones(3)) == [("cell.weight", "sample", (3,))]
+    assert sites(Cell(3), torch.ones(3), torch.ones(3)) == [("weight", "sample", (3,))]
+    assert all(math.isfinite(loss) for loss in svi_losses(stem, 2, torch.ones(2, 3)))
