@@ -100,6 +100,7 @@ def job_fingerprint(job: FileJob) -> str:
         sorted((o, tuple(k.name for k in kinds)) for o, kinds in job.base_kinds.items()),
         sorted((o, sorted(attrs)) for o, attrs in job.inherited_random.items()),
         sorted(job.imported_pyro_classes),
+        sorted((o, sorted(attrs)) for o, attrs in job.inherited_attrs.items()),
     )
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 

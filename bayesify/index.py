@@ -285,17 +285,27 @@ def _scan_methods(cls: ast.ClassDef) -> tuple[dict[str, int], dict[str, frozense
                         lines.setdefault(node.attr, node.lineno)
                     elif method.name == "__init__" and isinstance(node.ctx, ast.Load):
                         init_reads.add(node.attr)
-            elif (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr in _REGISTERS
-                and node.args
-                and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str)
-            ):
-                lines.setdefault(node.args[0].value, node.lineno)
+            elif isinstance(node, ast.Call):
+                named = _registered_name(node, self_name)
+                if named is not None:
+                    lines.setdefault(named, node.lineno)
         reads[method.name] = reads.get(method.name, frozenset()) | names
     return lines, reads, frozenset(init_reads)
+
+
+def _registered_name(call: ast.Call, self_name: Optional[str]) -> Optional[str]:
+    """``"fc"`` for ``self.register_parameter("fc", …)`` (``register_buffer``,
+    ``add_module``) or ``setattr(self, "fc", …)``."""
+    arguments = call.args
+    if isinstance(call.func, ast.Name) and call.func.id == "setattr":
+        if not (arguments and isinstance(arguments[0], ast.Name) and arguments[0].id == self_name):
+            return None
+        arguments = arguments[1:]
+    elif not (isinstance(call.func, ast.Attribute) and call.func.attr in _REGISTERS):
+        return None
+    if arguments and isinstance(arguments[0], ast.Constant) and isinstance(arguments[0].value, str):
+        return arguments[0].value
+    return None
 
 
 TYING_NAMES = ("_tied_weights_keys", "tie_weights")

@@ -80,7 +80,9 @@ def set_constraint(module: torch.nn.Module, selector: str, constraint: Constrain
 
 
 def _note(module: torch.nn.Module, selector: str, action: Action) -> None:
-    module.__dict__.setdefault(_NOTED, []).append((parse(selector), action))
+    # One group a class: a subclass's __init__ notes its entries after its base's, and
+    # only within a group is their order the spec's.
+    module.__dict__.setdefault(_NOTED, [[]])[-1].append((parse(selector), action))
     if module.__dict__.get(_BUILT):  # noted after pyro_module(self), as older rewrites did
         _apply(module)
 
@@ -105,6 +107,9 @@ def pyro_module(module: torch.nn.Module) -> torch.nn.Module:
     """
     if not isinstance(module, torch.nn.Module):
         return module
+    groups = module.__dict__.get(_NOTED)
+    if groups and groups[-1]:
+        groups.append([])  # the next class's entries
     _convert(module)
     waiting = _waiting.__dict__.setdefault("modules", [])
     if _inside_a_rewritten_init(sys._getframe(1)):
@@ -182,7 +187,12 @@ def _apply(root: torch.nn.Module) -> None:
     order, keeps tied parameters tied, and makes ``root`` the one Pyro root of them all."""
     modules = {_split(prefix): part for prefix, part in root.named_modules()}
     noted = [
-        (prefix, part.__dict__.pop(_NOTED)) for prefix, part in modules.items() if _NOTED in part.__dict__
+        (prefix, group)
+        for prefix, part in modules.items()
+        if _NOTED in part.__dict__
+        # A subclass's entries name the class the module is: they go before its bases'.
+        for group in reversed(part.__dict__.pop(_NOTED))
+        if group
     ]
     decided = root.__dict__.setdefault(DECIDED, {})
     if noted:
