@@ -219,8 +219,32 @@ def first_tensor(output):
     raise TypeError(f"no tensor in the model's output ({type(output).__name__})")
 
 
-def intended_sites(net, package: str, model: ZooModel) -> dict[str, list[str]]:
-    """For each spec, the parameters of the deterministic ``net`` it means."""
+def reading_tensors():
+    """A torch function mode that collects the id of every tensor a torch function receives
+    (properties such as ``.shape`` included) while it is active: the parameters a forward
+    reads, whether it calls their module or passes them to a function itself."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._pytree import tree_leaves
+
+    class Reading(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.read: set[int] = set()
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            self.read.update(id(leaf) for leaf in tree_leaves((args, kwargs)) if isinstance(leaf, torch.Tensor))
+            return func(*args, **kwargs)
+
+    return Reading()
+
+
+def intended_sites(net, package: str, model: ZooModel, read: set[int]) -> dict[str, list[str]]:
+    """For each spec, the parameters of the deterministic ``net`` it means, among those its
+    forward reads (``read``, their ids): a parameter the forward never reads (kornia's XFeat
+    holds a ``fine_matcher`` its forward never calls) is a sample site on neither side, a
+    PyroSample being drawn when it is read."""
     import importlib
 
     from torch import nn
@@ -230,7 +254,7 @@ def intended_sites(net, package: str, model: ZooModel) -> dict[str, list[str]]:
     for dotted in PACKAGES[package][1]:
         module, _, name = dotted.rpartition(".")
         types.append(getattr(importlib.import_module(module), name))
-    names = [name for name, _ in net.named_parameters()]
+    names = [name for name, parameter in net.named_parameters() if id(parameter) in read]
     modules = dict(net.named_modules())
     typed = [
         name
@@ -329,10 +353,10 @@ def run_one(model: ZooModel, mode: str, specs: list[str], timeout: int) -> dict[
             start = time.perf_counter()
             try:
                 net, args, kwargs = fresh()
-                with torch.no_grad():
+                with torch.no_grad(), reading_tensors() as reading:
                     first_tensor(net(*args, **kwargs))
                 result["deterministic"] = {"ok": True, "seconds": time.perf_counter() - start}
-                result["intended"] = intended_sites(net, model.package, model)
+                result["intended"] = intended_sites(net, model.package, model, reading.read)
             except Exception as error:  # noqa: BLE001 - the model's own failure, reported
                 result["deterministic"] = failure(error)
                 return result
