@@ -51,6 +51,7 @@ import libcst as cst
 from .. import catalog, codegen
 from ..index import ClassRecord, Conversion
 from ..names import dotted_from_cst, is_pyro_nn, is_torch_nn, torch_nn_class
+from ..plan import may_be_numbered_parameter
 from ..selectors import ANY, ANY_DEPTH, TYPE, Selector
 from ..sites import SiteKind
 from ..spec import Entry, Prior
@@ -486,6 +487,10 @@ class HeldModuleRewriter(Rule):
         paths = []
         complete = self._complete.get(record.order, set())
         for attr, layer in self._held.get(record.order, {}).items():
+            if layer is not None and len(pattern) > 1 and fnmatchcase(attr, pattern[0]):
+                if may_be_numbered_parameter(layer, pattern[1:]):
+                    paths.append((attr, *pattern[1:]))  # an nn.LSTM's weight_ih_l1
+                continue
             if layer is not None or attr in complete:
                 continue
             if pattern[0] == ANY_DEPTH and selector.kind != ANY:
