@@ -642,7 +642,12 @@ def markdown_section(summary: dict[str, Any], packages: list[str], command: str,
         "of `bench/zoo_models.py`, builds the model from the mirror, traces it and takes one SVI step; "
         "side by side with the same intent done by hand at run time on the original model (pyro's "
         "`to_pyro_module_` and a `PyroSample` on every intended parameter). A model passes when its "
-        "sample sites are exactly the intended ones and the SVI loss is finite. The specs: **type**, "
+        "sample sites are exactly the intended ones and the SVI loss (`AutoNormal` started from a draw "
+        "of the prior) is finite. The intended sites are the parameters a spec means that the "
+        "deterministic forward reads: a `PyroSample` is drawn when its attribute is read, so a "
+        "submodule the forward never calls (kornia's `XFeatModel.fine_matcher`, the unused "
+        "attention of diffusers' temporal decoder) has no sample site on either side, and asking "
+        "for one would fail both alike. The specs: **type**, "
         "every Linear and Conv weight (`nn.Linear.weight`, `nn.Conv*.weight`, and torch_geometric's own "
         "`Linear`); **head**, the output layer's weight only (one exact entry a model); **depth**, every "
         "parameter called `weight` (`**.weight`).",
