@@ -549,7 +549,9 @@ def _is_name(node: cst.BaseExpression, name: str) -> bool:
     return isinstance(node, cst.Name) and node.value == name
 
 
-def _named_attachment(call: cst.Call, dotted: str, self_name: str) -> Optional[tuple[str, cst.BaseExpression]]:
+def _named_attachment(
+    call: cst.Call, dotted: str, self_name: str
+) -> Optional[tuple[str, cst.BaseExpression]]:
     """``(attr, value)`` for ``self.add_module("attr", value)`` or ``setattr(self, "attr",
     value)``: an attribute as plain as ``self.attr = value`` (``nn.Sequential`` subclasses
     name their layers so)."""
