@@ -207,7 +207,9 @@ def test_parameters_numbered_by_a_recurrent_layers_arguments_are_selected(tmp_pa
         "rnn.weight_hh_l1_reverse": (12, 2),
         "rnn.weight_hr_l0": (2, 3),
     }
-    misspelt = "version: 1\npriors:\n  nn.LSTM.weight_ih_x1: Normal(0, 1)\n  Tagger.rnn.weight_ih_x1: Normal(0, 1)\n"
+    misspelt = (
+        "version: 1\npriors:\n  nn.LSTM.weight_ih_x1: Normal(0, 1)\n  Tagger.rnn.weight_ih_x1: Normal(0, 1)\n"
+    )
     unmatched = run_source(RECURRENT, parse_spec(misspelt)).unmatched
     assert [entry.selector.text for entry in unmatched] == ["nn.LSTM.weight_ih_x1", "Tagger.rnn.weight_ih_x1"]
 
