@@ -78,6 +78,9 @@ PACKAGES = {
     "torch_geometric": ("torch_geometric==2.8.1", ("torch_geometric.nn.dense.linear.Linear",)),
     "kornia": ("kornia==0.9.0", ()),
 }
+#: Optional dependencies the packages' models import: monai's transformer blocks (ViT, UNETR,
+#: SwinUNETR, its diffusion and autoencoder networks) need einops.
+BESIDE = ("einops==0.8.2",)
 PRIOR = "Normal(0, 0.1)"
 MARKDOWN_BEGIN, MARKDOWN_END = "<!-- zoo: begin (written by bench/zoo.py) -->", "<!-- zoo: end -->"
 
@@ -112,7 +115,7 @@ def environment(cache: Path) -> Path:
     python = venv / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    wanted = [requirement for requirement, _ in PACKAGES.values()]
+    wanted = [*(requirement for requirement, _ in PACKAGES.values()), *BESIDE]
     installed = subprocess.run(
         [str(python), "-m", "pip", "freeze"], capture_output=True, text=True
     ).stdout.lower()
