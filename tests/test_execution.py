@@ -522,9 +522,10 @@ def test_bases_that_are_no_modules_or_bring_a_metaclass_or_are_generic_build_and
 def test_modules_built_by_helpers_inherited_or_attached_by_name_get_their_priors(monkeypatch):
     """monai's idioms: a head built by a helper defined after ``__init__`` (SegResNetVAE), a
     subclass naming the head its base builds (GlobalNet), ``add_module``/``setattr`` layers of
-    an ``nn.Sequential`` subclass (FullyConnectedNet); the subclass's own entry wins there."""
+    an ``nn.Sequential`` subclass (FullyConnectedNet), the layers of a block built and thrown
+    away (Quicknat); the subclass's own entry wins there."""
     _import_fresh(monkeypatch, FIXTURES / "built_by_helpers" / "expected", "blocks")
-    from blocks import Encoder, Stack, Tuned
+    from blocks import Encoder, Stack, Tuned, Unwrapped
 
     def scales(model):
         pyro.clear_param_store()
@@ -538,6 +539,8 @@ def test_modules_built_by_helpers_inherited_or_attached_by_name_get_their_priors
     assert scales(Encoder(3)) == {"head.weight": 1.0, "extra.0.weight": 1.0}
     assert scales(Tuned(3)) == {"head.weight": 0.5, "extra.0.weight": 1.0}
     assert scales(Stack(3)) == {"output.weight": 1.0}
+    # The layers of blocks built and thrown away in __init__ keep the names the model gives them.
+    assert scales(Unwrapped(3)) == {"layers.0.weight": 1.0, "layers.1.weight": 1.0}
     assert all(math.isfinite(loss) for loss in svi_losses(Tuned(3), 2, torch.ones(2, 3)))
 
 

@@ -118,12 +118,15 @@ def pyro_module(module: torch.nn.Module) -> torch.nn.Module:
         return module
     del _waiting.modules
     # Parts built inside a rewritten __init__ that the model does not hold (kept elsewhere,
-    # or thrown away) are models of their own; outer ones were noted last.
+    # or thrown away) are models of their own; outer ones were noted last. A part whose
+    # modules the model took (``nn.Sequential(block.norm, block.conv)``, the block thrown
+    # away) decides their parameters by its entries, but they keep the model's names.
     applied: set = set()
     for part in [module, *reversed(waiting)]:
         if id(part) not in applied:
-            _apply(part)
-            applied.update(id(inner) for inner in part.modules())
+            inner = {id(each) for each in part.modules()}
+            _apply(part, adopt=not inner & applied)
+            applied |= inner
     return module
 
 
@@ -182,9 +185,10 @@ def _name_below(parent: PyroModule, context: _Context) -> None:
             _name_below(child, context)
 
 
-def _apply(root: torch.nn.Module) -> None:
+def _apply(root: torch.nn.Module, adopt: bool = True) -> None:
     """Decides every parameter of ``root`` by the first noted entry that selects it, in spec
-    order, keeps tied parameters tied, and makes ``root`` the one Pyro root of them all."""
+    order, keeps tied parameters tied, and (``adopt``) makes ``root`` the one Pyro root of
+    them all."""
     modules = {_split(prefix): part for prefix, part in root.named_modules()}
     noted = [
         (prefix, group)
@@ -214,7 +218,8 @@ def _apply(root: torch.nn.Module) -> None:
                 _replace(owner, name, parameter, selector, action)
             else:  # the same parameter held twice (tied weights): both places read one value
                 setattr(owner, name, PyroSample(Tied(first_owner, first_name)))
-    _adopt(root, _Context())
+    if adopt:
+        _adopt(root, _Context())
     root.__dict__[_BUILT] = True
 
 
