@@ -100,9 +100,13 @@ def test_the_summary_says_when_entries_select_only_in_the_built_model(project: P
         "version: 1\npriors:\n  nn.Conv2d.weight: Normal(0, 1)\n  '**.bias': Normal(0, 1)\n"
     )
     result = bayesify("rewrite", "--check", "src/net.py")
-    assert result.stderr.strip().splitlines()[-1].endswith(
-        "; 2 entries select by layer type or depth when the model is built "
-        "(`bayesify plan --build` lists those sites)"
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "; 2 entries select by layer type or depth when the model is built "
+            "(`bayesify plan --build` lists those sites)"
+        )
     )
 
 
