@@ -183,6 +183,7 @@ def recipe_bayesify(net, x, y, classes, seed, workdir):
 
     from bayesify.runtime import (
         Categorical,
+        CheckpointLaplace,
         CheckpointNormal,
         Normal,
         fit,
@@ -195,10 +196,13 @@ def recipe_bayesify(net, x, y, classes, seed, workdir):
     pyro.clear_param_store()
     bayesian = MLP(x.shape[1], HIDDEN, classes or 1)
     values = load_deterministic(bayesian, net.state_dict())
-    likelihood = Categorical(len(x)) if classes else Normal(len(x))
-    model = supervised(bayesian, likelihood)
-    guide = CheckpointNormal(model, values)
-    fit(model, guide, loader(x, y, seed), epochs=EPOCHS, progress=False)
+    if classes:  # the recipe for classes: mean-field, trained from the checkpoint
+        model = supervised(bayesian, Categorical(len(x)))
+        guide = CheckpointNormal(model, values)
+        fit(model, guide, loader(x, y, seed), epochs=EPOCHS, progress=False)
+    else:  # the recipe for regression: last-layer Laplace at the checkpoint, nothing to train
+        model = supervised(bayesian, Normal(len(x)))
+        guide = CheckpointLaplace(model, values, loader(x, y, seed))
 
     def predict_(x_new):
         prediction = predict(model, guide, x_new, num_samples=NUM_SAMPLES)
@@ -341,15 +345,15 @@ def ece(probs, y, bins=15):
     return float(total)
 
 
-def run_method(method, workdir):
+def run_method(method, workdir, tasks, seeds):
     import torch
 
     torch.set_num_threads(1)
     MLP = mlp_class(workdir)
     recipe = globals()["recipe_" + method.replace("-", "_")]
     results = {}
-    for task in TASKS:
-        for seed in (0, 1):
+    for task in tasks:
+        for seed in range(seeds):
             x, y, x_test, y_test, unit, gap = load_task(task, seed)
             classes = 10 if task == "digits" else 0
             start = time.perf_counter()
@@ -457,7 +461,10 @@ COLUMNS = {
 def table(results):
     competitors = [m for m in results if m not in ("deterministic", "bayesify")]
     lines = []
+    tasks = next(iter(results.values()), {})
     for task, columns in COLUMNS.items():
+        if task not in tasks:  # not run (--tasks)
+            continue
         header = (
             ["method"]
             + [title for _, title, _ in columns]
@@ -498,11 +505,13 @@ def main():
         default=os.environ.get("TYXE_PYTHON", "/tmp/issue10/tyxe-venv/bin/python"),
         help="interpreter whose environment has TyXe (pyro-ppl < 1.9)",
     )
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--seeds", type=int, default=2, help="how many seeds (0, 1, ...) each figure averages")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        return run_method(args.run, Path(args.workdir))
+        return run_method(args.run, Path(args.workdir), args.tasks, args.seeds)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -517,7 +526,8 @@ def main():
                 continue
             started = time.perf_counter()
             child = subprocess.run(
-                [python, __file__, "--run", method, "--workdir", str(workdir)],
+                [python, __file__, "--run", method, "--workdir", str(workdir), "--seeds", str(args.seeds)]
+                + ["--tasks", *args.tasks],
                 cwd=workdir,
                 capture_output=True,
                 text=True,
@@ -529,7 +539,7 @@ def main():
             results[method] = json.loads(child.stdout.strip().splitlines()[-1])
             print(f"{method}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     print(
-        f"means of 2 seeds, {EPOCHS} epochs, batch {BATCH}, MLP with two hidden layers of {HIDDEN}, one torch thread"
+        f"means of {args.seeds} seeds, {EPOCHS} epochs, batch {BATCH}, MLP with two hidden layers of {HIDDEN}, one torch thread"
     )
     print(table(results))
 

@@ -24,9 +24,11 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import sum_rightmost
 from pyro.infer import TraceMeanField_ELBO
-from pyro.infer.autoguide import AutoNormal, init_to_median
+from pyro.infer.autoguide import AutoGuideList, AutoMultivariateNormal, AutoNormal, init_to_median
+from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroParam
+from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to, constraints
 from tqdm.auto import tqdm
 
@@ -177,6 +179,116 @@ def _init_to_checkpoint(site: dict, values: Dict[str, torch.Tensor]) -> torch.Te
     """The site's value from the checkpoint where it lies inside the prior's support, else the
     prior's median (AutoNormal would start from NaN, e.g. a negative bias under a LogNormal)."""
     return values[site["name"]] if _usable(site, values) else init_to_median(site)
+
+
+class CheckpointLaplace(AutoGuideList):
+    """
+    A last-layer Laplace approximation at the deterministic model's weights, as Pyro's
+    :meth:`~pyro.infer.autoguide.AutoLaplaceApproximation.laplace_approximation` makes one:
+    the random sites of the network's last layer get an
+    :class:`~pyro.infer.autoguide.AutoMultivariateNormal` centred on their trained values,
+    whose covariance is the inverse Hessian of the negative log joint density over ``data``;
+    every other random site stays at its trained value (a point mass). With a normal
+    likelihood and a normal prior, this is the exact posterior of the last layer given the
+    trained features.
+
+    It is what gives a regression network uncertainty between clusters of data: a
+    mean-field posterior (:class:`CheckpointNormal`) barely widens there, a full covariance
+    of the last layer does. It is computed once, when the guide is made, and has no Pyro
+    parameters (its mean and covariance are buffers, as in Pyro's Laplace guide): predict
+    with it directly, without :func:`fit`, which would move the point masses and the noise
+    away from where the covariance was computed.
+
+    :param callable model: the Pyro model, e.g. a :func:`supervised` one.
+    :param dict values: the trained values by site name (what
+        :func:`~bayesify.runtime.load_deterministic` returns); a value outside its prior's
+        support is replaced by the prior's median, as in :class:`CheckpointNormal`.
+    :param data: the training data, as for :func:`fit`: an iterable of batches ``(x, y)``
+        or one batch of tensors. Each batch's Hessian counts by its share of the data.
+    :param sites: the names of the sites given a full covariance; by default those of the
+        module whose site is sampled last (the last layer's weight and bias).
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        values: Optional[Dict[str, torch.Tensor]] = None,
+        data: Union[Iterable[Batch], Batch] = (),
+        *,
+        sites: Optional[Sequence[str]] = None,
+    ) -> None:
+        super().__init__(model)
+        joint = model  # the observations included: the Hessian is the posterior's
+        batches = list(_batches(data))
+        if not batches:
+            raise ValueError("CheckpointLaplace needs the training data: data=DataLoader(...) or (x, y)")
+        if isinstance(model, BayesianModel):
+            model = poutine.block(model, hide=[model.likelihood.name])
+        init = functools.partial(_init_to_checkpoint, values=dict(values or {}))
+        with poutine.block():
+            prototype = poutine.trace(InitMessenger(init)(model)).get_trace(*batches[0])
+        latent = [
+            name
+            for name, site in prototype.iter_stochastic_nodes()
+            if not site["is_observed"] and not site_is_subsample(site)
+        ]
+        if sites is None:
+            module = latent[-1].rpartition(".")[0]
+            sites = [name for name in latent if name.rpartition(".")[0] == module]
+        fixed = {name: prototype.nodes[name]["value"].detach() for name in latent if name not in sites}
+        self.append(functools.partial(_point_masses, fixed))
+        laplace = AutoMultivariateNormal(
+            poutine.block(poutine.condition(model, data=fixed), expose=list(sites)), init_loc_fn=init
+        )
+        self.append(laplace)
+        self(*batches[0])  # sets up the parts
+        _set_laplace_covariance(laplace, joint, fixed, batches)
+
+
+def _batches(data: Union[Iterable[Batch], Batch]) -> Iterable[Batch]:
+    """``data`` as an iterable of batches: one batch of tensors is the whole data set."""
+    if isinstance(data, (tuple, list)) and data and all(isinstance(part, torch.Tensor) for part in data):
+        return [tuple(data)]
+    return data
+
+
+def _point_masses(values: Dict[str, torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
+    return {name: pyro.sample(name, dist.Delta(value, event_dim=value.dim())) for name, value in values.items()}
+
+
+def _set_laplace_covariance(
+    guide: AutoMultivariateNormal, model: Callable, fixed: Dict[str, torch.Tensor], batches: List[Batch]
+) -> None:
+    """Sets the guide's scale to the inverse Hessian of the negative log joint at its loc (in
+    the unconstrained space), summed over the batches, each by its share of the data; as
+    Pyro's ``laplace_approximation``, the mean and covariance become buffers."""
+    total = sum(len(batch[-1]) for batch in batches)
+
+    def negative_log_joint(latent: torch.Tensor, batch: Batch) -> torch.Tensor:
+        conditioned, log_jacobian = dict(fixed), 0.0
+        for site, unconstrained in guide._unpack_latent(latent):
+            transform = biject_to(site["fn"].support)
+            conditioned[site["name"]] = value = transform(unconstrained)
+            log_jacobian = log_jacobian + transform.log_abs_det_jacobian(unconstrained, value).sum()
+        trace = poutine.trace(poutine.condition(model, data=conditioned)).get_trace(*batch)
+        return -(trace.log_prob_sum() + log_jacobian)
+
+    loc = guide.loc.detach()
+    hessian = sum(
+        torch.autograd.functional.hessian(lambda z: negative_log_joint(z, batch), loc, vectorize=True)
+        * (len(batch[-1]) / total)
+        for batch in batches
+    )
+    with torch.no_grad():
+        # In double precision: a well-determined last layer has curvatures 1e6 apart.
+        precision = hessian.double()
+        covariance = torch.cholesky_inverse(torch.linalg.cholesky((precision + precision.T) / 2))
+        scale = covariance.diagonal().sqrt()
+        correlation = torch.linalg.cholesky(covariance / scale[:, None] / scale[None, :])
+    del guide.loc, guide.scale, guide.scale_tril
+    guide.register_buffer("loc", loc)
+    guide.register_buffer("scale", scale.to(loc.dtype))
+    guide.register_buffer("scale_tril", correlation.to(loc.dtype))
 
 
 def fit(
