@@ -342,7 +342,7 @@ def test_a_rewritten_model_trains_end_to_end_through_the_recipe(tmp_path):
     values = load_deterministic(net, trained.state_dict())
     model = supervised(net, Categorical(dataset_size=len(x)))
     guide = CheckpointNormal(model, values)
-    fit(model, guide, (x, y), epochs=50, lr=0.01, progress=False)
+    fit(model, guide, DataLoader(TensorDataset(x, y), batch_size=20, shuffle=True), epochs=20, progress=False)
     prediction = predict(model, guide, x, num_samples=50)
     deterministic_nll = nn.functional.cross_entropy(trained(x), y)
     assert prediction.nll(y) < deterministic_nll + 0.1

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from bayesify.runtime.likelihoods import Prediction
 
 #: The default relative spread of :class:`CheckpointNormal`: sd = DELTA * |trained weight|.
-DELTA = 0.1
+DELTA = 0.01
 #: The default spread of a site without a trained value (and the least spread of any site).
 INIT_SCALE = 1e-3
 
@@ -78,11 +78,14 @@ class CheckpointNormal(AutoNormal):
     weights, with a spread relative to each weight (as bayesian-torch's MOPED): the
     posterior of weight ``w`` starts as ``Normal(w, delta * |w|)``, at least ``init_scale``.
 
-    The spread matters: started at :class:`~pyro.infer.autoguide.AutoNormal`'s default of
-    0.1 for every weight, a network whose weights are ~0.1 forgets its training in the first
-    steps and is badly calibrated after a normal-length fit. A site without a trained value
-    (a prior on a parameter the checkpoint lacks) starts at its prior's median with spread
-    ``init_scale``.
+    The spread matters, and a fit of ordinary length changes it little (Adam moves its
+    logarithm by about the learning rate a step), so it is the calibration: started at
+    :class:`~pyro.infer.autoguide.AutoNormal`'s default of 0.1 for every weight, a network
+    whose weights are ~0.1 forgets its training in the first steps and is badly calibrated
+    after a normal-length fit. The default, 1% of each weight, is where smaller spreads stopped
+    improving the digits classifier of bench/quality.py (docs/runtime.md has the figures).
+    A site without a trained value (a prior on a parameter the checkpoint lacks) starts at
+    its prior's median with spread ``init_scale``.
 
     Sites whose prior is on the real line are sampled from the guide's normal distribution
     itself, so :class:`~pyro.infer.TraceMeanField_ELBO` computes their KL divergence in
@@ -297,7 +300,7 @@ def fit(
     data: Union[Iterable[Batch], Batch],
     epochs: int = 1,
     *,
-    lr: float = 3e-4,
+    lr: float = 1e-3,
     optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
     loss=None,
     progress: bool = True,
@@ -315,10 +318,11 @@ def fit(
 
     :param data: an iterable of batches ``(x, y)`` (a :class:`~torch.utils.data.DataLoader`),
         read once per epoch; or one batch ``(x, y)`` of tensors, the whole data set.
-    :param float lr: the learning rate. The default is smaller than Adam's usual 1e-3: Adam
-        moves every parameter by about ``lr`` a step whatever its gradient, and a guide that
-        starts at trained weights of ~0.1 would drift from them, where the data say little,
-        within a few hundred steps.
+    :param float lr: the learning rate, Adam's usual. Adam moves every parameter by about
+        ``lr`` a step: in a fit of a few hundred steps, the means of a guide started at the
+        trained weights move to where the weight noise fits the data, and the spreads (in
+        their unconstrained space) by a fraction of their size, so that the guide's starting
+        spread, :class:`CheckpointNormal`'s ``delta``, is the posterior's.
     :param optimizer: a :class:`torch.optim.Optimizer` class, called with the parameters and
         ``lr``.
     :param loss: a Pyro ELBO (default :class:`~pyro.infer.TraceMeanField_ELBO`, whose KL
