@@ -11,10 +11,13 @@ Four small pieces, each replaceable by the Pyro a user would write instead::
 
 :func:`supervised` is the Pyro model ``model(x, y=None)``; :class:`CheckpointNormal` an
 :class:`~pyro.infer.autoguide.AutoNormal`; :func:`fit` a loop of ELBO steps; :func:`predict`
-what :class:`~pyro.infer.predictive.Predictive` computes, summarized by the likelihood.
+what :class:`~pyro.infer.predictive.Predictive` computes, summarized by the likelihood. For
+regression, :class:`CheckpointLaplace` replaces the guide and the fit: a last-layer Laplace
+approximation at the trained weights, as Pyro's ``AutoLaplaceApproximation`` makes one.
 """
 
 import functools
+import itertools
 from contextlib import ExitStack
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
@@ -215,21 +218,24 @@ class CheckpointLaplace(AutoGuideList):
     def __init__(
         self,
         model: Callable,
-        values: Optional[Dict[str, torch.Tensor]] = None,
-        data: Union[Iterable[Batch], Batch] = (),
+        values: Dict[str, torch.Tensor],
+        data: Union[Iterable[Batch], Batch],
         *,
         sites: Optional[Sequence[str]] = None,
     ) -> None:
         super().__init__(model)
         joint = model  # the observations included: the Hessian is the posterior's
-        batches = list(_batches(data))
-        if not batches:
-            raise ValueError("CheckpointLaplace needs the training data: data=DataLoader(...) or (x, y)")
+        if isinstance(data, (tuple, list)) and all(isinstance(part, torch.Tensor) for part in data):
+            data = [tuple(data)]
+        batches = iter(data)
+        first = next(batches, None)
+        if first is None:
+            raise ValueError("CheckpointLaplace needs the training data: a DataLoader or (x, y), not nothing")
         if isinstance(model, BayesianModel):
             model = poutine.block(model, hide=[model.likelihood.name])
-        init = functools.partial(_init_to_checkpoint, values=dict(values or {}))
+        init = functools.partial(_init_to_checkpoint, values=values)
         with poutine.block():
-            prototype = poutine.trace(InitMessenger(init)(model)).get_trace(*batches[0])
+            prototype = poutine.trace(InitMessenger(init)(model)).get_trace(*first)
         latent = [
             name
             for name, site in prototype.iter_stochastic_nodes()
@@ -244,30 +250,25 @@ class CheckpointLaplace(AutoGuideList):
             poutine.block(poutine.condition(model, data=fixed), expose=list(sites)), init_loc_fn=init
         )
         self.append(laplace)
-        self(*batches[0])  # sets up the parts
-        _set_laplace_covariance(laplace, joint, fixed, batches)
-
-
-def _batches(data: Union[Iterable[Batch], Batch]) -> Iterable[Batch]:
-    """``data`` as an iterable of batches: one batch of tensors is the whole data set."""
-    if isinstance(data, (tuple, list)) and data and all(isinstance(part, torch.Tensor) for part in data):
-        return [tuple(data)]
-    return data
+        self(*first)  # sets up the parts
+        _set_laplace_covariance(laplace, joint, fixed, itertools.chain([first], batches))
 
 
 def _point_masses(values: Dict[str, torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
-    return {name: pyro.sample(name, dist.Delta(value, event_dim=value.dim())) for name, value in values.items()}
+    return {
+        name: pyro.sample(name, dist.Delta(value, event_dim=value.dim())) for name, value in values.items()
+    }
 
 
 def _set_laplace_covariance(
-    guide: AutoMultivariateNormal, model: Callable, fixed: Dict[str, torch.Tensor], batches: List[Batch]
+    guide: AutoMultivariateNormal, model: Callable, fixed: Dict[str, torch.Tensor], batches: Iterable[Batch]
 ) -> None:
     """Sets the guide's scale to the inverse Hessian of the negative log joint at its loc (in
-    the unconstrained space), summed over the batches, each by its share of the data; as
-    Pyro's ``laplace_approximation``, the mean and covariance become buffers."""
-    total = sum(len(batch[-1]) for batch in batches)
+    the unconstrained space), averaged over the batches by their sizes (each batch's
+    likelihood is scaled to the whole data set by the model's plate); as in Pyro's
+    ``laplace_approximation``, the mean and covariance become buffers."""
 
-    def negative_log_joint(latent: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def negative_log_joint(batch: Batch, latent: torch.Tensor) -> torch.Tensor:
         conditioned, log_jacobian = dict(fixed), 0.0
         for site, unconstrained in guide._unpack_latent(latent):
             transform = biject_to(site["fn"].support)
@@ -277,14 +278,15 @@ def _set_laplace_covariance(
         return -(trace.log_prob_sum() + log_jacobian)
 
     loc = guide.loc.detach()
-    hessian = sum(
-        torch.autograd.functional.hessian(lambda z: negative_log_joint(z, batch), loc, vectorize=True)
-        * (len(batch[-1]) / total)
-        for batch in batches
-    )
+    weighted, total = 0.0, 0
+    for batch in batches:
+        at_batch = functools.partial(negative_log_joint, batch)
+        hessian = torch.autograd.functional.hessian(at_batch, loc, vectorize=True)
+        weighted = weighted + len(batch[-1]) * hessian.double()
+        total += len(batch[-1])
     with torch.no_grad():
         # In double precision: a well-determined last layer has curvatures 1e6 apart.
-        precision = hessian.double()
+        precision = weighted / total
         covariance = torch.cholesky_inverse(torch.linalg.cholesky((precision + precision.T) / 2))
         scale = covariance.diagonal().sqrt()
         correlation = torch.linalg.cholesky(covariance / scale[:, None] / scale[None, :])
