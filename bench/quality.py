@@ -10,10 +10,12 @@ regression with a gap in its inputs, for the same number of epochs, made Bayesia
 
 - ``deterministic``: the MLP itself (Adam, cross-entropy or MSE);
 - ``bayesify``: ``bayesify rewrite`` with a spec, then docs/runtime.md's recipe
-  (``load_deterministic``, ``supervised``, ``CheckpointNormal``, ``fit``, ``predict``);
+  (``load_deterministic``, ``supervised``, ``CheckpointNormal`` and ``fit`` for classes,
+  ``CheckpointLaplace`` for regression, ``predict``);
 - ``bayesian-torch``, ``bayesian-torch-moped``: ``dnn_to_bnn`` and its README's loop;
 - ``tyxe``: ``VariationalBNN`` with an IID normal prior, started at the trained weights;
-- ``laplace``: laplace-torch's last-layer Laplace (KFAC, marginal-likelihood prior precision).
+- ``laplace``: laplace-torch's last-layer Laplace (KFAC, marginal-likelihood prior precision, and
+  for regression noise, as its README's regression example).
 
 Competitors are optional, each skipped with a message when it is not installed. They live in
 their own environments, built with the CPU torch of this project (``-c`` keeps pip from
@@ -316,7 +318,15 @@ def recipe_laplace(net, x, y, classes, seed, workdir):
         hessian_structure="kron",
     )
     la.fit(loader(x, y, seed))
-    la.optimize_prior_precision(method="marglik")
+    if classes:
+        la.optimize_prior_precision(method="marglik")
+    else:  # its README's regression recipe: the noise and the prior precision by marginal likelihood
+        log_prior, log_sigma = torch.ones(1, requires_grad=True), torch.ones(1, requires_grad=True)
+        hyper_optimizer = torch.optim.Adam([log_prior, log_sigma], lr=0.1)
+        for _ in range(1000):
+            hyper_optimizer.zero_grad()
+            (-la.log_marginal_likelihood(log_prior.exp(), log_sigma.exp())).backward()
+            hyper_optimizer.step()
 
     def predict(x_new):
         if classes:
@@ -506,7 +516,9 @@ def main():
         help="interpreter whose environment has TyXe (pyro-ppl < 1.9)",
     )
     parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--seeds", type=int, default=2, help="how many seeds (0, 1, ...) each figure averages")
+    parser.add_argument(
+        "--seeds", type=int, default=2, help="how many seeds (0, 1, ...) each figure averages"
+    )
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
