@@ -279,6 +279,8 @@ def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_
     values = load_deterministic(net, checkpoint)
     model = supervised(net, Normal(len(x), scale=0.1))
     loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+    with pytest.raises(ValueError, match="needs the training data"):
+        CheckpointLaplace(model, values, [])
     guide = CheckpointLaplace(model, values, loader)
     assert list(guide.parameters()) == []  # computed, not trained
 

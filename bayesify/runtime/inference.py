@@ -225,7 +225,7 @@ class CheckpointLaplace(AutoGuideList):
     ) -> None:
         super().__init__(model)
         joint = model  # the observations included: the Hessian is the posterior's
-        if isinstance(data, (tuple, list)) and all(isinstance(part, torch.Tensor) for part in data):
+        if isinstance(data, (tuple, list)) and data and all(isinstance(part, torch.Tensor) for part in data):
             data = [tuple(data)]
         batches = iter(data)
         first = next(batches, None)
