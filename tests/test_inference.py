@@ -16,6 +16,7 @@ from pyro.infer import Predictive, Trace_ELBO
 from pyro.nn import PyroModule, PyroSample
 from torch.utils.data import DataLoader, TensorDataset
 
+import bayesify.runtime.inference as inference
 from bayesify.runtime import (
     Categorical,
     CheckpointLaplace,
@@ -273,7 +274,7 @@ def trained_gap_regressor():
     return trained.state_dict(), x, y
 
 
-def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_data():
+def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_data(monkeypatch):
     checkpoint, x, y = trained_gap_regressor()
     net = GapRegressor()
     values = load_deterministic(net, checkpoint)
@@ -281,6 +282,10 @@ def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_
     loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
     with pytest.raises(ValueError, match="needs the training data"):
         CheckpointLaplace(model, values, [])
+    monkeypatch.setattr(inference, "MAX_LAPLACE_SIZE", 32)  # a layer too wide for a full covariance
+    with pytest.raises(ValueError, match="out.weight, out.bias hold 33 weights"):
+        CheckpointLaplace(model, values, loader)
+    monkeypatch.undo()
     guide = CheckpointLaplace(model, values, loader)
     assert list(guide.parameters()) == []  # computed, not trained
 

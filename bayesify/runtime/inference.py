@@ -41,6 +41,8 @@ from bayesify.runtime.likelihoods import Prediction
 DELTA = 0.01
 #: The default spread of a site without a trained value (and the least spread of any site).
 INIT_SCALE = 1e-3
+#: The most weights :class:`CheckpointLaplace` gives a full covariance (a Hessian of this size squared).
+MAX_LAPLACE_SIZE = 5000
 
 Batch = Sequence[torch.Tensor]
 
@@ -212,7 +214,8 @@ class CheckpointLaplace(AutoGuideList):
     :param data: the training data, as for :func:`fit`: an iterable of batches ``(x, y)``
         or one batch of tensors. Each batch's Hessian counts by its share of the data.
     :param sites: the names of the sites given a full covariance; by default those of the
-        module whose site is sampled last (the last layer's weight and bias).
+        module whose site is sampled last (the last layer's weight and bias). At most
+        :data:`MAX_LAPLACE_SIZE` weights in all: the Hessian has their number squared.
     """
 
     def __init__(
@@ -251,6 +254,12 @@ class CheckpointLaplace(AutoGuideList):
         )
         self.append(laplace)
         self(*first)  # sets up the parts
+        if laplace.latent_dim > MAX_LAPLACE_SIZE:
+            raise ValueError(
+                f"CheckpointLaplace: {', '.join(sites)} hold {laplace.latent_dim} weights, and a full "
+                f"covariance of more than {MAX_LAPLACE_SIZE} is too large to compute; name fewer with "
+                "sites=[...], or use CheckpointNormal"
+            )
         _set_laplace_covariance(laplace, joint, fixed, itertools.chain([first], batches))
 
 
