@@ -597,6 +597,7 @@ def test_the_cache_keeps_every_field_of_what_it_stores(cached_tree) -> None:
             "attr_lines",
             "method_reads",
             "init_reads",
+            "decorators",
         },
         BaseRef: {"resolved", "subscripted", "argument"},
         PlannedSite: {
