@@ -15,6 +15,12 @@ its absolute path, that is valid while everything its answers depend on is the s
   file's job: all the run's index decided for the file (which classes convert, what they
   inherit), so an edit to a base class in another file invalidates its subclasses' entries.
 
+Beside them, the last run's plan: every file with the shape of its index (all that other
+files' jobs read of it), and the job of each file it rewrote. A run over the same files whose
+shapes are all as they were (nothing changed, or edits inside methods, comments, new lines)
+takes that plan without indexing or planning anything again: the unchanged files keep their
+results and the edited ones are rewritten from the jobs they had.
+
 The file is JSON (a line with the format and the SHA-256 of the rest, then the entries):
 nothing bayesify reads back can run code. Any damage (a truncated file, a flipped bit)
 breaks the checksum and reads as an empty cache; a file planted with a valid checksum is
