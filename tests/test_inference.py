@@ -12,7 +12,7 @@ import pyro.poutine as poutine
 import pytest
 import torch
 import torch.nn as nn
-from pyro.infer import Predictive, Trace_ELBO
+from pyro.infer import Predictive, Trace_ELBO, TraceMeanField_ELBO
 from pyro.nn import PyroModule, PyroSample
 
 from bayesify.runtime import (
@@ -28,6 +28,7 @@ from bayesify.runtime import (
     set_prior,
     supervised,
 )
+from bayesify.runtime.inference import _LeanTraceMeanField_ELBO
 
 DATASET_SIZE, BATCH = 120, 8
 
@@ -178,6 +179,27 @@ def test_weight_noise_handlers_use_the_guides_normal_not_the_prior(handler):
     with handler():  # the model replays the guide's sample: its prior must not replace the guide's normal
         output = poutine.replay(net, trace=poutine.trace(guide).get_trace(x))(x)
     assert torch.allclose(output, x @ loc.T, atol=0.05)
+
+
+@pytest.mark.parametrize("bias_prior", [dist.Normal, dist.LogNormal])  # LogNormal: an auxiliary site
+def test_fits_default_loss_is_pyros_trace_mean_field_elbo(bias_prior):
+    x, y = images()
+    net = Net()
+    net.fc.bias = PyroSample(bias_prior(0.0, 1.0).expand([4]).to_event(1))
+    model = supervised(net, Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.1)
+    guide(x, y)
+    parameters = [value.unconstrained() for value in pyro.get_param_store().values()]
+
+    def loss_and_grads(elbo):
+        pyro.set_rng_seed(1)
+        with pyro.validation_enabled(False):
+            losses = [elbo.differentiable_loss(model, guide, x, y) for _ in range(2)]
+        return [loss.detach() for loss in losses] + list(torch.autograd.grad(sum(losses), parameters))
+
+    lean = loss_and_grads(_LeanTraceMeanField_ELBO())
+    for ours, pyros in zip(lean, loss_and_grads(TraceMeanField_ELBO())):
+        assert torch.allclose(ours, pyros)
 
 
 def test_fit_reduces_the_loss_with_a_data_loader_and_under_a_handler():
