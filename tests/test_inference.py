@@ -28,7 +28,7 @@ from bayesify.runtime import (
     set_prior,
     supervised,
 )
-from bayesify.runtime.inference import _LeanTraceMeanField_ELBO
+from bayesify.runtime.inference import _batches, _LeanTraceMeanField_ELBO
 
 DATASET_SIZE, BATCH = 120, 8
 
@@ -200,6 +200,21 @@ def test_fits_default_loss_is_pyros_trace_mean_field_elbo(bias_prior):
     lean = loss_and_grads(_LeanTraceMeanField_ELBO())
     for ours, pyros in zip(lean, loss_and_grads(TraceMeanField_ELBO())):
         assert torch.allclose(ours, pyros)
+
+
+def test_fit_reads_a_tensor_data_loader_as_the_loader_would():
+    x, y = images(50)
+
+    def loader():
+        dataset = torch.utils.data.TensorDataset(x, y)
+        return torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(3))
+
+    read = list(_batches(loader()))
+    assert [len(batch[0]) for batch in read] == [16, 16, 16, 2]
+    for ours, its in zip(read, loader(), strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(ours, its, strict=True))
+    custom = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), collate_fn=lambda rows: rows)
+    assert _batches(custom) is custom  # a loader of its own collation is read as it is
 
 
 def test_fit_reduces_the_loss_with_a_data_loader_and_under_a_handler():

@@ -42,7 +42,7 @@ DELTA = 0.1
 #: The default spread of a site without a trained value (and the least spread of any site).
 INIT_SCALE = 1e-3
 #: How many rows (weight samples times inputs) one pass of :func:`predict` computes on a CPU.
-CPU_ROWS_PER_PASS = 10_000
+CPU_ROWS_PER_PASS = 5_000
 
 Batch = Sequence[torch.Tensor]
 
