@@ -207,12 +207,16 @@ def test_fit_reads_a_tensor_data_loader_as_the_loader_would():
 
     def loader():
         dataset = torch.utils.data.TensorDataset(x, y)
-        return torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(3))
+        return torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True)  # shuffled by torch's seed
 
-    read = list(_batches(loader()))
+    torch.manual_seed(4)
+    read, after = list(_batches(loader())), torch.rand(1)
+    torch.manual_seed(4)
+    expected, expected_after = list(loader()), torch.rand(1)
     assert [len(batch[0]) for batch in read] == [16, 16, 16, 2]
-    for ours, its in zip(read, loader(), strict=True):
+    for ours, its in zip(read, expected, strict=True):
         assert all(torch.equal(a, b) for a, b in zip(ours, its, strict=True))
+    assert torch.equal(after, expected_after)  # the same random numbers follow
     custom = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), collate_fn=lambda rows: rows)
     assert _batches(custom) is custom  # a loader of its own collation is read as it is
 

@@ -314,8 +314,17 @@ def _batches(data: Iterable[Batch]) -> Iterable[Batch]:
         and data.num_workers == 0
         and not data.pin_memory
     ):
-        return (tuple(tensor[indices] for tensor in data.dataset.tensors) for indices in data.batch_sampler)
+        return _indexed(data)
     return data
+
+
+def _indexed(loader: DataLoader) -> Iterable[Batch]:
+    batches = iter(loader.batch_sampler)
+    # The random draw with which the loader's own iterator starts (its workers' seed), so
+    # that the batches, and every random number after them, are those the loader gives.
+    torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+    for indices in batches:
+        yield tuple(tensor[indices] for tensor in loader.dataset.tensors)
 
 
 def _optimizer(optimizer: Callable[..., torch.optim.Optimizer], params, lr: float) -> torch.optim.Optimizer:
