@@ -256,17 +256,20 @@ def fit(
     as a small network's step.
 
     :param data: an iterable of batches ``(x, y)`` (a :class:`~torch.utils.data.DataLoader`),
-        read once per epoch; or one batch ``(x, y)`` of tensors, the whole data set.
+        read once per epoch; or one batch ``(x, y)`` of tensors, the whole data set. A
+        ``DataLoader`` over a :class:`~torch.utils.data.TensorDataset` is read by indexing
+        the tensors with its batches of indices: the same batches, without collating rows.
     :param float lr: the learning rate. The default is smaller than Adam's usual 1e-3: Adam
         moves every parameter by about ``lr`` a step whatever its gradient, and a guide that
         starts at trained weights of ~0.1 would drift from them, where the data say little,
         within a few hundred steps.
     :param optimizer: a :class:`torch.optim.Optimizer` class, called with the parameters and
-        ``lr``.
+        ``lr`` (Adam and AdamW with ``fused=True`` where torch has the kernel).
     :param loss: a Pyro ELBO (default :class:`~pyro.infer.TraceMeanField_ELBO`, whose KL
         divergences are in closed form where the guide and prior allow, and estimated where
-        not). ``Trace_ELBO(num_particles=8, vectorize_particles=True)`` averages several
-        weight samples per step.
+        not; as a subclass that computes only the log-densities it reads).
+        ``Trace_ELBO(num_particles=8, vectorize_particles=True)`` averages several weight
+        samples per step.
     :param bool progress: show a progress bar with the current loss.
     :returns: the mean loss per epoch.
     """

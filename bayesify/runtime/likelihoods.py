@@ -87,7 +87,9 @@ class Categorical:
         sample_entropy = -(sample_probs * (shifted - total.log())).sum(-1)
         probs = sample_probs.mean(0)
         entropy = _entropy(probs)
-        return Prediction(outputs=outputs, probs=probs, entropy=entropy, epistemic=entropy - sample_entropy.mean(0))
+        return Prediction(
+            outputs=outputs, probs=probs, entropy=entropy, epistemic=entropy - sample_entropy.mean(0)
+        )
 
 
 class Normal:
