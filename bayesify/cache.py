@@ -28,14 +28,13 @@ that was killed are removed by the next save.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import difflib
 import hashlib
 import json
 import os
 import re
-import zlib
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -51,7 +50,7 @@ from .sites import SiteKind
 from .spec import Entry, Spec
 
 #: Bumped whenever the layout of the file changes; an older file is then a miss.
-FORMAT = 2
+FORMAT = 3
 
 
 def cache_folder() -> tuple[Optional[Path], str]:
@@ -105,6 +104,15 @@ def job_fingerprint(job: FileJob) -> str:
 
 
 @dataclass
+class Replay:
+    """What the last run over the very same files decided: the results of the files it
+    rewrote, by path, and its warnings about the class index (bases it could not see)."""
+
+    results: dict[str, FileResult]
+    warnings: list[Diagnostic]
+
+
+@dataclass
 class Indexed:
     """The index pass's answer for one file: the digest of the bytes it read, and the index
     record (None for a file without classes) or the error."""
@@ -132,6 +140,12 @@ class NoCache:
     def store_results(self, done: Iterable[tuple[FileJob, str, FileResult]], spec: Spec) -> None:
         pass
 
+    def replay(self, names: list[str], context: list[str], spec: Spec) -> Optional[Replay]:
+        return None
+
+    def store_run(self, names: list[str], context: list[str], planned: Iterable[FileJob], warnings) -> None:
+        pass
+
     def save(self) -> None:
         pass
 
@@ -150,8 +164,10 @@ class Cache(NoCache):
         self._dirty = False
         #: What :meth:`indexes` read, by path: the bytes and their digest.
         self._sources: dict[str, tuple[bytes, str]] = {}
-        #: The package each folder is (``""`` for none), by folder, for this run.
+        #: The package each folder is (``""`` for none), by folder, and the module each file
+        #: is, by path, for this run.
         self._packages: dict[str, str] = {}
+        self._modules: dict[str, list] = {}
         try:
             with open(path, "rb") as stream:
                 header, _, body = stream.read().partition(b"\n")
@@ -182,12 +198,13 @@ class Cache(NoCache):
         are kept for :meth:`results`."""
         hits = {}
         for path in paths:
-            try:
-                source = read_source(path)
-            except OSError:
-                continue  # the index pass reads it again and reports why it cannot
-            file_digest = digest(source)
-            self._sources[path] = (source, file_digest)
+            if path not in self._sources:
+                try:
+                    source = read_source(path)
+                except OSError:
+                    continue  # the index pass reads it again and reports why it cannot
+                self._sources[path] = (source, digest(source))
+            file_digest = self._sources[path][1]
             entry = self._entry(path, file_digest)
             if entry is None:
                 continue
@@ -221,6 +238,12 @@ class Cache(NoCache):
         """``[module, is_package]``, as :func:`~bayesify.index.module_of` says, with the
         ``__init__.py`` lookups done once a folder: they would cost more than the rest of a
         run that the cache answers."""
+        module = self._modules.get(path)
+        if module is None:
+            module = self._modules[path] = self._find_module(path)
+        return module
+
+    def _find_module(self, path: str) -> list:
         if os.path.islink(path):
             return list(module_of(Path(path)))
         folder, name = os.path.split(os.path.abspath(path))
@@ -276,12 +299,65 @@ class Cache(NoCache):
             entry["result"] = _result_to_json(result, positions)
             self._dirty = True
 
+    # -- the whole run ----------------------------------------------------------------------
+    #
+    # A run's plan is a function of every file's index (and of the spec and bayesify, which
+    # the cache file is keyed on): over the very same files, bytes and module names, the
+    # last run's plan holds, and neither the index nor the jobs need to be made again.
+
+    def replay(self, names: list[str], context: list[str], spec: Spec) -> Optional[Replay]:
+        """The last run, when it was over these very files and everything it rewrote is still
+        cached; ``None`` otherwise (and then the bytes read here serve :meth:`indexes`)."""
+        stored = self._entries.get(_RUN)
+        if not isinstance(stored, dict) or stored.get("files") != self._files_key(names, context):
+            return None
+        results = {}
+        try:
+            for item in _list(stored.get("planned")):
+                path, fingerprint = _list(item, 2)
+                entry = self._entries.get(os.path.abspath(_str(path)))
+                if not isinstance(entry, dict) or entry.get("job") != fingerprint or "result" not in entry:
+                    return None
+                results[path] = _result_from_json(entry["result"], path, self._sources[path][0], spec.entries)
+            warnings = [_message_from_json(message, None) for message in _list(stored.get("warnings"))]
+        except (_Damaged, KeyError):  # KeyError: a path that is not of this run
+            return None
+        return Replay(results, warnings)
+
+    def store_run(
+        self, names: list[str], context: list[str], planned: Iterable[FileJob], warnings: list[Diagnostic]
+    ) -> None:
+        """Keep this run's plan for :meth:`replay`: the files it rewrote, each with its job."""
+        self._entries[_RUN] = {
+            "files": self._files_key(names, context),
+            "planned": [[job.path, job_fingerprint(job)] for job in planned],
+            "warnings": [_message_to_json(message, None) for message in warnings],
+        }
+        self._dirty = True
+
+    def _files_key(self, names: list[str], context: list[str]) -> Optional[str]:
+        """The run's files, each by path, bytes and module name, as one digest; ``None`` when
+        one of them has no index record (it could not be read or parsed: the run must say so)."""
+        parts = []
+        for path in names + context:
+            read = self._sources.get(path)
+            if read is None:
+                try:
+                    source = read_source(path)
+                except OSError:
+                    return None
+                read = self._sources[path] = (source, digest(source))
+            if self._entry(path, read[1]) is None:
+                return None
+            parts.append([path, read[1], self._module_of(path)])
+        return digest(json.dumps([parts, len(names)]).encode())
+
     # -- the file ---------------------------------------------------------------------------
 
     def save(self) -> None:
         if not self._dirty:
             return
-        body = json.dumps(self._entries, separators=(",", ":")).encode()
+        body = json.dumps(self._entries, separators=(",", ":"), check_circular=False).encode()
         data = json.dumps({"format": FORMAT, "sha256": digest(body)}).encode() + b"\n" + body
         temporary = None
         try:
@@ -302,6 +378,9 @@ class Cache(NoCache):
                 except OSError:
                     pass
 
+
+#: The key of the last run's plan among the entries (which are keyed by absolute paths).
+_RUN = "run"
 
 #: The name of a temporary file of :meth:`Cache.save`; the group is its process id.
 _TEMPORARY = re.compile(r"\.cache-(\d+)-[0-9a-f]{8}\.tmp")
@@ -364,7 +443,7 @@ def _strings(value: Any) -> frozenset[str]:
     return frozenset(value)
 
 
-def _all_str(values: list) -> bool:
+def _all_str(values: Iterable[Any]) -> bool:
     """Whether every item is a ``str``: ``str.join`` checks them in C, where
     ``all(type(v) is str for v in values)`` runs a Python frame per value (JSON makes no
     subclasses of ``str``)."""
@@ -381,6 +460,7 @@ def _types(values: Iterable[Any]) -> set[type]:
 
 
 _INT = {int}
+_LIST = {list}
 _OPT_STR = {str, type(None)}
 _OPT_INT = {int, type(None)}
 
@@ -424,6 +504,8 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
             and type(bases) is list
             and type(attr_lines) is type(reads) is dict
             and _types(attr_lines.values()) <= _INT
+            and _types(reads.values()) <= _LIST
+            and _all_str(chain.from_iterable(reads.values()))
         ):
             raise _Damaged
         records.append(
@@ -436,7 +518,7 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
                 bases=tuple(map(_base_from_json, bases)),
                 top=top,
                 attr_lines=attr_lines,
-                method_reads={method: _strings(names) for method, names in reads.items()},
+                method_reads={method: frozenset(names) for method, names in reads.items()},
                 init_reads=_strings(init_reads),
             )
         )
@@ -465,9 +547,7 @@ def _result_to_json(result: FileResult, positions: dict[Entry, int]) -> dict:
     rewritten = result.rewritten
     return {
         "path": result.path,
-        "rewritten": None
-        if rewritten is None
-        else base64.b64encode(zlib.compress(rewritten, 1)).decode("ascii"),
+        "rewritten": None if rewritten is None else _edits(result.original, rewritten),
         "sites": [_site_to_json(site, positions) for site in result.sites],
         "warnings": [_message_to_json(message, result.path) for message in result.warnings],
         "lints": [_message_to_json(message, result.path) for message in result.lints],
@@ -477,11 +557,10 @@ def _result_to_json(result: FileResult, positions: dict[Entry, int]) -> dict:
 def _result_from_json(value: Any, path: str, source: bytes, entries: tuple[Entry, ...]) -> FileResult:
     value = _dict(value)
     try:
-        stored = value["rewritten"]
-        rewritten = None if stored is None else zlib.decompress(base64.b64decode(_str(stored), validate=True))
-        sites, warnings, lints = value["sites"], value["warnings"], value["lints"]
-    except (KeyError, binascii.Error, zlib.error, ValueError):
+        stored, sites, warnings, lints = value["rewritten"], value["sites"], value["warnings"], value["lints"]
+    except KeyError:
         raise _Damaged from None
+    rewritten = None if stored is None else _edited(source, stored)
     return FileResult(
         path=path,
         original=source,
@@ -490,6 +569,39 @@ def _result_from_json(value: Any, path: str, source: bytes, entries: tuple[Entry
         warnings=[_message_from_json(message, path) for message in _list(warnings)],
         lints=[_message_from_json(message, path) for message in _list(lints)],
     )
+
+
+def _edits(original: bytes, rewritten: bytes) -> list:
+    """``rewritten`` as the lines of ``original`` it replaces: ``[[start, end, text], ...]``.
+    A rewrite changes a few lines of a file, and the run has the original at hand, so the
+    cache keeps (and a cached run decodes) only those, not the whole file again."""
+    old, new = original.splitlines(keepends=True), rewritten.splitlines(keepends=True)
+    return [
+        # surrogateescape: any bytes, UTF-8 or not, make a JSON string and come back the same.
+        [start, end, b"".join(new[first:last]).decode("utf-8", "surrogateescape")]
+        for tag, start, end, first, last in difflib.SequenceMatcher(None, old, new).get_opcodes()
+        if tag != "equal"
+    ]
+
+
+def _edited(original: bytes, edits: Any) -> bytes:
+    """The bytes that :func:`_edits` describes."""
+    lines = original.splitlines(keepends=True)
+    out = []
+    done = 0
+    for edit in _list(edits):
+        start, end, text = _list(edit, 3)
+        if not (type(start) is type(end) is int and type(text) is str and done <= start <= end <= len(lines)):
+            raise _Damaged
+        try:
+            replacement = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that no byte decoded to
+            raise _Damaged from None
+        out += lines[done:start]
+        out.append(replacement)
+        done = end
+    out += lines[done:]
+    return b"".join(out)
 
 
 def _site_to_json(site: PlannedSite, positions: dict[Entry, int]) -> list:
@@ -553,7 +665,7 @@ def _entry_at(entries: tuple[Entry, ...], position: Any) -> Entry:
     return entries[position]
 
 
-def _message_to_json(diagnostic: Diagnostic, path: str) -> list:
+def _message_to_json(diagnostic: Diagnostic, path: Optional[str]) -> list:
     """A diagnostic, its path left out when it is the file's own, so that it follows the file
     when the file is named another way (``src/m.py``, then ``m.py`` from ``src``)."""
     own = diagnostic.path == path
@@ -568,7 +680,7 @@ def _message_to_json(diagnostic: Diagnostic, path: str) -> list:
     ]
 
 
-def _message_from_json(value: Any, path: str) -> Diagnostic:
+def _message_from_json(value: Any, path: Optional[str]) -> Diagnostic:
     where, own, line, col, severity, code, message = _list(value, 7)
     if _str(severity) not in (ERROR, WARNING):
         raise _Damaged

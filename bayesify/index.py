@@ -20,6 +20,7 @@ import enum
 import fnmatch
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -103,7 +104,7 @@ class ClassRecord:
     def methods(self) -> tuple[str, ...]:
         return tuple(self.method_reads)
 
-    @property
+    @cached_property  # the class index asks it of every base, again and again
     def key(self) -> str:
         return f"{self.module}.{self.qualname}" if self.module else self.qualname
 
@@ -327,14 +328,16 @@ class ClassIndex:
                 self.classes.setdefault(record.key, record)
         self.exclude = tuple(exclude)
         self.external = tuple(external)
+        # Every file of a run asks these of the same few bases, and the index does not change.
         self._memo: dict[str, Conversion] = {}
+        self._kinds: dict[str, tuple[Conversion, ...]] = {}
+        self._ancestors: dict[str, list[ClassRecord]] = {}
         self._found: dict[Optional[str], Optional[ClassRecord]] = {}
 
     def lookup(self, resolved: Optional[str]) -> Optional[ClassRecord]:
         """The class a resolved dotted name stands for, following re-exports: ``pkg.flows.Flow``
         is ``pkg.flows.base.Flow`` when ``pkg/flows/__init__.py`` imports it from ``.base``,
         by name or with ``from .base import *``."""
-        # Every file of a run asks for the same few bases, and the index does not change.
         if resolved not in self._found:
             self._found[resolved] = self._follow(resolved)
         return self._found[resolved]
@@ -396,9 +399,12 @@ class ClassIndex:
                 return kind
         return Conversion.NONE
 
-    def base_kinds(self, record: ClassRecord) -> list[Conversion]:
+    def base_kinds(self, record: ClassRecord) -> tuple[Conversion, ...]:
         """How each base of ``record`` converts, in the order they are written."""
-        return [self._base_kind(base) for base in record.bases]
+        kinds = self._kinds.get(record.key)
+        if kinds is None:
+            kinds = self._kinds[record.key] = tuple(self._base_kind(base) for base in record.bases)
+        return kinds
 
     def _base_kind(self, base: BaseRef) -> Conversion:
         resolved = base.resolved
@@ -440,6 +446,9 @@ class ClassIndex:
 
     def ancestors(self, record: ClassRecord) -> list[ClassRecord]:
         """``record`` and the indexed classes it derives from, nearest first."""
+        known = self._ancestors.get(record.key)
+        if known is not None:
+            return known
         seen: dict[str, ClassRecord] = {}
         pending = [record]
         while pending:
@@ -450,4 +459,5 @@ class ClassIndex:
             pending.extend(
                 parent for parent in map(self.lookup, (base.resolved for base in current.bases)) if parent
             )
-        return list(seen.values())
+        known = self._ancestors[record.key] = list(seen.values())
+        return known

@@ -20,6 +20,7 @@ from .diagnostics import WARNING, Diagnostic, Selection, annotation
 from .engine import FileResult
 from .plan import PlannedSite
 from .runner import RunResult
+from .selectors import CLASS
 from .sites import SiteKind
 from .spec import EMPTY_SPEC, Entry
 
@@ -33,15 +34,18 @@ def _plural(count: int, word: str) -> str:
 def summary(result: RunResult, check: bool, into: Optional[str] = None) -> str:
     """``bayesify: 1 file rewritten, 2 unchanged, 0 failed; 2 sites made random, 0 constrained``."""
     changed = result.changed
-    sites = [site for r in changed for site in r.sites]
-    random = sum(1 for s in sites if s.outcome == "random")
-    constrained = sum(1 for s in sites if s.outcome == "constrained")
     verb = "would be rewritten" if check else f"rewritten into {into}" if into else "rewritten"
     unchanged = len(result.results) - len(changed) - len(result.failed)
     line = (
         f"bayesify: {_plural(len(changed), 'file')} {verb}, {unchanged} unchanged, "
-        f"{len(result.failed)} failed; {_plural(random, 'site')} made random, {constrained} constrained"
+        f"{len(result.failed)} failed; {_site_counts([site for r in changed for site in r.sites])}"
     )
+    at_build = [entry for entry in result.spec.entries if entry.selector.kind != CLASS]
+    if at_build:
+        # Their sites are known only in a built model: counting the ones the source shows
+        # would read as if they did nothing ("0 sites made random").
+        entries = "1 entry selects" if len(at_build) == 1 else f"{len(at_build)} entries select"
+        line += f"; {entries} by layer type or depth when the model is built (`bayesify plan --build` lists those sites)"
     if result.lints:
         line += f"; {_plural(len(result.lints), 'lint')}"
     return line
@@ -175,8 +179,9 @@ def github_annotations(result: RunResult, check: bool, diagnostics: list[Diagnos
 
 
 def _site_counts(sites: list[PlannedSite]) -> str:
-    random = sum(1 for s in sites if s.outcome == "random")
-    constrained = sum(1 for s in sites if s.outcome == "constrained")
+    """Sites inside a module the source cannot see into count too ("random where built")."""
+    random = sum(1 for s in sites if s.outcome.startswith("random") and s.entry is not None)
+    constrained = sum(1 for s in sites if s.outcome.startswith("constrained"))
     return f"{_plural(random, 'site')} made random, {constrained} constrained"
 
 

@@ -308,6 +308,13 @@ def run(
     step = progress or (lambda steps: None)
     run_files = set(names)
 
+    replay = cache.replay(names, context_names, spec)
+    if replay is not None:
+        step(2 * len(names))
+        return _finish(
+            [replay.results.get(name) or FileResult(name) for name in names], spec, replay.warnings
+        )
+
     indexed = cache.indexes(names + context_names)
     step(len(run_files.intersection(indexed)))
     missing = [name for name in names + context_names if name not in indexed]
@@ -321,9 +328,9 @@ def run(
     class_index = ClassIndex(indexes, spec.exclude, context_indexes, spec.external)
     random_attrs = _random_attrs_once(spec)
     planned = [
-        (job, indexed[job.path].digest)
-        for job in (_job_for(file_index, class_index, random_attrs) for file_index in indexes)
-        if any(kind.is_pyro for kind in job.conversions.values())
+        (_job_for(file_index, class_index, random_attrs), indexed[file_index.path].digest)
+        for file_index in indexes
+        if any(class_index.conversion(record).is_pyro for record in file_index.classes)
     ]
     results = cache.results(planned, spec)
     pending = [item for item in planned if item[0].path not in results]
@@ -332,11 +339,15 @@ def run(
     cache.store_results(
         ((job, file_digest, result) for (job, file_digest), result in zip(pending, done)), spec
     )
-    cache.save()
     results.update((result.path, result) for result in done)
     ordered = [failures.get(name) or results.get(name) or FileResult(name) for name in names]
     classes = [record for file_index in indexes for record in file_index.classes]
-    return _finish(ordered, spec, _unseen_base_warnings(indexes, class_index), classes)
+    unseen = _unseen_base_warnings(indexes, class_index)
+    outcome = _finish(ordered, spec, unseen, classes)
+    if not outcome.failed and not outcome.unmatched:  # replayed, those would need the index
+        cache.store_run(names, context_names, (job for job, _ in planned), unseen)
+    cache.save()
+    return outcome
 
 
 def run_source(source: bytes, spec: Spec, path: str = "-", context: Iterable[Path] = ()) -> RunResult:
@@ -436,7 +447,7 @@ def _job_for(
     inherited: dict[int, set[str]] = {}
     for record in file_index.classes:
         conversions[record.order] = class_index.conversion(record)
-        base_kinds[record.order] = tuple(class_index.base_kinds(record))
+        base_kinds[record.order] = class_index.base_kinds(record)
         for ancestor in class_index.ancestors(record)[1:]:
             if ancestor.module != file_index.module:
                 attrs = random_attrs(ancestor)

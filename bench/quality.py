@@ -10,10 +10,12 @@ regression with a gap in its inputs, for the same number of epochs, made Bayesia
 
 - ``deterministic``: the MLP itself (Adam, cross-entropy or MSE);
 - ``bayesify``: ``bayesify rewrite`` with a spec, then docs/runtime.md's recipe
-  (``load_deterministic``, ``supervised``, ``CheckpointNormal``, ``fit``, ``predict``);
+  (``load_deterministic``, ``supervised``, ``CheckpointNormal`` and ``fit`` for classes,
+  ``CheckpointLaplace`` for regression, ``predict``);
 - ``bayesian-torch``, ``bayesian-torch-moped``: ``dnn_to_bnn`` and its README's loop;
 - ``tyxe``: ``VariationalBNN`` with an IID normal prior, started at the trained weights;
-- ``laplace``: laplace-torch's last-layer Laplace (KFAC, marginal-likelihood prior precision).
+- ``laplace``: laplace-torch's last-layer Laplace (KFAC, marginal-likelihood prior precision, and
+  for regression noise, as its README's regression example).
 
 Competitors are optional, each skipped with a message when it is not installed. They live in
 their own environments, built with the CPU torch of this project (``-c`` keeps pip from
@@ -186,6 +188,7 @@ def recipe_bayesify(net, x, y, classes, seed, workdir):
 
     from bayesify.runtime import (
         Categorical,
+        CheckpointLaplace,
         CheckpointNormal,
         Normal,
         fit,
@@ -198,10 +201,13 @@ def recipe_bayesify(net, x, y, classes, seed, workdir):
     pyro.clear_param_store()
     bayesian = MLP(x.shape[1], HIDDEN, classes or 1)
     values = load_deterministic(bayesian, net.state_dict())
-    likelihood = Categorical(len(x)) if classes else Normal(len(x))
-    model = supervised(bayesian, likelihood)
-    guide = CheckpointNormal(model, values)
-    fit(model, guide, loader(x, y, seed), epochs=EPOCHS, progress=False)
+    if classes:  # the recipe for classes: mean-field, trained from the checkpoint
+        model = supervised(bayesian, Categorical(len(x)))
+        guide = CheckpointNormal(model, values)
+        fit(model, guide, loader(x, y, seed), epochs=EPOCHS, progress=False)
+    else:  # the recipe for regression: last-layer Laplace at the checkpoint, nothing to train
+        model = supervised(bayesian, Normal(len(x)))
+        guide = CheckpointLaplace(model, values, loader(x, y, seed))
 
     def predict_(x_new):
         prediction = predict(model, guide, x_new, num_samples=NUM_SAMPLES)
@@ -315,7 +321,15 @@ def recipe_laplace(net, x, y, classes, seed, workdir):
         hessian_structure="kron",
     )
     la.fit(loader(x, y, seed))
-    la.optimize_prior_precision(method="marglik")
+    if classes:
+        la.optimize_prior_precision(method="marglik")
+    else:  # its README's regression recipe: the noise and the prior precision by marginal likelihood
+        log_prior, log_sigma = torch.ones(1, requires_grad=True), torch.ones(1, requires_grad=True)
+        hyper_optimizer = torch.optim.Adam([log_prior, log_sigma], lr=0.1)
+        for _ in range(1000):
+            hyper_optimizer.zero_grad()
+            (-la.log_marginal_likelihood(log_prior.exp(), log_sigma.exp())).backward()
+            hyper_optimizer.step()
 
     def predict(x_new):
         if classes:
@@ -344,15 +358,15 @@ def ece(probs, y, bins=15):
     return float(total)
 
 
-def run_method(method, workdir):
+def run_method(method, workdir, tasks, seeds):
     import torch
 
     torch.set_num_threads(1)
     MLP = mlp_class(workdir)
     recipe = globals()["recipe_" + method.replace("-", "_")]
     results = {}
-    for task in TASKS:
-        for seed in (0, 1):
+    for task in tasks:
+        for seed in range(seeds):
             x, y, x_test, y_test, unit, gap = load_task(task, seed)
             classes = 10 if task == "digits" else 0
             start = time.process_time()
@@ -460,7 +474,10 @@ COLUMNS = {
 def table(results):
     competitors = [m for m in results if m not in ("deterministic", "bayesify")]
     lines = []
+    tasks = next(iter(results.values()), {})
     for task, columns in COLUMNS.items():
+        if task not in tasks:  # not run (--tasks)
+            continue
         header = (
             ["method"]
             + [title for _, title, _ in columns]
@@ -501,11 +518,15 @@ def main():
         default=os.environ.get("TYXE_PYTHON", "/tmp/issue10/tyxe-venv/bin/python"),
         help="interpreter whose environment has TyXe (pyro-ppl < 1.9)",
     )
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=TASKS)
+    parser.add_argument(
+        "--seeds", type=int, default=2, help="how many seeds (0, 1, ...) each figure averages"
+    )
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        return run_method(args.run, Path(args.workdir))
+        return run_method(args.run, Path(args.workdir), args.tasks, args.seeds)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -520,7 +541,8 @@ def main():
                 continue
             started = time.perf_counter()
             child = subprocess.run(
-                [python, __file__, "--run", method, "--workdir", str(workdir)],
+                [python, __file__, "--run", method, "--workdir", str(workdir), "--seeds", str(args.seeds)]
+                + ["--tasks", *args.tasks],
                 cwd=workdir,
                 capture_output=True,
                 text=True,
@@ -532,7 +554,7 @@ def main():
             results[method] = json.loads(child.stdout.strip().splitlines()[-1])
             print(f"{method}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     print(
-        f"means of 2 seeds, {EPOCHS} epochs, batch {BATCH}, MLP with two hidden layers of {HIDDEN}, one torch thread"
+        f"means of {args.seeds} seeds, {EPOCHS} epochs, batch {BATCH}, MLP with two hidden layers of {HIDDEN}, one torch thread"
     )
     print(table(results))
 

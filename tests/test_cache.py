@@ -60,6 +60,30 @@ def test_a_second_run_redoes_nothing_and_gives_the_same_result(tree, tmp_path, r
     assert [s.name for s in second.sites] == [s.name for s in first.sites]
 
 
+def test_a_run_over_the_same_files_replays_the_last_plan(tree, tmp_path, monkeypatch):
+    """Nothing changed since the last run: its plan holds, so neither the index nor the jobs
+    are made again, and the answer (warnings included) is the one a run without cache gives."""
+    (tree / "other.py").write_text(
+        "from elsewhere import Unknown\n\n\nclass Odd(Unknown):\n    def forward(self, x):\n        return x\n"
+    )
+    path = tmp_path / "cache.json"
+    uncached = run(tree, None)
+    run(tree, Cache(path))
+
+    def no_planning(*args):
+        raise AssertionError("the plan was made again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(runner, "_job_for", no_planning)
+        replayed = run(tree, Cache(path))
+    assert outputs(replayed) == outputs(uncached)
+    assert [s.name for s in replayed.sites] == [s.name for s in uncached.sites]
+    assert replayed.warnings == uncached.warnings and [w.code for w in replayed.warnings] == ["BAY201"]
+
+    (tree / "child.py").write_text((tree / "child.py").read_text().replace("self.v", "self.u"))
+    assert outputs(run(tree, Cache(path))) == outputs(run(tree, None)), "an edit is never replayed"
+
+
 def test_editing_a_base_class_redoes_its_subclasses(tree, tmp_path, rewrites):
     path = tmp_path / "cache.pickle"
     run(tree, Cache(path))

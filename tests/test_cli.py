@@ -87,6 +87,29 @@ def test_rewrite_in_place_says_what_it_did_on_stderr(project: Path):
     assert again.exit_code == 0, again.stderr
 
 
+def test_the_summary_says_when_entries_select_only_in_the_built_model(project: Path):
+    """A spec of type entries marks layers the source builds through factories and containers:
+    the summary must not read as if it did nothing."""
+    (project / "src" / "net.py").write_text(
+        "from torch import nn\n\n\ndef conv(n):\n    return nn.Conv2d(n, n, 3)\n\n\n"
+        "class Net(nn.Module):\n    def __init__(self, n):\n        super().__init__()\n"
+        "        self.body = nn.Sequential(conv(n), nn.ReLU())\n\n    def forward(self, x):\n"
+        "        return self.body(x)\n"
+    )
+    (project / "priors.yaml").write_text(
+        "version: 1\npriors:\n  nn.Conv2d.weight: Normal(0, 1)\n  '**.bias': Normal(0, 1)\n"
+    )
+    result = bayesify("rewrite", "--check", "src/net.py")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "; 2 entries select by layer type or depth when the model is built "
+            "(`bayesify plan --build` lists those sites)"
+        )
+    )
+
+
 def test_check_exits_1_and_writes_nothing(project: Path):
     before = tree(project)
     result = bayesify("rewrite", "--check", "src")

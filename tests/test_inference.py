@@ -14,9 +14,12 @@ import torch
 import torch.nn as nn
 from pyro.infer import Predictive, Trace_ELBO, TraceMeanField_ELBO
 from pyro.nn import PyroModule, PyroSample
+from torch.utils.data import DataLoader, TensorDataset
 
+import bayesify.runtime.inference as inference
 from bayesify.runtime import (
     Categorical,
+    CheckpointLaplace,
     CheckpointNormal,
     Normal,
     fit,
@@ -283,6 +286,69 @@ def test_checkpoint_guide_starts_at_the_weights_with_a_relative_spread():
     assert torch.allclose(bias_scale, torch.full((2,), 1e-3))
 
 
+class GapRegressor(PyroModule):
+    """A 1-D regression network, its weights random as the recipe's spec makes them."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(1, 32)
+        self.out = nn.Linear(32, 1)
+        pyro_module(self)
+        set_prior(self, "GapRegressor.*.weight", "Normal", 0, 1)
+        set_prior(self, "GapRegressor.*.bias", "Normal", 0, 1)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.hidden(x)))
+
+
+def trained_gap_regressor():
+    """A checkpoint trained on inputs with a gap in [-1, 1], and its training data."""
+    x = torch.cat([torch.linspace(-3, -1, 40), torch.linspace(1, 3, 40)]).unsqueeze(-1)
+    y = torch.sin(x) + 0.1 * torch.randn_like(x)
+    trained = nn.Sequential()
+    trained.hidden, trained.out = nn.Linear(1, 32), nn.Linear(32, 1)
+    optimizer = torch.optim.Adam(trained.parameters(), lr=0.02)
+    for _ in range(300):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(trained.out(torch.tanh(trained.hidden(x))), y).backward()
+        optimizer.step()
+    return trained.state_dict(), x, y
+
+
+def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_data(monkeypatch):
+    checkpoint, x, y = trained_gap_regressor()
+    net = GapRegressor()
+    values = load_deterministic(net, checkpoint)
+    model = supervised(net, Normal(len(x), scale=0.1))
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+    with pytest.raises(ValueError, match="needs the training data"):
+        CheckpointLaplace(model, values, [])
+    monkeypatch.setattr(inference, "MAX_LAPLACE_SIZE", 32)  # a layer too wide for a full covariance
+    with pytest.raises(ValueError, match="out.weight, out.bias hold 33 weights"):
+        CheckpointLaplace(model, values, loader)
+    monkeypatch.undo()
+    guide = CheckpointLaplace(model, values, loader)
+    assert list(guide.parameters()) == []  # computed, not trained
+
+    # With a normal likelihood and prior, the last layer's posterior given the trained
+    # features is Bayesian linear regression's: precision features.T @ features / noise**2 + 1.
+    # (Up to float32's precision: the curvatures are 1e4 apart.)
+    features = torch.tanh(x @ values["hidden.weight"].T + values["hidden.bias"])
+    features = torch.cat([features, torch.ones(len(x), 1)], 1)
+    covariance = torch.linalg.inv(features.T @ features / 0.1**2 + torch.eye(33))
+    laplace = guide[1]
+    scale_tril = laplace.scale[:, None] * laplace.scale_tril
+    assert torch.allclose(scale_tril @ scale_tril.T, covariance, atol=0.01)
+    assert torch.equal(laplace.loc, torch.cat([values["out.weight"].flatten(), values["out.bias"]]))
+    # The hidden layer stays at its trained weights.
+    sample = poutine.trace(guide).get_trace(x)
+    assert torch.equal(sample.nodes["hidden.weight"]["value"], values["hidden.weight"])
+
+    # Between the two clusters of inputs, the weights' share of the uncertainty grows.
+    gap = torch.linspace(-0.5, 0.5, 20).unsqueeze(-1)
+    assert predict(model, guide, gap).epistemic.mean() > 2 * predict(model, guide, x).epistemic.mean()
+
+
 MLP_SOURCE = """\
 import torch
 from torch import nn
@@ -324,7 +390,7 @@ def test_a_rewritten_model_trains_end_to_end_through_the_recipe(tmp_path):
     values = load_deterministic(net, trained.state_dict())
     model = supervised(net, Categorical(dataset_size=len(x)))
     guide = CheckpointNormal(model, values)
-    fit(model, guide, (x, y), epochs=50, lr=0.01, progress=False)
+    fit(model, guide, DataLoader(TensorDataset(x, y), batch_size=20, shuffle=True), epochs=20, progress=False)
     prediction = predict(model, guide, x, num_samples=50)
     deterministic_nll = nn.functional.cross_entropy(trained(x), y)
     assert prediction.nll(y) < deterministic_nll + 0.1

@@ -393,7 +393,8 @@ def test_the_cache_is_json_with_a_checksum(cached_tree) -> None:
     _, data, _ = cached_tree
     header, body = data.split(b"\n", 1)
     assert json.loads(header) == {"format": bayesify.cache.FORMAT, "sha256": bayesify.cache.digest(body)}
-    assert len(json.loads(body)) == 2
+    root = cached_tree[0]
+    assert set(json.loads(body)) == {str(root / "base.py"), str(root / "child.py"), "run"}
 
 
 def planted(data: bytes, seed: int, value) -> bytes:
@@ -478,6 +479,21 @@ def test_a_planted_cache_with_a_valid_checksum_never_breaks_a_run(
     root, data, _ = cached_tree
     result = run_with_cache_file(root, planted(data, seed, value), tmp_path / "cache.json")
     assert len(result["errors"]) == 2
+
+
+SOURCE_LINES = st.lists(
+    st.sampled_from([b"x = 1\n", b"class A(nn.Module):\r\n", b"\xff\xfe caf\xe9\r", b"", b"    pass", b"\n"]),
+    max_size=12,
+).map(b"".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(original=SOURCE_LINES, rewritten=SOURCE_LINES)
+def test_a_cached_rewrite_comes_back_byte_for_byte(original: bytes, rewritten: bytes) -> None:
+    """The cache keeps a rewrite as the lines it changes; any bytes (line endings of every
+    kind, text that is not UTF-8) come back the same through the JSON file."""
+    stored = json.loads(json.dumps(bayesify.cache._edits(original, rewritten)))
+    assert bayesify.cache._edited(original, stored) == rewritten
 
 
 def test_adding_an_init_file_invalidates_the_cached_module_names(project: Path) -> None:

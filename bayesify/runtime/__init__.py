@@ -17,7 +17,14 @@ from bayesify.runtime import batched  # noqa: F401  (PyroModule[nn.Linear] and C
 from bayesify.runtime.checkpoint import load_deterministic
 from bayesify.runtime.handlers import flipout, local_reparameterization
 from bayesify.runtime.held import pyro_module, set_constraint, set_prior
-from bayesify.runtime.inference import BayesianModel, CheckpointNormal, fit, predict, supervised
+from bayesify.runtime.inference import (
+    BayesianModel,
+    CheckpointLaplace,
+    CheckpointNormal,
+    fit,
+    predict,
+    supervised,
+)
 from bayesify.runtime.likelihoods import Categorical, Normal, Prediction
 from bayesify.runtime.metaclass import pyro_metaclass, pyro_metaclass_of
 from bayesify.runtime.prior import PRIOR_ANCHOR, Prior
@@ -26,6 +33,7 @@ __all__ = [
     "PRIOR_ANCHOR",
     "BayesianModel",
     "Categorical",
+    "CheckpointLaplace",
     "CheckpointNormal",
     "Normal",
     "Prediction",

@@ -11,10 +11,13 @@ Four small pieces, each replaceable by the Pyro a user would write instead::
 
 :func:`supervised` is the Pyro model ``model(x, y=None)``; :class:`CheckpointNormal` an
 :class:`~pyro.infer.autoguide.AutoNormal`; :func:`fit` a loop of ELBO steps; :func:`predict`
-what :class:`~pyro.infer.predictive.Predictive` computes, summarized by the likelihood.
+what :class:`~pyro.infer.predictive.Predictive` computes, summarized by the likelihood. For
+regression, :class:`CheckpointLaplace` replaces the guide and the fit: a last-layer Laplace
+approximation at the trained weights, as Pyro's ``AutoLaplaceApproximation`` makes one.
 """
 
 import functools
+import itertools
 from contextlib import ExitStack
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
@@ -24,13 +27,14 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import sum_rightmost
 from pyro.infer import TraceMeanField_ELBO
-from pyro.infer.autoguide import AutoNormal, init_to_median
+from pyro.infer.autoguide import AutoGuideList, AutoMultivariateNormal, AutoNormal, init_to_median
+from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.infer.autoguide.utils import deep_setattr
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroParam
 from pyro.nn.module import _is_module_local_param_enabled
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import prune_subsample_sites
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch.distributions import biject_to, constraints
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 from tqdm.auto import tqdm
@@ -38,9 +42,11 @@ from tqdm.auto import tqdm
 from bayesify.runtime.likelihoods import Prediction
 
 #: The default relative spread of :class:`CheckpointNormal`: sd = DELTA * |trained weight|.
-DELTA = 0.1
+DELTA = 0.01
 #: The default spread of a site without a trained value (and the least spread of any site).
 INIT_SCALE = 1e-3
+#: The most weights :class:`CheckpointLaplace` gives a full covariance (a Hessian of this size squared).
+MAX_LAPLACE_SIZE = 5000
 #: How many rows (weight samples times inputs) one pass of :func:`predict` computes on a CPU.
 CPU_ROWS_PER_PASS = 5_000
 
@@ -83,11 +89,14 @@ class CheckpointNormal(AutoNormal):
     weights, with a spread relative to each weight (as bayesian-torch's MOPED): the
     posterior of weight ``w`` starts as ``Normal(w, delta * |w|)``, at least ``init_scale``.
 
-    The spread matters: started at :class:`~pyro.infer.autoguide.AutoNormal`'s default of
-    0.1 for every weight, a network whose weights are ~0.1 forgets its training in the first
-    steps and is badly calibrated after a normal-length fit. A site without a trained value
-    (a prior on a parameter the checkpoint lacks) starts at its prior's median with spread
-    ``init_scale``.
+    The spread matters, and a fit of ordinary length changes it little (Adam moves its
+    logarithm by about the learning rate a step), so it is the calibration: started at
+    :class:`~pyro.infer.autoguide.AutoNormal`'s default of 0.1 for every weight, a network
+    whose weights are ~0.1 forgets its training in the first steps and is badly calibrated
+    after a normal-length fit. The default, 1% of each weight, is where smaller spreads stopped
+    improving the digits classifier of bench/quality.py (docs/runtime.md has the figures).
+    A site without a trained value (a prior on a parameter the checkpoint lacks) starts at
+    its prior's median with spread ``init_scale``.
 
     Sites whose prior is on the real line are sampled from the guide's normal distribution
     itself, so :class:`~pyro.infer.TraceMeanField_ELBO` computes their KL divergence in
@@ -196,6 +205,122 @@ def _init_to_checkpoint(site: dict, values: Dict[str, torch.Tensor]) -> torch.Te
     return values[site["name"]] if _usable(site, values) else init_to_median(site)
 
 
+class CheckpointLaplace(AutoGuideList):
+    """
+    A last-layer Laplace approximation at the deterministic model's weights, as Pyro's
+    :meth:`~pyro.infer.autoguide.AutoLaplaceApproximation.laplace_approximation` makes one:
+    the random sites of the network's last layer get an
+    :class:`~pyro.infer.autoguide.AutoMultivariateNormal` centred on their trained values,
+    whose covariance is the inverse Hessian of the negative log joint density over ``data``;
+    every other random site stays at its trained value (a point mass). With a normal
+    likelihood and a normal prior, this is the exact posterior of the last layer given the
+    trained features.
+
+    It is what gives a regression network uncertainty between clusters of data: a
+    mean-field posterior (:class:`CheckpointNormal`) barely widens there, a full covariance
+    of the last layer does. It is computed once, when the guide is made, and has no Pyro
+    parameters (its mean and covariance are buffers, as in Pyro's Laplace guide): predict
+    with it directly, without :func:`fit`, which would move the point masses and the noise
+    away from where the covariance was computed.
+
+    :param callable model: the Pyro model, e.g. a :func:`supervised` one.
+    :param dict values: the trained values by site name (what
+        :func:`~bayesify.runtime.load_deterministic` returns); a value outside its prior's
+        support is replaced by the prior's median, as in :class:`CheckpointNormal`.
+    :param data: the training data, as for :func:`fit`: an iterable of batches ``(x, y)``
+        or one batch of tensors. Each batch's Hessian counts by its share of the data.
+    :param sites: the names of the sites given a full covariance; by default those of the
+        module whose site is sampled last (the last layer's weight and bias). At most
+        :data:`MAX_LAPLACE_SIZE` weights in all: the Hessian has their number squared.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        values: Dict[str, torch.Tensor],
+        data: Union[Iterable[Batch], Batch],
+        *,
+        sites: Optional[Sequence[str]] = None,
+    ) -> None:
+        super().__init__(model)
+        joint = model  # the observations included: the Hessian is the posterior's
+        if isinstance(data, (tuple, list)) and data and all(isinstance(part, torch.Tensor) for part in data):
+            data = [tuple(data)]
+        batches = iter(data)
+        first = next(batches, None)
+        if first is None:
+            raise ValueError("CheckpointLaplace needs the training data: a DataLoader or (x, y), not nothing")
+        if isinstance(model, BayesianModel):
+            model = poutine.block(model, hide=[model.likelihood.name])
+        init = functools.partial(_init_to_checkpoint, values=values)
+        with poutine.block():
+            prototype = poutine.trace(InitMessenger(init)(model)).get_trace(*first)
+        latent = [
+            name
+            for name, site in prototype.iter_stochastic_nodes()
+            if not site["is_observed"] and not site_is_subsample(site)
+        ]
+        if sites is None:
+            module = latent[-1].rpartition(".")[0]
+            sites = [name for name in latent if name.rpartition(".")[0] == module]
+        fixed = {name: prototype.nodes[name]["value"].detach() for name in latent if name not in sites}
+        self.append(functools.partial(_point_masses, fixed))
+        laplace = AutoMultivariateNormal(
+            poutine.block(poutine.condition(model, data=fixed), expose=list(sites)), init_loc_fn=init
+        )
+        self.append(laplace)
+        self(*first)  # sets up the parts
+        if laplace.latent_dim > MAX_LAPLACE_SIZE:
+            raise ValueError(
+                f"CheckpointLaplace: {', '.join(sites)} hold {laplace.latent_dim} weights, and a full "
+                f"covariance of more than {MAX_LAPLACE_SIZE} is too large to compute; name fewer with "
+                "sites=[...], or use CheckpointNormal"
+            )
+        _set_laplace_covariance(laplace, joint, fixed, itertools.chain([first], batches))
+
+
+def _point_masses(values: Dict[str, torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
+    return {
+        name: pyro.sample(name, dist.Delta(value, event_dim=value.dim())) for name, value in values.items()
+    }
+
+
+def _set_laplace_covariance(
+    guide: AutoMultivariateNormal, model: Callable, fixed: Dict[str, torch.Tensor], batches: Iterable[Batch]
+) -> None:
+    """Sets the guide's scale to the inverse Hessian of the negative log joint at its loc (in
+    the unconstrained space), averaged over the batches by their sizes (each batch's
+    likelihood is scaled to the whole data set by the model's plate); as in Pyro's
+    ``laplace_approximation``, the mean and covariance become buffers."""
+
+    def negative_log_joint(batch: Batch, latent: torch.Tensor) -> torch.Tensor:
+        conditioned, log_jacobian = dict(fixed), 0.0
+        for site, unconstrained in guide._unpack_latent(latent):
+            transform = biject_to(site["fn"].support)
+            conditioned[site["name"]] = value = transform(unconstrained)
+            log_jacobian = log_jacobian + transform.log_abs_det_jacobian(unconstrained, value).sum()
+        trace = poutine.trace(poutine.condition(model, data=conditioned)).get_trace(*batch)
+        return -(trace.log_prob_sum() + log_jacobian)
+
+    loc = guide.loc.detach()
+    weighted, total = 0.0, 0
+    for batch in batches:
+        at_batch = functools.partial(negative_log_joint, batch)
+        hessian = torch.autograd.functional.hessian(at_batch, loc, vectorize=True)
+        weighted = weighted + len(batch[-1]) * hessian.double()
+        total += len(batch[-1])
+    with torch.no_grad():
+        # In double precision: a well-determined last layer has curvatures 1e6 apart.
+        precision = weighted / total
+        covariance = torch.cholesky_inverse(torch.linalg.cholesky((precision + precision.T) / 2))
+        scale = covariance.diagonal().sqrt()
+        correlation = torch.linalg.cholesky(covariance / scale[:, None] / scale[None, :])
+    del guide.loc, guide.scale, guide.scale_tril
+    guide.register_buffer("loc", loc)
+    guide.register_buffer("scale", scale.to(loc.dtype))
+    guide.register_buffer("scale_tril", correlation.to(loc.dtype))
+
+
 class _LeanTraceMeanField_ELBO(TraceMeanField_ELBO):
     """
     :class:`~pyro.infer.TraceMeanField_ELBO` computing only the log-densities that its sum
@@ -239,7 +364,7 @@ def fit(
     data: Union[Iterable[Batch], Batch],
     epochs: int = 1,
     *,
-    lr: float = 3e-4,
+    lr: float = 1e-3,
     optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
     loss=None,
     progress: bool = True,
@@ -259,10 +384,11 @@ def fit(
         read once per epoch; or one batch ``(x, y)`` of tensors, the whole data set. A
         ``DataLoader`` over a :class:`~torch.utils.data.TensorDataset` is read by indexing
         the tensors with its batches of indices: the same batches, without collating rows.
-    :param float lr: the learning rate. The default is smaller than Adam's usual 1e-3: Adam
-        moves every parameter by about ``lr`` a step whatever its gradient, and a guide that
-        starts at trained weights of ~0.1 would drift from them, where the data say little,
-        within a few hundred steps.
+    :param float lr: the learning rate, Adam's usual. Adam moves every parameter by about
+        ``lr`` a step: in a fit of a few hundred steps, the means of a guide started at the
+        trained weights move to where the weight noise fits the data, and the spreads (in
+        their unconstrained space) by a fraction of their size, so that the guide's starting
+        spread, :class:`CheckpointNormal`'s ``delta``, is the posterior's.
     :param optimizer: a :class:`torch.optim.Optimizer` class, called with the parameters and
         ``lr`` (Adam and AdamW with ``fused=True`` where torch has the kernel).
     :param loss: a Pyro ELBO (default :class:`~pyro.infer.TraceMeanField_ELBO`, whose KL
