@@ -209,8 +209,7 @@ def test_fit_reads_a_tensor_data_loader_as_the_loader_would():
     x, y = images(50)
 
     def loader():
-        dataset = torch.utils.data.TensorDataset(x, y)
-        return torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True)  # shuffled by torch's seed
+        return DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)  # shuffled by torch's seed
 
     torch.manual_seed(4)
     read, after = list(_batches(loader())), torch.rand(1)
@@ -220,7 +219,7 @@ def test_fit_reads_a_tensor_data_loader_as_the_loader_would():
     for ours, its in zip(read, expected, strict=True):
         assert all(torch.equal(a, b) for a, b in zip(ours, its, strict=True))
     assert torch.equal(after, expected_after)  # the same random numbers follow
-    custom = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), collate_fn=lambda rows: rows)
+    custom = DataLoader(TensorDataset(x, y), collate_fn=lambda rows: rows)
     assert _batches(custom) is custom  # a loader of its own collation is read as it is
 
 
