@@ -15,6 +15,12 @@ its absolute path, that is valid while everything its answers depend on is the s
   file's job: all the run's index decided for the file (which classes convert, what they
   inherit), so an edit to a base class in another file invalidates its subclasses' entries.
 
+Beside them, the last run's plan: every file with the shape of its index (all that other
+files' jobs read of it), and the job of each file it rewrote. A run over the same files whose
+shapes are all as they were (nothing changed, or edits inside methods, comments, new lines)
+takes that plan without indexing or planning anything again: the unchanged files keep their
+results and the edited ones are rewritten from the jobs they had.
+
 The file is JSON (a line with the format and the SHA-256 of the rest, then the entries):
 nothing bayesify reads back can run code. Any damage (a truncated file, a flipped bit)
 breaks the checksum and reads as an empty cache; a file planted with a valid checksum is
@@ -28,12 +34,12 @@ that was killed are removed by the next save.
 
 from __future__ import annotations
 
-import difflib
+import bisect
 import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -42,7 +48,7 @@ from . import __version__
 from .diagnostics import ERROR, WARNING, Diagnostic
 from .discover import read_source
 from .engine import FileJob, FileResult
-from .index import BaseRef, ClassRecord, FileIndex, module_of
+from .index import BaseRef, ClassRecord, Conversion, FileIndex, module_of
 from .names import ImportTable
 from .output import remove_stale_temporaries, signals_held
 from .plan import PlannedSite
@@ -104,13 +110,61 @@ def job_fingerprint(job: FileJob) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
+def job_row(job: FileJob) -> list:
+    """``[path, fingerprint, job]``: a job of the run's plan, as :meth:`Cache.store_run` keeps it."""
+    return [
+        job.path,
+        job_fingerprint(job),
+        [
+            [[order, kind.name] for order, kind in job.conversions.items()],
+            [[order, [kind.name for kind in kinds]] for order, kinds in job.base_kinds.items()],
+            [[order, sorted(attrs)] for order, attrs in job.inherited_random.items()],
+            sorted(job.imported_pyro_classes),
+        ],
+    ]
+
+
+def _job_from_json(value: Any, index: FileIndex) -> FileJob:
+    """The job that :func:`job_row` stored, for the file's new ``index`` (of the same shape)."""
+    conversions, base_kinds, inherited, imported = _list(value, 4)
+    try:
+        return FileJob(
+            index,
+            {_int(order): Conversion[_str(kind)] for order, kind in map(_list, conversions)},
+            {
+                _int(order): tuple(Conversion[_str(kind)] for kind in _list(kinds))
+                for order, kinds in map(_list, base_kinds)
+            },
+            {_int(order): set(_strings(attrs)) for order, attrs in map(_list, inherited)},
+            _strings(imported),
+        )
+    except KeyError:  # not a Conversion's name
+        raise _Damaged from None
+
+
+def _shape(index: Optional[FileIndex]) -> str:
+    """The digest of what other files' plans read of ``index``: all but its lines, which
+    only the file's own rewrite reads (from its own, new index)."""
+    if index is None:
+        return "none"
+    unplaced = [
+        replace(record, line=0, top=0, attr_lines=dict.fromkeys(record.attr_lines, 0))
+        for record in index.classes
+    ]
+    return digest(json.dumps(_index_to_json(replace(index, classes=unplaced))).encode())
+
+
 @dataclass
 class Replay:
-    """What the last run over the very same files decided: the results of the files it
-    rewrote, by path, and its warnings about the class index (bases it could not see)."""
+    """What the last run over the same files decided: the results of the files it rewrote
+    and that are unchanged, by path; the jobs of those edited since (with the digests of the
+    bytes they were indexed from); its warnings about the class index (bases it could not
+    see); and its plan, as :meth:`Cache.store_run` keeps it."""
 
     results: dict[str, FileResult]
+    pending: list[tuple[FileJob, str]]
     warnings: list[Diagnostic]
+    planned: list
 
 
 @dataclass
@@ -141,10 +195,17 @@ class NoCache:
     def store_results(self, done: Iterable[tuple[FileJob, str, FileResult]], spec: Spec) -> None:
         pass
 
-    def replay(self, names: list[str], context: list[str], spec: Spec) -> Optional[Replay]:
+    def known(self, paths: Iterable[str]) -> set[str]:
+        return set()
+
+    def replay(
+        self, names: list[str], context: list[str], spec: Spec, fresh: dict[str, Indexed]
+    ) -> Optional[Replay]:
         return None
 
-    def store_run(self, names: list[str], context: list[str], planned: Iterable[FileJob], warnings) -> None:
+    def store_run(
+        self, names: list[str], context: list[str], planned: list, warnings: list[Diagnostic]
+    ) -> None:
         pass
 
     def save(self) -> None:
@@ -194,24 +255,28 @@ class Cache(NoCache):
 
     # -- the index pass ---------------------------------------------------------------------
 
+    def known(self, paths: Iterable[str]) -> set[str]:
+        """The paths whose index record is still valid. Every file is read here (once): its
+        bytes are kept for :meth:`results`."""
+        hits = set()
+        for path in paths:
+            try:
+                source = read_source(path)
+            except OSError:
+                continue  # the index pass reads it again and reports why it cannot
+            self._sources[path] = (source, digest(source))
+            if self._entry(path, self._sources[path][1]) is not None:
+                hits.add(path)
+        return hits
+
     def indexes(self, paths: Iterable[str]) -> dict[str, Indexed]:
-        """The index records still valid, by path. Every file is read here (once): its bytes
-        are kept for :meth:`results`."""
+        """The index records of ``paths``, which :meth:`known` found valid, by path."""
         hits = {}
         for path in paths:
-            if path not in self._sources:
-                try:
-                    source = read_source(path)
-                except OSError:
-                    continue  # the index pass reads it again and reports why it cannot
-                self._sources[path] = (source, digest(source))
             file_digest = self._sources[path][1]
-            entry = self._entry(path, file_digest)
-            if entry is None:
-                continue
             try:
-                index = _index_from_json(entry.get("index", False), path)  # False: no record, damaged
-            except _Damaged:
+                index = _index_from_json(self._entry(path, file_digest).get("index", False), path)
+            except _Damaged:  # False above: no record at all
                 continue
             hits[path] = Indexed(path, file_digest, index)
         return hits
@@ -223,6 +288,7 @@ class Cache(NoCache):
                     "digest": answer.digest,
                     "module": self._module_of(answer.path),
                     "index": _index_to_json(answer.index),
+                    "shape": _shape(answer.index),
                 }
                 self._dirty = True
 
@@ -302,56 +368,72 @@ class Cache(NoCache):
 
     # -- the whole run ----------------------------------------------------------------------
     #
-    # A run's plan is a function of every file's index (and of the spec and bayesify, which
-    # the cache file is keyed on): over the very same files, bytes and module names, the
-    # last run's plan holds, and neither the index nor the jobs need to be made again.
+    # A run's plan is a function of the shapes of its files' indexes (classes, bases, imports,
+    # attribute names; not their lines) and of the spec and bayesify, which the cache file is
+    # keyed on. Over the same files, whose shapes are as in the last run, the last run's plan
+    # holds: its jobs are taken as they were, the files whose bytes did not change keep their
+    # results, and only the edited ones are rewritten again, from the job they had.
 
-    def replay(self, names: list[str], context: list[str], spec: Spec) -> Optional[Replay]:
-        """The last run, when it was over these very files and everything it rewrote is still
-        cached; ``None`` otherwise (and then the bytes read here serve :meth:`indexes`)."""
+    def replay(
+        self, names: list[str], context: list[str], spec: Spec, fresh: dict[str, Indexed]
+    ) -> Optional[Replay]:
+        """The last run's plan, when it was over these very files and ``fresh`` (the files
+        indexed anew: edited since) left every shape as it was; ``None`` otherwise."""
         stored = self._entries.get(_RUN)
-        if not isinstance(stored, dict) or stored.get("files") != self._files_key(names, context):
+        if not isinstance(stored, dict):
             return None
-        results = {}
         try:
-            for item in _list(stored.get("planned")):
-                path, fingerprint = _list(item, 2)
+            files = _list(stored.get("files"))
+            if [path for path, *_ in map(_list, files)] != names + context or stored.get("names") != len(
+                names
+            ):
+                return None
+            for path, file_digest, module, shape in files:
+                answer = fresh.get(path)
+                if answer is None:  # its record is valid: it must be the one the plan was made from
+                    entry = self._entries[os.path.abspath(path)]
+                    if entry["digest"] != file_digest or entry["module"] != module:
+                        return None
+                elif answer.error or _shape(answer.index) != shape:
+                    return None
+            warnings = [_message_from_json(message, None) for message in _list(stored.get("warnings"))]
+            if any(warning.path in fresh for warning in warnings):
+                return None  # its line may have moved
+            results, pending = {}, []
+            for row in _list(stored.get("planned")):
+                path, fingerprint, job = _list(row, 3)
+                if path in fresh:
+                    edited = _job_from_json(job, fresh[path].index)
+                    if job_fingerprint(edited) != fingerprint:
+                        return None
+                    pending.append((edited, fresh[path].digest))
+                    continue
                 entry = self._entries.get(os.path.abspath(_str(path)))
                 if not isinstance(entry, dict) or entry.get("job") != fingerprint or "result" not in entry:
                     return None
                 results[path] = _result_from_json(entry["result"], path, self._sources[path][0], spec.entries)
-            warnings = [_message_from_json(message, None) for message in _list(stored.get("warnings"))]
-        except (_Damaged, KeyError):  # KeyError: a path that is not of this run
+        except (_Damaged, KeyError, ValueError):  # KeyError: a path not read; ValueError: a row's length
             return None
-        return Replay(results, warnings)
+        return Replay(results, pending, warnings, stored["planned"])
 
     def store_run(
-        self, names: list[str], context: list[str], planned: Iterable[FileJob], warnings: list[Diagnostic]
+        self, names: list[str], context: list[str], planned: list, warnings: list[Diagnostic]
     ) -> None:
-        """Keep this run's plan for :meth:`replay`: the files it rewrote, each with its job."""
+        """Keep this run's plan for :meth:`replay`: every file's shape, and the jobs of the
+        files it rewrites (rows of :func:`job_row`)."""
+        files = []
+        for path in names + context:
+            entry = self._entries.get(os.path.abspath(path))
+            if path not in self._sources or not isinstance(entry, dict) or "shape" not in entry:
+                return  # a file that could not be read or indexed: the next run must say so again
+            files.append([path, entry["digest"], entry["module"], entry["shape"]])
         self._entries[_RUN] = {
-            "files": self._files_key(names, context),
-            "planned": [[job.path, job_fingerprint(job)] for job in planned],
+            "files": files,
+            "names": len(names),
+            "planned": planned,
             "warnings": [_message_to_json(message, None) for message in warnings],
         }
         self._dirty = True
-
-    def _files_key(self, names: list[str], context: list[str]) -> Optional[str]:
-        """The run's files, each by path, bytes and module name, as one digest; ``None`` when
-        one of them has no index record (it could not be read or parsed: the run must say so)."""
-        parts = []
-        for path in names + context:
-            read = self._sources.get(path)
-            if read is None:
-                try:
-                    source = read_source(path)
-                except OSError:
-                    return None
-                read = self._sources[path] = (source, digest(source))
-            if self._entry(path, read[1]) is None:
-                return None
-            parts.append([path, read[1], self._module_of(path)])
-        return digest(json.dumps([parts, len(names)]).encode())
 
     # -- the file ---------------------------------------------------------------------------
 
@@ -581,14 +663,46 @@ def _result_from_json(value: Any, path: str, source: bytes, entries: tuple[Entry
 def _edits(original: bytes, rewritten: bytes) -> list:
     """``rewritten`` as the lines of ``original`` it replaces: ``[[start, end, text], ...]``.
     A rewrite changes a few lines of a file, and the run has the original at hand, so the
-    cache keeps (and a cached run decodes) only those, not the whole file again."""
+    cache keeps (and a cached run decodes) only those, not the whole file again.
+
+    Made in one pass (difflib's search for the least change costs a cold run 1%): where the
+    files part, the rewritten lines are taken until one of them starts :data:`_AGREEING`
+    lines that the original has next, at the nearest such place. Any bytes come back the
+    same; a poor match only makes the edits longer."""
     old, new = original.splitlines(keepends=True), rewritten.splitlines(keepends=True)
-    return [
+    places: dict[bytes, list[int]] = {}
+    for place, line in enumerate(old):
+        places.setdefault(line, []).append(place)
+    edits = []
+    done = taken = 0  # the lines of old and of new accounted for
+    while taken < len(new):
+        if done < len(old) and old[done] == new[taken]:
+            done, taken = done + 1, taken + 1
+            continue
+        start, first = done, taken
+        done = len(old)
+        while taken < len(new) and (met := _meeting(old, new, taken, places, start)) is None:
+            taken += 1
+        if taken < len(new):
+            done = met
         # surrogateescape: any bytes, UTF-8 or not, make a JSON string and come back the same.
-        [start, end, b"".join(new[first:last]).decode("utf-8", "surrogateescape")]
-        for tag, start, end, first, last in difflib.SequenceMatcher(None, old, new).get_opcodes()
-        if tag != "equal"
-    ]
+        edits.append([start, done, b"".join(new[first:taken]).decode("utf-8", "surrogateescape")])
+    if done < len(old):
+        edits.append([done, len(old), ""])
+    return edits
+
+
+#: How many lines must agree where a rewritten file meets its original again.
+_AGREEING = 3
+
+
+def _meeting(old: list[bytes], new: list[bytes], taken: int, places: dict, start: int) -> Optional[int]:
+    """The nearest place of ``old``, from ``start``, whose next lines are ``new``'s from ``taken``."""
+    candidates = places.get(new[taken], ())
+    for place in candidates[bisect.bisect_left(candidates, start) :]:
+        if old[place : place + _AGREEING] == new[taken : taken + _AGREEING]:
+            return place
+    return None
 
 
 def _edited(original: bytes, edits: Any) -> bytes:

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import libcst as cst
 
-from .cache import NO_CACHE, Indexed, NoCache, digest
+from .cache import NO_CACHE, Indexed, NoCache, digest, job_row
 from .diagnostics import WARNING, Diagnostic
 from .discover import read_source
 from .engine import BUG_HINT, FileJob, FileResult, rewrite_source
@@ -308,19 +308,67 @@ def run(
     step = progress or (lambda steps: None)
     run_files = set(names)
 
-    replay = cache.replay(names, context_names, spec)
-    if replay is not None:
-        step(2 * len(names))
-        return _finish(
-            [replay.results.get(name) or FileResult(name) for name in names], spec, replay.warnings
+    known = cache.known(names + context_names)
+    step(len(run_files & known))
+    missing = [name for name in names + context_names if name not in known]
+    fresh = {
+        answer.path: answer
+        for answer in _map(
+            _index_file, missing, jobs, spec, _index_crashed, lambda n: step(int(n in run_files))
         )
+    }
+    cache.store_indexes(fresh.values())
 
-    indexed = cache.indexes(names + context_names)
-    step(len(run_files.intersection(indexed)))
-    missing = [name for name in names + context_names if name not in indexed]
-    fresh = _map(_index_file, missing, jobs, spec, _index_crashed, lambda name: step(int(name in run_files)))
-    cache.store_indexes(fresh)
-    indexed.update((answer.path, answer) for answer in fresh)
+    replay = cache.replay(names, context_names, spec, fresh)
+    if replay is None:
+        plan = _plan(names, context_names, known, fresh, spec, cache, jobs)
+    else:
+        plan = Plan({}, replay.results, replay.pending, replay.warnings, [], replay.planned)
+    step(len(names) - len(plan.pending))
+    done = _map(_rewrite_file, plan.pending, jobs, spec, _rewrite_crashed, lambda item: step(1))
+    cache.store_results(
+        ((job, file_digest, result) for (job, file_digest), result in zip(plan.pending, done)), spec
+    )
+    results = {**plan.results, **{result.path: result for result in done}}
+    ordered = [plan.failures.get(name) or results.get(name) or FileResult(name) for name in names]
+    outcome = _finish(ordered, spec, plan.warnings, plan.classes)
+    if not outcome.failed and not outcome.unmatched:  # replayed, those would need the index
+        cache.store_run(names, context_names, plan.rows, plan.warnings)
+    cache.save()
+    return outcome
+
+
+@dataclass
+class Plan:
+    """What a run decided before rewriting: the files that failed to index, the results the
+    cache still holds, the jobs left to do (each with the digest of the bytes it was planned
+    from), the warnings about the class index, the run's classes (for did-you-means), and
+    the jobs as the cache keeps them (:func:`~bayesify.cache.job_row`)."""
+
+    failures: dict[str, FileResult]
+    results: dict[str, FileResult]
+    pending: list[tuple[FileJob, str]]
+    warnings: list[Diagnostic]
+    classes: list[ClassRecord]
+    rows: list
+
+
+def _plan(
+    names: list[str],
+    context_names: list[str],
+    known: set[str],
+    fresh: dict[str, Indexed],
+    spec: Spec,
+    cache: NoCache,
+    jobs: int,
+) -> Plan:
+    """Plans the run from every file's index: the cached records of ``known`` files (those
+    found damaged are indexed again), and ``fresh`` ones."""
+    indexed = cache.indexes(name for name in names + context_names if name in known)
+    again = _map(_index_file, [name for name in known if name not in indexed], jobs, spec, _index_crashed)
+    cache.store_indexes(again)
+    indexed.update((answer.path, answer) for answer in again)
+    indexed.update(fresh)
 
     failures = {name: FileResult(name, error=indexed[name].error) for name in names if indexed[name].error}
     indexes = [indexed[name].index for name in names if indexed[name].index is not None]
@@ -333,21 +381,14 @@ def run(
         if any(class_index.conversion(record).is_pyro for record in file_index.classes)
     ]
     results = cache.results(planned, spec)
-    pending = [item for item in planned if item[0].path not in results]
-    step(len(names) - len(pending))
-    done = _map(_rewrite_file, pending, jobs, spec, _rewrite_crashed, lambda item: step(1))
-    cache.store_results(
-        ((job, file_digest, result) for (job, file_digest), result in zip(pending, done)), spec
+    return Plan(
+        failures,
+        results,
+        [item for item in planned if item[0].path not in results],
+        _unseen_base_warnings(indexes, class_index),
+        [record for file_index in indexes for record in file_index.classes],
+        [job_row(job) for job, _ in planned],
     )
-    results.update((result.path, result) for result in done)
-    ordered = [failures.get(name) or results.get(name) or FileResult(name) for name in names]
-    classes = [record for file_index in indexes for record in file_index.classes]
-    unseen = _unseen_base_warnings(indexes, class_index)
-    outcome = _finish(ordered, spec, unseen, classes)
-    if not outcome.failed and not outcome.unmatched:  # replayed, those would need the index
-        cache.store_run(names, context_names, (job for job, _ in planned), unseen)
-    cache.save()
-    return outcome
 
 
 def run_source(source: bytes, spec: Spec, path: str = "-", context: Iterable[Path] = ()) -> RunResult:

@@ -60,28 +60,87 @@ def test_a_second_run_redoes_nothing_and_gives_the_same_result(tree, tmp_path, r
     assert [s.name for s in second.sites] == [s.name for s in first.sites]
 
 
-def test_a_run_over_the_same_files_replays_the_last_plan(tree, tmp_path, monkeypatch):
+ODD = "from elsewhere import Unknown\n\n\nclass Odd(Unknown):\n    def forward(self, x):\n        return x\n"
+
+
+def no_planning(*args):
+    raise AssertionError("the plan was made again")
+
+
+def answer(result) -> tuple:
+    """All a run says: outputs, sites with their lines, warnings and failures."""
+    return (
+        outputs(result),
+        [(s.path, s.line, s.name, s.outcome) for s in result.sites],
+        result.warnings,
+        [r.error for r in result.results],
+    )
+
+
+def test_a_run_over_the_same_files_replays_the_last_plan(tree, tmp_path, monkeypatch, rewrites):
     """Nothing changed since the last run: its plan holds, so neither the index nor the jobs
     are made again, and the answer (warnings included) is the one a run without cache gives."""
-    (tree / "other.py").write_text(
-        "from elsewhere import Unknown\n\n\nclass Odd(Unknown):\n    def forward(self, x):\n        return x\n"
-    )
+    (tree / "other.py").write_text(ODD)
     path = tmp_path / "cache.json"
-    uncached = run(tree, None)
     run(tree, Cache(path))
-
-    def no_planning(*args):
-        raise AssertionError("the plan was made again")
-
+    rewrites.clear()
     with monkeypatch.context() as patched:
         patched.setattr(runner, "_job_for", no_planning)
         replayed = run(tree, Cache(path))
-    assert outputs(replayed) == outputs(uncached)
-    assert [s.name for s in replayed.sites] == [s.name for s in uncached.sites]
-    assert replayed.warnings == uncached.warnings and [w.code for w in replayed.warnings] == ["BAY201"]
+    assert rewrites == []
+    assert answer(replayed) == answer(run(tree, None))
+    assert [w.code for w in replayed.warnings] == ["BAY201"]
 
-    (tree / "child.py").write_text((tree / "child.py").read_text().replace("self.v", "self.u"))
-    assert outputs(run(tree, Cache(path))) == outputs(run(tree, None)), "an edit is never replayed"
+
+def test_an_edit_that_keeps_the_classes_as_they_were_rewrites_that_file_only(
+    tree, tmp_path, monkeypatch, rewrites
+):
+    """Lines added above a class and a method's body changed: every other file's plan holds,
+    and the edited file is rewritten from the job it had, its sites at their new lines."""
+    path = tmp_path / "cache.json"
+    run(tree, Cache(path))
+    rewrites.clear()
+    child = tree / "child.py"
+    child.write_text("# a comment\n\n" + child.read_text().replace("return self.w", "return self.w * 2"))
+    with monkeypatch.context() as patched:
+        patched.setattr(runner, "_job_for", no_planning)
+        edited = run(tree, Cache(path))
+    assert rewrites == ["child.py"]
+    assert answer(edited) == answer(run(tree, None))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ("base.py", "class Base(nn.Module)", "class Base(object)"),  # a base another file's class reads
+        ("child.py", "self.v = nn.Parameter", "self.u = nn.Parameter"),  # an attribute's name
+        ("other.py", "class Odd(Unknown)", "class Odd(nn.Module)"),  # a warning's own file
+    ],
+)
+def test_an_edit_to_the_classes_plans_the_run_again(tree, tmp_path, edit):
+    (tree / "other.py").write_text(ODD.replace("from elsewhere", "from torch import nn\nfrom elsewhere"))
+    path = tmp_path / "cache.json"
+    run(tree, Cache(path))
+    name, old, new = edit
+    (tree / name).write_text((tree / name).read_text().replace(old, new))
+    assert answer(run(tree, Cache(path))) == answer(run(tree, None))
+
+
+def test_a_plan_is_never_replayed_over_records_made_after_it(tree, tmp_path):
+    """A run that fails keeps no plan, but keeps the records of the files it indexed: the
+    next run must not replay the older plan over a class that changed meanwhile."""
+    other = tree / "other.py"
+    other.write_text(ODD.replace("from elsewhere", "from torch import nn\nfrom elsewhere"))
+    path = tmp_path / "cache.json"
+    run(tree, Cache(path))
+    other.write_text(other.read_text().replace("class Odd(Unknown)", "class Odd(nn.Module)"))
+    (tree / "broken.py").write_text("class (:\n")
+    assert run(tree, Cache(path)).failed
+    (tree / "broken.py").unlink()
+    again = run(tree, Cache(path))
+    assert answer(again) == answer(run(tree, None)) and "other.py" in {
+        Path(r.path).name for r in again.changed
+    }
 
 
 def test_editing_a_base_class_redoes_its_subclasses(tree, tmp_path, rewrites):

@@ -12,7 +12,7 @@ import pyro.poutine as poutine
 import pytest
 import torch
 import torch.nn as nn
-from pyro.infer import Predictive, Trace_ELBO
+from pyro.infer import Predictive, Trace_ELBO, TraceMeanField_ELBO
 from pyro.nn import PyroModule, PyroSample
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -31,6 +31,7 @@ from bayesify.runtime import (
     set_prior,
     supervised,
 )
+from bayesify.runtime.inference import _batches, _LeanTraceMeanField_ELBO
 
 DATASET_SIZE, BATCH = 120, 8
 
@@ -181,6 +182,45 @@ def test_weight_noise_handlers_use_the_guides_normal_not_the_prior(handler):
     with handler():  # the model replays the guide's sample: its prior must not replace the guide's normal
         output = poutine.replay(net, trace=poutine.trace(guide).get_trace(x))(x)
     assert torch.allclose(output, x @ loc.T, atol=0.05)
+
+
+@pytest.mark.parametrize("bias_prior", [dist.Normal, dist.LogNormal])  # LogNormal: an auxiliary site
+def test_fits_default_loss_is_pyros_trace_mean_field_elbo(bias_prior):
+    x, y = images()
+    net = Net()
+    net.fc.bias = PyroSample(bias_prior(0.0, 1.0).expand([4]).to_event(1))
+    model = supervised(net, Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.1)
+    guide(x, y)
+    parameters = [value.unconstrained() for value in pyro.get_param_store().values()]
+
+    def loss_and_grads(elbo):
+        pyro.set_rng_seed(1)
+        with pyro.validation_enabled(False):
+            losses = [elbo.differentiable_loss(model, guide, x, y) for _ in range(2)]
+        return [loss.detach() for loss in losses] + list(torch.autograd.grad(sum(losses), parameters))
+
+    lean = loss_and_grads(_LeanTraceMeanField_ELBO())
+    for ours, pyros in zip(lean, loss_and_grads(TraceMeanField_ELBO())):
+        assert torch.allclose(ours, pyros)
+
+
+def test_fit_reads_a_tensor_data_loader_as_the_loader_would():
+    x, y = images(50)
+
+    def loader():
+        return DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)  # shuffled by torch's seed
+
+    torch.manual_seed(4)
+    read, after = list(_batches(loader())), torch.rand(1)
+    torch.manual_seed(4)
+    expected, expected_after = list(loader()), torch.rand(1)
+    assert [len(batch[0]) for batch in read] == [16, 16, 16, 2]
+    for ours, its in zip(read, expected, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(ours, its, strict=True))
+    assert torch.equal(after, expected_after)  # the same random numbers follow
+    custom = DataLoader(TensorDataset(x, y), collate_fn=lambda rows: rows)
+    assert _batches(custom) is custom  # a loader of its own collation is read as it is
 
 
 def test_fit_reduces_the_loss_with_a_data_loader_and_under_a_handler():

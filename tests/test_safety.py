@@ -581,10 +581,13 @@ def test_the_cache_keeps_every_field_of_what_it_stores(cached_tree) -> None:
     FORMAT bumped); until then this fails, rather than cached runs silently losing it."""
     import dataclasses
 
+    from bayesify.engine import FileJob
     from bayesify.index import BaseRef, ClassRecord, FileIndex
     from bayesify.plan import PlannedSite
 
     stored = {
+        # The plan a run replays keeps every file's job (but its index, which is the file's own).
+        FileJob: {"index", "conversions", "base_kinds", "inherited_random", "imported_pyro_classes"},
         FileIndex: {"path", "imports", "classes", "ties_weights"},
         ClassRecord: {
             "module",

@@ -60,13 +60,11 @@ def _batched_linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     out_features, in_features = weight.shape[-2:]
     samples, rows = output_batch(weight.shape[:-2], input.shape[:-1])
     sample_dims = max(0, input.dim() - 1 - len(rows))
-    if sample_dims == 0:
-        # The input is shared by every sample: one matrix product, (rows, in) @ (in, samples * out).
-        output = F.linear(input.reshape(-1, in_features), weight.reshape(-1, in_features))
-        output = output.reshape(-1, math.prod(samples), out_features).transpose(0, 1)
-    else:
-        inputs = input.reshape(*input.shape[:sample_dims], -1, in_features)
-        output = torch.matmul(inputs, weight.reshape(*samples, out_features, in_features).transpose(-1, -2))
+    # One batched product, (samples, rows, in) @ (samples, in, out), an input shared by every
+    # sample broadcast over them: its output is laid out sample by sample, as the next
+    # layer's product reads it.
+    inputs = input.reshape(*input.shape[:sample_dims], -1, in_features)
+    output = torch.matmul(inputs, weight.reshape(*samples, out_features, in_features).transpose(-1, -2))
     output = output.reshape(*samples, *rows, out_features)
     return output if bias is None else output + bias
 
