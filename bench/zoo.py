@@ -278,6 +278,18 @@ def intended_sites(net, package: str, model: ZooModel, read: set[int]) -> dict[s
     }
 
 
+def aliases(net) -> dict[str, str]:
+    """Each other path of a parameter held in two places -> the path ``named_parameters()``
+    gives it: Pyro names a module held twice (DynUNet's ``skip_layers`` holds its
+    ``downsamples``) by the place it was assigned last, on either side."""
+    first: dict[int, str] = {}
+    other = {}
+    for name, parameter in net.named_parameters(remove_duplicate=False):
+        if first.setdefault(id(parameter), name) != name:
+            other[name] = first[id(parameter)]
+    return other
+
+
 def by_hand(net, sites: list[str]) -> None:
     """The baseline: the intent done at run time with pyro's own tools."""
     import pyro.distributions as dist
@@ -363,6 +375,7 @@ def run_one(model: ZooModel, mode: str, specs: list[str], timeout: int) -> dict[
                     first_tensor(net(*args, **kwargs))
                 result["deterministic"] = {"ok": True, "seconds": time.perf_counter() - start}
                 result["intended"] = intended_sites(net, model.package, model, reading.read)
+                result["aliases"] = aliases(net)
             except Exception as error:  # noqa: BLE001 - the model's own failure, reported
                 result["deterministic"] = failure(error)
                 return result
@@ -465,13 +478,16 @@ def probe_in_subprocess(
 # --------------------------------------------------------------------------------------------
 
 
-def judge(outcome: Optional[dict[str, Any]], intended: list[str]) -> tuple[bool, str, str]:
-    """Whether one model passed under one spec, and if not, why (a cause and where)."""
+def judge(
+    outcome: Optional[dict[str, Any]], intended: list[str], aliases: Optional[dict[str, str]] = None
+) -> tuple[bool, str, str]:
+    """Whether one model passed under one spec, and if not, why (a cause and where); a site
+    named by another path of an intended parameter (``aliases``) is that parameter."""
     if outcome is None:
         return False, "not run", ""
     if not outcome["ok"]:
         return False, outcome["error"], outcome.get("where", "")
-    sites = set(outcome["sites"])
+    sites = {(aliases or {}).get(site, site) for site in outcome["sites"]}
     missing, extra = sorted(set(intended) - sites), sorted(sites - set(intended))
     if missing or extra:
         return (
@@ -516,7 +532,7 @@ def tabulate(packages: list[str], models: list[ZooModel], results: dict, rewrite
                 row = table[package, spec]
                 row["models"] += 1
                 intended = base["intended"][spec]
-                ok, _, _ = judge(base.get(spec), intended)
+                ok, _, _ = judge(base.get(spec), intended, base.get("aliases"))
                 row["baseline"] += ok
                 if not base.get(spec, {}).get("ok", True):
                     failures.append(
@@ -530,7 +546,7 @@ def tabulate(packages: list[str], models: list[ZooModel], results: dict, rewrite
                         }
                     )
                 ours = results.get((package, spec, model.name), {}).get(spec)
-                ok, cause, detail = judge(ours, intended)
+                ok, cause, detail = judge(ours, intended, base.get("aliases"))
                 rewritten = rewrites.get((package, spec), {})
                 own = [
                     entry
