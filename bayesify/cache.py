@@ -120,13 +120,14 @@ def job_row(job: FileJob) -> list:
             [[order, [kind.name for kind in kinds]] for order, kinds in job.base_kinds.items()],
             [[order, sorted(attrs)] for order, attrs in job.inherited_random.items()],
             sorted(job.imported_pyro_classes),
+            [[order, sorted(attrs)] for order, attrs in job.inherited_attrs.items()],
         ],
     ]
 
 
 def _job_from_json(value: Any, index: FileIndex) -> FileJob:
     """The job that :func:`job_row` stored, for the file's new ``index`` (of the same shape)."""
-    conversions, base_kinds, inherited, imported = _list(value, 4)
+    conversions, base_kinds, inherited, imported, inherited_attrs = _list(value, 5)
     try:
         return FileJob(
             index,
@@ -137,6 +138,7 @@ def _job_from_json(value: Any, index: FileIndex) -> FileJob:
             },
             {_int(order): set(_strings(attrs)) for order, attrs in map(_list, inherited)},
             _strings(imported),
+            {_int(order): _strings(attrs) for order, attrs in map(_list, inherited_attrs)},
         )
     except KeyError:  # not a Conversion's name
         raise _Damaged from None
@@ -402,7 +404,7 @@ class Cache(NoCache):
             results, pending = {}, []
             for row in _list(stored.get("planned")):
                 path, fingerprint, job = _list(row, 3)
-                if path in fresh:
+                if _str(path) in fresh:
                     edited = _job_from_json(job, fresh[path].index)
                     if job_fingerprint(edited) != fingerprint:
                         return None
