@@ -56,7 +56,7 @@ from .sites import SiteKind
 from .spec import Entry, Spec
 
 #: Bumped whenever the layout of the file changes; an older file is then a miss.
-FORMAT = 4
+FORMAT = 5
 
 
 def cache_folder() -> tuple[Optional[Path], str]:
@@ -105,6 +105,7 @@ def job_fingerprint(job: FileJob) -> str:
         sorted((o, tuple(k.name for k in kinds)) for o, kinds in job.base_kinds.items()),
         sorted((o, sorted(attrs)) for o, attrs in job.inherited_random.items()),
         sorted(job.imported_pyro_classes),
+        sorted((o, sorted(attrs)) for o, attrs in job.inherited_attrs.items()),
     )
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
@@ -119,13 +120,14 @@ def job_row(job: FileJob) -> list:
             [[order, [kind.name for kind in kinds]] for order, kinds in job.base_kinds.items()],
             [[order, sorted(attrs)] for order, attrs in job.inherited_random.items()],
             sorted(job.imported_pyro_classes),
+            [[order, sorted(attrs)] for order, attrs in job.inherited_attrs.items()],
         ],
     ]
 
 
 def _job_from_json(value: Any, index: FileIndex) -> FileJob:
     """The job that :func:`job_row` stored, for the file's new ``index`` (of the same shape)."""
-    conversions, base_kinds, inherited, imported = _list(value, 4)
+    conversions, base_kinds, inherited, imported, inherited_attrs = _list(value, 5)
     try:
         return FileJob(
             index,
@@ -136,6 +138,7 @@ def _job_from_json(value: Any, index: FileIndex) -> FileJob:
             },
             {_int(order): set(_strings(attrs)) for order, attrs in map(_list, inherited)},
             _strings(imported),
+            {_int(order): _strings(attrs) for order, attrs in map(_list, inherited_attrs)},
         )
     except KeyError:  # not a Conversion's name
         raise _Damaged from None
@@ -401,7 +404,7 @@ class Cache(NoCache):
             results, pending = {}, []
             for row in _list(stored.get("planned")):
                 path, fingerprint, job = _list(row, 3)
-                if path in fresh:
+                if _str(path) in fresh:
                     edited = _job_from_json(job, fresh[path].index)
                     if job_fingerprint(edited) != fingerprint:
                         return None
@@ -563,6 +566,7 @@ def _index_to_json(index: Optional[FileIndex]) -> Optional[list]:
             record.attr_lines,
             {method: sorted(reads) for method, reads in record.method_reads.items()},
             sorted(record.init_reads),
+            record.decorators,
         ]
         for record in index.classes
     ]
@@ -579,7 +583,9 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
     records = []
     # The checks are written out here, not called per value: a cached run reads thousands.
     for row in _list(classes):
-        module, qualname, name, order, line, bases, top, attr_lines, reads, init_reads = _list(row, 10)
+        (module, qualname, name, order, line, bases, top, attr_lines, reads, init_reads, decorators) = _list(
+            row, 11
+        )
         if not (
             type(module) is type(qualname) is type(name) is str
             and type(order) is type(line) is type(top) is int
@@ -588,6 +594,8 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
             and _types(attr_lines.values()) <= _INT
             and _types(reads.values()) <= _LIST
             and _all_str(chain.from_iterable(reads.values()))
+            and type(decorators) is list
+            and _all_str(decorators)
         ):
             raise _Damaged
         records.append(
@@ -602,6 +610,7 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
                 attr_lines=attr_lines,
                 method_reads={method: frozenset(names) for method, names in reads.items()},
                 init_reads=_strings(init_reads),
+                decorators=tuple(decorators),
             )
         )
     return FileIndex(path=path, imports=imports, classes=records, ties_weights=_bool(ties_weights))

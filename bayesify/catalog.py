@@ -857,6 +857,56 @@ NN_LAYERS: dict[str, tuple[str, ...]] = {
     "ZeroPad3d": (),
 }
 
+# The layers whose parameters are numbered by their arguments (num_layers, bidirectional,
+# proj_size, cutoffs) -> globs of every name they may have (``weight_ih_l*_reverse``).
+NN_NUMBERED_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "AdaptiveLogSoftmaxWithLoss": ("head.weight", "tail.*.*.weight"),
+    "GRU": (
+        "weight_ih_l*",
+        "weight_hh_l*",
+        "bias_ih_l*",
+        "bias_hh_l*",
+        "weight_ih_l*_reverse",
+        "weight_hh_l*_reverse",
+        "bias_ih_l*_reverse",
+        "bias_hh_l*_reverse",
+    ),
+    "LSTM": (
+        "weight_ih_l*",
+        "weight_hh_l*",
+        "bias_ih_l*",
+        "bias_hh_l*",
+        "weight_hr_l*",
+        "weight_ih_l*_reverse",
+        "weight_hh_l*_reverse",
+        "bias_ih_l*_reverse",
+        "bias_hh_l*_reverse",
+        "weight_hr_l*_reverse",
+    ),
+    "RNN": (
+        "weight_ih_l*",
+        "weight_hh_l*",
+        "bias_ih_l*",
+        "bias_hh_l*",
+        "weight_ih_l*_reverse",
+        "weight_hh_l*_reverse",
+        "bias_ih_l*_reverse",
+        "bias_hh_l*_reverse",
+    ),
+    "RNNBase": (
+        "weight_ih_l*",
+        "weight_hh_l*",
+        "bias_ih_l*",
+        "bias_hh_l*",
+        "weight_hr_l*",
+        "weight_ih_l*_reverse",
+        "weight_hh_l*_reverse",
+        "bias_ih_l*_reverse",
+        "bias_hh_l*_reverse",
+        "weight_hr_l*_reverse",
+    ),
+}
+
 NN_CONTAINERS: frozenset[str] = frozenset(
     {"ModuleDict", "ModuleList", "ParameterDict", "ParameterList", "Sequential"}
 )

@@ -37,6 +37,9 @@ class FileJob:
     inherited_random: dict[int, set[str]] = field(default_factory=dict)
     #: Classes of the run that this file imports whose instances are PyroModules.
     imported_pyro_classes: frozenset[str] = frozenset()
+    #: The attributes that each class's indexed ancestors assign, and the class does not:
+    #: ``GlobalNet.output_block.fc.weight`` selects below a module its base class builds.
+    inherited_attrs: dict[int, frozenset[str]] = field(default_factory=dict)
 
     @property
     def path(self) -> str:
@@ -121,6 +124,7 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
         imports=job.index.imports,
         planner=planner,
         random={order: set(attrs) for order, attrs in job.inherited_random.items()},
+        inherited_attrs=job.inherited_attrs,
         ties_weights=job.index.ties_weights,
     )
     tops = _converting_statements(job.index.classes, context.converting)

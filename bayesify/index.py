@@ -11,6 +11,8 @@ Whether a class converts follows from its bases::
     class Deep(Net)               INHERITS  nothing to change: Net becomes a PyroModule
     class Done(PyroModule)        PYRO      already converted (a re-run)
     class Plain(object)           NONE
+    @torch.jit.interface
+    class Api(nn.Module)          INTERFACE stays as written; subclasses get PyroModule[Api]
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Conversion(enum.Enum):
     INHERITS = "subclass of a converted class"
     PYRO = "already a PyroModule"
     EXCLUDED = "excluded by the spec"
+    INTERFACE = "TorchScript interface"
 
     @property
     def is_pyro(self) -> bool:
@@ -59,6 +62,10 @@ class Conversion(enum.Enum):
             Conversion.INHERITS,
             Conversion.PYRO,
         )
+
+
+#: The names ``torch.jit.interface`` goes by.
+TORCHSCRIPT_INTERFACE = frozenset({"torch.jit.interface", "torch.jit._script.interface"})
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,15 @@ class ClassRecord:
     method_reads: dict[str, frozenset[str]] = field(default_factory=dict)
     #: The ``self.<attr>`` names ``__init__`` reads (``self.fc.bias = self.bias`` reads ``bias``).
     init_reads: frozenset[str] = frozenset()
+    #: What the decorators that bayesify can name resolve to (``torch.jit.interface``; the
+    #: callee of ``@f(...)``).
+    decorators: tuple[str, ...] = ()
+
+    @property
+    def is_torchscript_interface(self) -> bool:
+        """``@torch.jit.interface``: TorchScript wants such a class to derive from nn.Module
+        alone ("does not support inheritance"), so it cannot become a PyroModule."""
+        return any(decorator in TORCHSCRIPT_INTERFACE for decorator in self.decorators)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -196,6 +212,12 @@ class _ClassCollector:
             attr_lines=attr_lines,
             method_reads=method_reads,
             init_reads=init_reads,
+            decorators=tuple(
+                name
+                for decorator in node.decorator_list
+                for name in [self._resolve(decorator.func if isinstance(decorator, ast.Call) else decorator)]
+                if name
+            ),
         )
         self.classes.append(record)
         self.local_classes.setdefault(node.name, record.key)
@@ -264,17 +286,27 @@ def _scan_methods(cls: ast.ClassDef) -> tuple[dict[str, int], dict[str, frozense
                         lines.setdefault(node.attr, node.lineno)
                     elif method.name == "__init__" and isinstance(node.ctx, ast.Load):
                         init_reads.add(node.attr)
-            elif (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr in _REGISTERS
-                and node.args
-                and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str)
-            ):
-                lines.setdefault(node.args[0].value, node.lineno)
+            elif isinstance(node, ast.Call):
+                named = _registered_name(node, self_name)
+                if named is not None:
+                    lines.setdefault(named, node.lineno)
         reads[method.name] = reads.get(method.name, frozenset()) | names
     return lines, reads, frozenset(init_reads)
+
+
+def _registered_name(call: ast.Call, self_name: Optional[str]) -> Optional[str]:
+    """``"fc"`` for ``self.register_parameter("fc", …)`` (``register_buffer``,
+    ``add_module``) or ``setattr(self, "fc", …)``."""
+    arguments = call.args
+    if isinstance(call.func, ast.Name) and call.func.id == "setattr":
+        if not (arguments and isinstance(arguments[0], ast.Name) and arguments[0].id == self_name):
+            return None
+        arguments = arguments[1:]
+    elif not (isinstance(call.func, ast.Attribute) and call.func.attr in _REGISTERS):
+        return None
+    if arguments and isinstance(arguments[0], ast.Constant) and isinstance(arguments[0].value, str):
+        return arguments[0].value
+    return None
 
 
 TYING_NAMES = ("_tied_weights_keys", "tie_weights")
@@ -388,6 +420,8 @@ class ClassIndex:
         kinds = self.base_kinds(record)
         if Conversion.EXCLUDED in kinds:
             return Conversion.EXCLUDED
+        if record.is_torchscript_interface:
+            return Conversion.INTERFACE
         for kind in (
             Conversion.PYRO,
             Conversion.INHERITS,
@@ -423,6 +457,9 @@ class ClassIndex:
         kind = self.conversion(parent)
         if kind is Conversion.EXCLUDED:
             return kind
+        if kind is Conversion.INTERFACE:
+            # A plain nn.Module that stays as written: its implementations wrap it.
+            return Conversion.EXTERNAL
         if not kind.is_pyro:
             return Conversion.NONE
         if parent.key in self.rewritten or kind is Conversion.PYRO:

@@ -15,7 +15,7 @@ from typing import Optional
 from . import catalog
 from .diagnostics import Diagnostic
 from .index import ClassRecord
-from .selectors import ANY, ANY_DEPTH, TYPE, Selector
+from .selectors import ANY, ANY_DEPTH, TYPE, Selector, match_path
 from .sites import SiteKind
 from .spec import Entry, Prior, Spec
 
@@ -140,8 +140,20 @@ def _may_select(selector: Selector) -> bool:
     if selector.kind == TYPE:
         return _layer_parameters(selector)
     if selector.kind == ANY:
-        return any(fnmatch.fnmatchcase(name, selector.path[-1]) for name in _parameter_names())
+        last = selector.path[-1]
+        return any(fnmatch.fnmatchcase(name, last) for name in _parameter_names()) or any(
+            fnmatch.fnmatchcase(last, glob.rpartition(".")[2])
+            for globs in catalog.NN_NUMBERED_PARAMETERS.values()
+            for glob in globs
+        )
     return False
+
+
+def may_be_numbered_parameter(layer: str, path: tuple[str, ...]) -> bool:
+    """Whether ``path`` (``weight_ih_l1``) names a parameter the torch.nn ``layer`` has when
+    built with more layers, directions or cutoffs than the catalog's defaults."""
+    globs = catalog.NN_NUMBERED_PARAMETERS.get(layer, ())
+    return any(match_path(tuple(glob.split(".")), path) for glob in globs)
 
 
 def _parameter_names() -> set[str]:
@@ -161,7 +173,7 @@ def _layer_parameters(selector: Selector) -> bool:
         selector.matches_path(tuple(name.split(".")))
         for layer in _torch_layers(selector)
         for name in catalog.NN_LAYERS[layer]
-    )
+    ) or any(may_be_numbered_parameter(layer, selector.path) for layer in _torch_layers(selector))
 
 
 def did_you_mean(selector: Selector, classes: list[ClassRecord]) -> str:

@@ -486,17 +486,23 @@ def _job_for(
     conversions = {}
     base_kinds = {}
     inherited: dict[int, set[str]] = {}
+    inherited_attrs: dict[int, frozenset[str]] = {}
     for record in file_index.classes:
         conversions[record.order] = class_index.conversion(record)
         base_kinds[record.order] = class_index.base_kinds(record)
-        for ancestor in class_index.ancestors(record)[1:]:
+        ancestors = class_index.ancestors(record)[1:]
+        for ancestor in ancestors:
             if ancestor.module != file_index.module:
                 attrs = random_attrs(ancestor)
                 if attrs:
                     inherited.setdefault(record.order, set()).update(attrs)
+        own = record.attr_lines
+        attrs = frozenset(attr for ancestor in ancestors for attr in ancestor.attr_lines if attr not in own)
+        if attrs:
+            inherited_attrs[record.order] = attrs
     imported_pyro = frozenset(
         target
         for target, record in ((t, class_index.lookup(t)) for t in file_index.imports.bound.values())
         if record is not None and class_index.conversion(record).is_pyro
     )
-    return FileJob(file_index, conversions, base_kinds, inherited, imported_pyro)
+    return FileJob(file_index, conversions, base_kinds, inherited, imported_pyro, inherited_attrs)

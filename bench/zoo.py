@@ -21,7 +21,7 @@ For each package (monai, diffusers, torch_geometric, kornia; none of them in
      which also tells, for each spec, the parameters it means (the *intended* sites);
    - **ours**: builds the model from the rewritten mirror, traces it inside a Pyro model with
      a likelihood, checks that the sample sites are exactly the intended ones, and takes one
-     SVI step (``AutoNormal``, ``Trace_ELBO``) that must give a finite loss;
+     SVI step (``AutoNormal`` started from a prior draw, ``Trace_ELBO``) that must give a finite loss;
    - **baseline**: the same intent done by hand at run time on the original model: pyro's
      ``to_pyro_module_`` and a ``PyroSample`` on every intended parameter; the same trace
      and SVI checks.
@@ -78,6 +78,9 @@ PACKAGES = {
     "torch_geometric": ("torch_geometric==2.8.1", ("torch_geometric.nn.dense.linear.Linear",)),
     "kornia": ("kornia==0.9.0", ()),
 }
+#: Optional dependencies the packages' models import: monai's transformer blocks (ViT, UNETR,
+#: SwinUNETR, its diffusion and autoencoder networks) need einops.
+BESIDE = ("einops==0.8.2",)
 PRIOR = "Normal(0, 0.1)"
 MARKDOWN_BEGIN, MARKDOWN_END = "<!-- zoo: begin (written by bench/zoo.py) -->", "<!-- zoo: end -->"
 
@@ -112,7 +115,7 @@ def environment(cache: Path) -> Path:
     python = venv / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    wanted = [requirement for requirement, _ in PACKAGES.values()]
+    wanted = [*(requirement for requirement, _ in PACKAGES.values()), *BESIDE]
     installed = subprocess.run(
         [str(python), "-m", "pip", "freeze"], capture_output=True, text=True
     ).stdout.lower()
@@ -219,8 +222,32 @@ def first_tensor(output):
     raise TypeError(f"no tensor in the model's output ({type(output).__name__})")
 
 
-def intended_sites(net, package: str, model: ZooModel) -> dict[str, list[str]]:
-    """For each spec, the parameters of the deterministic ``net`` it means."""
+def reading_tensors():
+    """A torch function mode that collects the id of every tensor a torch function receives
+    (properties such as ``.shape`` included) while it is active: the parameters a forward
+    reads, whether it calls their module or passes them to a function itself."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._pytree import tree_leaves
+
+    class Reading(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.read: set[int] = set()
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            self.read.update(id(leaf) for leaf in tree_leaves((args, kwargs)) if isinstance(leaf, torch.Tensor))
+            return func(*args, **kwargs)
+
+    return Reading()
+
+
+def intended_sites(net, package: str, model: ZooModel, read: set[int]) -> dict[str, list[str]]:
+    """For each spec, the parameters of the deterministic ``net`` it means, among those its
+    forward reads (``read``, their ids): a parameter the forward never reads (kornia's XFeat
+    holds a ``fine_matcher`` its forward never calls) is a sample site on neither side, a
+    PyroSample being drawn when it is read."""
     import importlib
 
     from torch import nn
@@ -230,7 +257,7 @@ def intended_sites(net, package: str, model: ZooModel) -> dict[str, list[str]]:
     for dotted in PACKAGES[package][1]:
         module, _, name = dotted.rpartition(".")
         types.append(getattr(importlib.import_module(module), name))
-    names = [name for name, _ in net.named_parameters()]
+    names = [name for name, parameter in net.named_parameters() if id(parameter) in read]
     modules = dict(net.named_modules())
     typed = [
         name
@@ -249,6 +276,18 @@ def intended_sites(net, package: str, model: ZooModel) -> dict[str, list[str]]:
         "head": [name for name in names if name in selected_heads],
         "depth": [name for name in names if name.rpartition(".")[2] == "weight"],
     }
+
+
+def aliases(net) -> dict[str, str]:
+    """Each other path of a parameter held in two places -> the path ``named_parameters()``
+    gives it: Pyro names a module held twice (DynUNet's ``skip_layers`` holds its
+    ``downsamples``) by the place it was assigned last, on either side."""
+    first: dict[int, str] = {}
+    other = {}
+    for name, parameter in net.named_parameters(remove_duplicate=False):
+        if first.setdefault(id(parameter), name) != name:
+            other[name] = first[id(parameter)]
+    return other
 
 
 def by_hand(net, sites: list[str]) -> None:
@@ -273,7 +312,7 @@ def trace_and_step(net, args, kwargs) -> dict[str, Any]:
     import torch
     from pyro import poutine
     from pyro.infer import SVI, Trace_ELBO
-    from pyro.infer.autoguide import AutoNormal
+    from pyro.infer.autoguide import AutoNormal, init_to_sample
 
     def model():
         output = first_tensor(net(*args, **kwargs)).float().reshape(-1)
@@ -286,7 +325,10 @@ def trace_and_step(net, args, kwargs) -> dict[str, Any]:
     ]
     params = [name for name, site in trace.nodes.items() if site["type"] == "param"]
     pyro.clear_param_store()
-    svi = SVI(model, AutoNormal(model), pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    # The guide starts from a draw of the prior, as the trace above ran the model: AutoNormal's
+    # default start, every weight 0, is no network (GraphUNet's pooling divides by a norm).
+    guide = AutoNormal(model, init_loc_fn=init_to_sample)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
     loss = svi.step()
     return {"sites": sites, "dollar_params": [name for name in params if "$$$" in name][:3], "loss": loss}
 
@@ -329,10 +371,11 @@ def run_one(model: ZooModel, mode: str, specs: list[str], timeout: int) -> dict[
             start = time.perf_counter()
             try:
                 net, args, kwargs = fresh()
-                with torch.no_grad():
+                with torch.no_grad(), reading_tensors() as reading:
                     first_tensor(net(*args, **kwargs))
                 result["deterministic"] = {"ok": True, "seconds": time.perf_counter() - start}
-                result["intended"] = intended_sites(net, model.package, model)
+                result["intended"] = intended_sites(net, model.package, model, reading.read)
+                result["aliases"] = aliases(net)
             except Exception as error:  # noqa: BLE001 - the model's own failure, reported
                 result["deterministic"] = failure(error)
                 return result
@@ -435,13 +478,16 @@ def probe_in_subprocess(
 # --------------------------------------------------------------------------------------------
 
 
-def judge(outcome: Optional[dict[str, Any]], intended: list[str]) -> tuple[bool, str, str]:
-    """Whether one model passed under one spec, and if not, why (a cause and where)."""
+def judge(
+    outcome: Optional[dict[str, Any]], intended: list[str], aliases: Optional[dict[str, str]] = None
+) -> tuple[bool, str, str]:
+    """Whether one model passed under one spec, and if not, why (a cause and where); a site
+    named by another path of an intended parameter (``aliases``) is that parameter."""
     if outcome is None:
         return False, "not run", ""
     if not outcome["ok"]:
         return False, outcome["error"], outcome.get("where", "")
-    sites = set(outcome["sites"])
+    sites = {(aliases or {}).get(site, site) for site in outcome["sites"]}
     missing, extra = sorted(set(intended) - sites), sorted(sites - set(intended))
     if missing or extra:
         return (
@@ -486,7 +532,7 @@ def tabulate(packages: list[str], models: list[ZooModel], results: dict, rewrite
                 row = table[package, spec]
                 row["models"] += 1
                 intended = base["intended"][spec]
-                ok, _, _ = judge(base.get(spec), intended)
+                ok, _, _ = judge(base.get(spec), intended, base.get("aliases"))
                 row["baseline"] += ok
                 if not base.get(spec, {}).get("ok", True):
                     failures.append(
@@ -500,7 +546,7 @@ def tabulate(packages: list[str], models: list[ZooModel], results: dict, rewrite
                         }
                     )
                 ours = results.get((package, spec, model.name), {}).get(spec)
-                ok, cause, detail = judge(ours, intended)
+                ok, cause, detail = judge(ours, intended, base.get("aliases"))
                 rewritten = rewrites.get((package, spec), {})
                 own = [
                     entry
@@ -615,7 +661,12 @@ def markdown_section(summary: dict[str, Any], packages: list[str], command: str,
         "of `bench/zoo_models.py`, builds the model from the mirror, traces it and takes one SVI step; "
         "side by side with the same intent done by hand at run time on the original model (pyro's "
         "`to_pyro_module_` and a `PyroSample` on every intended parameter). A model passes when its "
-        "sample sites are exactly the intended ones and the SVI loss is finite. The specs: **type**, "
+        "sample sites are exactly the intended ones and the SVI loss (`AutoNormal` started from a draw "
+        "of the prior) is finite. The intended sites are the parameters a spec means that the "
+        "deterministic forward reads: a `PyroSample` is drawn when its attribute is read, so a "
+        "submodule the forward never calls (kornia's `XFeatModel.fine_matcher`, the unused "
+        "attention of diffusers' temporal decoder) has no sample site on either side, and asking "
+        "for one would fail both alike. The specs: **type**, "
         "every Linear and Conv weight (`nn.Linear.weight`, `nn.Conv*.weight`, and torch_geometric's own "
         "`Linear`); **head**, the output layer's weight only (one exact entry a model); **depth**, every "
         "parameter called `weight` (`**.weight`).",

@@ -517,3 +517,45 @@ def test_bases_that_are_no_modules_or_bring_a_metaclass_or_are_generic_build_and
     for model in (encoder.encode, head):
         losses = svi_losses(model, 2, torch.ones(2, 3))
         assert all(math.isfinite(loss) for loss in losses)
+
+
+def test_modules_built_by_helpers_inherited_or_attached_by_name_get_their_priors(monkeypatch):
+    """monai's idioms: a head built by a helper defined after ``__init__`` (SegResNetVAE), a
+    subclass naming the head its base builds (GlobalNet), ``add_module``/``setattr`` layers of
+    an ``nn.Sequential`` subclass (FullyConnectedNet), the layers of a block built and thrown
+    away (Quicknat); the subclass's own entry wins there."""
+    _import_fresh(monkeypatch, FIXTURES / "built_by_helpers" / "expected", "blocks")
+    from blocks import Encoder, Stack, Tuned, Unwrapped
+
+    def scales(model):
+        pyro.clear_param_store()
+        trace = poutine.trace(model).get_trace(torch.ones(3))
+        return {
+            name: site["fn"].base_dist.scale.unique().item()
+            for name, site in trace.nodes.items()
+            if site["type"] == "sample"
+        }
+
+    assert scales(Encoder(3)) == {"head.weight": 1.0, "extra.0.weight": 1.0}
+    assert scales(Tuned(3)) == {"head.weight": 0.5, "extra.0.weight": 1.0}
+    assert scales(Stack(3)) == {"output.weight": 1.0}
+    # The layers of blocks built and thrown away in __init__ keep the names the model gives them.
+    assert scales(Unwrapped(3)) == {"layers.0.weight": 1.0, "layers.1.weight": 1.0}
+    assert all(math.isfinite(loss) for loss in svi_losses(Tuned(3), 2, torch.ones(2, 3)))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.interface` is deprecated")
+def test_torchscript_interfaces_stay_plain_modules_and_their_implementations_train(monkeypatch):
+    """monai's ``@torch.jit.interface class CellInterface(torch.nn.Module)``, however
+    ``interface`` is spelled: TorchScript refuses it any other base, so it stays as written
+    and the modules that implement it become ``PyroModule[CellInterface]``."""
+    _import_fresh(monkeypatch, FIXTURES / "foreign_bases" / "expected", "mixins")
+    from mixins.scripted import Cell, CellInterface, HeadInterface, Stem, StemInterface
+
+    for interface in (CellInterface, StemInterface, HeadInterface):
+        assert interface.__bases__ == (nn.Module,) and hasattr(interface, "__torch_script_interface__")
+    stem = Stem(3)
+    assert isinstance(stem.cell, PyroModule) and isinstance(stem.cell, CellInterface)
+    assert sites(stem, torch.ones(3)) == [("cell.weight", "sample", (3,))]
+    assert sites(Cell(3), torch.ones(3), torch.ones(3)) == [("weight", "sample", (3,))]
+    assert all(math.isfinite(loss) for loss in svi_losses(stem, 2, torch.ones(2, 3)))

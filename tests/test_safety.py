@@ -587,7 +587,14 @@ def test_the_cache_keeps_every_field_of_what_it_stores(cached_tree) -> None:
 
     stored = {
         # The plan a run replays keeps every file's job (but its index, which is the file's own).
-        FileJob: {"index", "conversions", "base_kinds", "inherited_random", "imported_pyro_classes"},
+        FileJob: {
+            "index",
+            "conversions",
+            "base_kinds",
+            "inherited_random",
+            "imported_pyro_classes",
+            "inherited_attrs",
+        },
         FileIndex: {"path", "imports", "classes", "ties_weights"},
         ClassRecord: {
             "module",
@@ -600,6 +607,7 @@ def test_the_cache_keeps_every_field_of_what_it_stores(cached_tree) -> None:
             "attr_lines",
             "method_reads",
             "init_reads",
+            "decorators",
         },
         BaseRef: {"resolved", "subscripted", "argument"},
         PlannedSite: {

@@ -177,6 +177,43 @@ def test_a_misspelt_selector_is_an_error_with_a_did_you_mean():
     }  # a layer type that can select, and another library's layer, are no error
 
 
+RECURRENT = b"""\
+from torch import nn
+
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(4, 3, num_layers=2, bidirectional=True, proj_size=2)
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+"""
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections")
+def test_parameters_numbered_by_a_recurrent_layers_arguments_are_selected(tmp_path):
+    """``weight_ih_l1`` exists only in a two-layer LSTM, ``*_reverse`` in a bidirectional one,
+    ``weight_hr_l0`` with proj_size: the static check knows them as patterns, not the
+    catalog's default names only; a name no LSTM has is still an error."""
+    spec = (
+        "version: 1\npriors:\n  nn.LSTM.weight_ih_l1: Normal(0, 1)\n"
+        "  Tagger.rnn.weight_hh_l1_reverse: Normal(0, 1)\n  '**.weight_hr_l0': Normal(0, 1)\n"
+    )
+    module = rewritten(tmp_path, spec, "recurrent", RECURRENT)
+    built = sites(module.Tagger(), torch.ones(5, 1, 4))
+    assert {name: shape for name, kind, shape in built if kind == "sample"} == {
+        "rnn.weight_ih_l1": (12, 4),
+        "rnn.weight_hh_l1_reverse": (12, 2),
+        "rnn.weight_hr_l0": (2, 3),
+    }
+    misspelt = (
+        "version: 1\npriors:\n  nn.LSTM.weight_ih_x1: Normal(0, 1)\n  Tagger.rnn.weight_ih_x1: Normal(0, 1)\n"
+    )
+    unmatched = run_source(RECURRENT, parse_spec(misspelt)).unmatched
+    assert [entry.selector.text for entry in unmatched] == ["nn.LSTM.weight_ih_x1", "Tagger.rnn.weight_ih_x1"]
+
+
 @pytest.mark.parametrize(
     "text, kind, owner, path",
     [

@@ -21,6 +21,7 @@ import difflib
 import importlib
 import inspect
 import pkgutil
+import re
 import sys
 import textwrap
 import warnings
@@ -328,6 +329,16 @@ LAYER_EXAMPLE_ARGUMENTS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "Unflatten": ((1, (2, 2)), {}),
 }
 
+# Layers that have more parameters, numbered, when given more layers, directions or cutoffs:
+# built so, their parameter names with each number made a ``*`` are NN_NUMBERED_PARAMETERS.
+LAYER_NUMBERED_ARGUMENTS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
+    "AdaptiveLogSoftmaxWithLoss": ((4, 4, [2, 3]), {}),
+    "GRU": ((2, 2), {"num_layers": 2, "bidirectional": True}),
+    "LSTM": ((2, 2), {"num_layers": 2, "bidirectional": True, "proj_size": 1}),
+    "RNN": ((2, 2), {"num_layers": 2, "bidirectional": True}),
+    "RNNBase": (("LSTM", 2, 2), {"num_layers": 2, "bidirectional": True, "proj_size": 1}),
+}
+
 # Layers whose parameters are those of the modules they are given: there is no default.
 LAYERS_WRAPPING_OTHER_MODULES = {
     "DataParallel": "wraps the module it is given (module.*)",
@@ -367,6 +378,17 @@ def measure_layer_parameters(name: str, cls: type) -> tuple[tuple[str, ...] | No
             return None, f"{type(error).__name__}: {error}".splitlines()[0], True
     names = tuple(parameter_name for parameter_name, _ in layer.named_parameters())
     return names, "", any(True for _ in layer.children())
+
+
+def collect_numbered_parameters() -> dict[str, tuple[str, ...]]:
+    numbered = {}
+    for name, (args, kwargs) in sorted(LAYER_NUMBERED_ARGUMENTS.items()):
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")  # proj_size=1 makes zero-element tensors on meta
+            layer = getattr(torch.nn, name)(*args, **kwargs)
+        globs = (re.sub(r"\d+", "*", parameter_name) for parameter_name, _ in layer.named_parameters())
+        numbered[name] = tuple(dict.fromkeys(globs))
+    return numbered
 
 
 def collect_layers() -> tuple[dict[str, tuple[str, ...]], dict[str, str], set[str]]:
@@ -606,6 +628,15 @@ def render_catalog() -> str:
     ]
     for name, parameter_names in layers.items():
         out += _render_names_entry(name, parameter_names)
+    out += ["}", ""]
+
+    out += [
+        "# The layers whose parameters are numbered by their arguments (num_layers, bidirectional,",
+        "# proj_size, cutoffs) -> globs of every name they may have (``weight_ih_l*_reverse``).",
+        "NN_NUMBERED_PARAMETERS: dict[str, tuple[str, ...]] = {",
+    ]
+    for name, globs in collect_numbered_parameters().items():
+        out += _render_names_entry(name, globs)
     out += ["}", ""]
 
     containers = ", ".join(_quote(name) for name in NN_CONTAINERS)

@@ -51,6 +51,7 @@ import libcst as cst
 from .. import catalog, codegen
 from ..index import ClassRecord, Conversion
 from ..names import dotted_from_cst, is_pyro_nn, is_torch_nn, torch_nn_class
+from ..plan import may_be_numbered_parameter
 from ..selectors import ANY, ANY_DEPTH, TYPE, Selector
 from ..sites import SiteKind
 from ..spec import Entry, Prior
@@ -143,6 +144,9 @@ class HeldModuleRewriter(Rule):
         record, self_name = scope
         dotted = dotted_from_cst(call.func) or ""
         self._note_appended(record, self_name, dotted, call)
+        named = _named_attachment(call, dotted, self_name)
+        if named is not None:
+            self._hold(record, *named)
         on_self = dotted.startswith(self_name + ".") and dotted.rpartition(".")[2] not in _NOT_ATTACHING
         sets_on_self = dotted == "setattr" and bool(call.args) and _is_name(call.args[0].value, self_name)
         if (on_self or sets_on_self) and not self._is_generated_call(call, self_name):
@@ -158,19 +162,24 @@ class HeldModuleRewriter(Rule):
             self._attaches.add(record.order)  # self.heads["a"] = ...
         if not _is_self_attribute(target, self_name):
             return
+        self._hold(record, target.attr.value, value)
+
+    def _hold(self, record: ClassRecord, attr: str, value: cst.BaseExpression) -> None:
+        """``self.<attr> = value``, ``self.add_module("<attr>", value)`` or ``setattr(self,
+        "<attr>", value)`` in a method of ``record``."""
         if isinstance(value, cst.Name):
             # self.shared = shared: configuration, or a module passed in; an entry that names
             # the attribute exactly (Block.shared.weight) says which.
-            self._passed.setdefault(record.order, set()).add(target.attr.value)
+            self._passed.setdefault(record.order, set()).add(attr)
         if not self._may_be_module(value):
             return
         self._attaches.add(record.order)
-        self._held.setdefault(record.order, {})[target.attr.value] = self._layer(value)
+        self._held.setdefault(record.order, {})[attr] = self._layer(value)
         elements = self._container_layers(record, value)
         if elements:
-            self._elements.setdefault(record.order, {})[target.attr.value] = elements
+            self._elements.setdefault(record.order, {})[attr] = elements
         if self._fully_known(value):
-            self._complete.setdefault(record.order, set()).add(target.attr.value)
+            self._complete.setdefault(record.order, set()).add(attr)
 
     # -- layers built in loops, comprehensions and containers (what `plan` and `init` list) --
 
@@ -338,41 +347,47 @@ class HeldModuleRewriter(Rule):
     # -- the block at the end of __init__ ---------------------------------------------
 
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
-        """A layer subclass without ``__init__`` (``class MaskedLinear(nn.Linear)`` with only a
-        ``forward``) gets one that passes everything on, to hold the generated block."""
+        """``__init__`` ends with the generated block, written once every method of the class
+        is read: a helper that ``__init__`` calls (``self._build_head()``) may be defined
+        after it. A layer subclass without ``__init__`` (``class MaskedLinear(nn.Linear)``
+        with only a ``forward``) gets one that passes everything on, to hold the block."""
         record = self.current_class
         if (
             record is None
-            or "__init__" in record.methods
             or not self.context.conversions.get(record.order, Conversion.NONE).is_pyro
-            or not self._inherited_layer_parameters(record)
             or not isinstance(updated_node.body, cst.IndentedBlock)
         ):
             return updated_node
-        stub = cst.parse_statement(
-            "def __init__(self, *args, **kwargs):\n    super().__init__(*args, **kwargs)\n"
-        )
-        self._frames.append(type(self._frames[-1])(self_name="self", is_method=True))
-        try:
-            init = self.leave_FunctionDef(stub, stub)
-        finally:
-            self._frames.pop()
-        if init is stub:
-            return updated_node  # nothing to set: leave the class as it is
         body = list(updated_node.body.body)
-        at = 1 if body and _is_docstring(body[0]) else 0
-        body.insert(at, init.with_changes(leading_lines=[cst.EmptyLine(indent=False)] if at else []))
+        inits = [
+            position
+            for position, statement in enumerate(body)
+            if isinstance(statement, cst.FunctionDef) and statement.name.value == "__init__"
+        ]
+        if inits:  # the last definition is the one Python keeps
+            init = body[inits[-1]]
+            positional = [*init.params.posonly_params, *init.params.params]
+            if not positional:
+                return updated_node
+            body[inits[-1]] = self._with_block(record, positional[0].name.value, init)
+        elif self._inherited_layer_parameters(record):
+            stub = cst.parse_statement(
+                "def __init__(self, *args, **kwargs):\n    super().__init__(*args, **kwargs)\n"
+            )
+            init = self._with_block(record, "self", stub)
+            if init is stub:
+                return updated_node  # nothing to set: leave the class as it is
+            at = 1 if body and _is_docstring(body[0]) else 0
+            body.insert(at, init.with_changes(leading_lines=[cst.EmptyLine(indent=False)] if at else []))
+        else:
+            return updated_node
         return updated_node.with_changes(body=updated_node.body.with_changes(body=body))
 
-    def leave_FunctionDef(
-        self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef
-    ) -> cst.FunctionDef:
-        scope = self._converting_method()
-        if scope is None or updated_node.name.value != "__init__":
-            return updated_node
-        record, self_name = scope
-        if not isinstance(updated_node.body, cst.IndentedBlock):
-            return updated_node
+    def _with_block(self, record: ClassRecord, self_name: str, init: cst.FunctionDef) -> cst.FunctionDef:
+        """``init`` ending with the block that notes the entries for ``record`` and converts
+        what it holds (``init`` itself when that block is already there, as generated)."""
+        if not isinstance(init.body, cst.IndentedBlock):
+            return init
         wanted = [self._statement(self_name, entry) for entry in self._entries(record)]
         # The modules the class holds, and those a composite layer's own __init__ made
         # (MultiheadAttention's out_proj), are plain until converted; the noted entries
@@ -384,18 +399,18 @@ class HeldModuleRewriter(Rule):
         ):
             self.context.needed.add(WRAP)
             wanted.append(codegen.statement(codegen.call(WRAP, codegen.name(self_name))))
-        body = list(updated_node.body.body)
+        body = list(init.body.body)
         generated = [position for position, s in enumerate(body) if self._is_generated(s, self_name)]
         if not wanted and not generated:
-            return updated_node
+            return init
         kept = [s for position, s in enumerate(body) if position not in generated]
         end = len(kept) - 1 if kept and _is_return(kept[-1]) else len(kept)
         new_body = kept[:end] + wanted + kept[end:]
         if generated == list(range(end, end + len(wanted))) and all(
             same_code(body[position], new) for position, new in zip(generated, wanted)
         ):
-            return updated_node  # the block is where it belongs and says the same
-        return updated_node.with_changes(body=updated_node.body.with_changes(body=new_body))
+            return init  # the block is where it belongs and says the same
+        return init.with_changes(body=init.body.with_changes(body=new_body))
 
     def _entries(self, record: ClassRecord) -> list[Entry]:
         """Spec entries for parameters this class holds or inherits from a torch.nn layer,
@@ -472,6 +487,10 @@ class HeldModuleRewriter(Rule):
         paths = []
         complete = self._complete.get(record.order, set())
         for attr, layer in self._held.get(record.order, {}).items():
+            if layer is not None and len(pattern) > 1 and fnmatchcase(attr, pattern[0]):
+                if may_be_numbered_parameter(layer, pattern[1:]):
+                    paths.append((attr, *pattern[1:]))  # an nn.LSTM's weight_ih_l1
+                continue
             if layer is not None or attr in complete:
                 continue
             if pattern[0] == ANY_DEPTH and selector.kind != ANY:
@@ -480,6 +499,14 @@ class HeldModuleRewriter(Rule):
                 paths.append((attr, *pattern[1:]))
         if len(pattern) > 1 and pattern[0] in self._passed.get(record.order, ()):
             paths.append(pattern)
+        if len(pattern) > 1:
+            # What a base class holds (GlobalNet.output_block, built by RegUNet.__init__) is
+            # known only in the built model.
+            for attr in self.context.inherited_attrs.get(record.order, ()):
+                if pattern[0] == ANY_DEPTH:
+                    paths.append((attr, *pattern))
+                elif fnmatchcase(attr, pattern[0]):
+                    paths.append((attr, *pattern[1:]))
         return [path for path in dict.fromkeys(paths) if path not in known]
 
     def _inherited_layer(self, record: ClassRecord) -> Optional[str]:
@@ -520,6 +547,26 @@ class HeldModuleRewriter(Rule):
 
 def _is_name(node: cst.BaseExpression, name: str) -> bool:
     return isinstance(node, cst.Name) and node.value == name
+
+
+def _named_attachment(
+    call: cst.Call, dotted: str, self_name: str
+) -> Optional[tuple[str, cst.BaseExpression]]:
+    """``(attr, value)`` for ``self.add_module("attr", value)`` or ``setattr(self, "attr",
+    value)``: an attribute as plain as ``self.attr = value`` (``nn.Sequential`` subclasses
+    name their layers so)."""
+    if dotted == f"{self_name}.add_module":
+        arguments = call.args
+    elif dotted == "setattr" and call.args and _is_name(call.args[0].value, self_name):
+        arguments = call.args[1:]
+    else:
+        return None
+    if len(arguments) != 2 or any(argument.keyword or argument.star for argument in arguments):
+        return None
+    name = arguments[0].value
+    if not isinstance(name, cst.SimpleString) or not isinstance(name.evaluated_value, str):
+        return None
+    return name.evaluated_value, arguments[1].value
 
 
 def _is_self_attribute(node: cst.BaseExpression, self_name: str) -> bool:

@@ -62,6 +62,8 @@ class RewriteContext:
     #: elsewhere: ``self.fc.bias = self.bias``), or any in a file that ties weights by name.
     #: The parameter rule fills it, the held-module rule notes the entries.
     at_build: dict[int, set[int]] = field(default_factory=dict)
+    #: The attributes each class inherits from the classes it derives from (see ``FileJob``).
+    inherited_attrs: dict[int, frozenset[str]] = field(default_factory=dict)
     #: Orders of the classes that become PyroModules.
     converting: set[int] = field(init=False)
 

@@ -80,7 +80,9 @@ def set_constraint(module: torch.nn.Module, selector: str, constraint: Constrain
 
 
 def _note(module: torch.nn.Module, selector: str, action: Action) -> None:
-    module.__dict__.setdefault(_NOTED, []).append((parse(selector), action))
+    # One group a class: a subclass's __init__ notes its entries after its base's, and
+    # only within a group is their order the spec's.
+    module.__dict__.setdefault(_NOTED, [[]])[-1].append((parse(selector), action))
     if module.__dict__.get(_BUILT):  # noted after pyro_module(self), as older rewrites did
         _apply(module)
 
@@ -105,6 +107,9 @@ def pyro_module(module: torch.nn.Module) -> torch.nn.Module:
     """
     if not isinstance(module, torch.nn.Module):
         return module
+    groups = module.__dict__.get(_NOTED)
+    if groups and groups[-1]:
+        groups.append([])  # the next class's entries
     _convert(module)
     waiting = _waiting.__dict__.setdefault("modules", [])
     if _inside_a_rewritten_init(sys._getframe(1)):
@@ -113,12 +118,15 @@ def pyro_module(module: torch.nn.Module) -> torch.nn.Module:
         return module
     del _waiting.modules
     # Parts built inside a rewritten __init__ that the model does not hold (kept elsewhere,
-    # or thrown away) are models of their own; outer ones were noted last.
+    # or thrown away) are models of their own; outer ones were noted last. A part whose
+    # modules the model took (``nn.Sequential(block.norm, block.conv)``, the block thrown
+    # away) decides their parameters by its entries, but they keep the model's names.
     applied: set = set()
     for part in [module, *reversed(waiting)]:
         if id(part) not in applied:
-            _apply(part)
-            applied.update(id(inner) for inner in part.modules())
+            inner = {id(each) for each in part.modules()}
+            _apply(part, adopt=not inner & applied)
+            applied |= inner
     return module
 
 
@@ -177,12 +185,18 @@ def _name_below(parent: PyroModule, context: _Context) -> None:
             _name_below(child, context)
 
 
-def _apply(root: torch.nn.Module) -> None:
+def _apply(root: torch.nn.Module, adopt: bool = True) -> None:
     """Decides every parameter of ``root`` by the first noted entry that selects it, in spec
-    order, keeps tied parameters tied, and makes ``root`` the one Pyro root of them all."""
+    order, keeps tied parameters tied, and (``adopt``) makes ``root`` the one Pyro root of
+    them all."""
     modules = {_split(prefix): part for prefix, part in root.named_modules()}
     noted = [
-        (prefix, part.__dict__.pop(_NOTED)) for prefix, part in modules.items() if _NOTED in part.__dict__
+        (prefix, group)
+        for prefix, part in modules.items()
+        if _NOTED in part.__dict__
+        # A subclass's entries name the class the module is: they go before its bases'.
+        for group in reversed(part.__dict__.pop(_NOTED))
+        if group
     ]
     decided = root.__dict__.setdefault(DECIDED, {})
     if noted:
@@ -204,7 +218,8 @@ def _apply(root: torch.nn.Module) -> None:
                 _replace(owner, name, parameter, selector, action)
             else:  # the same parameter held twice (tied weights): both places read one value
                 setattr(owner, name, PyroSample(Tied(first_owner, first_name)))
-    _adopt(root, _Context())
+    if adopt:
+        _adopt(root, _Context())
     root.__dict__[_BUILT] = True
 
 
