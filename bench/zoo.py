@@ -237,7 +237,9 @@ def reading_tensors():
 
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
-            self.read.update(id(leaf) for leaf in tree_leaves((args, kwargs)) if isinstance(leaf, torch.Tensor))
+            self.read.update(
+                id(leaf) for leaf in tree_leaves((args, kwargs)) if isinstance(leaf, torch.Tensor)
+            )
             return func(*args, **kwargs)
 
     return Reading()
