@@ -600,26 +600,10 @@ def report_lines(summary: dict[str, Any], packages: list[str], markdown: bool) -
     else:
         lines += [f"{'package':16} {'spec':6} {'models':>6}  {'bayesify':>16}  {'baseline':>16}"]
     totals = {spec: Counter() for spec in SPECS}
-    for package in packages:
-        for spec in SPECS:
-            row = table[package, spec]
-            totals[spec].update(row)
-            cells = (
-                package,
-                spec,
-                str(row["models"]),
-                rate(row["ours"], row["models"]),
-                rate(row["baseline"], row["models"]),
-            )
-            lines.append(
-                "| " + " | ".join(cells) + " |"
-                if markdown
-                else f"{cells[0]:16} {cells[1]:6} {cells[2]:>6}  {cells[3]:>16}  {cells[4]:>16}"
-            )
-    for spec in SPECS:
-        row = totals[spec]
+
+    def add(package: str, spec: str, row: Counter) -> None:
         cells = (
-            "**all**" if markdown else "all",
+            package,
             spec,
             str(row["models"]),
             rate(row["ours"], row["models"]),
@@ -630,6 +614,13 @@ def report_lines(summary: dict[str, Any], packages: list[str], markdown: bool) -
             if markdown
             else f"{cells[0]:16} {cells[1]:6} {cells[2]:>6}  {cells[3]:>16}  {cells[4]:>16}"
         )
+
+    for package in packages:
+        for spec in SPECS:
+            totals[spec].update(table[package, spec])
+            add(package, spec, table[package, spec])
+    for spec in SPECS:
+        add("**all**" if markdown else "all", spec, totals[spec])
     return lines
 
 
