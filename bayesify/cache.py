@@ -47,7 +47,7 @@ from typing import Any, Iterable, Optional
 from . import __version__
 from .diagnostics import ERROR, WARNING, Diagnostic
 from .discover import read_source
-from .engine import FileJob, FileResult
+from .engine import FileJob, FileResult, Plan
 from .index import BaseRef, ClassRecord, Conversion, FileIndex, module_of
 from .names import ImportTable
 from .output import remove_stale_temporaries, signals_held
@@ -157,19 +157,6 @@ def _shape(index: Optional[FileIndex]) -> str:
 
 
 @dataclass
-class Replay:
-    """What the last run over the same files decided: the results of the files it rewrote
-    and that are unchanged, by path; the jobs of those edited since (with the digests of the
-    bytes they were indexed from); its warnings about the class index (bases it could not
-    see); and its plan, as :meth:`Cache.store_run` keeps it."""
-
-    results: dict[str, FileResult]
-    pending: list[tuple[FileJob, str]]
-    warnings: list[Diagnostic]
-    planned: list
-
-
-@dataclass
 class Indexed:
     """The index pass's answer for one file: the digest of the bytes it read, and the index
     record (None for a file without classes) or the error."""
@@ -202,7 +189,7 @@ class NoCache:
 
     def replay(
         self, names: list[str], context: list[str], spec: Spec, fresh: dict[str, Indexed]
-    ) -> Optional[Replay]:
+    ) -> Optional[Plan]:
         return None
 
     def store_run(
@@ -378,7 +365,7 @@ class Cache(NoCache):
 
     def replay(
         self, names: list[str], context: list[str], spec: Spec, fresh: dict[str, Indexed]
-    ) -> Optional[Replay]:
+    ) -> Optional[Plan]:
         """The last run's plan, when it was over these very files and ``fresh`` (the files
         indexed anew: edited since) left every shape as it was; ``None`` otherwise."""
         stored = self._entries.get(_RUN)
@@ -416,7 +403,7 @@ class Cache(NoCache):
                 results[path] = _result_from_json(entry["result"], path, self._sources[path][0], spec.entries)
         except (_Damaged, KeyError, ValueError):  # KeyError: a path not read; ValueError: a row's length
             return None
-        return Replay(results, pending, warnings, stored["planned"])
+        return Plan({}, results, pending, warnings, stored["planned"])
 
     def store_run(
         self, names: list[str], context: list[str], planned: list, warnings: list[Diagnostic]

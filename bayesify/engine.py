@@ -61,6 +61,22 @@ class FileResult:
         return self.rewritten is not None and self.rewritten != self.original
 
 
+@dataclass
+class Plan:
+    """What a run decided before rewriting: the files that failed to index, the results the
+    cache still holds, the jobs left to do (each with the digest of the bytes it was planned
+    from), the warnings about the class index, the jobs as the cache keeps them
+    (:func:`~bayesify.cache.job_row`), and the run's classes (for did-you-means; none when
+    the cache replays a plan, which it keeps only for runs that needed none)."""
+
+    failures: dict[str, FileResult]
+    results: dict[str, FileResult]
+    pending: list[tuple[FileJob, str]]
+    warnings: list[Diagnostic]
+    rows: list
+    classes: list[ClassRecord] = field(default_factory=list)
+
+
 def rewrite_source(source: bytes, job: FileJob, spec: Spec) -> FileResult:
     result = FileResult(path=job.path, original=source)
     try:

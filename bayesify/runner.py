@@ -30,7 +30,7 @@ import libcst as cst
 from .cache import NO_CACHE, Indexed, NoCache, digest, job_row
 from .diagnostics import WARNING, Diagnostic
 from .discover import read_source
-from .engine import BUG_HINT, FileJob, FileResult, rewrite_source
+from .engine import BUG_HINT, FileJob, FileResult, Plan, rewrite_source
 from .index import TYING_NAMES, ClassIndex, ClassRecord, FileIndex, index_source, module_of
 from .output import CHANGED_DURING_RUN
 from .plan import PlannedSite, Planner, did_you_mean, shadowed_only_entries, unmatched_entries
@@ -319,11 +319,9 @@ def run(
     }
     cache.store_indexes(fresh.values())
 
-    replay = cache.replay(names, context_names, spec, fresh)
-    if replay is None:
-        plan = _plan(names, context_names, known, fresh, spec, cache, jobs)
-    else:
-        plan = Plan({}, replay.results, replay.pending, replay.warnings, [], replay.planned)
+    plan = cache.replay(names, context_names, spec, fresh) or _plan(
+        names, context_names, known, fresh, spec, cache, jobs
+    )
     step(len(names) - len(plan.pending))
     done = _map(_rewrite_file, plan.pending, jobs, spec, _rewrite_crashed, lambda item: step(1))
     cache.store_results(
@@ -336,21 +334,6 @@ def run(
         cache.store_run(names, context_names, plan.rows, plan.warnings)
     cache.save()
     return outcome
-
-
-@dataclass
-class Plan:
-    """What a run decided before rewriting: the files that failed to index, the results the
-    cache still holds, the jobs left to do (each with the digest of the bytes it was planned
-    from), the warnings about the class index, the run's classes (for did-you-means), and
-    the jobs as the cache keeps them (:func:`~bayesify.cache.job_row`)."""
-
-    failures: dict[str, FileResult]
-    results: dict[str, FileResult]
-    pending: list[tuple[FileJob, str]]
-    warnings: list[Diagnostic]
-    classes: list[ClassRecord]
-    rows: list
 
 
 def _plan(
@@ -386,8 +369,8 @@ def _plan(
         results,
         [item for item in planned if item[0].path not in results],
         _unseen_base_warnings(indexes, class_index),
-        [record for file_index in indexes for record in file_index.classes],
         [job_row(job) for job, _ in planned],
+        [record for file_index in indexes for record in file_index.classes],
     )
 
 
