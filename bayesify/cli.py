@@ -26,9 +26,9 @@ def _interrupted_while_starting(_signal: int, _frame: object) -> None:
     os._exit(130)
 
 
-# Ctrl-C while the modules below load (the first half second) ends the run with one line,
-# not a traceback from inside an import; nothing has been read or written yet. (Unless
-# Ctrl-C is ignored, as in a background job: then it stays ignored.)
+# Ctrl-C while this module and those it imports load (the first half second) ends the run
+# with one line, not a traceback from inside an import; nothing has been read or written
+# yet. (Unless Ctrl-C is ignored, as in a background job: then it stays ignored.)
 _CATCH_EARLY_CTRL_C = (
     threading.current_thread() is threading.main_thread()
     and signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -61,9 +61,6 @@ from .output import (
 from .report import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WORK, Report
 from .runner import RunResult, run, run_source
 from .spec import EMPTY_SPEC, Spec, SpecError, load_spec
-
-if _CATCH_EARLY_CTRL_C:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: Interrupted (Ctrl-C), as shells report a process that SIGINT ended: 128 + 2.
 EXIT_INTERRUPTED = 130
@@ -782,3 +779,8 @@ def _starter_target(paths: tuple[str, ...]) -> str:
     ctx = click.get_current_context()
     configured = ctx.meta.get(CONFIG_TABLE, {}).get("priors")
     return shown(configured or str(spec_location(paths, ctx.meta.get(CONFIG_PATH))))
+
+
+# The commands are defined: from here on Ctrl-C is _Commands.invoke's to handle.
+if _CATCH_EARLY_CTRL_C:
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import multiprocessing
 import os
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -114,12 +116,14 @@ def _newer_syntax_hint(source: bytes, error: SyntaxError) -> str:
 
 
 _worker_spec: Optional[Spec] = None
+#: Set by the main process when it is interrupted: a worker then ends its chunk early.
+_worker_stop: Optional[EventType] = None
 
 
-def _init_worker(spec: Spec, parent: Optional[int] = None) -> None:
+def _init_worker(spec: Spec, parent: Optional[int] = None, stop: Optional[EventType] = None) -> None:
     """Runs first in every worker process (``parent``: the main process's id)."""
-    global _worker_spec
-    _worker_spec = spec
+    global _worker_spec, _worker_stop
+    _worker_spec, _worker_stop = spec, stop
     if parent is None:
         return
     # Ctrl-C is the main process's to handle: it stops the workers. A worker must not print
@@ -218,14 +222,19 @@ def _map_in_pools(
     results: list = []
     while len(results) < len(items):
         rest = items[len(results) :]
+        size = max(1, len(rest) // (jobs * 8))
+        chunks = [rest[start : start + size] for start in range(0, len(rest), size)]
         try:
             with _pool(jobs, spec) as pool:
-                chunksize = max(1, len(rest) // (jobs * 8))
+                # Chunks are submitted by hand, not with pool.map, whose iterator cancels the
+                # futures left when it stops (interrupted, or a worker died) while the pool's
+                # thread may be marking them broken: that thread then fails with a traceback.
                 with _sigint_blocked():  # the workers start here: no Ctrl-C before they ignore it
-                    answers = pool.map(function, rest, chunksize=chunksize)
-                for item, answer in zip(rest, answers):
-                    results.append(answer)
-                    done(item)
+                    answers = [pool.submit(_each, function, chunk) for chunk in chunks]
+                for chunk, answer in zip(chunks, answers):
+                    for item, result in zip(chunk, answer.result()):
+                        results.append(result)
+                        done(item)
         except BrokenProcessPool:
             item = items[len(results)]
             results.append(_alone(function, item, spec, crashed))
@@ -233,21 +242,32 @@ def _map_in_pools(
     return results
 
 
+def _each(function: Callable, chunk: Sequence) -> list:
+    answers = []
+    for item in chunk:
+        if _worker_stop is not None and _worker_stop.is_set():
+            break
+        answers.append(function(item))
+    return answers
+
+
 @contextlib.contextmanager
 def _pool(jobs: int, spec: Spec):
-    """A process pool that, when the main process is interrupted, stops its workers at
-    once instead of waiting for the work still queued."""
+    """A process pool that, when the main process is interrupted, stops its workers after
+    the file each one has in hand, instead of after the work still queued. Workers are told,
+    not killed: a worker killed while it sends an answer leaves half a message that the
+    pool's own thread then waits on for ever. Either way that thread has ended when this
+    returns, so nothing of the pool is left to run (and race) as Python exits."""
     try:
-        pool = ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(spec, os.getpid()))
+        stop = multiprocessing.Event()
+        pool = ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(spec, os.getpid(), stop))
     except (OSError, NotImplementedError, ImportError) as error:
         raise _NoPool from error
     try:
         yield pool
     except BaseException:
-        workers = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for worker in workers:
-            worker.kill()
+        stop.set()
+        pool.shutdown(cancel_futures=True)
         raise
     pool.shutdown()
 

@@ -257,6 +257,24 @@ def test_early_ctrl_c_is_one_line_and_exit_130(project: Path) -> None:
             assert stderr == "bayesify: interrupted\n"
 
 
+def test_an_interrupted_pool_has_ended_its_thread_without_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during a pooled pass: the pool's own thread must be gone before the interrupt
+    goes on, and must end cleanly. Otherwise Python's exit hook races it (a traceback about a
+    bad file descriptor) or it fails on cancelled work (a thread's traceback), printed after
+    "bayesify: interrupted". A kill at a random moment shows these only now and then."""
+    errors: list = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+    before = set(threading.enumerate())
+
+    def interrupt(item: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bayesify.runner._map(time.sleep, [0.02] * 64, 2, parse_spec(PRIORS, "p"), print, interrupt)
+    assert set(threading.enumerate()) == before
+    assert not errors
+
+
 # --- --out never writes through a symbolic link (item 3) --------------------------------------
 
 
