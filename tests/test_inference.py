@@ -348,6 +348,34 @@ def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_
     assert predict(model, guide, gap).epistemic.mean() > 2 * predict(model, guide, x).epistemic.mean()
 
 
+def test_laplace_guide_sets_a_learned_noise_by_the_evidence_approximation():
+    checkpoint, x, y = trained_gap_regressor()
+    net = GapRegressor()
+    values = load_deterministic(net, checkpoint)
+    model = supervised(net, Normal(len(x)))
+    guide = CheckpointLaplace(model, values, DataLoader(TensorDataset(x, y), batch_size=16))
+
+    # MacKay's re-estimate for Bayesian linear regression on the trained features: noise**2 =
+    # RSS / (n - gamma), gamma = trace(data precision @ covariance), at its fixed point.
+    features = torch.tanh(x @ values["hidden.weight"].T + values["hidden.bias"]).double()
+    features = torch.cat([features, torch.ones(len(x), 1, dtype=torch.double)], 1)
+    last_layer = torch.cat([values["out.weight"].flatten(), values["out.bias"]]).double()
+    residuals = y.double() - features @ last_layer[:, None]
+    noise = residuals.pow(2).mean().sqrt()
+    for _ in range(100):
+        data = features.T @ features / noise**2
+        gamma = torch.trace(data @ torch.linalg.inv(data + torch.eye(33, dtype=torch.double)))
+        noise = (residuals.pow(2).sum() / (len(x) - gamma)).sqrt()
+    assert torch.isclose(pyro.param("obs.scale").double(), noise, rtol=1e-3)
+    assert 1 < gamma < 33 and noise > residuals.pow(2).mean().sqrt()  # wider than the residuals
+    # The covariance is the posterior's at that noise.
+    laplace = guide[1]
+    scale_tril = laplace.scale[:, None] * laplace.scale_tril
+    covariance = torch.linalg.inv(data + torch.eye(33, dtype=torch.double)).float()
+    assert torch.allclose(scale_tril @ scale_tril.T, covariance, atol=0.01)
+    assert torch.allclose(predict(model, guide, x[:3]).noise, pyro.param("obs.scale"))
+
+
 MLP_SOURCE = """\
 import torch
 from torch import nn
