@@ -224,6 +224,14 @@ class CheckpointLaplace(AutoGuideList):
     with it directly, without :func:`fit`, which would move the point masses and the noise
     away from where the covariance was computed.
 
+    The noise of a :func:`supervised` model's learned :class:`~bayesify.runtime.Normal` is
+    set with the covariance, as MacKay's evidence approximation sets it: ``noise**2 = RSS /
+    (n - gamma)``, the residual sum of squares of the trained network over ``data`` shared
+    among the ``n`` targets less ``gamma``, the number of last-layer weights the data
+    determine (``trace(H_data @ covariance)``), at its fixed point. A network's residuals on
+    its own training data understate the noise; this is the correction for the last layer's
+    degrees of freedom. A fixed ``Normal(dataset_size, scale=...)`` is left as it is.
+
     :param callable model: the Pyro model, e.g. a :func:`supervised` one.
     :param dict values: the trained values by site name (what
         :func:`~bayesify.runtime.load_deterministic` returns); a value outside its prior's
