@@ -324,17 +324,19 @@ def _set_laplace_covariance(
             log_jacobian = log_jacobian + transform.log_abs_det_jacobian(unconstrained, value).sum()
         return values, log_jacobian
 
-    def observations(batch: Batch, values: Dict[str, torch.Tensor]) -> List[dict]:
+    def observations(batch: Batch, values: Dict[str, torch.Tensor]):
+        """The model's trace on ``batch`` at ``values``, and its observed sites."""
         trace = poutine.trace(poutine.condition(model, data=values)).get_trace(*batch)
-        return [
+        observed = [
             site
             for name, site in trace.nodes.items()
             if site["type"] == "sample" and site["is_observed"] and name not in values
-        ], trace
+        ]
+        return trace, observed
 
     def negative_log_density(batch: Batch, observed: bool, latent: torch.Tensor) -> torch.Tensor:
         values, log_jacobian = conditioned(latent)
-        sites, trace = observations(batch, values)
+        trace, sites = observations(batch, values)
         if not observed:  # the prior's part: the density of the sites at ``latent``
             sites = [trace.nodes[site["name"]] for site, _ in guide._unpack_latent(latent)]
         density = sum((site["fn"].log_prob(site["value"]) * site["scale"]).sum() for site in sites)
@@ -356,7 +358,7 @@ def _set_laplace_covariance(
         rows += len(batch[-1])
         if noise is not None:
             with torch.no_grad():
-                for site in observations(batch, conditioned(loc)[0])[0]:
+                for site in observations(batch, conditioned(loc)[0])[1]:
                     squares += float((site["value"] - site["fn"].mean).pow(2).sum())
                     count += site["value"].numel()
     likelihood = likelihood / rows
@@ -364,15 +366,15 @@ def _set_laplace_covariance(
         if noise is not None:
             # The likelihood's curvature scales as 1 / noise**2: iterate without recomputing it.
             start = pyro.param(noise).detach().double()
-            scale = start
+            noise_scale = start
             for _ in range(50):
-                data = likelihood * (start / scale) ** 2
+                data = likelihood * (start / noise_scale) ** 2
                 determined = (data * _inverse(prior + data)).sum()  # trace(data @ covariance)
-                scale, previous = (squares / (count - determined).clamp_min(1.0)).sqrt(), scale
-                if (scale - previous).abs() < 1e-6 * scale:
+                noise_scale, previous = (squares / (count - determined).clamp_min(1.0)).sqrt(), noise_scale
+                if (noise_scale - previous).abs() < 1e-6 * noise_scale:
                     break
-            likelihood = likelihood * (start / scale) ** 2
-            pyro.get_param_store()[noise] = scale.to(pyro.param(noise).dtype)
+            likelihood = likelihood * (start / noise_scale) ** 2
+            pyro.get_param_store()[noise] = noise_scale.to(pyro.param(noise).dtype)
         covariance = _inverse(prior + likelihood)
         scale = covariance.diagonal().sqrt()
         correlation = torch.linalg.cholesky(covariance / scale[:, None] / scale[None, :])
