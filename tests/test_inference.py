@@ -376,6 +376,30 @@ def test_laplace_guide_sets_a_learned_noise_by_the_evidence_approximation():
     assert torch.allclose(predict(model, guide, x[:3]).noise, pyro.param("obs.scale"))
 
 
+def test_the_evidence_noise_predicts_held_out_data_better_than_the_training_residual():
+    # A network fitted closely to 40 noisy points: its residuals understate the noise.
+    nlls = {"residual": 0.0, "evidence": 0.0}
+    for seed in range(3):
+        pyro.set_rng_seed(seed)
+        x, x_test = torch.rand(40, 1) * 6 - 3, torch.rand(500, 1) * 6 - 3
+        y, y_test = (torch.sin(inputs) + 0.3 * torch.randn_like(inputs) for inputs in (x, x_test))
+        trained = nn.Sequential()
+        trained.hidden, trained.out = nn.Linear(1, 32), nn.Linear(32, 1)
+        optimizer = torch.optim.Adam(trained.parameters(), lr=0.02)
+        for _ in range(1000):
+            optimizer.zero_grad()
+            nn.functional.mse_loss(trained.out(torch.tanh(trained.hidden(x))), y).backward()
+            optimizer.step()
+        residual = (trained.out(torch.tanh(trained.hidden(x))) - y).pow(2).mean().sqrt().item()
+        for noise, likelihood in [("residual", Normal(len(x), scale=residual)), ("evidence", Normal(len(x)))]:
+            pyro.clear_param_store()
+            net = GapRegressor()
+            model = supervised(net, likelihood)
+            guide = CheckpointLaplace(model, load_deterministic(net, trained.state_dict()), (x, y))
+            nlls[noise] += predict(model, guide, x_test).nll(y_test).item() / 3
+    assert nlls["evidence"] < nlls["residual"] - 0.05, nlls
+
+
 MLP_SOURCE = """\
 import torch
 from torch import nn
