@@ -300,18 +300,24 @@ class GapRegressor(PyroModule):
         return self.out(torch.tanh(self.hidden(x)))
 
 
+def trained_regressor(x, y, steps):
+    """The deterministic GapRegressor trained on ``(x, y)``, and its training residual."""
+    trained = nn.Sequential()
+    trained.hidden, trained.out = nn.Linear(1, 32), nn.Linear(32, 1)
+    optimizer = torch.optim.Adam(trained.parameters(), lr=0.02)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(trained.out(torch.tanh(trained.hidden(x))), y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        return trained, (trained.out(torch.tanh(trained.hidden(x))) - y).pow(2).mean().sqrt().item()
+
+
 def trained_gap_regressor():
     """A checkpoint trained on inputs with a gap in [-1, 1], and its training data."""
     x = torch.cat([torch.linspace(-3, -1, 40), torch.linspace(1, 3, 40)]).unsqueeze(-1)
     y = torch.sin(x) + 0.1 * torch.randn_like(x)
-    trained = nn.Sequential()
-    trained.hidden, trained.out = nn.Linear(1, 32), nn.Linear(32, 1)
-    optimizer = torch.optim.Adam(trained.parameters(), lr=0.02)
-    for _ in range(300):
-        optimizer.zero_grad()
-        nn.functional.mse_loss(trained.out(torch.tanh(trained.hidden(x))), y).backward()
-        optimizer.step()
-    return trained.state_dict(), x, y
+    return trained_regressor(x, y, steps=300)[0].state_dict(), x, y
 
 
 def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_data(monkeypatch):
@@ -383,14 +389,7 @@ def test_the_evidence_noise_predicts_held_out_data_better_than_the_training_resi
         pyro.set_rng_seed(seed)
         x, x_test = torch.rand(40, 1) * 6 - 3, torch.rand(500, 1) * 6 - 3
         y, y_test = (torch.sin(inputs) + 0.3 * torch.randn_like(inputs) for inputs in (x, x_test))
-        trained = nn.Sequential()
-        trained.hidden, trained.out = nn.Linear(1, 32), nn.Linear(32, 1)
-        optimizer = torch.optim.Adam(trained.parameters(), lr=0.02)
-        for _ in range(1000):
-            optimizer.zero_grad()
-            nn.functional.mse_loss(trained.out(torch.tanh(trained.hidden(x))), y).backward()
-            optimizer.step()
-        residual = (trained.out(torch.tanh(trained.hidden(x))) - y).pow(2).mean().sqrt().item()
+        trained, residual = trained_regressor(x, y, steps=1000)
         for noise, likelihood in [("residual", Normal(len(x), scale=residual)), ("evidence", Normal(len(x)))]:
             pyro.clear_param_store()
             net = GapRegressor()
