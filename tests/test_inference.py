@@ -300,18 +300,24 @@ class GapRegressor(PyroModule):
         return self.out(torch.tanh(self.hidden(x)))
 
 
+def trained_regressor(x, y, steps):
+    """The deterministic GapRegressor trained on ``(x, y)``, and its training residual."""
+    trained = nn.Sequential()
+    trained.hidden, trained.out = nn.Linear(1, 32), nn.Linear(32, 1)
+    optimizer = torch.optim.Adam(trained.parameters(), lr=0.02)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(trained.out(torch.tanh(trained.hidden(x))), y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        return trained, (trained.out(torch.tanh(trained.hidden(x))) - y).pow(2).mean().sqrt().item()
+
+
 def trained_gap_regressor():
     """A checkpoint trained on inputs with a gap in [-1, 1], and its training data."""
     x = torch.cat([torch.linspace(-3, -1, 40), torch.linspace(1, 3, 40)]).unsqueeze(-1)
     y = torch.sin(x) + 0.1 * torch.randn_like(x)
-    trained = nn.Sequential()
-    trained.hidden, trained.out = nn.Linear(1, 32), nn.Linear(32, 1)
-    optimizer = torch.optim.Adam(trained.parameters(), lr=0.02)
-    for _ in range(300):
-        optimizer.zero_grad()
-        nn.functional.mse_loss(trained.out(torch.tanh(trained.hidden(x))), y).backward()
-        optimizer.step()
-    return trained.state_dict(), x, y
+    return trained_regressor(x, y, steps=300)[0].state_dict(), x, y
 
 
 def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_data(monkeypatch):
@@ -346,6 +352,51 @@ def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_
     # Between the two clusters of inputs, the weights' share of the uncertainty grows.
     gap = torch.linspace(-0.5, 0.5, 20).unsqueeze(-1)
     assert predict(model, guide, gap).epistemic.mean() > 2 * predict(model, guide, x).epistemic.mean()
+
+
+def test_laplace_guide_sets_a_learned_noise_by_the_evidence_approximation():
+    checkpoint, x, y = trained_gap_regressor()
+    net = GapRegressor()
+    values = load_deterministic(net, checkpoint)
+    model = supervised(net, Normal(len(x)))
+    guide = CheckpointLaplace(model, values, DataLoader(TensorDataset(x, y), batch_size=16))
+
+    # MacKay's re-estimate for Bayesian linear regression on the trained features: noise**2 =
+    # RSS / (n - gamma), gamma = trace(data precision @ covariance), at its fixed point.
+    features = torch.tanh(x @ values["hidden.weight"].T + values["hidden.bias"]).double()
+    features = torch.cat([features, torch.ones(len(x), 1, dtype=torch.double)], 1)
+    last_layer = torch.cat([values["out.weight"].flatten(), values["out.bias"]]).double()
+    residuals = y.double() - features @ last_layer[:, None]
+    noise = residuals.pow(2).mean().sqrt()
+    for _ in range(100):
+        data = features.T @ features / noise**2
+        gamma = torch.trace(data @ torch.linalg.inv(data + torch.eye(33, dtype=torch.double)))
+        noise = (residuals.pow(2).sum() / (len(x) - gamma)).sqrt()
+    assert torch.isclose(pyro.param("obs.scale").double(), noise, rtol=1e-3)
+    assert 1 < gamma < 33 and noise > residuals.pow(2).mean().sqrt()  # wider than the residuals
+    # The covariance is the posterior's at that noise.
+    laplace = guide[1]
+    scale_tril = laplace.scale[:, None] * laplace.scale_tril
+    covariance = torch.linalg.inv(data + torch.eye(33, dtype=torch.double)).float()
+    assert torch.allclose(scale_tril @ scale_tril.T, covariance, atol=0.01)
+    assert torch.allclose(predict(model, guide, x[:3]).noise, pyro.param("obs.scale"))
+
+
+def test_the_evidence_noise_predicts_held_out_data_better_than_the_training_residual():
+    # A network fitted closely to 40 noisy points: its residuals understate the noise.
+    nlls = {"residual": 0.0, "evidence": 0.0}
+    for seed in range(3):
+        pyro.set_rng_seed(seed)
+        x, x_test = torch.rand(40, 1) * 6 - 3, torch.rand(500, 1) * 6 - 3
+        y, y_test = (torch.sin(inputs) + 0.3 * torch.randn_like(inputs) for inputs in (x, x_test))
+        trained, residual = trained_regressor(x, y, steps=1000)
+        for noise, likelihood in [("residual", Normal(len(x), scale=residual)), ("evidence", Normal(len(x)))]:
+            pyro.clear_param_store()
+            net = GapRegressor()
+            model = supervised(net, likelihood)
+            guide = CheckpointLaplace(model, load_deterministic(net, trained.state_dict()), (x, y))
+            nlls[noise] += predict(model, guide, x_test).nll(y_test).item() / 3
+    assert nlls["evidence"] < nlls["residual"] - 0.05, nlls
 
 
 MLP_SOURCE = """\

@@ -39,6 +39,7 @@ from torch.distributions import biject_to, constraints
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 from tqdm.auto import tqdm
 
+from bayesify.runtime import likelihoods
 from bayesify.runtime.likelihoods import Prediction
 
 #: The default relative spread of :class:`CheckpointNormal`: sd = DELTA * |trained weight|.
@@ -223,6 +224,14 @@ class CheckpointLaplace(AutoGuideList):
     with it directly, without :func:`fit`, which would move the point masses and the noise
     away from where the covariance was computed.
 
+    The noise of a :func:`supervised` model's learned :class:`~bayesify.runtime.Normal` is
+    set with the covariance, as MacKay's evidence approximation sets it: ``noise**2 = RSS /
+    (n - gamma)``, the residual sum of squares of the trained network over ``data`` shared
+    among the ``n`` targets less ``gamma``, the number of last-layer weights the data
+    determine (``trace(H_data @ covariance)``), at its fixed point. A network's residuals on
+    its own training data understate the noise; this is the correction for the last layer's
+    degrees of freedom. A fixed ``Normal(dataset_size, scale=...)`` is left as it is.
+
     :param callable model: the Pyro model, e.g. a :func:`supervised` one.
     :param dict values: the trained values by site name (what
         :func:`~bayesify.runtime.load_deterministic` returns); a value outside its prior's
@@ -276,7 +285,10 @@ class CheckpointLaplace(AutoGuideList):
                 f"covariance of more than {MAX_LAPLACE_SIZE} is too large to compute; name fewer with "
                 "sites=[...], or use CheckpointNormal"
             )
-        _set_laplace_covariance(laplace, joint, fixed, itertools.chain([first], batches))
+        noise = None  # a learned normal noise is re-estimated with the covariance
+        if isinstance(joint, BayesianModel) and isinstance(joint.likelihood, likelihoods.Normal):
+            noise = None if joint.likelihood.fixed_scale is not None else f"{joint.likelihood.name}.scale"
+        _set_laplace_covariance(laplace, joint, fixed, itertools.chain([first], batches), noise)
 
 
 def _point_masses(values: Dict[str, torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
@@ -286,39 +298,95 @@ def _point_masses(values: Dict[str, torch.Tensor], *args, **kwargs) -> Dict[str,
 
 
 def _set_laplace_covariance(
-    guide: AutoMultivariateNormal, model: Callable, fixed: Dict[str, torch.Tensor], batches: Iterable[Batch]
+    guide: AutoMultivariateNormal,
+    model: Callable,
+    fixed: Dict[str, torch.Tensor],
+    batches: Iterable[Batch],
+    noise: Optional[str] = None,
 ) -> None:
     """Sets the guide's scale to the inverse Hessian of the negative log joint at its loc (in
-    the unconstrained space), averaged over the batches by their sizes (each batch's
-    likelihood is scaled to the whole data set by the model's plate); as in Pyro's
-    ``laplace_approximation``, the mean and covariance become buffers."""
+    the unconstrained space), summed over the batches (each batch's likelihood is scaled to
+    the whole data set by the model's plate, and counts by its share of it); as in Pyro's
+    ``laplace_approximation``, the mean and covariance become buffers.
 
-    def negative_log_joint(batch: Batch, latent: torch.Tensor) -> torch.Tensor:
-        conditioned, log_jacobian = dict(fixed), 0.0
+    With ``noise``, the name of a learned normal noise scale in the param store, that scale
+    is re-estimated first, as in MacKay's evidence approximation: ``noise**2 = RSS / (n -
+    gamma)``, where ``gamma`` is the number of weights the data determine, ``trace(H_data @
+    covariance)``, iterated to its fixed point. The residuals of a network fitted to its
+    training data understate the noise by about that many degrees of freedom."""
+
+    def conditioned(latent: torch.Tensor):
+        """The values of every latent site at ``latent``, and the log-Jacobian of its transforms."""
+        values, log_jacobian = dict(fixed), 0.0
         for site, unconstrained in guide._unpack_latent(latent):
             transform = biject_to(site["fn"].support)
-            conditioned[site["name"]] = value = transform(unconstrained)
+            values[site["name"]] = value = transform(unconstrained)
             log_jacobian = log_jacobian + transform.log_abs_det_jacobian(unconstrained, value).sum()
-        trace = poutine.trace(poutine.condition(model, data=conditioned)).get_trace(*batch)
-        return -(trace.log_prob_sum() + log_jacobian)
+        return values, log_jacobian
+
+    def observations(batch: Batch, values: Dict[str, torch.Tensor]):
+        """The model's trace on ``batch`` at ``values``, and its observed sites."""
+        trace = poutine.trace(poutine.condition(model, data=values)).get_trace(*batch)
+        observed = [
+            site
+            for name, site in trace.nodes.items()
+            if site["type"] == "sample" and site["is_observed"] and name not in values
+        ]
+        return trace, observed
+
+    def negative_log_density(batch: Batch, observed: bool, latent: torch.Tensor) -> torch.Tensor:
+        values, log_jacobian = conditioned(latent)
+        trace, sites = observations(batch, values)
+        if not observed:  # the prior's part: the density of the sites at ``latent``
+            sites = [trace.nodes[site["name"]] for site, _ in guide._unpack_latent(latent)]
+        density = sum((site["fn"].log_prob(site["value"]) * site["scale"]).sum() for site in sites)
+        return -(density if observed else density + log_jacobian)
 
     loc = guide.loc.detach()
-    weighted, total = 0.0, 0
-    for batch in batches:
-        at_batch = functools.partial(negative_log_joint, batch)
-        hessian = torch.autograd.functional.hessian(at_batch, loc, vectorize=True)
-        weighted = weighted + len(batch[-1]) * hessian.double()
-        total += len(batch[-1])
+    batches = iter(batches)
+    first = next(batches)
+    # The prior's curvature is every batch's; the likelihood's is weighed by each batch's share.
+    prior = torch.autograd.functional.hessian(
+        functools.partial(negative_log_density, first, False), loc, vectorize=True
+    ).double()
+    likelihood, rows, squares, count = 0.0, 0, 0.0, 0
+    for batch in itertools.chain([first], batches):
+        hessian = torch.autograd.functional.hessian(
+            functools.partial(negative_log_density, batch, True), loc, vectorize=True
+        )
+        likelihood = likelihood + len(batch[-1]) * hessian.double()
+        rows += len(batch[-1])
+        if noise is not None:
+            with torch.no_grad():
+                for site in observations(batch, conditioned(loc)[0])[1]:
+                    squares += float((site["value"] - site["fn"].mean).pow(2).sum())
+                    count += site["value"].numel()
+    likelihood = likelihood / rows
     with torch.no_grad():
-        # In double precision: a well-determined last layer has curvatures 1e6 apart.
-        precision = weighted / total
-        covariance = torch.cholesky_inverse(torch.linalg.cholesky((precision + precision.T) / 2))
+        if noise is not None:
+            # The likelihood's curvature scales as 1 / noise**2: iterate without recomputing it.
+            start = pyro.param(noise).detach().double()
+            noise_scale = start
+            for _ in range(50):
+                data = likelihood * (start / noise_scale) ** 2
+                determined = (data * _inverse(prior + data)).sum()  # trace(data @ covariance)
+                noise_scale, previous = (squares / (count - determined).clamp_min(1.0)).sqrt(), noise_scale
+                if (noise_scale - previous).abs() < 1e-6 * noise_scale:
+                    break
+            likelihood = likelihood * (start / noise_scale) ** 2
+            pyro.get_param_store()[noise] = noise_scale.to(pyro.param(noise).dtype)
+        covariance = _inverse(prior + likelihood)
         scale = covariance.diagonal().sqrt()
         correlation = torch.linalg.cholesky(covariance / scale[:, None] / scale[None, :])
     del guide.loc, guide.scale, guide.scale_tril
     guide.register_buffer("loc", loc)
     guide.register_buffer("scale", scale.to(loc.dtype))
     guide.register_buffer("scale_tril", correlation.to(loc.dtype))
+
+
+def _inverse(precision: torch.Tensor) -> torch.Tensor:
+    # In double precision: a well-determined last layer has curvatures 1e6 apart.
+    return torch.cholesky_inverse(torch.linalg.cholesky((precision + precision.T) / 2))
 
 
 class _LeanTraceMeanField_ELBO(TraceMeanField_ELBO):
