@@ -283,6 +283,17 @@ def test_predict_summarizes_classification_and_regression():
     assert (prediction.sd > prediction.epistemic).all() and (prediction.epistemic > 0).all()
 
 
+def test_categorical_summary_is_torchs_softmax_and_entropy():
+    outputs = 5 * torch.randn(30, BATCH, 4)
+    prediction = Categorical().summarize(outputs.clone())
+    probs = outputs.softmax(-1).mean(0)
+    sample_entropy = dist.Categorical(logits=outputs).entropy().mean(0)
+    assert torch.equal(prediction.outputs, outputs)  # the samples' outputs are kept as they were
+    assert torch.allclose(prediction.probs, probs, atol=1e-6)
+    assert torch.allclose(prediction.entropy, dist.Categorical(probs=probs).entropy(), atol=1e-5)
+    assert torch.allclose(prediction.epistemic, prediction.entropy - sample_entropy, atol=1e-5)
+
+
 def test_checkpoint_guide_starts_at_the_weights_with_a_relative_spread():
     class Positive(PyroModule):
         def __init__(self):
