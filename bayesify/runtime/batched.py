@@ -116,8 +116,10 @@ def _add_bias(output: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     tensor of that size is a pass over memory that is out of cache. The product keeps its
     inputs for its gradient, not its output, but an in-place add under autograd would add a
     node to copy it back into the view, so under autograd it stays out of place."""
-    fits = bias.dim() <= output.dim() and all(
-        size in (1, into) for size, into in zip(reversed(bias.shape), reversed(output.shape))
+    fits = (
+        bias.dtype == output.dtype
+        and bias.dim() <= output.dim()
+        and all(size in (1, into) for size, into in zip(reversed(bias.shape), reversed(output.shape)))
     )
     if output.requires_grad or bias.requires_grad or not fits:
         return output + bias
