@@ -22,6 +22,7 @@ from bayesify.runtime import (
     CheckpointLaplace,
     CheckpointNormal,
     Normal,
+    batched,
     fit,
     flipout,
     load_deterministic,
@@ -132,6 +133,32 @@ def test_vectorized_particles_estimate_the_same_elbo():
     vectorized = Trace_ELBO(num_particles=2000, vectorize_particles=True).loss(model, guide, x, y)
     sequential = Trace_ELBO(num_particles=200).loss(model, guide, x, y)
     assert vectorized == pytest.approx(sequential, rel=0.02)
+
+
+@pytest.mark.parametrize("differentiated", [False, True])
+def test_batched_layers_equal_torchs_layer_for_each_weight_sample(differentiated):
+    # Without autograd (prediction) the bias is added into the product's output: same values.
+    linear_weights, linear_bias = torch.randn(5, 1, 4, 3), torch.randn(5, 1, 4)
+    conv_weights, conv_bias = torch.randn(5, 1, 2, 1, 3, 3), torch.randn(5, 1, 2)
+    x, images_in = torch.randn(7, 3), torch.randn(7, 1, 6, 6)
+    parameters = [linear_weights, linear_bias, conv_weights, conv_bias]
+    for parameter in parameters:
+        parameter.requires_grad_(differentiated)
+    with torch.set_grad_enabled(differentiated):
+        outputs = (
+            batched.linear(x, linear_weights, linear_bias),
+            batched.conv(images_in, conv_weights, conv_bias, 2),
+        )
+    by_sample = [
+        torch.stack([nn.functional.linear(x, linear_weights[i, 0], linear_bias[i, 0]) for i in range(5)]),
+        torch.stack([nn.functional.conv2d(images_in, conv_weights[i, 0], conv_bias[i, 0]) for i in range(5)]),
+    ]
+    for output, expected in zip(outputs, by_sample):
+        assert torch.allclose(output, expected, atol=1e-5)
+    if differentiated:
+        gradients = torch.autograd.grad(sum(output.sum() for output in outputs), parameters)
+        expected = torch.autograd.grad(sum(output.sum() for output in by_sample), parameters)
+        assert all(torch.allclose(ours, theirs, atol=1e-5) for ours, theirs in zip(gradients, expected))
 
 
 def test_batched_layers_pickle_as_pyro_layers():
@@ -254,6 +281,17 @@ def test_predict_summarizes_classification_and_regression():
     prediction = predict(regression, CheckpointNormal(regression, init_scale=0.5), torch.randn(BATCH, 2), 50)
     assert prediction.mean.shape == prediction.sd.shape == (BATCH, 1)
     assert (prediction.sd > prediction.epistemic).all() and (prediction.epistemic > 0).all()
+
+
+def test_categorical_summary_is_torchs_softmax_and_entropy():
+    outputs = 5 * torch.randn(30, BATCH, 4)
+    prediction = Categorical().summarize(outputs.clone())
+    probs = outputs.softmax(-1).mean(0)
+    sample_entropy = dist.Categorical(logits=outputs).entropy().mean(0)
+    assert torch.equal(prediction.outputs, outputs)  # the samples' outputs are kept as they were
+    assert torch.allclose(prediction.probs, probs, atol=1e-6)
+    assert torch.allclose(prediction.entropy, dist.Categorical(probs=probs).entropy(), atol=1e-5)
+    assert torch.allclose(prediction.epistemic, prediction.entropy - sample_entropy, atol=1e-5)
 
 
 def test_checkpoint_guide_starts_at_the_weights_with_a_relative_spread():

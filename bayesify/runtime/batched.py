@@ -50,7 +50,13 @@ def output_batch(weight_batch: torch.Size, input_batch: torch.Size) -> Tuple[tor
         shared += 1
     split = max(0, len(input_batch) - shared)
     rows = (1,) * (shared - (len(input_batch) - split)) + tuple(input_batch[split:])
-    samples = torch.broadcast_shapes(weight_batch[: len(weight_batch) - shared], input_batch[:split])
+    weight_samples, input_samples = weight_batch[: len(weight_batch) - shared], input_batch[:split]
+    # torch.broadcast_shapes is Python that takes longer than a small layer's product; most
+    # often one side has no sample dimensions.
+    if weight_samples and input_samples:
+        samples = torch.broadcast_shapes(weight_samples, input_samples)
+    else:
+        samples = weight_samples or input_samples
     return torch.Size(samples), torch.Size(rows)
 
 
@@ -66,7 +72,7 @@ def _batched_linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     inputs = input.reshape(*input.shape[:sample_dims], -1, in_features)
     output = torch.matmul(inputs, weight.reshape(*samples, out_features, in_features).transpose(-1, -2))
     output = output.reshape(*samples, *rows, out_features)
-    return output if bias is None else output + bias
+    return output if bias is None else _add_bias(output, bias)
 
 
 def _batched_conv(
@@ -101,7 +107,23 @@ def _batched_conv(
     output = output.reshape(*samples, *rows, *output.shape[2:])
     if bias is None:
         return output
-    return output + bias.reshape(*bias.shape, *(1,) * dims)
+    return _add_bias(output, bias.reshape(*bias.shape, *(1,) * dims))
+
+
+def _add_bias(output: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``output + bias``, into ``output`` where nothing differentiates through it (prediction):
+    the product's output is as large as the layer's activations for every sample, and a second
+    tensor of that size is a pass over memory that is out of cache. The product keeps its
+    inputs for its gradient, not its output, but an in-place add under autograd would add a
+    node to copy it back into the view, so under autograd it stays out of place."""
+    fits = (
+        bias.dtype == output.dtype
+        and bias.dim() <= output.dim()
+        and all(size in (1, into) for size, into in zip(reversed(bias.shape), reversed(output.shape)))
+    )
+    if output.requires_grad or bias.requires_grad or not fits:
+        return output + bias
+    return output.add_(bias)
 
 
 def _plated(value: Optional[torch.Tensor], event_dims: int) -> Optional[torch.Tensor]:

@@ -152,13 +152,15 @@ class CheckpointNormal(AutoNormal):
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         plates = self._create_plates(*args, **kwargs)
+        # Read once a call, not once a site: each read of a Pyro setting imports its module.
+        from_store = not _is_module_local_param_enabled()
         result = {}
         for name, site in self.prototype_trace.iter_stochastic_nodes():
             with ExitStack() as stack:
                 for frame in site["cond_indep_stack"]:
                     if frame.vectorized:
                         stack.enter_context(plates[frame.name])
-                loc, scale = self._get_loc_and_scale(name)
+                loc, scale = self._get_loc_and_scale(name, from_store)
                 normal = dist.Normal(loc, scale).to_event(self._event_dims[name])
                 if _unbounded(site["fn"].support):
                     result[name] = pyro.sample(name, normal)
@@ -166,13 +168,16 @@ class CheckpointNormal(AutoNormal):
                     result[name] = self._transformed(name, site, normal)
         return result
 
-    def _get_loc_and_scale(self, name: str):
+    def _get_loc_and_scale(self, name: str, from_store: Optional[bool] = None):
         # AutoNormal reads them as attributes of its PyroModules, each read a chain of Pyro's
         # attribute lookups; once they are in the param store (after the first call), reading
-        # them there by name is the same pyro.param statement, at a third of the cost.
+        # them there by name is the same pyro.param statement, at a third of the cost. With
+        # module-local params (``from_store`` False), Pyro's own reads.
+        if from_store is None:
+            from_store = not _is_module_local_param_enabled()
         store = pyro.get_param_store()
         loc_name, scale_name = f"{self._pyro_name}.locs.{name}", f"{self._pyro_name}.scales.{name}"
-        if loc_name in store and scale_name in store and not _is_module_local_param_enabled():
+        if from_store and loc_name in store and scale_name in store:
             return pyro.param(loc_name), pyro.param(scale_name)
         return super()._get_loc_and_scale(name)
 
@@ -521,7 +526,10 @@ def _indexed(loader: DataLoader) -> Iterable[Batch]:
     # that the batches, and every random number after them, are those the loader gives.
     torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
     for indices in batches:
-        yield tuple(tensor[indices] for tensor in loader.dataset.tensors)
+        # index_select, not tensor[indices]: indexing with a list of ints takes torch's general
+        # indexing path, about twice as long for a small batch.
+        rows = torch.as_tensor(indices, dtype=torch.long)
+        yield tuple(tensor.index_select(0, rows.to(tensor.device)) for tensor in loader.dataset.tensors)
 
 
 def _optimizer(optimizer: Callable[..., torch.optim.Optimizer], params, lr: float) -> torch.optim.Optimizer:
