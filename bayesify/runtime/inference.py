@@ -219,8 +219,8 @@ class CheckpointLaplace(AutoGuideList):
     :class:`~pyro.infer.autoguide.AutoMultivariateNormal` centred on their trained values,
     whose covariance is the inverse Hessian of the negative log joint density over ``data``;
     every other random site stays at its trained value (a point mass). With a normal
-    likelihood and a normal prior, this is the exact posterior of the last layer given the
-    trained features.
+    likelihood and a normal prior, this is the exact posterior covariance of the last layer
+    given the trained features (and the posterior itself when the trained values are the MAP).
 
     It is what gives a regression network uncertainty between clusters of data: a
     mean-field posterior (:class:`CheckpointNormal`) barely widens there, a full covariance
