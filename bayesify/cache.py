@@ -39,7 +39,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -144,16 +144,16 @@ def _job_from_json(value: Any, index: FileIndex) -> FileJob:
         raise _Damaged from None
 
 
-def _shape(index: Optional[FileIndex]) -> str:
-    """The digest of what other files' plans read of ``index``: all but its lines, which
-    only the file's own rewrite reads (from its own, new index)."""
+def _shape(index: Optional[list]) -> str:
+    """The digest of what other files' plans read of a file's index, as :func:`_index_to_json`
+    wrote it: all but its lines, which only the file's own rewrite reads (from its own, new
+    index)."""
     if index is None:
         return "none"
-    unplaced = [
-        replace(record, line=0, top=0, attr_lines=dict.fromkeys(record.attr_lines, 0))
-        for record in index.classes
-    ]
-    return digest(json.dumps(_index_to_json(replace(index, classes=unplaced))).encode())
+    *head, classes, ties_weights = index
+    # A class's row: module, qualname, name, order, line, bases, top, attr_lines, then the rest.
+    unplaced = [[*row[:4], 0, row[5], 0, dict.fromkeys(row[7], 0), *row[8:]] for row in classes]
+    return digest(json.dumps([*head, unplaced, ties_weights]).encode())
 
 
 @dataclass
@@ -273,11 +273,12 @@ class Cache(NoCache):
     def store_indexes(self, answers: Iterable[Indexed]) -> None:
         for answer in answers:
             if answer.error is None and answer.digest is not None:
+                index = _index_to_json(answer.index)
                 self._entries[os.path.abspath(answer.path)] = {
                     "digest": answer.digest,
                     "module": self._module_of(answer.path),
-                    "index": _index_to_json(answer.index),
-                    "shape": _shape(answer.index),
+                    "index": index,
+                    "shape": _shape(index),
                 }
                 self._dirty = True
 
@@ -378,13 +379,12 @@ class Cache(NoCache):
             ):
                 return None
             for path, file_digest, module, shape in files:
-                answer = fresh.get(path)
+                entry, answer = self._entries[os.path.abspath(path)], fresh.get(path)
                 if answer is None:  # its record is valid: it must be the one the plan was made from
-                    entry = self._entries[os.path.abspath(path)]
                     if entry["digest"] != file_digest or entry["module"] != module:
                         return None
-                elif answer.error or _shape(answer.index) != shape:
-                    return None
+                elif answer.error or entry["digest"] != answer.digest or entry["shape"] != shape:
+                    return None  # (the record store_indexes just made, or none)
             warnings = [_message_from_json(message, None) for message in _list(stored.get("warnings"))]
             if any(warning.path in fresh for warning in warnings):
                 return None  # its line may have moved
