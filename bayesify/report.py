@@ -22,7 +22,7 @@ from .plan import PlannedSite
 from .runner import RunResult
 from .selectors import CLASS
 from .sites import SiteKind
-from .spec import EMPTY_SPEC, Entry
+from .spec import EMPTY_SPEC, Entry, Prior
 
 # -- the summary line and file statuses ------------------------------------------------------
 
@@ -180,8 +180,9 @@ def github_annotations(result: RunResult, check: bool, diagnostics: list[Diagnos
 
 def _site_counts(sites: list[PlannedSite]) -> str:
     """Sites inside a module the source cannot see into count too ("random where built")."""
-    random = sum(1 for s in sites if s.outcome.startswith("random") and s.entry is not None)
-    constrained = sum(1 for s in sites if s.outcome.startswith("constrained"))
+    chosen = [site.entry.action for site in sites if site.entry is not None]
+    random = sum(1 for action in chosen if isinstance(action, Prior))
+    constrained = len(chosen) - random
     return f"{_plural(random, 'site')} made random, {constrained} constrained"
 
 
