@@ -276,6 +276,20 @@ def assert_passes_replay_one_draw(model, guide, x):
     assert torch.allclose(whole.epistemic, sliced.epistemic, atol=1e-6)
 
 
+def test_predict_replays_the_network_on_one_draw_of_the_guide_as_pyro_samples_it():
+    x, _ = images()
+    model = supervised(Net(), Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.5)
+    guide(x)
+    pyro.set_rng_seed(5)
+    with torch.no_grad(), pyro.plate("samples", 30, dim=-2):
+        weights = poutine.trace(guide).get_trace(x)
+        expected = poutine.replay(model.net, trace=weights)(x)
+    pyro.set_rng_seed(5)
+    # Bit for bit: predict's draws in place are Normal.rsample's values.
+    assert torch.equal(predict(model, guide, x, num_samples=30, samples_per_pass=30).outputs, expected)
+
+
 def test_predict_summarizes_classification_and_regression():
     x, _ = images()
     model = supervised(Net(), Categorical(DATASET_SIZE))

@@ -583,18 +583,51 @@ def predict(
             return model.likelihood.summarize(torch.stack(outputs))
         # One trace of the guide for every sample (its cost is Pyro's, per site, whatever the
         # number of samples), and the network on slices of it.
-        with pyro.plate(_SAMPLES, num_samples, dim=-2):
+        with _DrawnInPlace(), pyro.plate(_SAMPLES, num_samples, dim=-2):
             weights = poutine.trace(guide).get_trace(x)
-        outputs = []
+        outputs = None
         for start in range(0, num_samples, samples_per_pass):
             stop = min(start + samples_per_pass, num_samples)
             with pyro.plate(_SAMPLES, stop - start, dim=-2):
-                outputs.append(_replayed(model.net, _sliced(weights, start, stop), x))
-    return model.likelihood.summarize(torch.cat(outputs))
+                output = _replayed(model.net, _sliced(weights, start, stop), x)
+            # Into one tensor as each pass ends, rather than concatenated at the end: a pass's
+            # output kept would sit in memory its activations freed, and the next pass's
+            # activations would need fresh memory (on a CPU, pages to fault in) every pass.
+            if outputs is None:
+                outputs = output.new_empty((num_samples, *output.shape[1:]))
+            outputs[start:stop] = output
+    return model.likelihood.summarize(outputs)
 
 
 #: The name of :func:`predict`'s plate of weight samples.
 _SAMPLES = "predictive_samples"
+
+
+class _DrawnInPlace(Messenger):
+    """
+    Draws a sample site of a normal distribution (or an :class:`~torch.distributions.Independent`
+    one) as ``Normal.rsample`` does, ``loc + eps * scale``, bit for bit (the same standard
+    normals, the same products and sums), computed into ``eps``: without two more tensors of
+    the size of every sample's weights, each fresh memory on a CPU.
+    """
+
+    def _pyro_sample(self, msg) -> None:
+        if msg["done"] or msg["is_observed"] or msg["value"] is not None or msg["args"] or msg["kwargs"]:
+            return
+        normal = msg["fn"]
+        if (
+            isinstance(normal, torch.distributions.Independent)
+            and type(normal).rsample is _INDEPENDENT_RSAMPLE
+        ):
+            normal = normal.base_dist
+        if getattr(type(normal), "rsample", None) is not _NORMAL_RSAMPLE or torch._C._get_tracing_state():
+            return
+        eps = torch.empty(normal.batch_shape, dtype=normal.loc.dtype, device=normal.loc.device).normal_()
+        msg["value"] = eps.mul_(normal.scale).add_(normal.loc)
+
+
+_NORMAL_RSAMPLE = torch.distributions.Normal.rsample
+_INDEPENDENT_RSAMPLE = torch.distributions.Independent.rsample
 
 
 def _sliced(weights: poutine.Trace, start: int, stop: int) -> poutine.Trace:
