@@ -570,7 +570,8 @@ def predict(
         default, on a GPU all of them; on a CPU, as many as make a pass's rows (samples times
         inputs) about :data:`CPU_ROWS_PER_PASS`, so that a layer's outputs stay in cache
         (larger passes are slower there, smaller ones pay Pyro's cost of a replay more often).
-        However many passes, the weights are those of one draw from the guide: the same
+        However many passes, the weights are those of one draw from the guide, which holds
+        every sample's weights at once (as ``Predictive(parallel=True)`` does): the same
         predictions for the same seed. ``1`` samples the guide and runs the network once per
         sample, without any plate, for a network whose layers cannot take a batch of weights.
     """
