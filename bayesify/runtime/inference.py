@@ -597,6 +597,7 @@ def predict(
             if outputs is None:
                 outputs = output.new_empty((num_samples, *output.shape[1:]))
             outputs[start:stop] = output
+            del output
     return model.likelihood.summarize(outputs)
 
 
