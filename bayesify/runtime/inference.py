@@ -35,6 +35,7 @@ from pyro.nn import PyroParam
 from pyro.nn.module import _is_module_local_param_enabled
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from pyro.util import warn_if_nan
 from torch.distributions import biject_to, constraints
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 from tqdm.auto import tqdm
@@ -147,6 +148,18 @@ class CheckpointNormal(AutoNormal):
                 deep_setattr(
                     self.scales, name, PyroParam(spread, self.scale_constraint, self._event_dims[name])
                 )
+        # What each call reads of every site, found once: a site's plates, event dimensions and
+        # whether its prior is on the real line (a chain of Pyro and torch lookups per site).
+        self._guided = [
+            (
+                name,
+                site,
+                [frame.name for frame in site["cond_indep_stack"] if frame.vectorized],
+                self._event_dims[name],
+                _unbounded(site["fn"].support),
+            )
+            for name, site in self.prototype_trace.iter_stochastic_nodes()
+        ]
 
     def forward(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
         if self.prototype_trace is None:
@@ -155,14 +168,13 @@ class CheckpointNormal(AutoNormal):
         # Read once a call, not once a site: each read of a Pyro setting imports its module.
         from_store = not _is_module_local_param_enabled()
         result = {}
-        for name, site in self.prototype_trace.iter_stochastic_nodes():
+        for name, site, frames, event_dim, unbounded in self._guided:
             with ExitStack() as stack:
-                for frame in site["cond_indep_stack"]:
-                    if frame.vectorized:
-                        stack.enter_context(plates[frame.name])
+                for frame in frames:
+                    stack.enter_context(plates[frame])
                 loc, scale = self._get_loc_and_scale(name, from_store)
-                normal = dist.Normal(loc, scale).to_event(self._event_dims[name])
-                if _unbounded(site["fn"].support):
+                normal = dist.Normal(loc, scale).to_event(event_dim)
+                if unbounded:
                     result[name] = pyro.sample(name, normal)
                 else:
                     result[name] = self._transformed(name, site, normal)
@@ -404,9 +416,22 @@ class _LeanTraceMeanField_ELBO(TraceMeanField_ELBO):
     the first step that needs another density (a site without a closed-form KL, an
     auxiliary site of the guide) computes them all, as Pyro's does, from then on. With
     Pyro's validation on, every step is Pyro's own, checks included.
+
+    With one particle, the loss is the particle's surrogate loss itself: Pyro's sum over
+    particles adds a constant (the loss less its own value, read with a sync) and divides by
+    one, which leaves the value and the gradient as they are, bit for bit, at the cost of a
+    few scalar operations and their autograd nodes a step. The NaN warning is kept; the
+    backward hook that Pyro adds to watch the loss's own gradient (always one) is not.
     """
 
     _every_density = False
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        if self.num_particles != 1 or self.vectorize_particles:
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        loss, surrogate_loss = self._differentiable_loss_particle(*self._get_trace(model, guide, args, kwargs))
+        warn_if_nan(loss, "loss")
+        return surrogate_loss
 
     def _get_trace(self, model, guide, args, kwargs):
         if self._every_density or is_validation_enabled() or isinstance(poutine.unwrap(guide), Messenger):
