@@ -199,6 +199,22 @@ def test_weight_noise_handlers_keep_the_output_moments(handler, layer):
     assert abs(correlation) < 0.05
 
 
+def test_checkpoint_normal_guides_a_subsampled_local_latent_by_its_rows():
+    def model(x):
+        with pyro.plate("rows", 10, subsample_size=len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("obs", dist.Normal(z, 1.0), obs=x)
+
+    rows, x = torch.tensor([3, 4, 5, 6]), torch.zeros(4)
+    guide = CheckpointNormal(model, create_plates=lambda x: pyro.plate("rows", 10, subsample=rows))
+    guide(x)  # makes the parameters; the next calls read them from the param store
+    loc = next(value for name, value in pyro.get_param_store().items() if name.endswith("locs.z"))
+    with torch.no_grad():
+        loc.copy_(torch.arange(10.0))
+    z = poutine.trace(guide).get_trace(x).nodes["z"]["value"]
+    assert torch.allclose(z, rows.float(), atol=0.01)  # the batch's rows of loc, as AutoNormal's reads give
+
+
 @pytest.mark.parametrize("handler", [local_reparameterization, flipout])
 def test_weight_noise_handlers_use_the_guides_normal_not_the_prior(handler):
     net = PyroModule[nn.Linear](3, 2, bias=False)

@@ -183,14 +183,17 @@ class CheckpointNormal(AutoNormal):
     def _get_loc_and_scale(self, name: str, from_store: Optional[bool] = None):
         # AutoNormal reads them as attributes of its PyroModules, each read a chain of Pyro's
         # attribute lookups; once they are in the param store (after the first call), reading
-        # them there by name is the same pyro.param statement, at a third of the cost. With
-        # module-local params (``from_store`` False), Pyro's own reads.
+        # them there by name is the same pyro.param statement, at a third of the cost. Its
+        # event_dim, as AutoNormal's reads give it, lets a subsampling plate take the rows of
+        # a local latent's loc and scale. With module-local params (``from_store`` False),
+        # Pyro's own reads.
         if from_store is None:
             from_store = not _is_module_local_param_enabled()
         store = pyro.get_param_store()
         loc_name, scale_name = f"{self._pyro_name}.locs.{name}", f"{self._pyro_name}.scales.{name}"
         if from_store and loc_name in store and scale_name in store:
-            return pyro.param(loc_name), pyro.param(scale_name)
+            event_dim = self._event_dims[name]
+            return pyro.param(loc_name, event_dim=event_dim), pyro.param(scale_name, event_dim=event_dim)
         return super()._get_loc_and_scale(name)
 
     def _transformed(self, name: str, site: dict, normal: dist.Distribution) -> torch.Tensor:
@@ -491,7 +494,8 @@ def fit(
         ``lr`` (Adam and AdamW with ``fused=True`` where torch has the kernel).
     :param loss: a Pyro ELBO (default :class:`~pyro.infer.TraceMeanField_ELBO`, whose KL
         divergences are in closed form where the guide and prior allow, and estimated where
-        not; as a subclass that computes only the log-densities it reads).
+        not; as a subclass that computes only the log-densities it reads, and with one
+        particle returns the particle's loss without Pyro's zero-valued correction term).
         ``Trace_ELBO(num_particles=8, vectorize_particles=True)`` averages several weight
         samples per step.
     :param bool progress: show a progress bar with the current loss.
