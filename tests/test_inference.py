@@ -102,6 +102,20 @@ def test_likelihood_is_the_hand_written_plate_scaled_to_the_data_set(which):
     assert torch.allclose(ours, theirs)
 
 
+@pytest.mark.parametrize("validate", [False, True])
+def test_categorical_likelihoods_log_density_and_gradient_are_torchs_to_the_bit(validate):
+    output = torch.randn(BATCH, 3, requires_grad=True)
+    target = torch.randint(0, 3, (BATCH,))
+    with pyro.validation_enabled(validate), poutine.trace() as traced:
+        Categorical(DATASET_SIZE)(output, target)
+    observed, torchs = traced.trace.nodes["obs"]["fn"], torch.distributions.Categorical(logits=output)
+    ours, theirs = observed.log_prob(target), torchs.log_prob(target)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(*(torch.autograd.grad(density.sum(), output)[0] for density in (ours, theirs)))
+    samples = observed.sample((2,))  # another shape than the batch's
+    assert torch.equal(observed.log_prob(samples), torchs.log_prob(samples))
+
+
 def test_normal_likelihood_learns_its_noise_scale():
     x = torch.linspace(-1, 1, 64).unsqueeze(-1)
     y = 2 * x + 0.3 * torch.randn_like(x)
