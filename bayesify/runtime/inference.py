@@ -432,7 +432,9 @@ class _LeanTraceMeanField_ELBO(TraceMeanField_ELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs):
         if self.num_particles != 1 or self.vectorize_particles:
             return super().differentiable_loss(model, guide, *args, **kwargs)
-        loss, surrogate_loss = self._differentiable_loss_particle(*self._get_trace(model, guide, args, kwargs))
+        loss, surrogate_loss = self._differentiable_loss_particle(
+            *self._get_trace(model, guide, args, kwargs)
+        )
         warn_if_nan(loss, "loss")
         return surrogate_loss
 
