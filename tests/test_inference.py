@@ -103,6 +103,20 @@ def test_likelihood_is_the_hand_written_plate_scaled_to_the_data_set(which):
     assert torch.allclose(ours, theirs)
 
 
+@pytest.mark.parametrize("validate", [False, True])
+def test_categorical_likelihoods_log_density_and_gradient_are_torchs_to_the_bit(validate):
+    output = torch.randn(BATCH, 3, requires_grad=True)
+    target = torch.randint(0, 3, (BATCH,))
+    with pyro.validation_enabled(validate), poutine.trace() as traced:
+        Categorical(DATASET_SIZE)(output, target)
+    observed, torchs = traced.trace.nodes["obs"]["fn"], torch.distributions.Categorical(logits=output)
+    ours, theirs = observed.log_prob(target), torchs.log_prob(target)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(*(torch.autograd.grad(density.sum(), output)[0] for density in (ours, theirs)))
+    samples = observed.sample((2,))  # another shape than the batch's
+    assert torch.equal(observed.log_prob(samples), torchs.log_prob(samples))
+
+
 def test_normal_likelihood_learns_its_noise_scale():
     x = torch.linspace(-1, 1, 64).unsqueeze(-1)
     y = 2 * x + 0.3 * torch.randn_like(x)
@@ -200,6 +214,22 @@ def test_weight_noise_handlers_keep_the_output_moments(handler, layer):
     assert abs(correlation) < 0.05
 
 
+def test_checkpoint_normal_guides_a_subsampled_local_latent_by_its_rows():
+    def model(x):
+        with pyro.plate("rows", 10, subsample_size=len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("obs", dist.Normal(z, 1.0), obs=x)
+
+    rows, x = torch.tensor([3, 4, 5, 6]), torch.zeros(4)
+    guide = CheckpointNormal(model, create_plates=lambda x: pyro.plate("rows", 10, subsample=rows))
+    guide(x)  # makes the parameters; the next calls read them from the param store
+    loc = next(value for name, value in pyro.get_param_store().items() if name.endswith("locs.z"))
+    with torch.no_grad():
+        loc.copy_(torch.arange(10.0))
+    z = poutine.trace(guide).get_trace(x).nodes["z"]["value"]
+    assert torch.allclose(z, rows.float(), atol=0.01)  # the batch's rows of loc, as AutoNormal's reads give
+
+
 @pytest.mark.parametrize("handler", [local_reparameterization, flipout])
 def test_weight_noise_handlers_use_the_guides_normal_not_the_prior(handler):
     net = PyroModule[nn.Linear](3, 2, bias=False)
@@ -229,8 +259,8 @@ def test_fits_default_loss_is_pyros_trace_mean_field_elbo(bias_prior):
         return [loss.detach() for loss in losses] + list(torch.autograd.grad(sum(losses), parameters))
 
     lean = loss_and_grads(_LeanTraceMeanField_ELBO())
-    for ours, pyros in zip(lean, loss_and_grads(TraceMeanField_ELBO())):
-        assert torch.allclose(ours, pyros)
+    for ours, pyros in zip(lean, loss_and_grads(TraceMeanField_ELBO()), strict=True):
+        assert torch.equal(ours, pyros)  # the same operations: the same numbers, to the last bit
 
 
 def test_fit_reads_a_tensor_data_loader_as_the_loader_would():

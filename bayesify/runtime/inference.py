@@ -35,6 +35,7 @@ from pyro.nn import PyroParam
 from pyro.nn.module import _is_module_local_param_enabled
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from pyro.util import warn_if_nan
 from torch.distributions import biject_to, constraints
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 from tqdm.auto import tqdm
@@ -147,6 +148,18 @@ class CheckpointNormal(AutoNormal):
                 deep_setattr(
                     self.scales, name, PyroParam(spread, self.scale_constraint, self._event_dims[name])
                 )
+        # What each call reads of every site, found once: a site's plates, event dimensions and
+        # whether its prior is on the real line (a chain of Pyro and torch lookups per site).
+        self._guided = [
+            (
+                name,
+                site,
+                [frame.name for frame in site["cond_indep_stack"] if frame.vectorized],
+                self._event_dims[name],
+                _unbounded(site["fn"].support),
+            )
+            for name, site in self.prototype_trace.iter_stochastic_nodes()
+        ]
 
     def forward(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
         if self.prototype_trace is None:
@@ -155,14 +168,13 @@ class CheckpointNormal(AutoNormal):
         # Read once a call, not once a site: each read of a Pyro setting imports its module.
         from_store = not _is_module_local_param_enabled()
         result = {}
-        for name, site in self.prototype_trace.iter_stochastic_nodes():
+        for name, site, frames, event_dim, unbounded in self._guided:
             with ExitStack() as stack:
-                for frame in site["cond_indep_stack"]:
-                    if frame.vectorized:
-                        stack.enter_context(plates[frame.name])
+                for frame in frames:
+                    stack.enter_context(plates[frame])
                 loc, scale = self._get_loc_and_scale(name, from_store)
-                normal = dist.Normal(loc, scale).to_event(self._event_dims[name])
-                if _unbounded(site["fn"].support):
+                normal = dist.Normal(loc, scale).to_event(event_dim)
+                if unbounded:
                     result[name] = pyro.sample(name, normal)
                 else:
                     result[name] = self._transformed(name, site, normal)
@@ -171,14 +183,17 @@ class CheckpointNormal(AutoNormal):
     def _get_loc_and_scale(self, name: str, from_store: Optional[bool] = None):
         # AutoNormal reads them as attributes of its PyroModules, each read a chain of Pyro's
         # attribute lookups; once they are in the param store (after the first call), reading
-        # them there by name is the same pyro.param statement, at a third of the cost. With
-        # module-local params (``from_store`` False), Pyro's own reads.
+        # them there by name is the same pyro.param statement, at a third of the cost. Its
+        # event_dim, as AutoNormal's reads give it, lets a subsampling plate take the rows of
+        # a local latent's loc and scale. With module-local params (``from_store`` False),
+        # Pyro's own reads.
         if from_store is None:
             from_store = not _is_module_local_param_enabled()
         store = pyro.get_param_store()
         loc_name, scale_name = f"{self._pyro_name}.locs.{name}", f"{self._pyro_name}.scales.{name}"
         if from_store and loc_name in store and scale_name in store:
-            return pyro.param(loc_name), pyro.param(scale_name)
+            event_dim = self._event_dims[name]
+            return pyro.param(loc_name, event_dim=event_dim), pyro.param(scale_name, event_dim=event_dim)
         return super()._get_loc_and_scale(name)
 
     def _transformed(self, name: str, site: dict, normal: dist.Distribution) -> torch.Tensor:
@@ -404,9 +419,24 @@ class _LeanTraceMeanField_ELBO(TraceMeanField_ELBO):
     the first step that needs another density (a site without a closed-form KL, an
     auxiliary site of the guide) computes them all, as Pyro's does, from then on. With
     Pyro's validation on, every step is Pyro's own, checks included.
+
+    With one particle, the loss is the particle's surrogate loss itself: Pyro's sum over
+    particles adds a constant (the loss less its own value, read with a sync) and divides by
+    one, which leaves the value and the gradient as they are, bit for bit, at the cost of a
+    few scalar operations and their autograd nodes a step. The NaN warning is kept; the
+    backward hook that Pyro adds to watch the loss's own gradient (always one) is not.
     """
 
     _every_density = False
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        if self.num_particles != 1 or self.vectorize_particles:
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        loss, surrogate_loss = self._differentiable_loss_particle(
+            *self._get_trace(model, guide, args, kwargs)
+        )
+        warn_if_nan(loss, "loss")
+        return surrogate_loss
 
     def _get_trace(self, model, guide, args, kwargs):
         if self._every_density or is_validation_enabled() or isinstance(poutine.unwrap(guide), Messenger):
@@ -466,7 +496,8 @@ def fit(
         ``lr`` (Adam and AdamW with ``fused=True`` where torch has the kernel).
     :param loss: a Pyro ELBO (default :class:`~pyro.infer.TraceMeanField_ELBO`, whose KL
         divergences are in closed form where the guide and prior allow, and estimated where
-        not; as a subclass that computes only the log-densities it reads).
+        not; as a subclass that computes only the log-densities it reads, and with one
+        particle returns the particle's loss without Pyro's zero-valued correction term).
         ``Trace_ELBO(num_particles=8, vectorize_particles=True)`` averages several weight
         samples per step.
     :param bool progress: show a progress bar with the current loss.
