@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 from pyro.infer import Predictive, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -292,6 +293,33 @@ def test_fit_reduces_the_loss_with_a_data_loader_and_under_a_handler():
     assert sum(more) / len(more) < losses[0]
 
 
+def assert_passes_replay_one_draw(model, guide, x):
+    """However many passes :func:`predict` makes, one draw of the guide: the same predictions
+    for the same seed as in one pass (what ``Predictive(parallel=True)`` computes)."""
+    guide(x)  # its parameters made, so that both calls start from the same random state
+    predictions = []
+    for per_pass in (30, 7):
+        pyro.set_rng_seed(3)
+        predictions.append(predict(model, guide, x, num_samples=30, samples_per_pass=per_pass))
+    whole, sliced = predictions
+    assert torch.allclose(whole.outputs, sliced.outputs, atol=1e-6)
+    assert torch.allclose(whole.epistemic, sliced.epistemic, atol=1e-6)
+
+
+def test_predict_replays_the_network_on_one_draw_of_the_guide_as_pyro_samples_it():
+    x, _ = images()
+    model = supervised(Net(), Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.5)
+    guide(x)
+    pyro.set_rng_seed(5)
+    with torch.no_grad(), pyro.plate("samples", 30, dim=-2):
+        weights = poutine.trace(guide).get_trace(x)
+        expected = poutine.replay(model.net, trace=weights)(x)
+    pyro.set_rng_seed(5)
+    # Bit for bit: predict's draws in place are Normal.rsample's values.
+    assert torch.equal(predict(model, guide, x, num_samples=30, samples_per_pass=30).outputs, expected)
+
+
 def test_predict_summarizes_classification_and_regression():
     x, _ = images()
     model = supervised(Net(), Categorical(DATASET_SIZE))
@@ -304,6 +332,9 @@ def test_predict_summarizes_classification_and_regression():
     for per_pass in (7, 1):
         outputs = predict(model, guide, x, num_samples=30, samples_per_pass=per_pass).outputs
         assert outputs.shape == (30, BATCH, 4) and not torch.allclose(outputs[0], outputs[-1])
+
+    assert_passes_replay_one_draw(model, guide, x)
+    assert_passes_replay_one_draw(model, AutoNormal(poutine.block(model, hide=["obs"])), x)
 
     net = pyro_module(nn.Linear(2, 1))
     set_prior(net, "Linear.weight", "Normal", 0, 1)
@@ -420,6 +451,7 @@ def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_
     # Between the two clusters of inputs, the weights' share of the uncertainty grows.
     gap = torch.linspace(-0.5, 0.5, 20).unsqueeze(-1)
     assert predict(model, guide, gap).epistemic.mean() > 2 * predict(model, guide, x).epistemic.mean()
+    assert_passes_replay_one_draw(model, guide, gap)
 
 
 def test_laplace_guide_sets_a_learned_noise_by_the_evidence_approximation():

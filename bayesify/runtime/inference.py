@@ -591,34 +591,94 @@ def predict(
 
     It is what ``Predictive(model, guide=guide, num_samples=num_samples, parallel=True,
     return_sites=["_RETURN"])`` computes, without sampling the observations: the guide is
-    sampled inside a plate of ``samples_per_pass`` samples, left of the data plate, and the
-    network replayed on those weights, one vectorised pass for all of them. That needs the
-    network's layers to take a batch of weights (rewritten ``nn.Linear`` and ``nn.ConvNd``
-    layers do, see :mod:`bayesify.runtime.batched`). Pyro's validation is off: the guide's
-    distributions were checked as it was fitted.
+    sampled once, inside a plate of ``num_samples`` samples left of the data plate, and the
+    network replayed on those weights, ``samples_per_pass`` samples at a time, one vectorised
+    pass for all of them. That needs the network's layers to take a batch of weights
+    (rewritten ``nn.Linear`` and ``nn.ConvNd`` layers do, see :mod:`bayesify.runtime.batched`).
+    Pyro's validation is off: the guide's distributions were checked as it was fitted.
 
-    :param int samples_per_pass: how many samples one pass draws. By default, on a GPU all
-        of them; on a CPU, as many as make a pass's rows (samples times inputs) about
-        :data:`CPU_ROWS_PER_PASS`, so that a layer's outputs stay in cache (larger passes
-        are slower there, smaller ones pay Pyro's cost of a pass more often). ``1`` runs the
-        network once per sample, without any plate, for a network whose layers cannot take
-        a batch of weights.
+    :param int samples_per_pass: how many samples one pass of the network computes. By
+        default, on a GPU all of them; on a CPU, as many as make a pass's rows (samples times
+        inputs) about :data:`CPU_ROWS_PER_PASS`, so that a layer's outputs stay in cache
+        (larger passes are slower there, smaller ones pay Pyro's cost of a replay more often).
+        However many passes, the weights are those of one draw from the guide, which holds
+        every sample's weights at once (as ``Predictive(parallel=True)`` does): the same
+        predictions for the same seed. ``1`` samples the guide and runs the network once per
+        sample, without any plate, for a network whose layers cannot take a batch of weights.
     """
     if samples_per_pass is None:
         samples_per_pass = num_samples if x.device.type != "cpu" else CPU_ROWS_PER_PASS // max(len(x), 1)
     samples_per_pass = max(1, min(samples_per_pass, num_samples))
-    outputs = []
     with pyro.validation_enabled(False):
+        if samples_per_pass == 1:
+            outputs = [_replayed(model.net, poutine.trace(guide).get_trace(x), x) for _ in range(num_samples)]
+            return model.likelihood.summarize(torch.stack(outputs))
+        # One trace of the guide for every sample (its cost is Pyro's, per site, whatever the
+        # number of samples), and the network on slices of it.
+        with _DrawnInPlace(), pyro.plate(_SAMPLES, num_samples, dim=-2):
+            weights = poutine.trace(guide).get_trace(x)
+        outputs = None
         for start in range(0, num_samples, samples_per_pass):
-            count = min(samples_per_pass, num_samples - start)
-            if samples_per_pass == 1:
-                outputs.append(_replayed(model, guide, x).unsqueeze(0))
-                continue
-            with pyro.plate("predictive_samples", count, dim=-2):
-                outputs.append(_replayed(model, guide, x))
-    return model.likelihood.summarize(torch.cat(outputs))
+            stop = min(start + samples_per_pass, num_samples)
+            with pyro.plate(_SAMPLES, stop - start, dim=-2):
+                output = _replayed(model.net, _sliced(weights, start, stop), x)
+            # Into one tensor as each pass ends, rather than concatenated at the end: a pass's
+            # output kept would sit in memory its activations freed, and the next pass's
+            # activations would need fresh memory (on a CPU, pages to fault in) every pass.
+            if outputs is None:
+                outputs = output.new_empty((num_samples, *output.shape[1:]))
+            outputs[start:stop] = output
+            del output
+    return model.likelihood.summarize(outputs)
 
 
-def _replayed(model: BayesianModel, guide: Callable, x: torch.Tensor) -> torch.Tensor:
-    weights = poutine.trace(guide).get_trace(x)
-    return poutine.replay(model.net, trace=weights)(x)
+#: The name of :func:`predict`'s plate of weight samples.
+_SAMPLES = "predictive_samples"
+
+
+class _DrawnInPlace(Messenger):
+    """
+    Draws a sample site of a normal distribution (or an :class:`~torch.distributions.Independent`
+    one) as ``Normal.rsample`` does, ``loc + eps * scale``, bit for bit (the same standard
+    normals, the same products and sums), computed into ``eps``: without two more tensors of
+    the size of every sample's weights, each fresh memory on a CPU.
+    """
+
+    def _pyro_sample(self, msg) -> None:
+        if msg["done"] or msg["is_observed"] or msg["value"] is not None or msg["args"] or msg["kwargs"]:
+            return
+        normal = msg["fn"]
+        if (
+            isinstance(normal, torch.distributions.Independent)
+            and type(normal).rsample is _INDEPENDENT_RSAMPLE
+        ):
+            normal = normal.base_dist
+        if getattr(type(normal), "rsample", None) is not _NORMAL_RSAMPLE or torch._C._get_tracing_state():
+            return
+        eps = torch.empty(normal.batch_shape, dtype=normal.loc.dtype, device=normal.loc.device).normal_()
+        msg["value"] = eps.mul_(normal.scale).add_(normal.loc)
+
+
+_NORMAL_RSAMPLE = torch.distributions.Normal.rsample
+_INDEPENDENT_RSAMPLE = torch.distributions.Independent.rsample
+
+
+def _sliced(weights: poutine.Trace, start: int, stop: int) -> poutine.Trace:
+    """The sampled sites of ``weights``, each value narrowed to samples ``start:stop`` along the
+    dimension of the plate of samples (a site that does not vary along it is kept whole)."""
+    sliced = poutine.Trace()
+    for name, site in weights.nodes.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        value = site["value"]
+        for frame in site["cond_indep_stack"]:
+            if frame.name == _SAMPLES:
+                dim = value.dim() - site["fn"].event_dim + frame.dim
+                if dim >= 0 and value.shape[dim] == frame.size:
+                    value = value.narrow(dim, start, stop - start)
+        sliced.add_node(name, type="sample", value=value, infer=site["infer"], is_observed=False)
+    return sliced
+
+
+def _replayed(net: torch.nn.Module, weights: poutine.Trace, x: torch.Tensor) -> torch.Tensor:
+    return poutine.replay(net, trace=weights)(x)
