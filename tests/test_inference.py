@@ -540,3 +540,91 @@ def test_spec_priors_scaled_by_fan_in_and_centred_on_the_checkpoint(tmp_path):
     assert torch.allclose(prior["fc.weight"].scale, torch.tensor((2 / (4 + 3)) ** 0.5))
     assert torch.equal(prior["fc.weight"].loc, trained.fc.weight)
     assert prior["fc.weight"].loc.shape == (3, 4)
+
+
+BATCHNORM_SOURCE = """\
+import torch
+from torch import nn
+
+
+class NormedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.norm = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        hidden = torch.relu(self.norm(self.conv(x)))
+        return self.fc(hidden.view(hidden.size(0), -1))
+"""
+
+
+def _rewritten_normed_net(tmp_path, spec):
+    """The rewritten NormedNet, its trained deterministic twin (running statistics set), and
+    the values that start a guide."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "net.py").write_text(BATCHNORM_SOURCE)
+    (tmp_path / "priors.yaml").write_text(
+        "version: 1\npriors:\n" + "".join(f'  "{e}": Normal(0, 1)\n' for e in spec)
+    )
+    subprocess.run(
+        [sys.executable, "-m", "bayesify", "rewrite", "src", "--out", "bayesian", "--priors", "priors.yaml"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    deterministic, bayesian = (_import(tmp_path / folder / "net.py") for folder in ("src", "bayesian"))
+    trained = deterministic.NormedNet()
+    with torch.no_grad():
+        for _ in range(5):
+            trained(torch.randn(32, 1, 4, 4) * 2 + 1)
+    trained.eval()
+    net = bayesian.NormedNet().eval()
+    return net, trained, load_deterministic(net, trained.state_dict())
+
+
+def test_predict_takes_networks_written_for_one_batch_dimension(tmp_path, recwarn):
+    # BatchNorm2d wants 4-D inputs and view(size(0), -1) one batch dimension: with only layer
+    # weights random, the samples travel in the batch and each layer splits them out.
+    net, trained, values = _rewritten_normed_net(tmp_path, ["nn.Conv2d.weight", "nn.Linear.weight"])
+    model = supervised(net, Categorical(DATASET_SIZE))
+    x, _ = images()
+    guide = CheckpointNormal(model, values, delta=1e-7, init_scale=1e-9)
+    prediction = predict(model, guide, x, num_samples=12, samples_per_pass=5)
+    assert not recwarn.list
+    assert prediction.outputs.shape == (12, BATCH, 3)
+    with torch.no_grad():
+        assert torch.allclose(prediction.outputs, trained(x).expand(12, -1, -1), atol=1e-4)
+
+
+def test_samples_in_the_batch_are_each_computed_with_their_own_weights(tmp_path):
+    net, _, values = _rewritten_normed_net(tmp_path, ["nn.Conv2d.weight", "nn.Linear.weight"])
+    model = supervised(net, Categorical(DATASET_SIZE))
+    x, _ = images()
+    guide = CheckpointNormal(model, values, delta=0.5)
+    with torch.no_grad(), pyro.plate("samples", 4, dim=-2):
+        weights = poutine.trace(guide).get_trace(x)
+        with batched.SamplesInBatchMessenger(4):
+            together = poutine.replay(net, trace=weights)(x.repeat(4, 1, 1, 1)).reshape(4, BATCH, 3)
+    for i in range(4):
+        drawn = {name: weights.nodes[name]["value"][i, 0] for name in ("conv.weight", "fc.weight")}
+        with torch.no_grad():
+            assert torch.allclose(together[i], poutine.condition(net, drawn)(x), atol=1e-5)
+
+
+def test_predict_runs_once_per_sample_where_the_network_cannot_take_a_batch_of_weights(tmp_path):
+    # "**.weight" makes the norm's weight random too: it meets the activations themselves, so
+    # the samples keep their own dimension, which BatchNorm2d refuses; predict says so and
+    # computes one sample at a time.
+    net, trained, values = _rewritten_normed_net(tmp_path, ["**.weight"])
+    model = supervised(net, Categorical(DATASET_SIZE))
+    x, _ = images()
+    guide = CheckpointNormal(model, values, delta=1e-7, init_scale=1e-9)
+    with pytest.warns(
+        UserWarning, match=r"did not take a batch of 5 weight samples \(ValueError: expected 4D"
+    ):
+        prediction = predict(model, guide, x, num_samples=7, samples_per_pass=5)
+    assert prediction.outputs.shape == (7, BATCH, 3)
+    with torch.no_grad():
+        assert torch.allclose(prediction.outputs, trained(x).expand(7, -1, -1), atol=1e-4)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule
 from pyro.nn.module import _PyroModuleMeta
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import effectful, get_plates
 from torch import nn
 
@@ -155,6 +156,48 @@ linear = effectful(_batched_linear, type="linear")
 conv = effectful(_batched_conv, type="conv")
 
 
+class SamplesInBatchMessenger(Messenger):
+    """
+    Computes the rewritten layers for ``count`` weight samples when the network's batch
+    holds its inputs once per sample, sample by sample (``x.repeat(count, 1)``): each
+    ``"linear"`` and ``"conv"`` effect whose weight carries the samples splits its input's
+    first dimension into ``(count, rows)``, applies each sample's weight to its own rows,
+    and merges the two again. Everything between the layers sees an ordinary batch of
+    ``count * rows`` inputs, so code written for one batch dimension (``BatchNorm2d``,
+    ``x.view(x.size(0), -1)``, ``x.mean((2, 3))``) computes as it was written. It is what
+    :func:`~bayesify.runtime.predict` uses when every random site is a weight or bias of
+    such a layer; a random parameter used anywhere else would meet the merged batch.
+    """
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+
+    def _pyro_linear(self, msg) -> None:
+        input, weight, bias = msg["args"]
+        if self._carries_samples(weight, 2):
+            rows = input.reshape(self.count, -1, input.shape[-1])
+            output = _batched_linear(rows, self._per_sample(weight, 2), self._per_sample(bias, 1))
+            msg["value"] = output.reshape(*input.shape[:-1], output.shape[-1])
+
+    def _pyro_conv(self, msg) -> None:
+        input, weight, bias, dims, *options = msg["args"]
+        if self._carries_samples(weight, dims + 2):
+            rows = input.reshape(self.count, -1, *input.shape[1:])
+            weight, bias = self._per_sample(weight, dims + 2), self._per_sample(bias, 1)
+            output = _batched_conv(rows, weight, bias, dims, *options)
+            msg["value"] = output.reshape(input.shape[0], *output.shape[2:])
+
+    def _carries_samples(self, weight: torch.Tensor, event_dims: int) -> bool:
+        return weight.dim() > event_dims and math.prod(weight.shape[:-event_dims]) == self.count
+
+    def _per_sample(self, value: Optional[torch.Tensor], event_dims: int) -> Optional[torch.Tensor]:
+        """``value`` with the batch shape ``(count, 1)``: one per sample, shared by its rows."""
+        if value is None or value.dim() <= event_dims:
+            return value
+        return value.reshape(self.count, 1, *value.shape[-event_dims:])
+
+
 class _PyroMixin:
     """What Pyro's ``PyroModule[Layer]`` adds: pickling by the layer class."""
 
@@ -203,6 +246,9 @@ def _pyro_conv(layer: type, dims: int) -> type:
 PyroConv1d = _pyro_conv(nn.Conv1d, 1)
 PyroConv2d = _pyro_conv(nn.Conv2d, 2)
 PyroConv3d = _pyro_conv(nn.Conv3d, 3)
+
+#: The layers whose weights may carry samples.
+BATCHED_LAYERS = (PyroLinear, _PyroConv)
 
 # Pyro builds ``PyroModule[Layer]`` once per layer class and keeps it in this cache (it places
 # its own ``PyroModuleList`` there the same way): from now on ``PyroModule[nn.Linear]``, and

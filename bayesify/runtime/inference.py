@@ -18,6 +18,7 @@ approximation at the trained weights, as Pyro's ``AutoLaplaceApproximation`` mak
 
 import functools
 import itertools
+import warnings
 from contextlib import ExitStack
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
@@ -40,6 +41,7 @@ from torch.utils.data import DataLoader, TensorDataset, default_collate
 from tqdm.auto import tqdm
 
 from bayesify.runtime import likelihoods
+from bayesify.runtime.batched import BATCHED_LAYERS, SamplesInBatchMessenger
 from bayesify.runtime.likelihoods import Prediction
 
 #: The default relative spread of :class:`CheckpointNormal`: sd = DELTA * |trained weight|.
@@ -563,8 +565,13 @@ def predict(
     sampled inside a plate of ``samples_per_pass`` samples, left of the data plate, and the
     network replayed on those weights, one vectorised pass for all of them. That needs the
     network's layers to take a batch of weights (rewritten ``nn.Linear`` and ``nn.ConvNd``
-    layers do, see :mod:`bayesify.runtime.batched`). Pyro's validation is off: the guide's
-    distributions were checked as it was fitted.
+    layers do, see :mod:`bayesify.runtime.batched`). When the random sites are all weights
+    and biases of such layers, the samples travel in the network's own batch
+    (:class:`~bayesify.runtime.batched.SamplesInBatchMessenger`), so code written for one
+    batch dimension between the layers (``BatchNorm2d``, ``x.view(x.size(0), -1)``) computes
+    as written; otherwise they keep a dimension of their own, left of the batch. A network
+    that fails on the first pass runs once per sample, with a warning that says why. Pyro's
+    validation is off: the guide's distributions were checked as it was fitted.
 
     :param int samples_per_pass: how many samples one pass draws. By default, on a GPU all
         of them; on a CPU, as many as make a pass's rows (samples times inputs) about
@@ -576,18 +583,50 @@ def predict(
     if samples_per_pass is None:
         samples_per_pass = num_samples if x.device.type != "cpu" else CPU_ROWS_PER_PASS // max(len(x), 1)
     samples_per_pass = max(1, min(samples_per_pass, num_samples))
-    outputs = []
+    outputs, drawn = [], 0
     with pyro.validation_enabled(False):
-        for start in range(0, num_samples, samples_per_pass):
-            count = min(samples_per_pass, num_samples - start)
-            if samples_per_pass == 1:
-                outputs.append(_replayed(model, guide, x).unsqueeze(0))
+        while drawn < num_samples:
+            count = min(samples_per_pass, num_samples - drawn)
+            try:
+                outputs.append(_predicted(model, guide, x, count))
+            except Exception as error:
+                if drawn or count == 1:
+                    raise
+                warnings.warn(
+                    f"predict: the network did not take a batch of {count} weight samples "
+                    f"({type(error).__name__}: {error}); it runs once per sample instead, as with "
+                    "samples_per_pass=1, which skips this try",
+                    stacklevel=3,
+                )
+                samples_per_pass = 1
                 continue
-            with pyro.plate("predictive_samples", count, dim=-2):
-                outputs.append(_replayed(model, guide, x))
+            drawn += count
     return model.likelihood.summarize(torch.cat(outputs))
 
 
-def _replayed(model: BayesianModel, guide: Callable, x: torch.Tensor) -> torch.Tensor:
-    weights = poutine.trace(guide).get_trace(x)
-    return poutine.replay(model.net, trace=weights)(x)
+def _predicted(model: BayesianModel, guide: Callable, x: torch.Tensor, count: int) -> torch.Tensor:
+    """The network's outputs on ``x`` for ``count`` weight samples, sample by sample."""
+    if count == 1:
+        weights = poutine.trace(guide).get_trace(x)
+        return poutine.replay(model.net, trace=weights)(x).unsqueeze(0)
+    with pyro.plate("predictive_samples", count, dim=-2):
+        weights = poutine.trace(guide).get_trace(x)
+        replayed = poutine.replay(model.net, trace=weights)
+        if not _only_layer_weights(model.net, weights):
+            return replayed(x)
+        with SamplesInBatchMessenger(count):
+            output = replayed(x.repeat(count, *(1,) * (x.dim() - 1)))
+    return output.reshape(count, len(x), *output.shape[1:])
+
+
+def _only_layer_weights(net: torch.nn.Module, weights: poutine.Trace) -> bool:
+    """Whether every weight sampled in ``weights`` is the weight or bias of one of ``net``'s
+    batched layers (:mod:`bayesify.runtime.batched`), so that nothing else meets the samples."""
+    modules = dict(net.named_modules())
+    for name, site in weights.iter_stochastic_nodes():
+        if site["infer"].get("is_auxiliary"):
+            continue
+        owner, _, attribute = name.rpartition(".")
+        if attribute not in ("weight", "bias") or not isinstance(modules.get(owner), BATCHED_LAYERS):
+            return False
+    return True
