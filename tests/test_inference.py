@@ -140,18 +140,31 @@ def test_batched_layers_equal_torchs_layer_for_each_weight_sample(differentiated
     # Without autograd (prediction) the bias is added into the product's output: same values.
     linear_weights, linear_bias = torch.randn(5, 1, 4, 3), torch.randn(5, 1, 4)
     conv_weights, conv_bias = torch.randn(5, 1, 2, 1, 3, 3), torch.randn(5, 1, 2)
+    transposed_weights, transposed_bias = torch.randn(5, 1, 4, 3, 3, 3), torch.randn(5, 1, 6)
     x, images_in = torch.randn(7, 3), torch.randn(7, 1, 6, 6)
-    parameters = [linear_weights, linear_bias, conv_weights, conv_bias]
+    per_sample_images = torch.randn(5, 7, 4, 6, 6)  # what a layer before has made of each sample
+    parameters = [linear_weights, linear_bias, conv_weights, conv_bias, transposed_weights, transposed_bias]
     for parameter in parameters:
         parameter.requires_grad_(differentiated)
+    # stride 2, padding 1, output padding 1, two groups
+    options = (2, 1, 1, 2, 1)
     with torch.set_grad_enabled(differentiated):
         outputs = (
             batched.linear(x, linear_weights, linear_bias),
             batched.conv(images_in, conv_weights, conv_bias, 2),
+            batched.conv_transpose(per_sample_images, transposed_weights, transposed_bias, 2, *options),
         )
     by_sample = [
         torch.stack([nn.functional.linear(x, linear_weights[i, 0], linear_bias[i, 0]) for i in range(5)]),
         torch.stack([nn.functional.conv2d(images_in, conv_weights[i, 0], conv_bias[i, 0]) for i in range(5)]),
+        torch.stack(
+            [
+                nn.functional.conv_transpose2d(
+                    per_sample_images[i], transposed_weights[i, 0], transposed_bias[i, 0], *options
+                )
+                for i in range(5)
+            ]
+        ),
     ]
     for output, expected in zip(outputs, by_sample):
         assert torch.allclose(output, expected, atol=1e-5)
@@ -550,12 +563,13 @@ from torch import nn
 class NormedNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv = nn.Conv2d(1, 4, 3, stride=2, padding=1)
         self.norm = nn.BatchNorm2d(4)
-        self.fc = nn.Linear(4 * 4 * 4, 3)
+        self.up = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1)
+        self.fc = nn.Linear(2 * 4 * 4, 3)
 
     def forward(self, x):
-        hidden = torch.relu(self.norm(self.conv(x)))
+        hidden = self.up(torch.relu(self.norm(self.conv(x))))
         return self.fc(hidden.view(hidden.size(0), -1))
 """
 
@@ -587,7 +601,8 @@ def _rewritten_normed_net(tmp_path, spec):
 def test_predict_takes_networks_written_for_one_batch_dimension(tmp_path, recwarn):
     # BatchNorm2d wants 4-D inputs and view(size(0), -1) one batch dimension: with only layer
     # weights random, the samples travel in the batch and each layer splits them out.
-    net, trained, values = _rewritten_normed_net(tmp_path, ["nn.Conv2d.weight", "nn.Linear.weight"])
+    net, trained, values = _rewritten_normed_net(tmp_path, ["nn.Conv*.weight", "nn.Linear.weight"])
+    assert set(values) == {"conv.weight", "up.weight", "fc.weight"}
     model = supervised(net, Categorical(DATASET_SIZE))
     x, _ = images()
     guide = CheckpointNormal(model, values, delta=1e-7, init_scale=1e-9)
@@ -599,7 +614,7 @@ def test_predict_takes_networks_written_for_one_batch_dimension(tmp_path, recwar
 
 
 def test_samples_in_the_batch_are_each_computed_with_their_own_weights(tmp_path):
-    net, _, values = _rewritten_normed_net(tmp_path, ["nn.Conv2d.weight", "nn.Linear.weight"])
+    net, _, values = _rewritten_normed_net(tmp_path, ["nn.Conv*.weight", "nn.Linear.weight"])
     model = supervised(net, Categorical(DATASET_SIZE))
     x, _ = images()
     guide = CheckpointNormal(model, values, delta=0.5)
@@ -608,7 +623,9 @@ def test_samples_in_the_batch_are_each_computed_with_their_own_weights(tmp_path)
         with batched.SamplesInBatchMessenger(4):
             together = poutine.replay(net, trace=weights)(x.repeat(4, 1, 1, 1)).reshape(4, BATCH, 3)
     for i in range(4):
-        drawn = {name: weights.nodes[name]["value"][i, 0] for name in ("conv.weight", "fc.weight")}
+        drawn = {
+            name: weights.nodes[name]["value"][i, 0] for name in ("conv.weight", "up.weight", "fc.weight")
+        }
         with torch.no_grad():
             assert torch.allclose(together[i], poutine.condition(net, drawn)(x), atol=1e-5)
 
@@ -628,3 +645,38 @@ def test_predict_runs_once_per_sample_where_the_network_cannot_take_a_batch_of_w
     assert prediction.outputs.shape == (7, BATCH, 3)
     with torch.no_grad():
         assert torch.allclose(prediction.outputs, trained(x).expand(7, -1, -1), atol=1e-4)
+
+
+class HeldTwice(nn.Module):
+    """A layer held under two paths (as monai's DynUNet keeps its blocks in ``skip_layers``):
+    its weights are in the state_dict under both."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(3, 4)
+        self.skips = nn.ModuleList([self.encoder])
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.encoder(x)))
+
+
+class BayesianHeldTwice(HeldTwice, PyroModule):
+    def __init__(self):
+        super().__init__()
+        pyro_module(self)
+        set_prior(self, "BayesianHeldTwice.*.weight", "Normal", 0, 1)
+
+
+def test_a_layer_held_twice_loads_from_the_deterministic_checkpoint():
+    trained, net = HeldTwice(), BayesianHeldTwice()
+    assert "skips.0.weight" in trained.state_dict()
+    values = load_deterministic(net, trained.state_dict())
+    assert torch.equal(values["encoder.weight"], trained.encoder.weight)
+    model = supervised(net, Normal(DATASET_SIZE, scale=1.0))
+    x = torch.randn(BATCH, 3)
+    prediction = predict(
+        model, CheckpointNormal(model, values, delta=1e-7, init_scale=1e-9), x, num_samples=3
+    )
+    with torch.no_grad():
+        assert torch.allclose(prediction.mean, trained(x), atol=1e-5)

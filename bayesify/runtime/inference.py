@@ -564,8 +564,8 @@ def predict(
     return_sites=["_RETURN"])`` computes, without sampling the observations: the guide is
     sampled inside a plate of ``samples_per_pass`` samples, left of the data plate, and the
     network replayed on those weights, one vectorised pass for all of them. That needs the
-    network's layers to take a batch of weights (rewritten ``nn.Linear`` and ``nn.ConvNd``
-    layers do, see :mod:`bayesify.runtime.batched`). When the random sites are all weights
+    network's layers to take a batch of weights (rewritten ``nn.Linear``, ``nn.ConvNd`` and
+    ``nn.ConvTransposeNd`` layers do, see :mod:`bayesify.runtime.batched`). When the random sites are all weights
     and biases of such layers, the samples travel in the network's own batch
     (:class:`~bayesify.runtime.batched.SamplesInBatchMessenger`), so code written for one
     batch dimension between the layers (``BatchNorm2d``, ``x.view(x.size(0), -1)``) computes
