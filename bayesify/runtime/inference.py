@@ -622,7 +622,7 @@ def _predicted(model: BayesianModel, guide: Callable, x: torch.Tensor, count: in
 def _only_layer_weights(net: torch.nn.Module, weights: poutine.Trace) -> bool:
     """Whether every weight sampled in ``weights`` is the weight or bias of one of ``net``'s
     batched layers (:mod:`bayesify.runtime.batched`), so that nothing else meets the samples."""
-    modules = dict(net.named_modules())
+    modules = dict(net.named_modules(remove_duplicate=False))  # a layer held twice: either name
     for name, site in weights.iter_stochastic_nodes():
         if site["infer"].get("is_auxiliary"):
             continue
