@@ -3,6 +3,8 @@
 One command regenerates the table of docs/quality.md:
 
     python bench/quality.py                       # all methods, 2 seeds, markdown table + ratios
+    python bench/quality.py --methods bayesify bayesian-torch --tasks digits --rounds 6
+                                                  # the time ratios: medians of six rounds in turn
 
 The same MLP (an ordinary ``nn.Module`` file, written below) is trained on scikit-learn's
 bundled ``load_digits`` (classification) and ``load_diabetes`` (regression) and on a 1-D
@@ -49,6 +51,7 @@ import io
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -510,6 +513,19 @@ def table(results):
     return "\n".join(lines)
 
 
+def _median_times(runs):
+    """One method's result: the first run's, with each time the median of every run's (run in
+    turn with the other methods, a ratio of medians is not at the mercy of what else the
+    machine did during one method's turn)."""
+    result = runs[0]
+    for task, row in result.items():
+        if isinstance(row, dict):
+            for key in ("training", "predict"):
+                if key in row:
+                    row[key] = statistics.median(run[task][key] for run in runs)
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
@@ -522,39 +538,52 @@ def main():
     parser.add_argument(
         "--seeds", type=int, default=2, help="how many seeds (0, 1, ...) each figure averages"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the methods this many times, one after another in turn, and report the median "
+        "of each time (the qualities are the same every round: the seeds are)",
+    )
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
         return run_method(args.run, Path(args.workdir), args.tasks, args.seeds)
-    results = {}
+    rounds = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         prepare(workdir)
+        runnable = []
         for method in args.methods:
             python = args.tyxe_python if method == "tyxe" else sys.executable
-            if not (Path(python).exists() and available(python, REQUIRES.get(method, "torch"))):
+            if Path(python).exists() and available(python, REQUIRES.get(method, "torch")):
+                runnable.append((method, python))
+            else:
                 print(
                     f"skipped {method}: {REQUIRES.get(method)} (or scikit-learn) is not installed for {python}",
                     file=sys.stderr,
                 )
-                continue
-            started = time.perf_counter()
-            child = subprocess.run(
-                [python, __file__, "--run", method, "--workdir", str(workdir), "--seeds", str(args.seeds)]
-                + ["--tasks", *args.tasks],
-                cwd=workdir,
-                capture_output=True,
-                text=True,
-                env=_env(),
-            )
-            if child.returncode != 0:
-                print(f"{method} failed:\n{child.stderr[-3000:]}", file=sys.stderr)
-                continue
-            results[method] = json.loads(child.stdout.strip().splitlines()[-1])
-            print(f"{method}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        for _ in range(args.rounds):
+            for method, python in runnable:
+                started = time.perf_counter()
+                child = subprocess.run(
+                    [python, __file__, "--run", method, "--workdir", str(workdir), "--seeds", str(args.seeds)]
+                    + ["--tasks", *args.tasks],
+                    cwd=workdir,
+                    capture_output=True,
+                    text=True,
+                    env=_env(),
+                )
+                if child.returncode != 0:
+                    print(f"{method} failed:\n{child.stderr[-3000:]}", file=sys.stderr)
+                    continue
+                rounds.setdefault(method, []).append(json.loads(child.stdout.strip().splitlines()[-1]))
+                print(f"{method}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    results = {method: _median_times(runs) for method, runs in rounds.items()}
     print(
         f"means of {args.seeds} seeds, {EPOCHS} epochs, batch {BATCH}, MLP with two hidden layers of {HIDDEN}, one torch thread"
+        + (f"; times: medians of {args.rounds} rounds" if args.rounds > 1 else "")
     )
     print(table(results))
 

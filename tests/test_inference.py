@@ -155,18 +155,31 @@ def test_batched_layers_equal_torchs_layer_for_each_weight_sample(differentiated
     # Without autograd (prediction) the bias is added into the product's output: same values.
     linear_weights, linear_bias = torch.randn(5, 1, 4, 3), torch.randn(5, 1, 4)
     conv_weights, conv_bias = torch.randn(5, 1, 2, 1, 3, 3), torch.randn(5, 1, 2)
+    transposed_weights, transposed_bias = torch.randn(5, 1, 4, 3, 3, 3), torch.randn(5, 1, 6)
     x, images_in = torch.randn(7, 3), torch.randn(7, 1, 6, 6)
-    parameters = [linear_weights, linear_bias, conv_weights, conv_bias]
+    per_sample_images = torch.randn(5, 7, 4, 6, 6)  # what a layer before has made of each sample
+    parameters = [linear_weights, linear_bias, conv_weights, conv_bias, transposed_weights, transposed_bias]
     for parameter in parameters:
         parameter.requires_grad_(differentiated)
+    # stride 2, padding 1, output padding 1, two groups
+    options = (2, 1, 1, 2, 1)
     with torch.set_grad_enabled(differentiated):
         outputs = (
             batched.linear(x, linear_weights, linear_bias),
             batched.conv(images_in, conv_weights, conv_bias, 2),
+            batched.conv_transpose(per_sample_images, transposed_weights, transposed_bias, 2, *options),
         )
     by_sample = [
         torch.stack([nn.functional.linear(x, linear_weights[i, 0], linear_bias[i, 0]) for i in range(5)]),
         torch.stack([nn.functional.conv2d(images_in, conv_weights[i, 0], conv_bias[i, 0]) for i in range(5)]),
+        torch.stack(
+            [
+                nn.functional.conv_transpose2d(
+                    per_sample_images[i], transposed_weights[i, 0], transposed_bias[i, 0], *options
+                )
+                for i in range(5)
+            ]
+        ),
     ]
     for output, expected in zip(outputs, by_sample):
         assert torch.allclose(output, expected, atol=1e-5)
@@ -602,3 +615,134 @@ def test_spec_priors_scaled_by_fan_in_and_centred_on_the_checkpoint(tmp_path):
     assert torch.allclose(prior["fc.weight"].scale, torch.tensor((2 / (4 + 3)) ** 0.5))
     assert torch.equal(prior["fc.weight"].loc, trained.fc.weight)
     assert prior["fc.weight"].loc.shape == (3, 4)
+
+
+BATCHNORM_SOURCE = """\
+import torch
+from torch import nn
+
+
+class NormedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.norm = nn.BatchNorm2d(4)
+        self.up = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1)
+        self.fc = nn.Linear(2 * 4 * 4, 3)
+
+    def forward(self, x):
+        hidden = self.up(torch.relu(self.norm(self.conv(x))))
+        return self.fc(hidden.view(hidden.size(0), -1))
+"""
+
+
+def _rewritten_normed_net(tmp_path, spec):
+    """The rewritten NormedNet, its trained deterministic twin (running statistics set), and
+    the values that start a guide."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "net.py").write_text(BATCHNORM_SOURCE)
+    (tmp_path / "priors.yaml").write_text(
+        "version: 1\npriors:\n" + "".join(f'  "{e}": Normal(0, 1)\n' for e in spec)
+    )
+    subprocess.run(
+        [sys.executable, "-m", "bayesify", "rewrite", "src", "--out", "bayesian", "--priors", "priors.yaml"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    deterministic, bayesian = (_import(tmp_path / folder / "net.py") for folder in ("src", "bayesian"))
+    trained = deterministic.NormedNet()
+    with torch.no_grad():
+        for _ in range(5):
+            trained(torch.randn(32, 1, 4, 4) * 2 + 1)
+    trained.eval()
+    net = bayesian.NormedNet().eval()
+    return net, trained, load_deterministic(net, trained.state_dict())
+
+
+def test_predict_takes_networks_written_for_one_batch_dimension(tmp_path, recwarn):
+    # BatchNorm2d wants 4-D inputs and view(size(0), -1) one batch dimension: with only layer
+    # weights random, the samples travel in the batch and each layer splits them out.
+    net, trained, values = _rewritten_normed_net(tmp_path, ["nn.Conv*.weight", "nn.Linear.weight"])
+    assert set(values) == {"conv.weight", "up.weight", "fc.weight"}
+    model = supervised(net, Categorical(DATASET_SIZE))
+    x, _ = images()
+    guide = CheckpointNormal(model, values, delta=1e-7, init_scale=1e-9)
+    prediction = predict(model, guide, x, num_samples=12, samples_per_pass=5)
+    assert not recwarn.list
+    assert prediction.outputs.shape == (12, BATCH, 3)
+    with torch.no_grad():
+        assert torch.allclose(prediction.outputs, trained(x).expand(12, -1, -1), atol=1e-4)
+
+
+def test_samples_in_the_batch_are_each_computed_with_their_own_weights(tmp_path):
+    net, _, values = _rewritten_normed_net(tmp_path, ["nn.Conv*.weight", "nn.Linear.weight"])
+    model = supervised(net, Categorical(DATASET_SIZE))
+    x, _ = images()
+    guide = CheckpointNormal(model, values, delta=0.5)
+    with torch.no_grad(), pyro.plate("samples", 4, dim=-2):
+        weights = poutine.trace(guide).get_trace(x)
+        batch = x.repeat(4, 1, 1, 1)
+        with batched.SamplesInBatchMessenger(4, shared=(x, batch)):
+            together = poutine.replay(net, trace=weights)(batch).reshape(4, BATCH, 3)
+        with batched.SamplesInBatchMessenger(4):  # the first layer splits the batch too
+            split = poutine.replay(net, trace=weights)(batch).reshape(4, BATCH, 3)
+    assert torch.allclose(together, split, atol=1e-5)
+    for i in range(4):
+        drawn = {
+            name: weights.nodes[name]["value"][i, 0] for name in ("conv.weight", "up.weight", "fc.weight")
+        }
+        with torch.no_grad():
+            assert torch.allclose(together[i], poutine.condition(net, drawn)(x), atol=1e-5)
+
+
+def test_predict_runs_once_per_sample_where_the_network_cannot_take_a_batch_of_weights(tmp_path):
+    # "**.weight" makes the norm's weight random too: it meets the activations themselves, so
+    # the samples keep their own dimension, which BatchNorm2d refuses; predict says so and
+    # computes one sample at a time.
+    net, trained, values = _rewritten_normed_net(tmp_path, ["**.weight"])
+    model = supervised(net, Categorical(DATASET_SIZE))
+    x, _ = images()
+    guide = CheckpointNormal(model, values, delta=1e-7, init_scale=1e-9)
+    with pytest.warns(UserWarning, match=r"did not take a batch of weight samples \(ValueError: expected 4D"):
+        prediction = predict(model, guide, x, num_samples=7, samples_per_pass=5)
+    assert prediction.outputs.shape == (7, BATCH, 3)
+    with torch.no_grad():
+        assert torch.allclose(prediction.outputs, trained(x).expand(7, -1, -1), atol=1e-4)
+
+
+class HeldTwice(nn.Module):
+    """A layer held under two paths (as monai's DynUNet keeps its blocks in ``skip_layers``):
+    its weights are in the state_dict under both."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(3, 4)
+        self.skips = nn.ModuleList([self.encoder])
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        hidden = torch.relu(self.encoder(x))
+        return self.head(hidden.view(hidden.size(0), -1))
+
+
+class BayesianHeldTwice(HeldTwice, PyroModule):
+    def __init__(self):
+        super().__init__()
+        pyro_module(self)
+        set_prior(self, "BayesianHeldTwice.*.weight", "Normal", 0, 1)
+
+
+def test_a_layer_held_twice_loads_from_its_checkpoint_and_predicts_in_one_pass(recwarn):
+    trained, net = HeldTwice(), BayesianHeldTwice()
+    assert "skips.0.weight" in trained.state_dict()
+    values = load_deterministic(net, trained.state_dict())
+    assert torch.equal(values["encoder.weight"], trained.encoder.weight)
+    model = supervised(net, Normal(DATASET_SIZE, scale=1.0))
+    x = torch.randn(BATCH, 3)
+    prediction = predict(
+        model, CheckpointNormal(model, values, delta=1e-7, init_scale=1e-9), x, num_samples=3
+    )
+    assert not recwarn.list  # its weight's site may have either name: the layer is still found
+    with torch.no_grad():
+        assert torch.allclose(prediction.mean, trained(x), atol=1e-5)

@@ -4,9 +4,10 @@ Under ``Predictive(..., parallel=True)`` or ``Trace_ELBO(vectorize_particles=Tru
 samples every weight once per particle in one go, inside a plate to the left of the model's
 own plates: a ``Linear`` weight of shape ``(out, in)`` arrives as ``(particles, 1, out, in)``.
 ``torch.nn.Linear`` and ``torch.nn.Conv2d`` accept only one weight. Importing
-:mod:`bayesify.runtime` makes ``PyroModule[nn.Linear]`` and ``PyroModule[nn.Conv1d|2d|3d]``
-(what the rewrite and :func:`~bayesify.runtime.pyro_module` turn those layers into) the
-classes below, which accept both::
+:mod:`bayesify.runtime` makes ``PyroModule[nn.Linear]``, ``PyroModule[nn.Conv1d|2d|3d]`` and
+``PyroModule[nn.ConvTranspose1d|2d|3d]`` (what the rewrite and
+:func:`~bayesify.runtime.pyro_module` turn those layers into) the classes below, which accept
+both::
 
     layer = PyroModule[nn.Linear](3, 2)
     layer.weight = PyroSample(dist.Normal(0, 1).expand([2, 3]).to_event(2))
@@ -17,22 +18,26 @@ The weight's batch dimensions line up with the input's batch dimensions from the
 Pyro's plates do; a weight batch dimension of size 1 (the model's data plate) is shared by
 the inputs there. The computation is one matrix product (one convolution) for all samples.
 
-Both operations are Pyro effects (:func:`~pyro.poutine.runtime.effectful`, of types
-``"linear"`` and ``"conv"``), so an effect handler can replace them: see
-:mod:`bayesify.runtime.handlers` for local reparameterization and flipout.
+The operations are Pyro effects (:func:`~pyro.poutine.runtime.effectful`, of types
+``"linear"``, ``"conv"`` and ``"conv_transpose"``), so an effect handler can replace them:
+see :mod:`bayesify.runtime.handlers` for local reparameterization and flipout (of linear
+layers and convolutions), and :class:`SamplesInBatchMessenger` for prediction through
+networks written for one batch dimension.
 """
 
 import math
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule
 from pyro.nn.module import _PyroModuleMeta
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import effectful, get_plates
 from torch import nn
 
 _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_TRANSPOSED_CONVOLUTIONS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 def output_batch(weight_batch: torch.Size, input_batch: torch.Size) -> Tuple[torch.Size, torch.Size]:
@@ -110,6 +115,38 @@ def _batched_conv(
     return _add_bias(output, bias.reshape(*bias.shape, *(1,) * dims))
 
 
+def _batched_conv_transpose(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    dims: int,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+) -> torch.Tensor:
+    transpose = _TRANSPOSED_CONVOLUTIONS[dims]
+    if weight.dim() <= dims + 2:
+        return transpose(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    event = weight.shape[-dims - 2 :]  # (in, out / groups, *kernel)
+    channels_in, spatial = input.shape[-dims - 1], input.shape[-dims:]
+    samples, rows = output_batch(weight.shape[: -dims - 2], input.shape[: -dims - 1])
+    count = math.prod(samples)
+    # One grouped transposed convolution, one set of groups per sample: each sample's input
+    # channels side by side, and its weight's input channels after the previous sample's.
+    stacked = input.expand(*samples, *rows, channels_in, *spatial)
+    stacked = stacked.reshape(count, -1, channels_in, *spatial).transpose(0, 1)
+    stacked = stacked.reshape(-1, count * channels_in, *spatial)
+    weights = weight.reshape(count * event[0], *event[1:])
+    output = transpose(stacked, weights, None, stride, padding, output_padding, groups * count, dilation)
+    output = output.reshape(-1, count, event[1] * groups, *output.shape[2:]).transpose(0, 1)
+    output = output.reshape(*samples, *rows, *output.shape[2:])
+    if bias is None:
+        return output
+    return _add_bias(output, bias.reshape(*bias.shape, *(1,) * dims))
+
+
 def _add_bias(output: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``output + bias``, into ``output`` where nothing differentiates through it (prediction):
     the product's output is as large as the layer's activations for every sample, and a second
@@ -154,6 +191,72 @@ linear = effectful(_batched_linear, type="linear")
 #: type ``"conv"``.
 conv = effectful(_batched_conv, type="conv")
 
+#: ``conv_transpose(input, weight, bias, dims, stride, padding, output_padding, groups,
+#: dilation)``: the ``dims``-dimensional transposed convolution, for weights with a leading
+#: batch too, as a Pyro effect of type ``"conv_transpose"``.
+conv_transpose = effectful(_batched_conv_transpose, type="conv_transpose")
+
+
+class SamplesInBatchMessenger(Messenger):
+    """
+    Computes the rewritten layers for ``count`` weight samples when the network's batch
+    holds its inputs once per sample, sample by sample (``x.repeat(count, 1)``):
+    each ``"linear"``, ``"conv"`` and ``"conv_transpose"`` effect whose weight carries the
+    samples splits its input's first dimension into ``(count, rows)``, applies each sample's
+    weight to its own rows, and merges the two again. Everything between the layers sees an
+    ordinary batch of ``count * rows`` inputs, so code written for one batch dimension
+    (``BatchNorm2d``, ``x.view(x.size(0), -1)``, ``x.mean((2, 3))``) computes as it was
+    written. It is what :func:`~bayesify.runtime.predict` uses when every random site is a
+    weight or bias of such a layer; a random parameter used anywhere else would meet the
+    merged batch.
+
+    :param int count: the number of weight samples.
+    :param shared: ``(input, batch)``, the network's input and the batch it reads, ``input``
+        repeated once per sample: a layer that reads ``batch`` itself computes on ``input``,
+        shared by every sample, rather than on its copies.
+    """
+
+    def __init__(self, count: int, shared: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> None:
+        super().__init__()
+        self.count = count
+        self._input, self._repeated = shared or (None, None)
+
+    def _pyro_linear(self, msg) -> None:
+        input, weight, bias = msg["args"]
+        if self._carries_samples(weight, 2):
+            if input is self._repeated:
+                rows = self._input.reshape(-1, input.shape[-1])
+            else:
+                rows = input.reshape(self.count, -1, input.shape[-1])
+            output = _batched_linear(rows, self._per_sample(weight, 2), self._per_sample(bias, 1))
+            msg["value"] = output.reshape(*input.shape[:-1], output.shape[-1])
+
+    def _pyro_conv(self, msg) -> None:
+        self._convolve(_batched_conv, msg)
+
+    def _pyro_conv_transpose(self, msg) -> None:
+        self._convolve(_batched_conv_transpose, msg)
+
+    def _convolve(self, operation, msg) -> None:
+        input, weight, bias, dims, *options = msg["args"]
+        if self._carries_samples(weight, dims + 2):
+            if input is self._repeated:
+                rows = self._input
+            else:
+                rows = input.reshape(self.count, -1, *input.shape[1:])
+            weight, bias = self._per_sample(weight, dims + 2), self._per_sample(bias, 1)
+            output = operation(rows, weight, bias, dims, *options)
+            msg["value"] = output.reshape(input.shape[0], *output.shape[2:])
+
+    def _carries_samples(self, weight: torch.Tensor, event_dims: int) -> bool:
+        return weight.dim() > event_dims and math.prod(weight.shape[:-event_dims]) == self.count
+
+    def _per_sample(self, value: Optional[torch.Tensor], event_dims: int) -> Optional[torch.Tensor]:
+        """``value`` with the batch shape ``(count, 1)``: one per sample, shared by its rows."""
+        if value is None or value.dim() <= event_dims:
+            return value
+        return value.reshape(self.count, 1, *value.shape[-event_dims:])
+
 
 class _PyroMixin:
     """What Pyro's ``PyroModule[Layer]`` adds: pickling by the layer class."""
@@ -186,10 +289,35 @@ class _PyroConv(_PyroMixin):
         return conv(input, weight, bias, self._dims, self.stride, padding, self.dilation, self.groups)
 
 
-def _pyro_conv(layer: type, dims: int) -> type:
+class _PyroConvTranspose(_PyroMixin):
+    _dims: int
+
+    def forward(self, input: torch.Tensor, output_size: Optional[List[int]] = None) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            raise ValueError(f"Only `zeros` padding mode is supported for {self._layer.__name__}")
+        # torch reads the sizes of one batch of inputs: without the sample dimensions.
+        one_batch = input[(0,) * max(0, input.dim() - self._dims - 2)]
+        output_padding = self._output_padding(
+            one_batch, output_size, self.stride, self.padding, self.kernel_size, self._dims, self.dilation
+        )
+        weight, bias = _plated(self.weight, self._dims + 2), _plated(self.bias, 1)
+        return conv_transpose(
+            input,
+            weight,
+            bias,
+            self._dims,
+            self.stride,
+            self.padding,
+            output_padding,
+            self.groups,
+            self.dilation,
+        )
+
+
+def _pyro_conv(layer: type, dims: int, forward: type = _PyroConv) -> type:
     return type(
         "Pyro" + layer.__name__,
-        (_PyroConv, layer, PyroModule[layer.__bases__[0]]),
+        (forward, layer, PyroModule[layer.__bases__[0]]),
         {
             "_layer": layer,
             "_dims": dims,
@@ -203,6 +331,12 @@ def _pyro_conv(layer: type, dims: int) -> type:
 PyroConv1d = _pyro_conv(nn.Conv1d, 1)
 PyroConv2d = _pyro_conv(nn.Conv2d, 2)
 PyroConv3d = _pyro_conv(nn.Conv3d, 3)
+PyroConvTranspose1d = _pyro_conv(nn.ConvTranspose1d, 1, _PyroConvTranspose)
+PyroConvTranspose2d = _pyro_conv(nn.ConvTranspose2d, 2, _PyroConvTranspose)
+PyroConvTranspose3d = _pyro_conv(nn.ConvTranspose3d, 3, _PyroConvTranspose)
+
+#: The layers whose weights may carry samples.
+BATCHED_LAYERS = (PyroLinear, _PyroConv, _PyroConvTranspose)
 
 # Pyro builds ``PyroModule[Layer]`` once per layer class and keeps it in this cache (it places
 # its own ``PyroModuleList`` there the same way): from now on ``PyroModule[nn.Linear]``, and
@@ -213,5 +347,8 @@ for _layer, _batched in (
     (nn.Conv1d, PyroConv1d),
     (nn.Conv2d, PyroConv2d),
     (nn.Conv3d, PyroConv3d),
+    (nn.ConvTranspose1d, PyroConvTranspose1d),
+    (nn.ConvTranspose2d, PyroConvTranspose2d),
+    (nn.ConvTranspose3d, PyroConvTranspose3d),
 ):
     _PyroModuleMeta._pyro_mixin_cache[_layer] = _batched

@@ -48,7 +48,9 @@ def load_deterministic(
     """
     random_sites = {}  # site name -> module holding the PyroSample
     constrained = {}  # checkpoint key -> (model key, constraint)
-    for path, module in model.named_modules():
+    # Every path to a module: a module held twice (monai's DynUNet keeps its blocks again in
+    # ``skip_layers``) is in a state_dict under each of them.
+    for path, module in model.named_modules(remove_duplicate=False):
         prefix = f"{path}." if path else ""
         # PyroModule keeps its PyroSample priors and PyroParam constraints in these
         # dicts; reading them directly avoids triggering a sample or a param statement.

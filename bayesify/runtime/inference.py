@@ -18,6 +18,7 @@ approximation at the trained weights, as Pyro's ``AutoLaplaceApproximation`` mak
 
 import functools
 import itertools
+import warnings
 from contextlib import ExitStack
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
@@ -41,6 +42,7 @@ from torch.utils.data import DataLoader, TensorDataset, default_collate
 from tqdm.auto import tqdm
 
 from bayesify.runtime import likelihoods
+from bayesify.runtime.batched import BATCHED_LAYERS, SamplesInBatchMessenger
 from bayesify.runtime.likelihoods import Prediction
 
 #: The default relative spread of :class:`CheckpointNormal`: sd = DELTA * |trained weight|.
@@ -594,8 +596,14 @@ def predict(
     sampled once, inside a plate of ``num_samples`` samples left of the data plate, and the
     network replayed on those weights, ``samples_per_pass`` samples at a time, one vectorised
     pass for all of them. That needs the network's layers to take a batch of weights
-    (rewritten ``nn.Linear`` and ``nn.ConvNd`` layers do, see :mod:`bayesify.runtime.batched`).
-    Pyro's validation is off: the guide's distributions were checked as it was fitted.
+    (rewritten ``nn.Linear``, ``nn.ConvNd`` and ``nn.ConvTransposeNd`` layers do, see
+    :mod:`bayesify.runtime.batched`). When the random sites are all weights and biases of such
+    layers, a pass's samples travel in the network's own batch
+    (:class:`~bayesify.runtime.batched.SamplesInBatchMessenger`), so code written for one
+    batch dimension between the layers (``BatchNorm2d``, ``x.view(x.size(0), -1)``) computes
+    as written; otherwise they keep a dimension of their own, left of the batch. A network
+    that fails that way runs once per sample, with a warning that says why. Pyro's
+    validation is off: the guide's distributions were checked as it was fitted.
 
     :param int samples_per_pass: how many samples one pass of the network computes. By
         default, on a GPU all of them; on a CPU, as many as make a pass's rows (samples times
@@ -609,27 +617,55 @@ def predict(
     if samples_per_pass is None:
         samples_per_pass = num_samples if x.device.type != "cpu" else CPU_ROWS_PER_PASS // max(len(x), 1)
     samples_per_pass = max(1, min(samples_per_pass, num_samples))
+    outputs = None
     with pyro.validation_enabled(False):
-        if samples_per_pass == 1:
-            outputs = [_replayed(model.net, poutine.trace(guide).get_trace(x), x) for _ in range(num_samples)]
-            return model.likelihood.summarize(torch.stack(outputs))
-        # One trace of the guide for every sample (its cost is Pyro's, per site, whatever the
-        # number of samples), and the network on slices of it.
-        with _DrawnInPlace(), pyro.plate(_SAMPLES, num_samples, dim=-2):
-            weights = poutine.trace(guide).get_trace(x)
-        outputs = None
-        for start in range(0, num_samples, samples_per_pass):
-            stop = min(start + samples_per_pass, num_samples)
-            with pyro.plate(_SAMPLES, stop - start, dim=-2):
-                output = _replayed(model.net, _sliced(weights, start, stop), x)
-            # Into one tensor as each pass ends, rather than concatenated at the end: a pass's
-            # output kept would sit in memory its activations freed, and the next pass's
-            # activations would need fresh memory (on a CPU, pages to fault in) every pass.
-            if outputs is None:
-                outputs = output.new_empty((num_samples, *output.shape[1:]))
-            outputs[start:stop] = output
-            del output
+        if samples_per_pass > 1:
+            try:
+                outputs = _in_passes(model.net, guide, x, num_samples, samples_per_pass)
+            except Exception as error:
+                warnings.warn(
+                    f"predict: the network did not take a batch of weight samples ({type(error).__name__}: "
+                    f"{error}); it runs once per sample instead, as with samples_per_pass=1, which skips "
+                    "this try",
+                    stacklevel=3,
+                )
+        if outputs is None:
+            outputs = torch.stack(
+                [_replayed(model.net, poutine.trace(guide).get_trace(x), x) for _ in range(num_samples)]
+            )
     return model.likelihood.summarize(outputs)
+
+
+def _in_passes(
+    net: torch.nn.Module, guide: Callable, x: torch.Tensor, num_samples: int, samples_per_pass: int
+) -> torch.Tensor:
+    """The network's outputs for ``num_samples`` weight samples, ``samples_per_pass`` a pass."""
+    # One trace of the guide for every sample (its cost is Pyro's, per site, whatever the
+    # number of samples), and the network on slices of it.
+    with _DrawnInPlace(), pyro.plate(_SAMPLES, num_samples, dim=-2):
+        weights = poutine.trace(guide).get_trace(x)
+    # Where the samples travel in the batch: the inputs once per sample, made once for all passes.
+    batch = x.repeat(samples_per_pass, *(1,) * (x.dim() - 1)) if _only_layer_weights(net, weights) else None
+    outputs = None
+    for start in range(0, num_samples, samples_per_pass):
+        stop = min(start + samples_per_pass, num_samples)
+        count = stop - start
+        with pyro.plate(_SAMPLES, count, dim=-2):
+            if batch is not None:
+                rows = batch[: count * len(x)]
+                with SamplesInBatchMessenger(count, shared=(x, rows)):
+                    output = _replayed(net, _sliced(weights, start, stop), rows)
+                output = output.reshape(count, len(x), *output.shape[1:])
+            else:
+                output = _replayed(net, _sliced(weights, start, stop), x)
+        # Into one tensor as each pass ends, rather than concatenated at the end: a pass's
+        # output kept would sit in memory its activations freed, and the next pass's
+        # activations would need fresh memory (on a CPU, pages to fault in) every pass.
+        if outputs is None:
+            outputs = output.new_empty((num_samples, *output.shape[1:]))
+        outputs[start:stop] = output
+        del output
+    return outputs
 
 
 #: The name of :func:`predict`'s plate of weight samples.
@@ -682,3 +718,16 @@ def _sliced(weights: poutine.Trace, start: int, stop: int) -> poutine.Trace:
 
 def _replayed(net: torch.nn.Module, weights: poutine.Trace, x: torch.Tensor) -> torch.Tensor:
     return poutine.replay(net, trace=weights)(x)
+
+
+def _only_layer_weights(net: torch.nn.Module, weights: poutine.Trace) -> bool:
+    """Whether every weight sampled in ``weights`` is the weight or bias of one of ``net``'s
+    batched layers (:mod:`bayesify.runtime.batched`), so that nothing else meets the samples."""
+    modules = dict(net.named_modules(remove_duplicate=False))  # a layer held twice: either name
+    for name, site in weights.iter_stochastic_nodes():
+        if site["infer"].get("is_auxiliary"):
+            continue
+        owner, _, attribute = name.rpartition(".")
+        if attribute not in ("weight", "bias") or not isinstance(modules.get(owner), BATCHED_LAYERS):
+            return False
+    return True
