@@ -529,16 +529,8 @@ class MLP(nn.Module):
 
 
 def test_a_rewritten_model_trains_end_to_end_through_the_recipe(tmp_path):
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "mlp.py").write_text(MLP_SOURCE)
-    (tmp_path / "priors.yaml").write_text('version: 1\npriors:\n  "MLP.*.weight": Normal(0, 1)\n')
-    subprocess.run(
-        [sys.executable, "-m", "bayesify", "rewrite", "src", "--out", "bayesian", "--priors", "priors.yaml"],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-    )
-    deterministic, bayesian = (_import(tmp_path / folder / "mlp.py") for folder in ("src", "bayesian"))
+    spec = 'version: 1\npriors:\n  "MLP.*.weight": Normal(0, 1)\n'
+    deterministic, bayesian = _rewritten(tmp_path, MLP_SOURCE, spec)
 
     x = torch.randn(200, 2)
     y = (x[:, 0] * x[:, 1] > 0).long()
@@ -558,6 +550,20 @@ def test_a_rewritten_model_trains_end_to_end_through_the_recipe(tmp_path):
     deterministic_nll = nn.functional.cross_entropy(trained(x), y)
     assert prediction.nll(y) < deterministic_nll + 0.1
     assert (prediction.probs.argmax(-1) == y).float().mean() > 0.9
+
+
+def _rewritten(tmp_path, source, spec):
+    """The module of ``source`` and its rewrite under ``spec`` by the CLI, as a user makes them."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "net.py").write_text(source)
+    (tmp_path / "priors.yaml").write_text(spec)
+    subprocess.run(
+        [sys.executable, "-m", "bayesify", "rewrite", "src", "--out", "bayesian", "--priors", "priors.yaml"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    return tuple(_import(tmp_path / folder / "net.py") for folder in ("src", "bayesian"))
 
 
 def _import(path):
@@ -591,19 +597,10 @@ priors:
 
 
 def test_spec_priors_scaled_by_fan_in_and_centred_on_the_checkpoint(tmp_path):
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "net.py").write_text(CONV_SOURCE)
-    (tmp_path / "priors.yaml").write_text(FAN_SPEC)
-    subprocess.run(
-        [sys.executable, "-m", "bayesify", "rewrite", "src", "--out", "bayesian", "--priors", "priors.yaml"],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-    )
+    deterministic, bayesian = _rewritten(tmp_path, CONV_SOURCE, FAN_SPEC)
     assert 'set_prior(self, "ConvNet.conv.weight", "Normal", 0, "kaiming()")' in (
         (tmp_path / "bayesian" / "net.py").read_text()
     )
-    deterministic, bayesian = (_import(tmp_path / folder / "net.py") for folder in ("src", "bayesian"))
     net, trained = bayesian.ConvNet(), deterministic.ConvNet()
     with pytest.raises(RuntimeError, match="load_deterministic"):
         net(torch.zeros(1, 2, 5, 5))  # the centre is the checkpoint's, not loaded yet
@@ -639,18 +636,8 @@ class NormedNet(nn.Module):
 def _rewritten_normed_net(tmp_path, spec):
     """The rewritten NormedNet, its trained deterministic twin (running statistics set), and
     the values that start a guide."""
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "net.py").write_text(BATCHNORM_SOURCE)
-    (tmp_path / "priors.yaml").write_text(
-        "version: 1\npriors:\n" + "".join(f'  "{e}": Normal(0, 1)\n' for e in spec)
-    )
-    subprocess.run(
-        [sys.executable, "-m", "bayesify", "rewrite", "src", "--out", "bayesian", "--priors", "priors.yaml"],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-    )
-    deterministic, bayesian = (_import(tmp_path / folder / "net.py") for folder in ("src", "bayesian"))
+    entries = "".join(f'  "{entry}": Normal(0, 1)\n' for entry in spec)
+    deterministic, bayesian = _rewritten(tmp_path, BATCHNORM_SOURCE, "version: 1\npriors:\n" + entries)
     trained = deterministic.NormedNet()
     with torch.no_grad():
         for _ in range(5):

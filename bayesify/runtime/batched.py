@@ -93,26 +93,15 @@ def _batched_conv(
     convolve = _CONVOLUTIONS[dims]
     if weight.dim() <= dims + 2:
         return convolve(input, weight, bias, stride, padding, dilation, groups)
-    event = weight.shape[-dims - 2 :]
-    channels_in, spatial = input.shape[-dims - 1], input.shape[-dims:]
-    samples, rows = output_batch(weight.shape[: -dims - 2], input.shape[: -dims - 1])
-    count = math.prod(samples)
-    weights = weight.reshape(count * event[0], *event[1:])
-    if input.dim() - dims - 1 <= len(rows) and groups == 1:
-        # The input is shared by every sample: one convolution whose output channels are
-        # those of all samples side by side.
-        output = convolve(input.reshape(-1, channels_in, *spatial), weights, None, stride, padding, dilation)
-    else:
-        # The input differs per sample: a grouped convolution, one set of groups per sample.
-        stacked = input.expand(*samples, *rows, channels_in, *spatial)
-        stacked = stacked.reshape(count, -1, channels_in, *spatial).transpose(0, 1)
-        stacked = stacked.reshape(-1, count * channels_in, *spatial)
-        output = convolve(stacked, weights, None, stride, padding, dilation, groups * count)
-    output = output.reshape(-1, count, event[0], *output.shape[2:]).transpose(0, 1)
-    output = output.reshape(*samples, *rows, *output.shape[2:])
-    if bias is None:
-        return output
-    return _add_bias(output, bias.reshape(*bias.shape, *(1,) * dims))
+
+    def operation(input: torch.Tensor, weights: torch.Tensor, groups: int) -> torch.Tensor:
+        return convolve(input, weights, None, stride, padding, dilation, groups)
+
+    # A weight (out, in / groups, *kernel); an input shared by every sample can go through
+    # one convolution whose output channels are those of all samples side by side.
+    return _every_sample(
+        operation, input, weight, bias, dims, weight.shape[-dims - 2], groups, shareable=True
+    )
 
 
 def _batched_conv_transpose(
@@ -129,18 +118,40 @@ def _batched_conv_transpose(
     transpose = _TRANSPOSED_CONVOLUTIONS[dims]
     if weight.dim() <= dims + 2:
         return transpose(input, weight, bias, stride, padding, output_padding, groups, dilation)
-    event = weight.shape[-dims - 2 :]  # (in, out / groups, *kernel)
+
+    def operation(input: torch.Tensor, weights: torch.Tensor, groups: int) -> torch.Tensor:
+        return transpose(input, weights, None, stride, padding, output_padding, groups, dilation)
+
+    # A weight (in, out / groups, *kernel): its samples line up by input channel only.
+    channels_out = weight.shape[-dims - 1] * groups
+    return _every_sample(operation, input, weight, bias, dims, channels_out, groups, shareable=False)
+
+
+def _every_sample(
+    operation,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias,
+    dims: int,
+    channels_out: int,
+    groups: int,
+    shareable: bool,
+) -> torch.Tensor:
+    """A convolution ``operation(input, weights, groups)`` with each sample's weight, in one
+    call: a grouped one, each sample's input channels and weights a set of groups of their
+    own, or (``shareable``, one group, an input shared by every sample) a plain one with
+    the samples' weights stacked."""
     channels_in, spatial = input.shape[-dims - 1], input.shape[-dims:]
     samples, rows = output_batch(weight.shape[: -dims - 2], input.shape[: -dims - 1])
     count = math.prod(samples)
-    # One grouped transposed convolution, one set of groups per sample: each sample's input
-    # channels side by side, and its weight's input channels after the previous sample's.
-    stacked = input.expand(*samples, *rows, channels_in, *spatial)
-    stacked = stacked.reshape(count, -1, channels_in, *spatial).transpose(0, 1)
-    stacked = stacked.reshape(-1, count * channels_in, *spatial)
-    weights = weight.reshape(count * event[0], *event[1:])
-    output = transpose(stacked, weights, None, stride, padding, output_padding, groups * count, dilation)
-    output = output.reshape(-1, count, event[1] * groups, *output.shape[2:]).transpose(0, 1)
+    weights = weight.reshape(count * weight.shape[-dims - 2], *weight.shape[-dims - 1 :])
+    if shareable and input.dim() - dims - 1 <= len(rows) and groups == 1:
+        output = operation(input.reshape(-1, channels_in, *spatial), weights, 1)
+    else:
+        stacked = input.expand(*samples, *rows, channels_in, *spatial)
+        stacked = stacked.reshape(count, -1, channels_in, *spatial).transpose(0, 1)
+        output = operation(stacked.reshape(-1, count * channels_in, *spatial), weights, groups * count)
+    output = output.reshape(-1, count, channels_out, *output.shape[2:]).transpose(0, 1)
     output = output.reshape(*samples, *rows, *output.shape[2:])
     if bias is None:
         return output
