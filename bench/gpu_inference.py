@@ -61,20 +61,10 @@ class Bottleneck(nn.Module):
             self.bn_shortcut = nn.BatchNorm2d(outputs)
 
     def forward(self, x):
-        y = F.relu(norm(self.bn1, self.conv1(x)))
-        y = F.relu(norm(self.bn2, self.conv2(y)))
-        y = norm(self.bn3, self.conv3(y))
-        return F.relu(y + (x if self.shortcut is None else norm(self.bn_shortcut, self.shortcut(x))))
-
-
-def per_image(layer, x):
-    """``layer`` on ``(..., C, H, W)``: leading dimensions of weight samples are batch too."""
-    y = layer(x.reshape(-1, *x.shape[-3:]))
-    return y.reshape(*x.shape[:-3], *y.shape[1:])
-
-
-def norm(batch_norm, x):
-    return per_image(batch_norm, x)
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + (x if self.shortcut is None else self.bn_shortcut(self.shortcut(x))))
 
 
 class ResNet50(nn.Module):
@@ -91,8 +81,8 @@ class ResNet50(nn.Module):
         self.fc = nn.Linear(inputs, classes)
 
     def forward(self, x):
-        x = per_image(lambda image: F.max_pool2d(image, 3, 2, 1), F.relu(norm(self.bn, self.stem(x))))
-        return self.fc(self.layers(x).mean((-1, -2)))
+        x = F.max_pool2d(F.relu(self.bn(self.stem(x))), 3, 2, 1)
+        return self.fc(self.layers(x).mean((2, 3)))
 
 
 def bert(tiny):
@@ -113,8 +103,9 @@ def bert(tiny):
         def forward(self, tokens):
             return self.head(self.bert(tokens).last_hidden_state[:, 0])
 
-    selectors = [
-        "Classifier.bert.encoder.layer.*.attention.*.*.weight",
+    selectors = [  # the encoder's six Linear weights a layer, not its LayerNorms'
+        "Classifier.bert.encoder.layer.*.attention.self.*.weight",
+        "Classifier.bert.encoder.layer.*.attention.output.dense.weight",
         "Classifier.bert.encoder.layer.*.*.dense.weight",
     ]
     return Classifier(), selectors, lambda batch: torch.randint(0, 1000, (batch, 16 if tiny else 128))
@@ -189,14 +180,6 @@ def measure(name, build, args):
     seconds, peak = timed(bayesify_steps, device, 2)
     rows["bayesify step"] = (seconds / args.repeats, peak)
     per_pass = args.samples if device.type == "cuda" else 10
-    try:
-        predict(model, guide, x, num_samples=2, samples_per_pass=2)
-    except RuntimeError as error:  # a network whose own code assumes one batch dimension
-        print(
-            f"{name}: batched prediction fails ({str(error).splitlines()[0]}); one sample per pass",
-            file=sys.stderr,
-        )
-        per_pass = 1
     rows[f"bayesify predict ({args.samples} samples, {per_pass} per pass)"] = timed(
         lambda: predict(model, guide, x, num_samples=args.samples, samples_per_pass=per_pass), device, 1
     )
