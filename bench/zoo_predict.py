@@ -74,7 +74,7 @@ def check(build, double: bool) -> dict:
     if not isinstance(output, torch.Tensor):
         return {"skipped": "not one output tensor"}
     values = {name: site["value"] for name, site in drawn.iter_stochastic_nodes()}
-    model = supervised(net, Normal(event_dim=output.dim() - 1))
+    model = supervised(net, Normal())
     guide = CheckpointNormal(model, values, delta=0.1)
     with torch.no_grad():
         guide(x)  # sets the guide up, which runs the model: its draws come before predict's

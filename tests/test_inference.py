@@ -83,15 +83,20 @@ def log_prob_of_obs(model, *args):
     return site["log_prob_sum"] * site["scale"], site["scale"]
 
 
-@pytest.mark.parametrize("which", ["categorical", "normal"])
+@pytest.mark.parametrize("which", ["categorical", "normal", "normal of one number", "normal of an image"])
 def test_likelihood_is_the_hand_written_plate_scaled_to_the_data_set(which):
     output = torch.randn(BATCH, 3)
     if which == "categorical":
         target = torch.randint(0, 3, (BATCH,))
         likelihood, observed = Categorical(DATASET_SIZE), dist.Categorical(logits=output)
     else:
-        target = torch.randn(BATCH, 3)
-        likelihood, observed = Normal(DATASET_SIZE, scale=0.5), dist.Normal(output, 0.5).to_event(1)
+        # One observation is all of an input's output, whatever its shape.
+        output = {"normal": output, "normal of one number": output[:, 0], "normal of an image": images()[0]}[
+            which
+        ]
+        target = torch.randn_like(output)
+        likelihood = Normal(DATASET_SIZE, scale=0.5)
+        observed = dist.Normal(output, 0.5).to_event(output.dim() - 1)
 
     def by_hand(output, target):
         with pyro.plate("data", DATASET_SIZE, subsample_size=len(target)):
@@ -115,6 +120,15 @@ def test_categorical_likelihoods_log_density_and_gradient_are_torchs_to_the_bit(
     assert torch.equal(*(torch.autograd.grad(density.sum(), output)[0] for density in (ours, theirs)))
     samples = observed.sample((2,))  # another shape than the batch's
     assert torch.equal(observed.log_prob(samples), torchs.log_prob(samples))
+
+
+def test_normal_likelihood_finds_the_batch_inside_a_plate_of_particles():
+    # Under a vectorised ELBO the outputs carry the particles left of the batch.
+    output, target = torch.randn(5, BATCH, 1, 4, 4), torch.randn(BATCH, 1, 4, 4)
+    with pyro.plate("particles", 5, dim=-2):
+        site = poutine.trace(Normal(DATASET_SIZE, scale=0.5)).get_trace(output, target).nodes["obs"]
+    assert site["fn"].batch_shape == (5, BATCH) and site["fn"].event_shape == (1, 4, 4)
+    assert site["scale"] == DATASET_SIZE / BATCH
 
 
 def test_normal_likelihood_learns_its_noise_scale():

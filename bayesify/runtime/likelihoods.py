@@ -19,6 +19,7 @@ from typing import Optional
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.poutine.runtime import get_plates
 from torch.distributions import constraints
 
 
@@ -97,8 +98,8 @@ class Categorical:
 
 class Normal:
     """
-    Real targets with Gaussian noise: ``obs ~ Normal(output, scale)``, the last
-    ``event_dim`` dimensions of ``output`` being one observation, in a plate scaled to
+    Real targets with Gaussian noise: ``obs ~ Normal(output, scale)``, one observation per
+    input of the batch (every dimension of ``output`` after the batch's), in a plate scaled to
     ``dataset_size``.
 
     :param int dataset_size: as for :class:`Categorical`.
@@ -107,8 +108,11 @@ class Normal:
     :param float init_scale: where a learned scale starts; ``None``: at the root mean square
         of the residuals of the first batch it observes (for a network started at trained
         weights, the trained model's noise), or 1 when it first sees no targets.
-    :param int event_dim: the number of trailing dimensions of one output (``1`` for a
-        network that returns ``(batch, targets)``, ``0`` for ``(batch,)``).
+    :param int event_dim: the number of trailing dimensions of one observation. ``None``:
+        every dimension after the batch's (``0`` for a network that returns ``(batch,)``,
+        ``1`` for ``(batch, targets)``, ``3`` for images ``(batch, channels, height,
+        width)``), the dimensions left of the batch being those of enclosing plates (the
+        particles of a vectorised ELBO, the samples of ``Predictive``).
     """
 
     def __init__(
@@ -117,7 +121,7 @@ class Normal:
         scale: Optional[float] = None,
         *,
         init_scale: Optional[float] = None,
-        event_dim: int = 1,
+        event_dim: Optional[int] = None,
         name: str = "obs",
     ) -> None:
         self.dataset_size = dataset_size
@@ -142,8 +146,12 @@ class Normal:
         return pyro.param(name, initial, constraint=constraints.positive)
 
     def __call__(self, output: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
-        noise = dist.Normal(output, self.scale(output, target)).to_event(self.event_dim)
-        with _data_plate(self.dataset_size, output.shape[output.dim() - self.event_dim - 1]):
+        event_dim = self.event_dim
+        if event_dim is None:
+            enclosing = sum(1 for frame in get_plates() if frame.vectorized and frame.dim is not None)
+            event_dim = output.dim() - 1 - enclosing
+        noise = dist.Normal(output, self.scale(output, target)).to_event(event_dim)
+        with _data_plate(self.dataset_size, output.shape[output.dim() - event_dim - 1]):
             return pyro.sample(self.name, noise, obs=target)
 
     def summarize(self, outputs: torch.Tensor) -> Prediction:
