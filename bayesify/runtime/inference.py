@@ -308,8 +308,9 @@ class CheckpointLaplace(AutoGuideList):
                 "sites=[...], or use CheckpointNormal"
             )
         noise = None  # a learned normal noise is re-estimated with the covariance
-        if isinstance(joint, BayesianModel) and isinstance(joint.likelihood, likelihoods.Normal):
-            noise = None if joint.likelihood.fixed_scale is not None else f"{joint.likelihood.name}.scale"
+        likelihood = joint.likelihood if isinstance(joint, BayesianModel) else None
+        if isinstance(likelihood, likelihoods.Normal) and likelihood.fixed_scale is None:
+            noise = f"{likelihood.name}.scale"
         _set_laplace_covariance(laplace, joint, fixed, itertools.chain([first], batches), noise)
 
 
