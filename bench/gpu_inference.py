@@ -148,6 +148,27 @@ def timed(step, device, repeats):
     return statistics.median(times), peak
 
 
+def fit_step_timed(model, guide, batch, device, repeats):
+    """The median time of :func:`fit`'s own steps, as a user runs them (its loss, its fused
+    Adam), after its first: that one runs with Pyro's checks on and makes the optimizer, and
+    comes once a fit. A step's time is that between fit's requests for consecutive batches."""
+    stamps = []
+
+    def batches():
+        for _ in range(repeats + 2):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            stamps.append(time.perf_counter())
+            yield batch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    fit(model, guide, batches(), lr=1e-4, progress=False)
+    steps = [end - start for start, end in zip(stamps[1:], stamps[2:])]
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    return statistics.median(steps), peak
+
+
 def measure(name, build, args):
     device = torch.device(args.device)
     net, selectors, inputs = build(args.tiny)
@@ -172,13 +193,7 @@ def measure(name, build, args):
     model = supervised(converted, Categorical(dataset_size=50_000))
     guide = CheckpointNormal(model, values).to(device)
 
-    def bayesify_steps():
-        fit(model, guide, [(x, y)] * args.repeats, lr=1e-4, progress=False)
-
-    # fit's own steps, as a user runs them (its loss, its fused Adam); its first step, which
-    # finds the parameters and makes the optimizer, is one of ``repeats`` in each call.
-    seconds, peak = timed(bayesify_steps, device, 2)
-    rows["bayesify step"] = (seconds / args.repeats, peak)
+    rows["bayesify step"] = fit_step_timed(model, guide, (x, y), device, args.repeats)
     per_pass = args.samples if device.type == "cuda" else 10
     rows[f"bayesify predict ({args.samples} samples, {per_pass} per pass)"] = timed(
         lambda: predict(model, guide, x, num_samples=args.samples, samples_per_pass=per_pass), device, 1
