@@ -747,3 +747,110 @@ def test_a_layer_held_twice_loads_from_its_checkpoint_and_predicts_in_one_pass(r
     assert not recwarn.list  # its weight's site may have either name: the layer is still found
     with torch.no_grad():
         assert torch.allclose(prediction.mean, trained(x), atol=1e-5)
+
+
+class MaskedNet(PyroModule):
+    """A network of two inputs, as a transformer takes tokens and their mask: features of
+    five positions, pooled over the positions the mask keeps."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(3, 6)
+        self.head = nn.Linear(6, 4)
+        pyro_module(self)
+        set_prior(self, "MaskedNet.*.weight", "Normal", 0, 1)
+
+    def forward(self, x, mask):
+        hidden = torch.relu(self.embed(x)) * mask.unsqueeze(-1)
+        return self.head(hidden.sum(-2) / mask.sum(-1, keepdim=True))
+
+
+def masked(n=BATCH):
+    mask = (torch.rand(n, 5) < 0.7).float()
+    mask[:, 0] = 1.0
+    return torch.randn(n, 5, 3), mask, torch.randint(0, 4, (n,))
+
+
+def test_a_network_of_several_inputs_trains_and_predicts_each_sample_with_its_own_weights(recwarn):
+    x, mask, y = masked(64)
+    model = supervised(MaskedNet(), Categorical(len(x)))
+    guide = CheckpointNormal(model, init_scale=0.1)
+    # A loader over TensorDataset(x, mask, y) gives flat batches: the inputs, then the targets.
+    loader = DataLoader(TensorDataset(x, mask, y), batch_size=16, shuffle=True)
+    losses = fit(model, guide, loader, epochs=30, lr=0.01, progress=False)
+    assert losses[-1] < 0.8 * losses[0]
+    inputs = (x[:BATCH], mask[:BATCH])
+    pyro.set_rng_seed(5)
+    with torch.no_grad(), pyro.plate(inference._SAMPLES, 6, dim=-2):
+        weights = poutine.trace(guide).get_trace(inputs)
+    pyro.set_rng_seed(5)
+    prediction = predict(model, guide, inputs, num_samples=6, samples_per_pass=6)
+    assert not recwarn.list  # one pass: both inputs are a row per example, so the samples ride in the batch
+    for i in range(6):
+        drawn = {name: weights.nodes[name]["value"][i, 0] for name in ("embed.weight", "head.weight")}
+        with torch.no_grad():
+            alone = poutine.condition(model.net, drawn)(*inputs)
+        assert torch.allclose(prediction.outputs[i], alone, atol=1e-5)
+
+
+def test_laplace_guide_reads_a_batch_of_several_inputs():
+    x, mask, _ = masked(32)
+    net = MaskedNet()
+    model = supervised(net, Normal(len(x)))
+    targets = torch.randn(32, 4)
+    guide = CheckpointLaplace(model, {}, ((x, mask), targets))
+    prediction = predict(model, guide, (x, mask), num_samples=5)
+    assert prediction.mean.shape == (32, 4)
+
+
+class GraphNet(PyroModule):
+    """A graph network written for one batch of nodes: each node adds its neighbours' features
+    (``index_add`` along the first dimension, over the edges' node indices)."""
+
+    def __init__(self):
+        super().__init__()
+        self.node = nn.Linear(3, 5)
+        self.head = nn.Linear(5, 2)
+        pyro_module(self)
+        set_prior(self, "GraphNet.*.weight", "Normal", 0, 1)
+
+    def forward(self, x, edges):
+        hidden = self.node(x)
+        hidden = hidden.index_add(0, edges[1], hidden[edges[0]])
+        return self.head(torch.relu(hidden))
+
+
+class BatchCentred(PyroModule):
+    """A network that centres its batch (as a BatchNorm left in training mode does): its rows
+    are not computed apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+        pyro_module(self)
+        set_prior(self, "BatchCentred.fc.weight", "Normal", 0, 1)
+
+    def forward(self, x):
+        hidden = self.fc(x)
+        return hidden - hidden.mean(0)
+
+
+@pytest.mark.parametrize("network", ["graph", "batch-centred"])
+def test_predict_checks_one_sample_and_runs_once_per_sample_where_a_pass_computes_it_wrongly(network):
+    # Neither refuses a batch of samples: the graph network indexes the samples' dimension as
+    # if it were the nodes', the centred one averages over every sample's rows. Unchecked,
+    # both would predict wrongly without a word.
+    if network == "graph":
+        net, inputs = GraphNet(), (torch.randn(6, 3), torch.tensor([[0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 0]]))
+    else:
+        net, inputs = BatchCentred(), (torch.randn(6, 3),)
+    model = supervised(net, Normal(DATASET_SIZE, scale=1.0))
+    guide = CheckpointNormal(model, init_scale=0.3)
+    with pytest.warns(UserWarning, match="differs from the network run on its weights alone"):
+        prediction = predict(model, guide, inputs if network == "graph" else inputs[0], num_samples=8)
+    assert prediction.outputs.shape == (8, 6, 2)
+    # One sample per pass: each output is the network's on some draw of the weights, as the
+    # per-sample spread shows (the batch-centred outputs of one draw sum to zero over the rows).
+    if network == "batch-centred":
+        assert torch.allclose(prediction.outputs.sum(1), torch.zeros(8, 2), atol=1e-5)
+    assert prediction.epistemic.gt(0).all()

@@ -54,19 +54,23 @@ MAX_LAPLACE_SIZE = 5000
 #: How many rows (weight samples times inputs) one pass of :func:`predict` computes on a CPU.
 CPU_ROWS_PER_PASS = 5_000
 
-Batch = Sequence[torch.Tensor]
+#: A network's input: one tensor, or a tuple of the tensors it takes (``net(*inputs)``).
+Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
+#: A batch ``(x, y)``: the network's inputs and the targets.
+Batch = Sequence[Union[torch.Tensor, Sequence[torch.Tensor]]]
 
 
 class BayesianModel:
-    """``model(x, y=None)``: the network's output on ``x``, observed as ``y`` through the
-    likelihood. Made by :func:`supervised`; ``net`` and ``likelihood`` are its parts."""
+    """``model(x, y=None)``: the network's output on ``x`` (a tensor, or a tuple of the
+    network's inputs), observed as ``y`` through the likelihood. Made by :func:`supervised`;
+    ``net`` and ``likelihood`` are its parts."""
 
     def __init__(self, net: torch.nn.Module, likelihood) -> None:
         self.net = net
         self.likelihood = likelihood
 
-    def __call__(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        output = self.net(x)
+    def __call__(self, x: Inputs, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        output = self.net(*_as_tuple(x))
         self.likelihood(output, y)
         return output
 
@@ -83,6 +87,11 @@ def supervised(net: torch.nn.Module, likelihood) -> BayesianModel:
             output = net(x)
             likelihood(output, y)
             return output
+
+    For a network of several inputs (a transformer's tokens and attention mask, a graph
+    network's features and edges), ``x`` is the tuple of them: ``model((tokens, mask), y)``
+    runs ``net(tokens, mask)``. :func:`fit`, :class:`CheckpointLaplace` and :func:`predict`
+    take such inputs too.
     """
     return BayesianModel(net, likelihood)
 
@@ -259,7 +268,7 @@ class CheckpointLaplace(AutoGuideList):
         :func:`~bayesify.runtime.load_deterministic` returns); a value outside its prior's
         support is replaced by the prior's median, as in :class:`CheckpointNormal`.
     :param data: the training data, as for :func:`fit`: an iterable of batches ``(x, y)``
-        or one batch of tensors. Each batch's Hessian counts by its share of the data.
+        or one batch. Each batch's Hessian counts by its share of the data.
     :param sites: the names of the sites given a full covariance; by default those of the
         module whose site is sampled last (the last layer's weight and bias). At most
         :data:`MAX_LAPLACE_SIZE` weights in all: the Hessian has their number squared.
@@ -275,9 +284,7 @@ class CheckpointLaplace(AutoGuideList):
     ) -> None:
         super().__init__(model)
         joint = model  # the observations included: the Hessian is the posterior's
-        if isinstance(data, (tuple, list)) and data and all(isinstance(part, torch.Tensor) for part in data):
-            data = [tuple(data)]
-        batches = iter(data)
+        batches = iter(_model_batches(model, _as_batches(data)))
         first = next(batches, None)
         if first is None:
             raise ValueError("CheckpointLaplace needs the training data: a DataLoader or (x, y), not nothing")
@@ -487,7 +494,10 @@ def fit(
     as a small network's step.
 
     :param data: an iterable of batches ``(x, y)`` (a :class:`~torch.utils.data.DataLoader`),
-        read once per epoch; or one batch ``(x, y)`` of tensors, the whole data set. A
+        read once per epoch; or one batch ``(x, y)``, the whole data set. ``x`` is a tensor,
+        or a tuple of a network's inputs; for a :func:`supervised` model, a batch of more than
+        two tensors ``(x1, ..., xk, y)``, as a ``DataLoader`` over ``TensorDataset(x1, ...,
+        xk, y)`` gives, is the inputs ``(x1, ..., xk)`` and the targets ``y``. A
         ``DataLoader`` over a :class:`~torch.utils.data.TensorDataset` is read by indexing
         the tensors with its batches of indices: the same batches, without collating rows.
     :param float lr: the learning rate, Adam's usual. Adam moves every parameter by about
@@ -506,8 +516,7 @@ def fit(
     :param bool progress: show a progress bar with the current loss.
     :returns: the mean loss per epoch.
     """
-    if isinstance(data, (tuple, list)) and all(isinstance(part, torch.Tensor) for part in data):
-        data = [tuple(data)]
+    data = _as_batches(data)
     elbo = loss or _LeanTraceMeanField_ELBO()
     optimizing = None
 
@@ -530,10 +539,31 @@ def fit(
     losses = []
     with tqdm(range(epochs), disable=not progress, desc="fit", unit="epoch") as bar:
         for _ in bar:
-            step_losses = [step(batch) for batch in _batches(data)]
+            step_losses = [step(batch) for batch in _model_batches(model, data)]
             losses.append(sum(step_losses) / max(len(step_losses), 1))
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
     return losses
+
+
+def _as_batches(data: Union[Iterable[Batch], Batch]) -> Iterable[Batch]:
+    """``data`` as an iterable of batches: one batch ``(x, y)`` (its targets a tensor, its
+    inputs tensors or tuples of them) is a list of itself."""
+    if isinstance(data, (tuple, list)) and len(data) > 1 and isinstance(data[-1], torch.Tensor):
+        if all(isinstance(part, torch.Tensor) for part in itertools.chain(*map(_as_tuple, data[:-1]))):
+            return [tuple(data)]
+    return data
+
+
+def _model_batches(model: Callable, data: Iterable[Batch]) -> Iterable[Batch]:
+    """The batches of ``data`` as ``model`` takes them: a :func:`supervised` model's batch of
+    more than two tensors ``(x1, ..., xk, y)`` as ``((x1, ..., xk), y)``."""
+    if not isinstance(model, BayesianModel):
+        return _batches(data)
+    return ((tuple(batch[:-1]), batch[-1]) if len(batch) > 2 else batch for batch in _batches(data))
+
+
+def _as_tuple(x: Inputs) -> tuple:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
 def _batches(data: Iterable[Batch]) -> Iterable[Batch]:
@@ -581,7 +611,7 @@ def _optimizer(optimizer: Callable[..., torch.optim.Optimizer], params, lr: floa
 def predict(
     model: BayesianModel,
     guide: Callable,
-    x: torch.Tensor,
+    x: Inputs,
     num_samples: int = 100,
     *,
     samples_per_pass: Optional[int] = None,
@@ -606,6 +636,10 @@ def predict(
     that fails that way runs once per sample, with a warning that says why. Pyro's
     validation is off: the guide's distributions were checked as it was fitted.
 
+    :param x: the network's input, or the tuple of its inputs, as the model takes it. Several
+        inputs travel in the batch only where each holds one row per example (a
+        transformer's tokens and mask do; a graph network's edges do not, and its samples
+        keep their own dimension, or a pass each).
     :param int samples_per_pass: how many samples one pass of the network computes. By
         default, on a GPU all of them; on a CPU, as many as make a pass's rows (samples times
         inputs) about :data:`CPU_ROWS_PER_PASS`, so that a layer's outputs stay in cache
@@ -615,8 +649,11 @@ def predict(
         predictions for the same seed. ``1`` samples the guide and runs the network once per
         sample, without any plate, for a network whose layers cannot take a batch of weights.
     """
+    first = _as_tuple(x)[0]
     if samples_per_pass is None:
-        samples_per_pass = num_samples if x.device.type != "cpu" else CPU_ROWS_PER_PASS // max(len(x), 1)
+        samples_per_pass = (
+            num_samples if first.device.type != "cpu" else CPU_ROWS_PER_PASS // max(len(first), 1)
+        )
     samples_per_pass = max(1, min(samples_per_pass, num_samples))
     outputs = None
     with pyro.validation_enabled(False):
@@ -638,31 +675,39 @@ def predict(
 
 
 def _in_passes(
-    net: torch.nn.Module, guide: Callable, x: torch.Tensor, num_samples: int, samples_per_pass: int
+    net: torch.nn.Module, guide: Callable, x: Inputs, num_samples: int, samples_per_pass: int
 ) -> torch.Tensor:
     """The network's outputs for ``num_samples`` weight samples, ``samples_per_pass`` a pass."""
     # One trace of the guide for every sample (its cost is Pyro's, per site, whatever the
     # number of samples), and the network on slices of it.
     with _DrawnInPlace(), pyro.plate(_SAMPLES, num_samples, dim=-2):
         weights = poutine.trace(guide).get_trace(x)
-    # Where the samples travel in the batch: the inputs once per sample, made once for all passes.
-    batch = x.repeat(samples_per_pass, *(1,) * (x.dim() - 1)) if _only_layer_weights(net, weights) else None
+    inputs = _as_tuple(x)
+    size = len(inputs[0])
+    # The samples travel in the batch where nothing but the layers meets them and every input
+    # is one row per example (a graph network's edges are not): the inputs once per sample,
+    # made once for all passes.
+    repeated = None
+    if _only_layer_weights(net, weights) and all(input.dim() and len(input) == size for input in inputs):
+        repeated = [input.repeat(samples_per_pass, *(1,) * (input.dim() - 1)) for input in inputs]
     outputs = None
     for start in range(0, num_samples, samples_per_pass):
         stop = min(start + samples_per_pass, num_samples)
         count = stop - start
         with pyro.plate(_SAMPLES, count, dim=-2):
-            if batch is not None:
-                rows = batch[: count * len(x)]
-                with SamplesInBatchMessenger(count, shared=(x, rows)):
+            if repeated is not None:
+                rows = [batch[: count * size] for batch in repeated]
+                shared = (inputs[0], rows[0]) if len(inputs) == 1 else None
+                with SamplesInBatchMessenger(count, shared=shared):
                     output = _replayed(net, _sliced(weights, start, stop), rows)
-                output = output.reshape(count, len(x), *output.shape[1:])
+                output = output.reshape(count, size, *output.shape[1:])
             else:
-                output = _replayed(net, _sliced(weights, start, stop), x)
+                output = _replayed(net, _sliced(weights, start, stop), inputs)
         # Into one tensor as each pass ends, rather than concatenated at the end: a pass's
         # output kept would sit in memory its activations freed, and the next pass's
         # activations would need fresh memory (on a CPU, pages to fault in) every pass.
         if outputs is None:
+            _check_one_sample(net, weights, inputs, output[-1], stop - 1)
             outputs = output.new_empty((num_samples, *output.shape[1:]))
         outputs[start:stop] = output
         del output
@@ -703,22 +748,59 @@ _INDEPENDENT_RSAMPLE = torch.distributions.Independent.rsample
 def _sliced(weights: poutine.Trace, start: int, stop: int) -> poutine.Trace:
     """The sampled sites of ``weights``, each value narrowed to samples ``start:stop`` along the
     dimension of the plate of samples (a site that does not vary along it is kept whole)."""
-    sliced = poutine.Trace()
+    return _each_site(weights, lambda value, dim, event_dim: value.narrow(dim, start, stop - start))
+
+
+def _one_draw(weights: poutine.Trace, index: int) -> poutine.Trace:
+    """The sampled sites of ``weights`` at sample ``index``, shaped as one draw outside the
+    plate of samples: without its dimension, nor the dimensions of size one left of it."""
+
+    def select(value: torch.Tensor, dim: int, event_dim: int) -> torch.Tensor:
+        value = value.select(dim, index)
+        while value.dim() > event_dim and value.shape[0] == 1:
+            value = value[0]
+        return value
+
+    return _each_site(weights, select)
+
+
+def _each_site(weights: poutine.Trace, take: Callable) -> poutine.Trace:
+    """The sampled sites of ``weights``, each value ``take(value, dim, event_dim)`` where it
+    varies along the plate of samples, ``dim`` its dimension (else kept whole)."""
+    taken = poutine.Trace()
     for name, site in weights.nodes.items():
         if site["type"] != "sample" or site["is_observed"]:
             continue
-        value = site["value"]
+        value, event_dim = site["value"], site["fn"].event_dim
         for frame in site["cond_indep_stack"]:
             if frame.name == _SAMPLES:
-                dim = value.dim() - site["fn"].event_dim + frame.dim
+                dim = value.dim() - event_dim + frame.dim
                 if dim >= 0 and value.shape[dim] == frame.size:
-                    value = value.narrow(dim, start, stop - start)
-        sliced.add_node(name, type="sample", value=value, infer=site["infer"], is_observed=False)
-    return sliced
+                    value = take(value, dim, event_dim)
+        taken.add_node(name, type="sample", value=value, infer=site["infer"], is_observed=False)
+    return taken
 
 
-def _replayed(net: torch.nn.Module, weights: poutine.Trace, x: torch.Tensor) -> torch.Tensor:
-    return poutine.replay(net, trace=weights)(x)
+def _check_one_sample(
+    net: torch.nn.Module, weights: poutine.Trace, inputs: tuple, computed: torch.Tensor, index: int
+) -> None:
+    """Raises where sample ``index``'s outputs, ``computed`` in a pass with other samples,
+    are not those of the network run on that sample's weights alone. A network can take a
+    batch of samples and still compute them wrongly (a graph network's messages between the
+    rows of its batch, an indexing of the first dimension, dropout left on): one pass of one
+    sample is what it costs to know."""
+    alone = _replayed(net, _one_draw(weights, index), inputs)
+    tolerance = 1e-3 * float(alone.abs().max()) if alone.numel() else 0.0
+    if alone.shape != computed.shape or not torch.allclose(computed, alone, rtol=1e-3, atol=tolerance):
+        raise ValueError(
+            f"sample {index}, computed with others in one pass, differs from the network run on its "
+            "weights alone: the network mixes the rows of its batch, indexes its first dimension, "
+            "or is random itself (dropout in training mode)"
+        )
+
+
+def _replayed(net: torch.nn.Module, weights: poutine.Trace, x: Inputs) -> torch.Tensor:
+    return poutine.replay(net, trace=weights)(*_as_tuple(x))
 
 
 def _only_layer_weights(net: torch.nn.Module, weights: poutine.Trace) -> bool:
