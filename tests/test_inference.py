@@ -854,3 +854,14 @@ def test_predict_checks_one_sample_and_runs_once_per_sample_where_a_pass_compute
     if network == "batch-centred":
         assert torch.allclose(prediction.outputs.sum(1), torch.zeros(8, 2), atol=1e-5)
     assert prediction.epistemic.gt(0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_predicts_check_allows_the_rounding_of_the_networks_precision(dtype, recwarn):
+    # In bfloat16 a pass of many samples and a pass of one round differently by a few
+    # hundredths: that is no reason to fall back to a pass per sample.
+    x, mask, _ = masked(64)
+    model = supervised(MaskedNet().to(dtype), Categorical(DATASET_SIZE))
+    prediction = predict(model, CheckpointNormal(model, init_scale=0.1), (x.to(dtype), mask.to(dtype)))
+    assert prediction.probs.dtype == dtype
+    assert not recwarn.list
