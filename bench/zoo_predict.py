@@ -4,9 +4,9 @@
 Issue 10's ``predict`` draws its weight samples in one pass through the network. Real networks
 are written for one batch dimension (``BatchNorm2d``, ``x.view(x.size(0), -1)``, transposed
 convolutions in every UNet), which is what this checks, on the model builders of
-``bench/zoo_models.py`` that take one input tensor and return one tensor. For each package
-(monai and kornia by default), in the zoo's environment (``bench/zoo.py`` installs it), the
-script rewrites the whole package under the zoo's ``type`` spec (every Linear and Conv weight)
+``bench/zoo_models.py`` that take tensors (one, or several as a tuple) and return one. For
+each package (monai and kornia by default), in the zoo's environment (``bench/zoo.py``
+installs it), the script rewrites the whole package under the zoo's ``type`` spec (every Linear and Conv weight)
 and, for each model built from the mirror, in eval mode:
 
 - starts a :class:`~bayesify.runtime.CheckpointNormal` guide at a draw of the prior, with a
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import inspect
 import json
 import os
 import subprocess
@@ -62,14 +63,20 @@ def check(build, double: bool) -> dict:
     pyro.set_rng_seed(0)
     pyro.clear_param_store()
     net, args, kwargs = build()
-    if kwargs or len(args) != 1 or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
-        return {"skipped": "not one input tensor"}
+    try:  # keyword inputs that are the forward's positional parameters are passed as such
+        bound = inspect.signature(net.forward).bind(*args, **kwargs)
+    except TypeError:
+        return {"skipped": "inputs not positional tensors"}
+    inputs = bound.args
+    if bound.kwargs or not all(isinstance(input, torch.Tensor) for input in inputs):
+        return {"skipped": "inputs not positional tensors"}
     net.eval()
-    x = args[0]
     if double:
-        net, x = net.double(), x.double()
+        net = net.double()
+        inputs = tuple(input.double() if input.is_floating_point() else input for input in inputs)
+    x = inputs if len(inputs) > 1 else inputs[0]  # what predict and the model take
     with torch.no_grad():
-        drawn = poutine.trace(net).get_trace(x)
+        drawn = poutine.trace(net).get_trace(*inputs)
     output = drawn.nodes["_RETURN"]["value"]
     if not isinstance(output, torch.Tensor):
         return {"skipped": "not one output tensor"}
@@ -90,7 +97,7 @@ def check(build, double: bool) -> dict:
     for i, sampled in enumerate(prediction.outputs):
         one = {name: weights.nodes[name]["value"][i, 0] for name in values}
         with torch.no_grad():
-            alone = poutine.condition(net, one)(x)
+            alone = poutine.condition(net, one)(*inputs)
         error = max(error, float((sampled - alone).abs().max() / alone.abs().max().clamp_min(1e-6)))
     return {
         "sites": len(values),
