@@ -6,8 +6,8 @@ are written for one batch dimension (``BatchNorm2d``, ``x.view(x.size(0), -1)``,
 convolutions in every UNet), which is what this checks, on the model builders of
 ``bench/zoo_models.py`` that take tensors (one, or several as a tuple) and return one. For
 each package (monai and kornia by default), in the zoo's environment (``bench/zoo.py``
-installs it), the script rewrites the whole package under the zoo's ``type`` spec (every Linear and Conv weight)
-and, for each model built from the mirror, in eval mode:
+installs it), the script rewrites the whole package under the zoo's ``type`` spec (every
+Linear and Conv weight) and, for each model built from the mirror, in eval mode:
 
 - starts a :class:`~bayesify.runtime.CheckpointNormal` guide at a draw of the prior, with a
   spread of 10% of each weight (so that the samples differ);

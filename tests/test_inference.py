@@ -793,13 +793,18 @@ def test_a_network_of_several_inputs_trains_and_predicts_each_sample_with_its_ow
         assert torch.allclose(prediction.outputs[i], alone, atol=1e-5)
 
 
-def test_laplace_guide_reads_a_batch_of_several_inputs():
+def test_laplace_guide_reads_several_inputs_as_one_batch_or_from_a_loader():
     x, mask, _ = masked(32)
-    net = MaskedNet()
-    model = supervised(net, Normal(len(x)))
+    model = supervised(MaskedNet(), Normal(len(x), scale=0.5))
     targets = torch.randn(32, 4)
-    guide = CheckpointLaplace(model, {}, ((x, mask), targets))
-    prediction = predict(model, guide, (x, mask), num_samples=5)
+    values = {"embed.weight": torch.randn(6, 3), "head.weight": torch.randn(4, 6)}
+    one_batch = CheckpointLaplace(model, values, ((x, mask), targets))
+    from_loader = CheckpointLaplace(model, values, DataLoader(TensorDataset(x, mask, targets), batch_size=8))
+    laplace, same = one_batch[-1], from_loader[-1]
+    assert laplace.latent_dim == 6 * 4  # the head's weight
+    assert torch.allclose(laplace.scale, same.scale, rtol=1e-4)
+    assert torch.allclose(laplace.scale_tril, same.scale_tril, atol=1e-4)
+    prediction = predict(model, one_batch, (x, mask), num_samples=5)
     assert prediction.mean.shape == (32, 4)
 
 

@@ -635,9 +635,9 @@ def predict(
     as written; otherwise they keep a dimension of their own, left of the batch. The last
     sample of the first pass is computed again on its own, and must agree: a network can
     take a batch of samples and compute it wrongly (a graph network's messages between the
-    rows of its batch, dropout left on). A network that
-    fails either way runs once per sample, with a warning that says why. Pyro's validation
-    is off: the guide's distributions were checked as it was fitted.
+    rows of its batch, dropout left on). A network that fails either way runs once per
+    sample, with a warning that says why. Pyro's validation is off: the guide's
+    distributions were checked as it was fitted.
 
     :param x: the network's input, or the tuple of its inputs, as the model takes it. Several
         inputs travel in the batch only where each holds one row per example (a
@@ -787,11 +787,11 @@ def _each_site(weights: poutine.Trace, take: Callable) -> poutine.Trace:
 def _check_one_sample(
     net: torch.nn.Module, weights: poutine.Trace, inputs: tuple, computed: torch.Tensor, index: int
 ) -> None:
-    """Raises where the last sample of a pass, ``computed[-1]`` (the pass's outputs start at
-    sample ``index + 1 - len(computed)``), is not the network's output on that sample's weights
-    alone. A network can take a batch of samples and still compute them wrongly (a graph
-    network's messages between the rows of its batch, an indexing of the first dimension,
-    dropout left on): one pass of one sample is what it costs to know.
+    """Raises where the last of a pass's outputs, ``computed``, those of sample ``index``, are
+    not the network's outputs on that sample's weights alone. A network can take a batch of
+    samples and still compute them wrongly (a graph network's messages between the rows of
+    its batch, an indexing of the first dimension, dropout left on): one pass of one sample
+    is what it costs to know.
 
     They agree when they differ by no more than rounding (a thousandth of the outputs' size,
     a few hundredths in half precision) or no more than a tenth of the difference between
