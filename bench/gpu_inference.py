@@ -17,8 +17,8 @@ Two networks, with every weight of their Linear (and Conv) layers random under a
 For each: one optimisation step of the deterministic network (Adam, cross-entropy), of the
 Bayesian one by docs/runtime.md's recipe (``CheckpointNormal``, ``TraceMeanField_ELBO``, Adam:
 one step of :func:`bayesify.runtime.fit`), and of bayesian-torch's ``dnn_to_bnn`` of the same
-network (its README's loss, cross-entropy + KL / batch); and 100-sample prediction with
-:func:`bayesify.runtime.predict` and with bayesian-torch's 100 forward passes. It prints
+network (its README's loss, cross-entropy + KL / batch); and 100-sample prediction in eval
+mode with :func:`bayesify.runtime.predict` and with bayesian-torch's 100 forward passes. It prints
 median times, peak GPU memory, and ratios vs bayesian-torch and vs the deterministic step.
 bayesian-torch is skipped, with a message, where it is not installed (see bench/quality.py).
 """
@@ -195,6 +195,10 @@ def measure(name, build, args):
 
     rows["bayesify step"] = fit_step_timed(model, guide, (x, y), device, args.repeats)
     per_pass = args.samples if device.type == "cuda" else 10
+    # Predictions in eval mode, as users make them: BatchNorm's running statistics, no
+    # dropout (in training mode both mix or resample the samples, and predict's check of one
+    # sample sends such a network to a pass per sample).
+    converted.eval()
     rows[f"bayesify predict ({args.samples} samples, {per_pass} per pass)"] = timed(
         lambda: predict(model, guide, x, num_samples=args.samples, samples_per_pass=per_pass), device, 1
     )
@@ -228,6 +232,8 @@ def measure(name, build, args):
         other_optimizer.step()
 
     rows["bayesian-torch step"] = timed(bayesian_torch_step, device, args.repeats)
+
+    other.eval()
 
     @torch.no_grad()
     def bayesian_torch_predict():
