@@ -897,3 +897,14 @@ def test_predicts_check_allows_the_rounding_of_the_networks_precision(dtype, rec
     prediction = predict(model, CheckpointNormal(model, init_scale=0.1), (x.to(dtype), mask.to(dtype)))
     assert prediction.probs.dtype == dtype
     assert not recwarn.list
+
+
+def test_predict_says_to_predict_in_eval_mode_where_a_batchnorm_is_left_training(tmp_path):
+    # In training mode BatchNorm2d normalizes over its whole batch: with the samples in it,
+    # over every sample's rows at once. The check catches it and says what to do.
+    net, _, values = _rewritten_normed_net(tmp_path, ["nn.Conv*.weight", "nn.Linear.weight"])
+    model = supervised(net.train(), Categorical(DATASET_SIZE))
+    x, _ = images()
+    guide = CheckpointNormal(model, values, delta=0.1)
+    with pytest.warns(UserWarning, match=r"predict with the network in eval mode \(net.eval\(\)\)"):
+        predict(model, guide, x, num_samples=6, samples_per_pass=6)

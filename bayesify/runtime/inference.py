@@ -814,8 +814,9 @@ def _check_one_sample(
     if not float((last - alone).abs().max()) <= allowed:  # not: a NaN disagrees too
         raise ValueError(
             f"sample {index}, computed with others in one pass, differs from the network run on its "
-            "weights alone: the network mixes the rows of its batch, indexes its first dimension, "
-            "or is random itself (dropout in training mode)"
+            "weights alone: the network mixes the rows of its batch or indexes its first dimension, "
+            "or samples by itself; in training mode BatchNorm does the first and dropout the "
+            "last, so predict with the network in eval mode (net.eval())"
         )
 
 
