@@ -2,6 +2,7 @@
 layers and the weight-noise handlers, each checked against the Pyro a user would write."""
 
 import importlib.util
+import math
 import pickle
 import subprocess
 import sys
@@ -83,12 +84,32 @@ def log_prob_of_obs(model, *args):
     return site["log_prob_sum"] * site["scale"], site["scale"]
 
 
-@pytest.mark.parametrize("which", ["categorical", "normal", "normal of one number", "normal of an image"])
+@pytest.mark.parametrize(
+    "which",
+    [
+        "categorical",
+        "categorical of a sequence",
+        "categorical of an image, classes after the batch",
+        "normal",
+        "normal of one number",
+        "normal of an image",
+    ],
+)
 def test_likelihood_is_the_hand_written_plate_scaled_to_the_data_set(which):
     output = torch.randn(BATCH, 3)
     if which == "categorical":
         target = torch.randint(0, 3, (BATCH,))
         likelihood, observed = Categorical(DATASET_SIZE), dist.Categorical(logits=output)
+    elif which.startswith("categorical"):
+        # One observation is all of an input's labels: a token's or a pixel's is not one.
+        if which == "categorical of a sequence":
+            output, likelihood = torch.randn(BATCH, 5, 3), Categorical(DATASET_SIZE)
+            logits = output
+        else:  # (batch, classes, height, width), as torch's cross_entropy takes it
+            output, likelihood = torch.randn(BATCH, 3, 4, 4), Categorical(DATASET_SIZE, class_dim=1)
+            logits = output.movedim(1, -1)
+        target = torch.randint(0, 3, logits.shape[:-1])
+        observed = dist.Categorical(logits=logits).to_event(logits.dim() - 2)
     else:
         # One observation is all of an input's output, whatever its shape.
         output = {"normal": output, "normal of one number": output[:, 0], "normal of an image": images()[0]}[
@@ -908,3 +929,33 @@ def test_predict_says_to_predict_in_eval_mode_where_a_batchnorm_is_left_training
     guide = CheckpointNormal(model, values, delta=0.1)
     with pytest.warns(UserWarning, match=r"predict with the network in eval mode \(net.eval\(\)\)"):
         predict(model, guide, x, num_samples=6, samples_per_pass=6)
+
+
+class Segmenter(PyroModule):
+    """A label per pixel, its logits laid out as torch's cross_entropy takes them."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.classify = nn.Conv2d(6, 3, 1)
+        pyro_module(self)
+        set_prior(self, "Segmenter.*.weight", "Normal", 0, 1)
+
+    def forward(self, x):
+        return self.classify(torch.relu(self.conv(x)))  # (batch, classes, height, width)
+
+
+def test_a_segmentation_network_trains_and_predicts_a_label_per_pixel():
+    x = torch.randn(48, 1, 4, 4)
+    y = (x[:, 0] > -0.5).long() + (x[:, 0] > 0.5).long()  # three classes by each pixel's value
+    model = supervised(Segmenter(), Categorical(len(x), class_dim=1))
+    guide = CheckpointNormal(model, init_scale=0.05)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+    losses = fit(model, guide, loader, epochs=40, lr=0.03, progress=False)
+    assert losses[-1] < 0.5 * losses[0]
+    prediction = predict(model, guide, x, num_samples=10)
+    assert prediction.outputs.shape == (10, 48, 3, 4, 4)
+    assert prediction.probs.shape == (48, 4, 4, 3)  # classes last, a distribution per pixel
+    assert torch.allclose(prediction.probs, prediction.outputs.softmax(2).mean(0).movedim(1, -1), atol=1e-6)
+    assert (prediction.probs.argmax(-1) == y).float().mean() > 0.8
+    assert prediction.nll(y) < 0.5 * math.log(3)

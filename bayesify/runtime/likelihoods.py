@@ -63,27 +63,48 @@ class Prediction:
 class Categorical:
     """
     Class labels from the network's logits: ``obs ~ Categorical(logits=output)`` for every
-    input of the batch, in a plate scaled to ``dataset_size``.
+    input of the batch, in a plate scaled to ``dataset_size``. One observation is all of an
+    input's labels: one label for a ``(batch, classes)`` output, a label per token for a
+    ``(batch, tokens, classes)`` one, a label per pixel for a segmentation.
 
     :param int dataset_size: the number of training inputs (``None``: no scaling, every
         call sees the whole data set).
+    :param int class_dim: the output's dimension of classes: ``-1``, last, as
+        :class:`~pyro.distributions.Categorical` takes logits; or ``1``, after the batch, as
+        :func:`torch.nn.functional.cross_entropy` takes an image's ``(batch, classes,
+        height, width)``. A dimension from the left counts from the batch's, whatever
+        plates enclose the model (the particles of a vectorised ELBO, the samples of
+        ``Predictive``).
     :param str name: the name of the observed sample site.
     """
 
-    def __init__(self, dataset_size: Optional[int] = None, name: str = "obs") -> None:
+    def __init__(self, dataset_size: Optional[int] = None, name: str = "obs", *, class_dim: int = -1) -> None:
         self.dataset_size = dataset_size
         self.name = name
+        self.class_dim = class_dim
 
     def __call__(self, output: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
-        with _data_plate(self.dataset_size, output.shape[-2]):
-            return pyro.sample(self.name, _ClassLabels(logits=output), obs=target)
+        if self.class_dim != -1:
+            output = output.movedim(self._from_right(output, self.class_dim), -1)
+        # Beyond (batch, classes), an input's labels are one observation: the batch is the
+        # first dimension after the enclosing plates', not the one left of the classes.
+        event_dim = 0 if output.dim() <= 2 else output.dim() - 2 - _enclosing_plates()
+        labels = _ClassLabels(logits=output)
+        with _data_plate(self.dataset_size, output.shape[-2 - event_dim]):
+            return pyro.sample(self.name, labels.to_event(event_dim) if event_dim else labels, obs=target)
+
+    @staticmethod
+    def _from_right(output: torch.Tensor, dim: int) -> int:
+        """``dim`` of the network's output, counted from the right of ``output``."""
+        return dim if dim < 0 else dim - (output.dim() - _enclosing_plates())
 
     def summarize(self, outputs: torch.Tensor) -> Prediction:
         # softmax and log_softmax written out: torch's CPU kernels take ten times longer over
         # a short last dimension (ten classes) than these few element-wise operations. In place
         # where a tensor of every sample's outputs is not read again: on a CPU each new one is
         # also fresh memory to fault in, as much time again as the arithmetic.
-        shifted = outputs - outputs.amax(-1, keepdim=True)
+        logits = outputs if self.class_dim == -1 else outputs.movedim(self._sampled_dim(outputs), -1)
+        shifted = logits - logits.amax(-1, keepdim=True)
         sample_probs = shifted.exp()
         total = sample_probs.sum(-1, keepdim=True)
         sample_probs /= total
@@ -94,6 +115,10 @@ class Categorical:
         return Prediction(
             outputs=outputs, probs=probs, entropy=entropy, epistemic=entropy - sample_entropy.mean(0)
         )
+
+    def _sampled_dim(self, outputs: torch.Tensor) -> int:
+        """The class dimension of ``outputs``, every sample's output stacked in front."""
+        return self.class_dim if self.class_dim < 0 else self.class_dim + 1
 
 
 class Normal:
@@ -148,8 +173,7 @@ class Normal:
     def __call__(self, output: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
         event_dim = self.event_dim
         if event_dim is None:
-            enclosing = sum(1 for frame in get_plates() if frame.vectorized and frame.dim is not None)
-            event_dim = output.dim() - 1 - enclosing
+            event_dim = output.dim() - 1 - _enclosing_plates()
         noise = dist.Normal(output, self.scale(output, target)).to_event(event_dim)
         with _data_plate(self.dataset_size, output.shape[output.dim() - event_dim - 1]):
             return pyro.sample(self.name, noise, obs=target)
@@ -179,6 +203,11 @@ class _ClassLabels(dist.Categorical):
         if self._validate_args or value.shape != self.batch_shape:
             return super().log_prob(value)
         return self.logits.gather(-1, value.long().unsqueeze(-1)).squeeze(-1)
+
+
+def _enclosing_plates() -> int:
+    """The number of vectorised plates around the model: dimensions left of the batch."""
+    return sum(1 for frame in get_plates() if frame.vectorized and frame.dim is not None)
 
 
 def _data_plate(dataset_size: Optional[int], batch_size: int) -> pyro.plate:
