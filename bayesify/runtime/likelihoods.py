@@ -85,7 +85,7 @@ class Categorical:
 
     def __call__(self, output: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.class_dim != -1:
-            output = output.movedim(self._from_right(output, self.class_dim), -1)
+            output = output.movedim(self._class_dim(_enclosing_plates()), -1)
         # Beyond (batch, classes), an input's labels are one observation: the batch is the
         # first dimension after the enclosing plates', not the one left of the classes.
         event_dim = 0 if output.dim() <= 2 else output.dim() - 2 - _enclosing_plates()
@@ -93,17 +93,16 @@ class Categorical:
         with _data_plate(self.dataset_size, output.shape[-2 - event_dim]):
             return pyro.sample(self.name, labels.to_event(event_dim) if event_dim else labels, obs=target)
 
-    @staticmethod
-    def _from_right(output: torch.Tensor, dim: int) -> int:
-        """``dim`` of the network's output, counted from the right of ``output``."""
-        return dim if dim < 0 else dim - (output.dim() - _enclosing_plates())
+    def _class_dim(self, leading: int) -> int:
+        """The classes' dimension in outputs with ``leading`` dimensions left of the batch."""
+        return self.class_dim if self.class_dim < 0 else leading + self.class_dim
 
     def summarize(self, outputs: torch.Tensor) -> Prediction:
         # softmax and log_softmax written out: torch's CPU kernels take ten times longer over
         # a short last dimension (ten classes) than these few element-wise operations. In place
         # where a tensor of every sample's outputs is not read again: on a CPU each new one is
         # also fresh memory to fault in, as much time again as the arithmetic.
-        logits = outputs if self.class_dim == -1 else outputs.movedim(self._sampled_dim(outputs), -1)
+        logits = outputs if self.class_dim == -1 else outputs.movedim(self._class_dim(1), -1)
         shifted = logits - logits.amax(-1, keepdim=True)
         sample_probs = shifted.exp()
         total = sample_probs.sum(-1, keepdim=True)
@@ -115,10 +114,6 @@ class Categorical:
         return Prediction(
             outputs=outputs, probs=probs, entropy=entropy, epistemic=entropy - sample_entropy.mean(0)
         )
-
-    def _sampled_dim(self, outputs: torch.Tensor) -> int:
-        """The class dimension of ``outputs``, every sample's output stacked in front."""
-        return self.class_dim if self.class_dim < 0 else self.class_dim + 1
 
 
 class Normal:
