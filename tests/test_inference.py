@@ -959,3 +959,11 @@ def test_a_segmentation_network_trains_and_predicts_a_label_per_pixel():
     assert torch.allclose(prediction.probs, prediction.outputs.softmax(2).mean(0).movedim(1, -1), atol=1e-6)
     assert (prediction.probs.argmax(-1) == y).float().mean() > 0.8
     assert prediction.nll(y) < 0.5 * math.log(3)
+
+
+def test_fit_says_what_batches_it_reads_when_a_loader_gives_dicts():
+    model = supervised(MaskedNet(), Categorical(DATASET_SIZE))
+    x, mask, y = masked(4)
+    rows = [{"x": x[i], "mask": mask[i], "labels": y[i]} for i in range(4)]
+    with pytest.raises(TypeError, match=r"reads a batch as \(x, y\).*not a dict \(keys 'x', 'mask', 'labels'\)"):
+        fit(model, CheckpointNormal(model), DataLoader(rows, batch_size=2), progress=False)

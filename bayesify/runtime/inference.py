@@ -20,7 +20,7 @@ import functools
 import itertools
 import warnings
 from contextlib import ExitStack
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import pyro
 import pyro.distributions as dist
@@ -559,7 +559,16 @@ def _model_batches(model: Callable, data: Iterable[Batch]) -> Iterable[Batch]:
     more than two tensors ``(x1, ..., xk, y)`` as ``((x1, ..., xk), y)``."""
     if not isinstance(model, BayesianModel):
         return _batches(data)
-    return ((tuple(batch[:-1]), batch[-1]) if len(batch) > 2 else batch for batch in _batches(data))
+    return (_inputs_and_targets(batch) for batch in _batches(data))
+
+
+def _inputs_and_targets(batch: Batch) -> Batch:
+    if isinstance(batch, Mapping):  # its keys would be read as the inputs and the targets
+        raise TypeError(
+            f"a supervised model reads a batch as (x, y), the inputs then the targets, not a dict (keys "
+            f"{', '.join(map(repr, batch))}): make the loader give (x, y), or (x1, ..., xk, y)"
+        )
+    return (tuple(batch[:-1]), batch[-1]) if len(batch) > 2 else batch
 
 
 def _as_tuple(x: Inputs) -> tuple:
