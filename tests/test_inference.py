@@ -13,6 +13,7 @@ import pyro.poutine as poutine
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from pyro.infer import Predictive, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
@@ -965,5 +966,53 @@ def test_fit_says_what_batches_it_reads_when_a_loader_gives_dicts():
     model = supervised(MaskedNet(), Categorical(DATASET_SIZE))
     x, mask, y = masked(4)
     rows = [{"x": x[i], "mask": mask[i], "labels": y[i]} for i in range(4)]
-    with pytest.raises(TypeError, match=r"reads a batch as \(x, y\).*not a dict \(keys 'x', 'mask', 'labels'\)"):
+    with pytest.raises(
+        TypeError, match=r"reads a batch as \(x, y\).*not a dict \(keys 'x', 'mask', 'labels'\)"
+    ):
         fit(model, CheckpointNormal(model), DataLoader(rows, batch_size=2), progress=False)
+
+
+class FunctionalLinear(nn.Linear):
+    """A Linear whose forward calls the functional form itself, as timm's Linear does."""
+
+    def forward(self, input):
+        return F.linear(input, self.weight, self.bias)
+
+
+class OwnForwards(PyroModule):
+    """Layers used through torch's functional forms, as library code often uses them: an
+    attention's projection, a convolution and a transposed one, and a Linear subclass."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(3, 4)
+        self.conv = nn.Conv1d(4, 4, 3)
+        self.up = nn.ConvTranspose1d(4, 2, 2, stride=2)
+        self.head = FunctionalLinear(20, 3)
+        pyro_module(self)
+        set_prior(self, "OwnForwards.*.weight", "Normal", 0, 1)
+
+    def forward(self, x):
+        hidden = F.linear(x, self.proj.weight, bias=self.proj.bias).transpose(-1, -2)
+        hidden = F.conv1d(torch.relu(hidden), self.conv.weight, self.conv.bias, padding=1)
+        hidden = F.conv_transpose1d(hidden, weight=self.up.weight, bias=self.up.bias, stride=2)
+        return self.head(hidden.flatten(-2))
+
+
+def test_predict_takes_layers_called_through_torchs_functional_forms(recwarn):
+    net, x = OwnForwards(), torch.randn(BATCH, 5, 3)
+    model = supervised(net, Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.3)
+    guide(x)
+    pyro.set_rng_seed(5)
+    with torch.no_grad(), pyro.plate(inference._SAMPLES, 6, dim=-2):
+        weights = poutine.trace(guide).get_trace(x)
+    pyro.set_rng_seed(5)
+    prediction = predict(model, guide, x, num_samples=6, samples_per_pass=6)
+    assert not recwarn.list  # one pass, the samples in the batch
+    names = ("proj.weight", "conv.weight", "up.weight", "head.weight")
+    for i in range(6):
+        drawn = {name: weights.nodes[name]["value"][i, 0] for name in names}
+        with torch.no_grad():
+            alone = poutine.condition(net, drawn)(x)
+        assert torch.allclose(prediction.outputs[i], alone, atol=1e-5)

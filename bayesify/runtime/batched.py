@@ -35,6 +35,7 @@ from pyro.nn.module import _PyroModuleMeta
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import effectful, get_plates
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _TRANSPOSED_CONVOLUTIONS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -267,6 +268,55 @@ class SamplesInBatchMessenger(Messenger):
         if value is None or value.dim() <= event_dims:
             return value
         return value.reshape(self.count, 1, *value.shape[-event_dims:])
+
+
+class FunctionalLayers(TorchFunctionMode):
+    """
+    Routes calls of :func:`torch.nn.functional.linear`, ``conv1d|2d|3d`` and
+    ``conv_transpose1d|2d|3d`` whose weight carries sample dimensions to the batched effects
+    above (``"linear"``, ``"conv"``, ``"conv_transpose"``), as a rewritten layer's forward
+    would. Code that calls the functional form itself with a layer's weight (a subclass
+    whose forward does, as timm's ``Linear``; an attention that projects with
+    ``F.linear(x, self.qkv.weight, bias)``) then takes a batch of weight samples as the
+    rewritten layers do, :class:`SamplesInBatchMessenger` included. Calls with an ordinary
+    weight run as they are. :func:`~bayesify.runtime.predict` computes its passes inside it.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        routed = _FUNCTIONAL.get(func)
+        if routed is not None:
+            effect, dims, arguments = routed
+            input, weight, bias, *options = arguments(*args, **kwargs)
+            if weight.dim() > dims + 2:
+                return effect(input, weight, bias, *((dims, *options) if dims else ()))
+        return func(*args, **kwargs)
+
+
+def _linear_arguments(input, weight, bias=None):
+    return input, weight, bias
+
+
+def _conv_arguments(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return input, weight, bias, stride, padding, dilation, groups
+
+
+def _conv_transpose_arguments(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+):
+    return input, weight, bias, stride, padding, output_padding, groups, dilation
+
+
+#: torch's functional layers, by function: the effect that takes a batch of weights, the
+#: number of spatial dimensions, and the function's arguments in the effect's order.
+_FUNCTIONAL = {
+    F.linear: (linear, 0, _linear_arguments),
+    **{function: (conv, dims, _conv_arguments) for dims, function in _CONVOLUTIONS.items()},
+    **{
+        function: (conv_transpose, dims, _conv_transpose_arguments)
+        for dims, function in _TRANSPOSED_CONVOLUTIONS.items()
+    },
+}
 
 
 class _PyroMixin:

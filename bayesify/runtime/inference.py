@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, TensorDataset, default_collate
 from tqdm.auto import tqdm
 
 from bayesify.runtime import likelihoods
-from bayesify.runtime.batched import BATCHED_LAYERS, SamplesInBatchMessenger
+from bayesify.runtime.batched import BATCHED_LAYERS, FunctionalLayers, SamplesInBatchMessenger
 from bayesify.runtime.likelihoods import Prediction
 
 #: The default relative spread of :class:`CheckpointNormal`: sd = DELTA * |trained weight|.
@@ -641,7 +641,10 @@ def predict(
     layers, a pass's samples travel in the network's own batch
     (:class:`~bayesify.runtime.batched.SamplesInBatchMessenger`), so code written for one
     batch dimension between the layers (``BatchNorm2d``, ``x.view(x.size(0), -1)``) computes
-    as written; otherwise they keep a dimension of their own, left of the batch. The last
+    as written; otherwise they keep a dimension of their own, left of the batch. Code that
+    calls torch's functional forms with a layer's weight (``F.linear(x, self.qkv.weight)``,
+    a Linear subclass with a forward of its own) takes them as well
+    (:class:`~bayesify.runtime.batched.FunctionalLayers`). The last
     sample of the first pass is computed again on its own, and must agree: a network can
     take a batch of samples and compute it wrongly (a graph network's messages between the
     rows of its batch, dropout left on). A network that fails either way runs once per
@@ -706,7 +709,7 @@ def _in_passes(
     for start in range(0, num_samples, samples_per_pass):
         stop = min(start + samples_per_pass, num_samples)
         count = stop - start
-        with pyro.plate(_SAMPLES, count, dim=-2):
+        with pyro.plate(_SAMPLES, count, dim=-2), FunctionalLayers():
             if repeated is not None:
                 rows = [batch[: count * size] for batch in repeated]
                 shared = (inputs[0], rows[0]) if len(inputs) == 1 else None
