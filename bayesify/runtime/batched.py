@@ -279,7 +279,8 @@ class FunctionalLayers(TorchFunctionMode):
     whose forward does, as timm's ``Linear``; an attention that projects with
     ``F.linear(x, self.qkv.weight, bias)``) then takes a batch of weight samples as the
     rewritten layers do, :class:`SamplesInBatchMessenger` included. Calls with an ordinary
-    weight run as they are. :func:`~bayesify.runtime.predict` computes its passes inside it.
+    weight run as they are. :func:`~bayesify.runtime.predict` computes its passes inside it
+    where they fail without it: every torch call of a pass is then a Python call.
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):

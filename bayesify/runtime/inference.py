@@ -697,6 +697,23 @@ def _in_passes(
     # number of samples), and the network on slices of it.
     with _DrawnInPlace(), pyro.plate(_SAMPLES, num_samples, dim=-2):
         weights = poutine.trace(guide).get_trace(x)
+    try:
+        return _passes(net, weights, x, num_samples, samples_per_pass)
+    except DisagreeingSampleError:
+        raise
+    except Exception:
+        # A layer called through torch's functional forms refuses a batch of weights;
+        # FunctionalLayers routes it to the batched layers, at the cost of a Python call for
+        # every torch call of a pass (5% of a small MLP's prediction), which only the
+        # networks that need it pay.
+        with FunctionalLayers():
+            return _passes(net, weights, x, num_samples, samples_per_pass)
+
+
+def _passes(
+    net: torch.nn.Module, weights: poutine.Trace, x: Inputs, num_samples: int, samples_per_pass: int
+) -> torch.Tensor:
+    """The network's outputs on the sampled ``weights``, ``samples_per_pass`` samples a pass."""
     inputs = _as_tuple(x)
     size = len(inputs[0])
     # The samples travel in the batch where nothing but the layers meets them and every input
@@ -709,7 +726,7 @@ def _in_passes(
     for start in range(0, num_samples, samples_per_pass):
         stop = min(start + samples_per_pass, num_samples)
         count = stop - start
-        with pyro.plate(_SAMPLES, count, dim=-2), FunctionalLayers():
+        with pyro.plate(_SAMPLES, count, dim=-2):
             if repeated is not None:
                 rows = [batch[: count * size] for batch in repeated]
                 shared = (inputs[0], rows[0]) if len(inputs) == 1 else None
@@ -824,12 +841,16 @@ def _check_one_sample(
         rounding = max(1e-3, torch.finfo(alone.dtype).eps ** 0.5) * float(alone.abs().max())
         allowed = max(rounding, 0.1 * float((computed[0] - last).abs().max()))
     if not float((last - alone).abs().max()) <= allowed:  # not: a NaN disagrees too
-        raise ValueError(
+        raise DisagreeingSampleError(
             f"sample {index}, computed with others in one pass, differs from the network run on its "
             "weights alone: the network mixes the rows of its batch or indexes its first dimension, "
             "or samples by itself; in training mode BatchNorm does the first and dropout the "
             "last, so predict with the network in eval mode (net.eval())"
         )
+
+
+class DisagreeingSampleError(ValueError):
+    """A pass computed without an error, and wrongly."""
 
 
 def _replayed(net: torch.nn.Module, weights: poutine.Trace, x: Inputs) -> torch.Tensor:
