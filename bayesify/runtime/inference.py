@@ -702,10 +702,10 @@ def _in_passes(
     except DisagreeingSampleError:
         raise
     except Exception:
-        # A layer called through torch's functional forms refuses a batch of weights;
-        # FunctionalLayers routes it to the batched layers, at the cost of a Python call for
-        # every torch call of a pass (5% of a small MLP's prediction), which only the
-        # networks that need it pay.
+        # Among the causes, a layer called through torch's functional forms, which refuses a
+        # batch of weights: FunctionalLayers routes it to the batched layers, at the cost of
+        # a Python call for every torch call of a pass (5% of a small MLP's prediction),
+        # which only the networks that need it pay.
         with FunctionalLayers():
             return _passes(net, weights, x, num_samples, samples_per_pass)
 
