@@ -898,16 +898,16 @@ def test_predicts_check_allows_rounding_small_beside_the_samples_differences():
         shifted = computed.clone()
         shifted[-1] += off
         if agrees:
-            inference._check_one_sample(net, weights, (x,), shifted, 3)
+            inference._check_last_sample(net, weights, (x,), shifted)
         else:
             with pytest.raises(ValueError, match="differs from the network run on its weights alone"):
-                inference._check_one_sample(net, weights, (x,), shifted, 3)
+                inference._check_last_sample(net, weights, (x,), shifted)
     same = computed[-1:].expand(4, -1, -1).clone()  # no spread: rounding alone is allowed
     same[-1] += 5e-4 * size
-    inference._check_one_sample(net, weights, (x,), same, 3)
+    inference._check_last_sample(net, weights, (x,), same)
     same[-1] += 2e-3 * size
     with pytest.raises(ValueError, match="differs"):
-        inference._check_one_sample(net, weights, (x,), same, 3)
+        inference._check_last_sample(net, weights, (x,), same)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

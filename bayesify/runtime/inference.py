@@ -641,15 +641,15 @@ def predict(
     layers, a pass's samples travel in the network's own batch
     (:class:`~bayesify.runtime.batched.SamplesInBatchMessenger`), so code written for one
     batch dimension between the layers (``BatchNorm2d``, ``x.view(x.size(0), -1)``) computes
-    as written; otherwise they keep a dimension of their own, left of the batch. Code that
-    calls torch's functional forms with a layer's weight (``F.linear(x, self.qkv.weight)``,
-    a Linear subclass with a forward of its own) takes them as well
-    (:class:`~bayesify.runtime.batched.FunctionalLayers`). The last
-    sample of the first pass is computed again on its own, and must agree: a network can
-    take a batch of samples and compute it wrongly (a graph network's messages between the
-    rows of its batch, dropout left on). A network that fails either way runs once per
-    sample, with a warning that says why. Pyro's validation is off: the guide's
-    distributions were checked as it was fitted.
+    as written; otherwise they keep a dimension of their own, left of the batch. Where a pass
+    fails, it runs again with torch's functional forms routed to the batched layers
+    (:class:`~bayesify.runtime.batched.FunctionalLayers`), for code that calls them with a
+    layer's weight (``F.linear(x, self.qkv.weight)``, a Linear subclass with a forward of
+    its own). The last sample of the first pass is computed again on its own, and must
+    agree: a network can take a batch of samples and compute it wrongly (a graph network's
+    messages between the rows of its batch, dropout left on). A network that fails either
+    way runs once per sample, with a warning that says why. Pyro's validation is off: the
+    guide's distributions were checked as it was fitted.
 
     :param x: the network's input, or the tuple of its inputs, as the model takes it. Several
         inputs travel in the batch only where each holds one row per example (a
@@ -739,7 +739,7 @@ def _passes(
         # output kept would sit in memory its activations freed, and the next pass's
         # activations would need fresh memory (on a CPU, pages to fault in) every pass.
         if outputs is None:
-            _check_one_sample(net, weights, inputs, output, stop - 1)
+            _check_last_sample(net, weights, inputs, output)
             outputs = output.new_empty((num_samples, *output.shape[1:]))
         outputs[start:stop] = output
         del output
@@ -813,11 +813,11 @@ def _each_site(weights: poutine.Trace, take: Callable) -> poutine.Trace:
     return taken
 
 
-def _check_one_sample(
-    net: torch.nn.Module, weights: poutine.Trace, inputs: tuple, computed: torch.Tensor, index: int
+def _check_last_sample(
+    net: torch.nn.Module, weights: poutine.Trace, inputs: tuple, computed: torch.Tensor
 ) -> None:
-    """Raises where the last of a pass's outputs, ``computed``, those of sample ``index``, are
-    not the network's outputs on that sample's weights alone. A network can take a batch of
+    """Raises where the last of the first pass's outputs, ``computed``, are not the network's
+    outputs on that sample's weights alone. A network can take a batch of
     samples and still compute them wrongly (a graph network's messages between the rows of
     its batch, an indexing of the first dimension, dropout left on): one pass of one sample
     is what it costs to know.
@@ -828,6 +828,7 @@ def _check_one_sample(
     training (weights drawn from a wide prior) amplifies the rounding of another order of
     the same sums to a hundredth, which is no wrong computation and leaves the samples'
     spread as it is."""
+    index = len(computed) - 1  # the first pass's samples are the draw's first
     alone, last = _replayed(net, _one_draw(weights, index), inputs), computed[-1]
     if alone.shape != last.shape:
         raise ValueError(
