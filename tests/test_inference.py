@@ -1,6 +1,7 @@
 """The runtime's inference layer: likelihoods, the checkpoint guide, fit, predict, batched
 layers and the weight-noise handlers, each checked against the Pyro a user would write."""
 
+import dataclasses
 import importlib.util
 import math
 import pickle
@@ -888,7 +889,8 @@ def test_predicts_check_allows_rounding_small_beside_the_samples_differences():
     net = pyro_module(nn.Linear(3, 2))
     set_prior(net, "Linear.weight", "Normal", 0, 1)
     x = torch.randn(5, 3)
-    guide = CheckpointNormal(supervised(net, Normal(DATASET_SIZE, scale=1.0)), init_scale=0.5)
+    model = supervised(net, Normal(DATASET_SIZE, scale=1.0))
+    guide = CheckpointNormal(model, init_scale=0.5)
     with pyro.plate(inference._SAMPLES, 4, dim=-2):
         weights = poutine.trace(guide).get_trace(x)
         computed = poutine.replay(net, trace=weights)(x)
@@ -898,16 +900,16 @@ def test_predicts_check_allows_rounding_small_beside_the_samples_differences():
         shifted = computed.clone()
         shifted[-1] += off
         if agrees:
-            inference._check_last_sample(net, weights, (x,), shifted)
+            inference._check_last_sample(model, weights, x, shifted)
         else:
             with pytest.raises(ValueError, match="differs from the network run on its weights alone"):
-                inference._check_last_sample(net, weights, (x,), shifted)
+                inference._check_last_sample(model, weights, x, shifted)
     same = computed[-1:].expand(4, -1, -1).clone()  # no spread: rounding alone is allowed
     same[-1] += 5e-4 * size
-    inference._check_last_sample(net, weights, (x,), same)
+    inference._check_last_sample(model, weights, x, same)
     same[-1] += 2e-3 * size
     with pytest.raises(ValueError, match="differs"):
-        inference._check_last_sample(net, weights, (x,), same)
+        inference._check_last_sample(model, weights, x, same)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -962,14 +964,76 @@ def test_a_segmentation_network_trains_and_predicts_a_label_per_pixel():
     assert prediction.nll(y) < 0.5 * math.log(3)
 
 
-def test_fit_says_what_batches_it_reads_when_a_loader_gives_dicts():
-    model = supervised(MaskedNet(), Categorical(DATASET_SIZE))
+@dataclasses.dataclass
+class ClassifierOutput:
+    """What a Hugging Face classifier returns: more than its logits."""
+
+    logits: torch.Tensor
+    hidden_states: torch.Tensor
+
+
+class KeywordClassifier(MaskedNet):
+    """A network in Hugging Face's manner: inputs by keyword, an output object."""
+
+    def forward(self, input_ids, attention_mask):
+        hidden = torch.relu(self.embed(input_ids)) * attention_mask.unsqueeze(-1)
+        return ClassifierOutput(self.head(hidden.sum(-2) / attention_mask.sum(-1, keepdim=True)), hidden)
+
+
+def test_a_network_in_hugging_faces_manner_trains_on_dict_batches_and_predicts_in_one_pass(recwarn):
+    x, mask, y = masked(64)
+    model = supervised(KeywordClassifier(), Categorical(len(x)), output=lambda out: out.logits)
+    guide = CheckpointNormal(model, init_scale=0.1)
+    # A dataset of dicts, as a tokenizer makes one: the loader collates them into dict batches.
+    rows = [{"input_ids": x[i], "attention_mask": mask[i], "labels": y[i]} for i in range(len(x))]
+    losses = fit(
+        model, guide, DataLoader(rows, batch_size=16, shuffle=True), epochs=30, lr=0.01, progress=False
+    )
+    assert losses[-1] < 0.8 * losses[0]
+    inputs = {"input_ids": x[:BATCH], "attention_mask": mask[:BATCH]}
+    pyro.set_rng_seed(5)
+    with torch.no_grad(), pyro.plate(inference._SAMPLES, 6, dim=-2):
+        weights = poutine.trace(guide).get_trace(inputs)
+    pyro.set_rng_seed(5)
+    prediction = predict(model, guide, inputs, num_samples=6, samples_per_pass=6)
+    assert not recwarn.list  # one pass, the samples in the batch
+    for i in range(6):
+        drawn = {name: weights.nodes[name]["value"][i, 0] for name in ("embed.weight", "head.weight")}
+        with torch.no_grad():
+            alone = poutine.condition(model.net, drawn)(**inputs).logits
+        assert torch.allclose(prediction.outputs[i], alone, atol=1e-5)
+
+
+def test_laplace_guide_reads_a_dict_batch_as_a_loaders_batches():
+    x, mask, _ = masked(32)
+    targets = torch.randn(32, 4)
+    model = supervised(
+        KeywordClassifier(), Normal(len(x), scale=0.5), output=lambda out: out.logits, targets="y"
+    )
+    values = {"embed.weight": torch.randn(6, 3), "head.weight": torch.randn(4, 6)}
+    rows = [{"input_ids": x[i], "attention_mask": mask[i], "y": targets[i]} for i in range(len(x))]
+    one_batch = CheckpointLaplace(model, values, {"input_ids": x, "attention_mask": mask, "y": targets})
+    from_loader = CheckpointLaplace(model, values, DataLoader(rows, batch_size=8))
+    assert torch.allclose(one_batch[-1].scale_tril, from_loader[-1].scale_tril, atol=1e-4)
+
+
+def test_supervised_says_what_it_reads_where_batches_or_outputs_are_not_its_own():
     x, mask, y = masked(4)
-    rows = [{"x": x[i], "mask": mask[i], "labels": y[i]} for i in range(4)]
+    rows = [{"input_ids": x[i], "attention_mask": mask[i], "label": y[i]} for i in range(4)]
+    loader = DataLoader(rows, batch_size=2)
+    model = supervised(KeywordClassifier(), Categorical(DATASET_SIZE), output=lambda out: out.logits)
     with pytest.raises(
-        TypeError, match=r"reads a batch as \(x, y\).*not a dict \(keys 'x', 'mask', 'labels'\)"
+        KeyError, match=r"targets under 'labels'.*keys 'input_ids', 'attention_mask', 'label'"
     ):
-        fit(model, CheckpointNormal(model), DataLoader(rows, batch_size=2), progress=False)
+        fit(model, CheckpointNormal(model), loader, progress=False)
+    untold = supervised(KeywordClassifier(), Categorical(DATASET_SIZE))
+    with pytest.raises(
+        TypeError, match=r"KeywordClassifier returned a ClassifierOutput, not a tensor.*out\.logits"
+    ):
+        fit(untold, CheckpointNormal(untold), (x, mask, y), progress=False)
+    # A model of one's own is called with a batch's parts in order, which a dict has not.
+    with pytest.raises(TypeError, match=r"model\(\*batch\).*dict \(keys 'input_ids'"):
+        fit(model.__call__, CheckpointNormal(model), loader, progress=False)
 
 
 class FunctionalLinear(nn.Linear):

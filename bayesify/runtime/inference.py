@@ -54,28 +54,48 @@ MAX_LAPLACE_SIZE = 5000
 #: How many rows (weight samples times inputs) one pass of :func:`predict` computes on a CPU.
 CPU_ROWS_PER_PASS = 5_000
 
-#: A network's input: one tensor, or a tuple of the tensors it takes (``net(*inputs)``).
-Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
-#: A batch ``(x, y)``: the network's inputs and the targets.
-Batch = Sequence[Union[torch.Tensor, Sequence[torch.Tensor]]]
+#: A network's input: one tensor, the tuple of the tensors it takes (``net(*inputs)``), or a
+#: dict of them by keyword (``net(**inputs)``).
+Inputs = Union[torch.Tensor, Sequence[torch.Tensor], Mapping[str, torch.Tensor]]
+#: A batch ``(x, y)``, the network's inputs and the targets; or a dict holding both.
+Batch = Union[Sequence[Union[torch.Tensor, Inputs]], Mapping[str, torch.Tensor]]
 
 
 class BayesianModel:
-    """``model(x, y=None)``: the network's output on ``x`` (a tensor, or a tuple of the
-    network's inputs), observed as ``y`` through the likelihood. Made by :func:`supervised`;
-    ``net`` and ``likelihood`` are its parts."""
+    """``model(x, y=None)``: the network's output on ``x`` (a tensor, a tuple of the network's
+    inputs, or a dict of them by keyword), observed as ``y`` through the likelihood. Made by
+    :func:`supervised`; ``net``, ``likelihood``, ``output`` and ``targets`` are its parts."""
 
-    def __init__(self, net: torch.nn.Module, likelihood) -> None:
+    def __init__(
+        self, net: torch.nn.Module, likelihood, output: Optional[Callable] = None, targets: str = "labels"
+    ) -> None:
         self.net = net
         self.likelihood = likelihood
+        self.output = output
+        self.targets = targets
 
     def __call__(self, x: Inputs, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        output = self.net(*_as_tuple(x))
+        output = self.network(x)
         self.likelihood(output, y)
         return output
 
+    def network(self, x: Inputs) -> torch.Tensor:
+        """The tensor the likelihood observes: the network's output on ``x``, or ``output`` of it."""
+        returned = _called(self.net, x)
+        if self.output is not None:
+            return self.output(returned)
+        if not isinstance(returned, torch.Tensor):
+            raise TypeError(
+                f"{type(self.net).__name__} returned a {type(returned).__name__}, not a tensor: say which "
+                "tensor the likelihood observes, e.g. supervised(net, likelihood, output=lambda out: "
+                "out.logits) for a Hugging Face model, or output=lambda out: out[0] for a tuple"
+            )
+        return returned
 
-def supervised(net: torch.nn.Module, likelihood) -> BayesianModel:
+
+def supervised(
+    net: torch.nn.Module, likelihood, *, output: Optional[Callable] = None, targets: str = "labels"
+) -> BayesianModel:
     """
     The Pyro model of a supervised network: ``model(x, y=None)`` runs ``net(x)`` (sampling
     its random weights) and observes ``y`` through ``likelihood``
@@ -90,10 +110,18 @@ def supervised(net: torch.nn.Module, likelihood) -> BayesianModel:
 
     For a network of several inputs (a transformer's tokens and attention mask, a graph
     network's features and edges), ``x`` is the tuple of them: ``model((tokens, mask), y)``
-    runs ``net(tokens, mask)``. :func:`fit`, :class:`CheckpointLaplace` and :func:`predict`
-    take such inputs too.
+    runs ``net(tokens, mask)``; or a dict of them by keyword, as Hugging Face models take
+    theirs: ``model({"input_ids": tokens, "attention_mask": mask}, y)`` runs ``net(**x)``.
+    :func:`fit`, :class:`CheckpointLaplace` and :func:`predict` take such inputs too.
+
+    :param callable output: where the network returns more than the tensor the likelihood
+        observes, the function that picks it out: ``lambda out: out.logits`` for a model that
+        returns a Hugging Face ``ModelOutput``. :func:`predict` summarizes what it picks.
+    :param str targets: the key of the targets in a batch that is a dict (what a
+        ``DataLoader`` over a dataset of dicts gives): its other keys are the network's
+        inputs, by keyword. ``"labels"``, Hugging Face's name.
     """
-    return BayesianModel(net, likelihood)
+    return BayesianModel(net, likelihood, output, targets)
 
 
 class CheckpointNormal(AutoNormal):
@@ -497,7 +525,9 @@ def fit(
         read once per epoch; or one batch ``(x, y)``, the whole data set. ``x`` is a tensor,
         or a tuple of a network's inputs; for a :func:`supervised` model, a batch of more than
         two tensors ``(x1, ..., xk, y)``, as a ``DataLoader`` over ``TensorDataset(x1, ...,
-        xk, y)`` gives, is the inputs ``(x1, ..., xk)`` and the targets ``y``. A
+        xk, y)`` gives, is the inputs ``(x1, ..., xk)`` and the targets ``y``, and a dict
+        batch (a ``DataLoader`` over a dataset of dicts) is the targets under the model's
+        ``targets`` key and the network's inputs by keyword under the others. A
         ``DataLoader`` over a :class:`~torch.utils.data.TensorDataset` is read by indexing
         the tensors with its batches of indices: the same batches, without collating rows.
     :param float lr: the learning rate, Adam's usual. Adam moves every parameter by about
@@ -546,33 +576,64 @@ def fit(
 
 
 def _as_batches(data: Union[Iterable[Batch], Batch]) -> Iterable[Batch]:
-    """``data`` as an iterable of batches: one batch ``(x, y)`` (its targets a tensor, its
-    inputs tensors or tuples of them) is a list of itself."""
+    """``data`` as an iterable of batches: one batch (``(x, y)``, its targets a tensor, its
+    inputs tensors or tuples or dicts of them; or a dict of tensors) is a list of itself."""
+    if isinstance(data, Mapping) and all(isinstance(part, torch.Tensor) for part in data.values()):
+        return [data]
     if isinstance(data, (tuple, list)) and len(data) > 1 and isinstance(data[-1], torch.Tensor):
-        if all(isinstance(part, torch.Tensor) for part in itertools.chain(*map(_as_tuple, data[:-1]))):
+        if all(isinstance(part, torch.Tensor) for part in itertools.chain(*map(_input_tensors, data[:-1]))):
             return [tuple(data)]
     return data
 
 
 def _model_batches(model: Callable, data: Iterable[Batch]) -> Iterable[Batch]:
-    """The batches of ``data`` as ``model`` takes them: a :func:`supervised` model's batch of
-    more than two tensors ``(x1, ..., xk, y)`` as ``((x1, ..., xk), y)``."""
+    """The batches of ``data`` as ``model`` takes them, ``model(*batch)``: a :func:`supervised`
+    model's batch of more than two tensors ``(x1, ..., xk, y)`` as ``((x1, ..., xk), y)``, and
+    its dict batch as the dict of its inputs and its targets."""
     if not isinstance(model, BayesianModel):
-        return _batches(data)
-    return (_inputs_and_targets(batch) for batch in _batches(data))
+        return (_positional(batch) for batch in _batches(data))
+    return (_inputs_and_targets(batch, model.targets) for batch in _batches(data))
 
 
-def _inputs_and_targets(batch: Batch) -> Batch:
-    if isinstance(batch, Mapping):  # its keys would be read as the inputs and the targets
+def _positional(batch: Batch) -> Batch:
+    if isinstance(batch, Mapping):  # its keys would be the model's arguments
         raise TypeError(
-            f"a supervised model reads a batch as (x, y), the inputs then the targets, not a dict (keys "
-            f"{', '.join(map(repr, batch))}): make the loader give (x, y), or (x1, ..., xk, y)"
+            f"a model of one's own is called with a batch's parts in order, model(*batch), and this "
+            f"batch is a dict (keys {', '.join(map(repr, batch))}): make the loader give tuples, or "
+            "make the model with supervised(net, likelihood), which reads dict batches"
         )
+    return batch
+
+
+def _inputs_and_targets(batch: Batch, targets: str) -> Batch:
+    if isinstance(batch, Mapping):
+        if targets not in batch:
+            raise KeyError(
+                f"a supervised model reads a dict batch's targets under {targets!r}, and this batch has "
+                f"the keys {', '.join(map(repr, batch))}: name its key, supervised(..., targets='...')"
+            )
+        return {key: value for key, value in batch.items() if key != targets}, batch[targets]
     return (tuple(batch[:-1]), batch[-1]) if len(batch) > 2 else batch
 
 
-def _as_tuple(x: Inputs) -> tuple:
-    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+def _called(fn: Callable, x: Inputs):
+    """``fn`` on the inputs ``x``: ``fn(x)`` for a tensor, ``fn(*x)`` for a tuple, ``fn(**x)``
+    for a dict."""
+    if isinstance(x, Mapping):
+        return fn(**x)
+    return fn(*x) if isinstance(x, (tuple, list)) else fn(x)
+
+
+def _input_tensors(x: Inputs) -> List[torch.Tensor]:
+    return list(x.values() if isinstance(x, Mapping) else x if isinstance(x, (tuple, list)) else (x,))
+
+
+def _with_input_tensors(x: Inputs, tensors: Sequence[torch.Tensor]) -> Inputs:
+    """The inputs ``x`` with their tensors replaced by ``tensors``, in the order of
+    :func:`_input_tensors`."""
+    if isinstance(x, Mapping):
+        return dict(zip(x, tensors))
+    return tuple(tensors) if isinstance(x, (tuple, list)) else tensors[0]
 
 
 def _batches(data: Iterable[Batch]) -> Iterable[Batch]:
@@ -651,10 +712,11 @@ def predict(
     way runs once per sample, with a warning that says why. Pyro's validation is off: the
     guide's distributions were checked as it was fitted.
 
-    :param x: the network's input, or the tuple of its inputs, as the model takes it. Several
-        inputs travel in the batch only where each holds one row per example (a
-        transformer's tokens and mask do; a graph network's edges do not, and its samples
-        keep their own dimension, or a pass each).
+    :param x: the network's input, the tuple of its inputs, or the dict of them by keyword, as
+        the model takes it (a dict batch without its targets). Several inputs travel in the
+        batch only where each holds one row per example (a transformer's tokens and mask do;
+        a graph network's edges do not, and its samples keep their own dimension, or a pass
+        each).
     :param int samples_per_pass: how many samples one pass of the network computes. By
         default, on a GPU all of them; on a CPU, as many as make a pass's rows (samples times
         inputs) about :data:`CPU_ROWS_PER_PASS`, so that a layer's outputs stay in cache
@@ -664,7 +726,7 @@ def predict(
         predictions for the same seed. ``1`` samples the guide and runs the network once per
         sample, without any plate, for a network whose layers cannot take a batch of weights.
     """
-    first = _as_tuple(x)[0]
+    first = _input_tensors(x)[0]
     if samples_per_pass is None:
         samples_per_pass = (
             num_samples if first.device.type != "cpu" else CPU_ROWS_PER_PASS // max(len(first), 1)
@@ -674,7 +736,7 @@ def predict(
     with pyro.validation_enabled(False):
         if samples_per_pass > 1:
             try:
-                outputs = _in_passes(model.net, guide, x, num_samples, samples_per_pass)
+                outputs = _in_passes(model, guide, x, num_samples, samples_per_pass)
             except Exception as error:
                 warnings.warn(
                     f"predict: the network did not take a batch of weight samples ({type(error).__name__}: "
@@ -684,13 +746,13 @@ def predict(
                 )
         if outputs is None:
             outputs = torch.stack(
-                [_replayed(model.net, poutine.trace(guide).get_trace(x), x) for _ in range(num_samples)]
+                [_replayed(model, poutine.trace(guide).get_trace(x), x) for _ in range(num_samples)]
             )
     return model.likelihood.summarize(outputs)
 
 
 def _in_passes(
-    net: torch.nn.Module, guide: Callable, x: Inputs, num_samples: int, samples_per_pass: int
+    model: BayesianModel, guide: Callable, x: Inputs, num_samples: int, samples_per_pass: int
 ) -> torch.Tensor:
     """The network's outputs for ``num_samples`` weight samples, ``samples_per_pass`` a pass."""
     # One trace of the guide for every sample (its cost is Pyro's, per site, whatever the
@@ -698,7 +760,7 @@ def _in_passes(
     with _DrawnInPlace(), pyro.plate(_SAMPLES, num_samples, dim=-2):
         weights = poutine.trace(guide).get_trace(x)
     try:
-        return _passes(net, weights, x, num_samples, samples_per_pass)
+        return _passes(model, weights, x, num_samples, samples_per_pass)
     except DisagreeingSampleError:
         raise
     except Exception:
@@ -707,20 +769,22 @@ def _in_passes(
         # a Python call for every torch call of a pass (5% of a small MLP's prediction),
         # which only the networks that need it pay.
         with FunctionalLayers():
-            return _passes(net, weights, x, num_samples, samples_per_pass)
+            return _passes(model, weights, x, num_samples, samples_per_pass)
 
 
 def _passes(
-    net: torch.nn.Module, weights: poutine.Trace, x: Inputs, num_samples: int, samples_per_pass: int
+    model: BayesianModel, weights: poutine.Trace, x: Inputs, num_samples: int, samples_per_pass: int
 ) -> torch.Tensor:
     """The network's outputs on the sampled ``weights``, ``samples_per_pass`` samples a pass."""
-    inputs = _as_tuple(x)
+    inputs = _input_tensors(x)
     size = len(inputs[0])
     # The samples travel in the batch where nothing but the layers meets them and every input
     # is one row per example (a graph network's edges are not): the inputs once per sample,
     # made once for all passes.
     repeated = None
-    if _only_layer_weights(net, weights) and all(input.dim() and len(input) == size for input in inputs):
+    if _only_layer_weights(model.net, weights) and all(
+        input.dim() and len(input) == size for input in inputs
+    ):
         repeated = [input.repeat(samples_per_pass, *(1,) * (input.dim() - 1)) for input in inputs]
     outputs = None
     for start in range(0, num_samples, samples_per_pass):
@@ -731,15 +795,15 @@ def _passes(
                 rows = [batch[: count * size] for batch in repeated]
                 shared = (inputs[0], rows[0]) if len(inputs) == 1 else None
                 with SamplesInBatchMessenger(count, shared=shared):
-                    output = _replayed(net, _sliced(weights, start, stop), rows)
+                    output = _replayed(model, _sliced(weights, start, stop), _with_input_tensors(x, rows))
                 output = output.reshape(count, size, *output.shape[1:])
             else:
-                output = _replayed(net, _sliced(weights, start, stop), inputs)
+                output = _replayed(model, _sliced(weights, start, stop), x)
         # Into one tensor as each pass ends, rather than concatenated at the end: a pass's
         # output kept would sit in memory its activations freed, and the next pass's
         # activations would need fresh memory (on a CPU, pages to fault in) every pass.
         if outputs is None:
-            _check_last_sample(net, weights, inputs, output)
+            _check_last_sample(model, weights, x, output)
             outputs = output.new_empty((num_samples, *output.shape[1:]))
         outputs[start:stop] = output
         del output
@@ -814,7 +878,7 @@ def _each_site(weights: poutine.Trace, take: Callable) -> poutine.Trace:
 
 
 def _check_last_sample(
-    net: torch.nn.Module, weights: poutine.Trace, inputs: tuple, computed: torch.Tensor
+    model: BayesianModel, weights: poutine.Trace, x: Inputs, computed: torch.Tensor
 ) -> None:
     """Raises where the last of the first pass's outputs, ``computed``, are not the network's
     outputs on that sample's weights alone. A network can take a batch of
@@ -829,7 +893,7 @@ def _check_last_sample(
     the same sums to a hundredth, which is no wrong computation and leaves the samples'
     spread as it is."""
     index = len(computed) - 1  # the first pass's samples are the draw's first
-    alone, last = _replayed(net, _one_draw(weights, index), inputs), computed[-1]
+    alone, last = _replayed(model, _one_draw(weights, index), x), computed[-1]
     if alone.shape != last.shape:
         raise ValueError(
             f"sample {index} has the shape {tuple(last.shape)} in one pass with others, "
@@ -854,8 +918,8 @@ class DisagreeingSampleError(ValueError):
     """A pass computed without an error, and wrongly."""
 
 
-def _replayed(net: torch.nn.Module, weights: poutine.Trace, x: Inputs) -> torch.Tensor:
-    return poutine.replay(net, trace=weights)(*_as_tuple(x))
+def _replayed(model: BayesianModel, weights: poutine.Trace, x: Inputs) -> torch.Tensor:
+    return poutine.replay(model.network, trace=weights)(x)
 
 
 def _only_layer_weights(net: torch.nn.Module, weights: poutine.Trace) -> bool:
