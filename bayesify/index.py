@@ -466,14 +466,18 @@ class ClassIndex:
             return Conversion.INHERITS
         return Conversion.EXTERNAL
 
-    def unseen_bases(self, record: ClassRecord) -> list[str]:
-        """Bases of a class that looks like a module (it has ``forward``) that bayesify
-        cannot see, when it does not convert: they may be nn.Modules."""
+    def unseen_bases(self, record: ClassRecord) -> list[tuple[str, ClassRecord]]:
+        """Bases that bayesify cannot see of a class that looks like a module (it has
+        ``forward``), when it does not convert: they may be nn.Modules. Each with the class
+        that names it, the class itself or one of its indexed ancestors (a model's
+        ``XPreTrainedModel`` without a ``forward`` of its own, deriving from a library's
+        base)."""
         if "forward" not in record.methods or self.conversion(record) is not Conversion.NONE:
             return []
         return [
-            base.resolved
-            for base in record.bases
+            (base.resolved, ancestor)
+            for ancestor in self.ancestors(record)
+            for base in ancestor.bases
             if base.resolved
             and self.lookup(base.resolved) is None
             # torch's classes outside torch.nn (torch.autograd.Function) are no modules, nor

@@ -423,15 +423,16 @@ def _unseen_base_warnings(indexes: list[FileIndex], class_index: ClassIndex) -> 
     return [
         Diagnostic.of(
             "BAY201",
-            f"{record.name} derives from {base}, which bayesify cannot see, so it is left as it "
-            "is; if that is an nn.Module, name its source with --context (or `modules: context:` "
-            "in the spec), or list it under `modules: external:`",
+            f"{record.name} derives from {base}{'' if through is record else f' (through {through.name})'}, "
+            "which bayesify cannot see, so it is left as it is; if that is an nn.Module, name its "
+            "source with --context (or `modules: context:` in the spec), or list it under "
+            "`modules: external:`",
             file_index.path,
             record.line,
         )
         for file_index in indexes
         for record in file_index.classes
-        for base in class_index.unseen_bases(record)
+        for base, through in class_index.unseen_bases(record)
     ]
 
 

@@ -670,6 +670,24 @@ def test_a_package_binding_its_own_submodule_name_is_no_endless_reexport(tmp_pat
     assert "Net derives from pkg.x.Base, which bayesify cannot see" in result.stderr
 
 
+def test_an_unseen_base_of_an_ancestor_is_named_on_the_class_that_looks_like_a_module(tmp_path: Path):
+    """A Hugging Face head derives from the model's ``XPreTrainedModel``, which has no
+    ``forward`` and derives from the library's ``PreTrainedModel``: unseen, two levels up."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "model.py").write_text(
+        "import mysterylib\n\n\nclass PreTrained(mysterylib.PreTrainedModel):\n    def init(self):\n"
+        "        pass\n\n\nclass Head(PreTrained):\n    def forward(self, x):\n        return x\n"
+    )
+    result = bayesify("rewrite", "--check", str(package), "--allow-unmatched")
+    assert result.exit_code == 0
+    assert (
+        "Head derives from mysterylib.PreTrainedModel (through PreTrained), which bayesify cannot see"
+        in result.stderr
+    )
+    assert "PreTrained derives" not in result.stderr  # no forward: not reported on its own
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [
