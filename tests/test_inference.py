@@ -923,15 +923,24 @@ def test_predicts_check_allows_the_rounding_of_the_networks_precision(dtype, rec
     assert not recwarn.list
 
 
-def test_predict_says_to_predict_in_eval_mode_where_a_batchnorm_is_left_training(tmp_path):
+def test_predict_runs_the_network_in_eval_mode_and_leaves_each_module_as_it_was(tmp_path, recwarn):
     # In training mode BatchNorm2d normalizes over its whole batch: with the samples in it,
-    # over every sample's rows at once. The check catches it and says what to do.
+    # over every sample's rows at once. Prediction is inference: the running statistics.
     net, _, values = _rewritten_normed_net(tmp_path, ["nn.Conv*.weight", "nn.Linear.weight"])
     model = supervised(net.train(), Categorical(DATASET_SIZE))
+    frozen = next(module for module in net.modules() if isinstance(module, nn.BatchNorm2d)).eval()
     x, _ = images()
     guide = CheckpointNormal(model, values, delta=0.1)
-    with pytest.warns(UserWarning, match=r"predict with the network in eval mode \(net.eval\(\)\)"):
-        predict(model, guide, x, num_samples=6, samples_per_pass=6)
+    guide(x)  # set up, its random numbers drawn
+    pyro.set_rng_seed(3)
+    trained_mode = predict(model, guide, x, num_samples=6, samples_per_pass=6)
+    assert not recwarn.list  # one pass, the check agreeing
+    assert [module.training for module in net.modules()] == [module is not frozen for module in net.modules()]
+    net.eval()
+    pyro.set_rng_seed(3)
+    assert torch.equal(
+        predict(model, guide, x, num_samples=6, samples_per_pass=6).outputs, trained_mode.outputs
+    )
 
 
 class Segmenter(PyroModule):
@@ -1034,6 +1043,43 @@ def test_supervised_says_what_it_reads_where_batches_or_outputs_are_not_its_own(
     # A model of one's own is called with a batch's parts in order, which a dict has not.
     with pytest.raises(TypeError, match=r"model\(\*batch\).*dict \(keys 'input_ids'"):
         fit(model.__call__, CheckpointNormal(model), loader, progress=False)
+
+
+@pytest.mark.parametrize("batches", ["tensors", "dicts"])
+def test_predict_reads_a_loader_in_its_order_under_one_draw_of_weights(batches, recwarn):
+    x, mask, y = masked(20)
+    # A loader draws its workers' seed as it starts: from a generator of its own, so that the
+    # weights drawn after it are those drawn for the whole inputs at the same seed.
+    generator = torch.Generator().manual_seed(0)
+    if batches == "tensors":
+        model = supervised(MaskedNet(), Categorical(DATASET_SIZE))
+        inputs, loader = (x, mask), DataLoader(TensorDataset(x, mask, y), batch_size=8, generator=generator)
+    else:
+        model = supervised(KeywordClassifier(), Categorical(DATASET_SIZE), output=lambda out: out.logits)
+        inputs = {"input_ids": x, "attention_mask": mask}
+        rows = [{"input_ids": x[i], "attention_mask": mask[i], "labels": y[i]} for i in range(len(x))]
+        loader = DataLoader(rows, batch_size=8, generator=generator)
+    guide = CheckpointNormal(model, init_scale=0.3)
+    guide(inputs)
+    pyro.set_rng_seed(4)
+    whole = predict(model, guide, inputs, num_samples=7)
+    pyro.set_rng_seed(4)
+    batched = predict(model, guide, loader, num_samples=7)
+    assert not recwarn.list
+    assert batched.outputs.shape == whole.outputs.shape == (7, 20, 4)
+    assert torch.allclose(batched.outputs, whole.outputs, atol=1e-6)
+
+
+def test_a_network_that_was_not_rewritten_is_named_before_anything_trains(recwarn):
+    # The class imported from the original source, not from the rewrite's output: no random
+    # weights, so nothing to load and nothing to fit.
+    net = nn.Sequential(nn.Linear(3, 2))
+    with pytest.warns(UserWarning, match=r"Sequential has no random parameters.*imported from .*torch"):
+        values = load_deterministic(net, net.state_dict())
+    assert values == {}
+    model = supervised(net, Categorical(DATASET_SIZE))
+    with pytest.raises(ValueError, match="no parameters to train.*the class from the rewrite's output"):
+        fit(model, CheckpointNormal(model, values), (torch.randn(4, 3), torch.zeros(4, dtype=torch.long)))
 
 
 class FunctionalLinear(nn.Linear):

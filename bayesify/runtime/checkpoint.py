@@ -1,5 +1,7 @@
 """Loading checkpoints of the deterministic model into its rewritten, Bayesian twin."""
 
+import inspect
+import warnings
 from typing import Dict, Mapping
 
 import torch
@@ -59,6 +61,13 @@ def load_deterministic(
         for name, (constraint, _) in module.__dict__.get("_pyro_params", {}).items():
             constrained[prefix + name] = (f"{prefix}{name}_unconstrained", constraint)
 
+    if not random_sites:
+        warnings.warn(
+            f"load_deterministic: {type(model).__name__} has no random parameters, so there is nothing "
+            f"to make Bayesian: it was imported from {_source(type(model))}; import the class from the "
+            "rewrite's output, or make its priors select something",
+            stacklevel=2,
+        )
     if strict:
         unconstrained_keys = {model_key for model_key, _ in constrained.values()}
         expected = set(model.state_dict()) - unconstrained_keys
@@ -90,3 +99,10 @@ def load_deterministic(
             loadable[key] = value
     model.load_state_dict(loadable, strict=strict)
     return replaced
+
+
+def _source(cls: type) -> str:
+    try:
+        return inspect.getsourcefile(cls) or cls.__module__
+    except TypeError:  # a class without a file (built in, or made at run time)
+        return cls.__module__

@@ -16,6 +16,7 @@ regression, :class:`CheckpointLaplace` replaces the guide and the fit: a last-la
 approximation at the trained weights, as Pyro's ``AutoLaplaceApproximation`` makes one.
 """
 
+import contextlib
 import functools
 import itertools
 import warnings
@@ -555,9 +556,13 @@ def fit(
         if optimizing is None:
             with pyro.validation_enabled(True), poutine.trace(param_only=True) as found:
                 value = elbo.differentiable_loss(model, guide, *batch)
-            optimizing = _optimizer(
-                optimizer, [site["value"].unconstrained() for site in found.trace.nodes.values()], lr
-            )
+            params = [site["value"].unconstrained() for site in found.trace.nodes.values()]
+            if not params:
+                raise ValueError(
+                    "fit: the model and the guide have no parameters to train: the network has no random "
+                    "weights (is it the class from the rewrite's output?) and nothing learned"
+                )
+            optimizing = _optimizer(optimizer, params, lr)
         else:
             with pyro.validation_enabled(False):
                 value = elbo.differentiable_loss(model, guide, *batch)
@@ -681,7 +686,7 @@ def _optimizer(optimizer: Callable[..., torch.optim.Optimizer], params, lr: floa
 def predict(
     model: BayesianModel,
     guide: Callable,
-    x: Inputs,
+    x: Union[Inputs, DataLoader],
     num_samples: int = 100,
     *,
     samples_per_pass: Optional[int] = None,
@@ -709,11 +714,16 @@ def predict(
     its own). The last sample of the first pass is computed again on its own, and must
     agree: a network can take a batch of samples and compute it wrongly (a graph network's
     messages between the rows of its batch, dropout left on). A network that fails either
-    way runs once per sample, with a warning that says why. Pyro's validation is off: the
-    guide's distributions were checked as it was fitted.
+    way runs once per sample, with a warning that says why. The network runs in eval mode
+    (``BatchNorm`` with its running statistics, dropout off), and each module is left in the
+    mode it was in; Pyro's validation is off: the guide's distributions were checked as it
+    was fitted.
 
     :param x: the network's input, the tuple of its inputs, or the dict of them by keyword, as
-        the model takes it (a dict batch without its targets). Several inputs travel in the
+        the model takes it (a dict batch without its targets); or a
+        :class:`~torch.utils.data.DataLoader`, whose batches are read as :func:`fit` reads
+        them, their targets left out (a batch of one tensor is the inputs alone), and
+        predicted in its order under the same draw of weights. Several inputs travel in the
         batch only where each holds one row per example (a transformer's tokens and mask do;
         a graph network's edges do not, and its samples keep their own dimension, or a pass
         each).
@@ -726,17 +736,12 @@ def predict(
         predictions for the same seed. ``1`` samples the guide and runs the network once per
         sample, without any plate, for a network whose layers cannot take a batch of weights.
     """
-    first = _input_tensors(x)[0]
-    if samples_per_pass is None:
-        samples_per_pass = (
-            num_samples if first.device.type != "cpu" else CPU_ROWS_PER_PASS // max(len(first), 1)
-        )
-    samples_per_pass = max(1, min(samples_per_pass, num_samples))
+    batches = _prediction_inputs(model, x)
     outputs = None
-    with pyro.validation_enabled(False):
-        if samples_per_pass > 1:
+    with pyro.validation_enabled(False), _in_eval_mode(model.net):
+        if samples_per_pass != 1:
             try:
-                outputs = _in_passes(model, guide, x, num_samples, samples_per_pass)
+                outputs = _in_passes(model, guide, batches, num_samples, samples_per_pass)
             except Exception as error:
                 warnings.warn(
                     f"predict: the network did not take a batch of weight samples ({type(error).__name__}: "
@@ -746,21 +751,72 @@ def predict(
                 )
         if outputs is None:
             outputs = torch.stack(
-                [_replayed(model, poutine.trace(guide).get_trace(x), x) for _ in range(num_samples)]
+                [
+                    _joined([_replayed(model, weights, inputs) for inputs in batches], dim=0)
+                    for weights in (poutine.trace(guide).get_trace(batches[0]) for _ in range(num_samples))
+                ]
             )
     return model.likelihood.summarize(outputs)
 
 
-def _in_passes(
-    model: BayesianModel, guide: Callable, x: Inputs, num_samples: int, samples_per_pass: int
-) -> torch.Tensor:
-    """The network's outputs for ``num_samples`` weight samples, ``samples_per_pass`` a pass."""
-    # One trace of the guide for every sample (its cost is Pyro's, per site, whatever the
-    # number of samples), and the network on slices of it.
-    with _DrawnInPlace(), pyro.plate(_SAMPLES, num_samples, dim=-2):
-        weights = poutine.trace(guide).get_trace(x)
+def _prediction_inputs(model: BayesianModel, x: Union[Inputs, DataLoader]) -> List[Inputs]:
+    """The inputs of each batch that :func:`predict` computes: ``x``, or a loader's batches
+    without their targets."""
+    if not isinstance(x, DataLoader):
+        return [x]
+    batches = [_without_targets(batch, model.targets) for batch in _batches(x)]
+    if not batches:
+        raise ValueError("predict: the DataLoader gave no batches")
+    return batches
+
+
+def _without_targets(batch: Batch, targets: str) -> Inputs:
+    if isinstance(batch, Mapping):
+        return {key: value for key, value in batch.items() if key != targets}
+    return batch[0] if len(batch) == 1 else _inputs_and_targets(batch, targets)[0]
+
+
+@contextlib.contextmanager
+def _in_eval_mode(net: torch.nn.Module):
+    """``net`` in eval mode, then each module back in the mode it was in."""
+    training = [module for module in net.modules() if module.training]
+    net.eval()
     try:
-        return _passes(model, weights, x, num_samples, samples_per_pass)
+        yield
+    finally:
+        for module in training:
+            module.training = True
+
+
+def _joined(outputs: List[torch.Tensor], dim: int) -> torch.Tensor:
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim)
+
+
+def _in_passes(
+    model: BayesianModel,
+    guide: Callable,
+    batches: List[Inputs],
+    num_samples: int,
+    samples_per_pass: Optional[int],
+) -> torch.Tensor:
+    """The network's outputs on every batch of inputs for ``num_samples`` weight samples, a
+    vectorised pass for several samples at a time."""
+    # One trace of the guide for every sample and every batch (its cost is Pyro's, per site,
+    # whatever the number of samples), and the network on slices of it.
+    with _DrawnInPlace(), pyro.plate(_SAMPLES, num_samples, dim=-2):
+        weights = poutine.trace(guide).get_trace(batches[0])
+
+    def every_batch() -> torch.Tensor:
+        return _joined(
+            [
+                _passes(model, weights, x, num_samples, _per_pass(x, num_samples, samples_per_pass))
+                for x in batches
+            ],
+            dim=1,
+        )
+
+    try:
+        return every_batch()
     except DisagreeingSampleError:
         raise
     except Exception:
@@ -769,7 +825,17 @@ def _in_passes(
         # a Python call for every torch call of a pass (5% of a small MLP's prediction),
         # which only the networks that need it pay.
         with FunctionalLayers():
-            return _passes(model, weights, x, num_samples, samples_per_pass)
+            return every_batch()
+
+
+def _per_pass(x: Inputs, num_samples: int, samples_per_pass: Optional[int]) -> int:
+    """How many samples a pass on ``x`` computes: ``samples_per_pass``, or by default every
+    sample on a GPU and about :data:`CPU_ROWS_PER_PASS` rows on a CPU."""
+    if samples_per_pass is None:
+        first = _input_tensors(x)[0]
+        on_cpu = first.device.type == "cpu"
+        samples_per_pass = CPU_ROWS_PER_PASS // max(len(first), 1) if on_cpu else num_samples
+    return max(1, min(samples_per_pass, num_samples))
 
 
 def _passes(
@@ -909,8 +975,7 @@ def _check_last_sample(
         raise DisagreeingSampleError(
             f"sample {index}, computed with others in one pass, differs from the network run on its "
             "weights alone: the network mixes the rows of its batch or indexes its first dimension, "
-            "or samples by itself; in training mode BatchNorm does the first and dropout the "
-            "last, so predict with the network in eval mode (net.eval())"
+            "or samples by itself (a dropout that stays on in eval mode)"
         )
 
 
