@@ -713,11 +713,11 @@ def predict(
     layer's weight (``F.linear(x, self.qkv.weight)``, a Linear subclass with a forward of
     its own). The last sample of the first pass is computed again on its own, and must
     agree: a network can take a batch of samples and compute it wrongly (a graph network's
-    messages between the rows of its batch, dropout left on). A network that fails either
-    way runs once per sample, with a warning that says why. The network runs in eval mode
-    (``BatchNorm`` with its running statistics, dropout off), and each module is left in the
-    mode it was in; Pyro's validation is off: the guide's distributions were checked as it
-    was fitted.
+    messages between the rows of its batch, a dropout that stays on in eval mode). A network
+    that fails either way runs once per sample, with a warning that says why. The network
+    runs in eval mode (``BatchNorm`` with its running statistics, dropout off), and each
+    module is left in the mode it was in; Pyro's validation is off: the guide's
+    distributions were checked as it was fitted.
 
     :param x: the network's input, the tuple of its inputs, or the dict of them by keyword, as
         the model takes it (a dict batch without its targets); or a
@@ -947,10 +947,10 @@ def _check_last_sample(
     model: BayesianModel, weights: poutine.Trace, x: Inputs, computed: torch.Tensor
 ) -> None:
     """Raises where the last of the first pass's outputs, ``computed``, are not the network's
-    outputs on that sample's weights alone. A network can take a batch of
-    samples and still compute them wrongly (a graph network's messages between the rows of
-    its batch, an indexing of the first dimension, dropout left on): one pass of one sample
-    is what it costs to know.
+    outputs on that sample's weights alone. A network can take a batch of samples and still
+    compute them wrongly (a graph network's messages between the rows of its batch, an
+    indexing of the first dimension, a dropout that stays on in eval mode): one pass of one
+    sample is what it costs to know.
 
     They agree when they differ by no more than rounding (a thousandth of the outputs' size,
     a few hundredths in half precision) or no more than a tenth of the difference between
