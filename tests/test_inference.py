@@ -532,6 +532,47 @@ def test_laplace_guide_sets_a_learned_noise_by_the_evidence_approximation():
     assert torch.allclose(predict(model, guide, x[:3]).noise, pyro.param("obs.scale"))
 
 
+def test_targets_that_differ_from_the_outputs_by_dimensions_of_one_are_one_per_output():
+    # Tabular targets come as (batch,), a regressor's outputs as (batch, 1), and labels at
+    # times as (batch, 1): broadcast, each target would be observed batch times.
+    x = torch.randn(BATCH, 3)
+    weight = {"weight": torch.randn(1, 3)}
+    regression = poutine.condition(
+        supervised(pyro_module(nn.Linear(3, 1)), Normal(DATASET_SIZE, 0.5)), weight
+    )
+    y = torch.randn(BATCH)
+    assert torch.equal(log_prob_of_obs(regression, x, y)[0], log_prob_of_obs(regression, x, y[:, None])[0])
+    labels = torch.randint(0, 4, (BATCH,))
+    classes = supervised(pyro_module(nn.Linear(3, 4)), Categorical(DATASET_SIZE))
+    assert torch.equal(
+        log_prob_of_obs(classes, x, labels)[0], log_prob_of_obs(classes, x, labels[:, None])[0]
+    )
+    outputs = torch.randn(5, BATCH, 1)
+    prediction = Normal(scale=0.5).summarize(outputs)
+    assert torch.equal(prediction.nll(y), prediction.nll(y[:, None]))
+    assert torch.isclose(
+        prediction.nll(y), -dist.Normal(outputs[..., 0], 0.5).log_prob(y).exp().mean(0).log().mean()
+    )
+    with pytest.raises(ValueError, match=r"targets have the shape \(8, 2\).*outputs for them \(8, 1\)"):
+        log_prob_of_obs(regression, x, torch.randn(BATCH, 2))
+
+
+def test_laplace_guide_is_computed_in_eval_mode_and_leaves_the_running_statistics(tmp_path):
+    # A network built afresh is in training mode: its BatchNorm would normalize by each batch
+    # and update its running statistics while the Hessian is computed.
+    net, trained, values = _rewritten_normed_net(tmp_path, ["NormedNet.fc.weight"])
+    x, y = torch.randn(16, 1, 4, 4), torch.randn(16, 3)
+    covariances = []
+    for mode in (True, False):
+        pyro.clear_param_store()
+        model = supervised(net.train(mode), Normal(len(x), scale=0.5))
+        laplace = CheckpointLaplace(model, values, (x, y))[-1]
+        covariances.append(laplace.scale[:, None] * laplace.scale_tril)
+        assert net.training is mode
+        assert torch.equal(net.norm.running_mean, trained.norm.running_mean)
+    assert torch.equal(*covariances)
+
+
 def test_the_evidence_noise_predicts_held_out_data_better_than_the_training_residual():
     # A network fitted closely to 40 noisy points: its residuals understate the noise.
     nlls = {"residual": 0.0, "evidence": 0.0}

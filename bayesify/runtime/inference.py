@@ -320,34 +320,37 @@ class CheckpointLaplace(AutoGuideList):
         if isinstance(model, BayesianModel):
             model = poutine.block(model, hide=[model.likelihood.name])
         init = functools.partial(_init_to_checkpoint, values=values)
-        with poutine.block():
-            prototype = poutine.trace(InitMessenger(init)(model)).get_trace(*first)
-        latent = [
-            name
-            for name, site in prototype.iter_stochastic_nodes()
-            if not site["is_observed"] and not site_is_subsample(site)
-        ]
-        if sites is None:
-            module = latent[-1].rpartition(".")[0]
-            sites = [name for name in latent if name.rpartition(".")[0] == module]
-        fixed = {name: prototype.nodes[name]["value"].detach() for name in latent if name not in sites}
-        self.append(functools.partial(_point_masses, fixed))
-        laplace = AutoMultivariateNormal(
-            poutine.block(poutine.condition(model, data=fixed), expose=list(sites)), init_loc_fn=init
-        )
-        self.append(laplace)
-        self(*first)  # sets up the parts
-        if laplace.latent_dim > MAX_LAPLACE_SIZE:
-            raise ValueError(
-                f"CheckpointLaplace: {', '.join(sites)} hold {laplace.latent_dim} weights, and a full "
-                f"covariance of more than {MAX_LAPLACE_SIZE} is too large to compute; name fewer with "
-                "sites=[...], or use CheckpointNormal"
+        # At the trained network as it predicts: BatchNorm's running statistics (which a pass
+        # in training mode would also update), dropout off.
+        with _in_eval_mode(joint.net if isinstance(joint, BayesianModel) else None):
+            with poutine.block():
+                prototype = poutine.trace(InitMessenger(init)(model)).get_trace(*first)
+            latent = [
+                name
+                for name, site in prototype.iter_stochastic_nodes()
+                if not site["is_observed"] and not site_is_subsample(site)
+            ]
+            if sites is None:
+                module = latent[-1].rpartition(".")[0]
+                sites = [name for name in latent if name.rpartition(".")[0] == module]
+            fixed = {name: prototype.nodes[name]["value"].detach() for name in latent if name not in sites}
+            self.append(functools.partial(_point_masses, fixed))
+            laplace = AutoMultivariateNormal(
+                poutine.block(poutine.condition(model, data=fixed), expose=list(sites)), init_loc_fn=init
             )
-        noise = None  # a learned normal noise is re-estimated with the covariance
-        likelihood = joint.likelihood if isinstance(joint, BayesianModel) else None
-        if isinstance(likelihood, likelihoods.Normal) and likelihood.fixed_scale is None:
-            noise = f"{likelihood.name}.scale"
-        _set_laplace_covariance(laplace, joint, fixed, itertools.chain([first], batches), noise)
+            self.append(laplace)
+            self(*first)  # sets up the parts
+            if laplace.latent_dim > MAX_LAPLACE_SIZE:
+                raise ValueError(
+                    f"CheckpointLaplace: {', '.join(sites)} hold {laplace.latent_dim} weights, and a full "
+                    f"covariance of more than {MAX_LAPLACE_SIZE} is too large to compute; name fewer with "
+                    "sites=[...], or use CheckpointNormal"
+                )
+            noise = None  # a learned normal noise is re-estimated with the covariance
+            likelihood = joint.likelihood if isinstance(joint, BayesianModel) else None
+            if isinstance(likelihood, likelihoods.Normal) and likelihood.fixed_scale is None:
+                noise = f"{likelihood.name}.scale"
+            _set_laplace_covariance(laplace, joint, fixed, itertools.chain([first], batches), noise)
 
 
 def _point_masses(values: Dict[str, torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
@@ -777,10 +780,11 @@ def _without_targets(batch: Batch, targets: str) -> Inputs:
 
 
 @contextlib.contextmanager
-def _in_eval_mode(net: torch.nn.Module):
-    """``net`` in eval mode, then each module back in the mode it was in."""
-    training = [module for module in net.modules() if module.training]
-    net.eval()
+def _in_eval_mode(net: Optional[torch.nn.Module]):
+    """``net`` in eval mode, then each module back in the mode it was in (no network: nothing)."""
+    training = [] if net is None else [module for module in net.modules() if module.training]
+    if net is not None:
+        net.eval()
     try:
         yield
     finally:

@@ -53,9 +53,12 @@ class Prediction:
         """The mean negative log-likelihood of ``target`` under the predictive distribution
         (the average over weight samples of the likelihood, not of its log)."""
         if self.probs is not None:
+            target = _shaped_as(target, self.probs.shape[:-1])
             picked = self.probs.gather(-1, target.long().unsqueeze(-1)).squeeze(-1)
             return -picked.clamp_min(torch.finfo(self.probs.dtype).tiny).log().mean()
-        per_sample = dist.Normal(self.outputs, self.noise).log_prob(target)
+        per_sample = dist.Normal(self.outputs, self.noise).log_prob(
+            _shaped_as(target, self.outputs.shape[1:])
+        )
         log_mixture = per_sample.logsumexp(0) - math.log(self.outputs.shape[0])
         return -log_mixture.mean()
 
@@ -89,6 +92,8 @@ class Categorical:
         # Beyond (batch, classes), an input's labels are one observation: the batch is the
         # first dimension after the enclosing plates', not the one left of the classes.
         event_dim = 0 if output.dim() <= 2 else output.dim() - 2 - _enclosing_plates()
+        if target is not None:
+            target = _shaped_as(target, output.shape[output.dim() - event_dim - 2 : -1])
         labels = _ClassLabels(logits=output)
         with _data_plate(self.dataset_size, output.shape[-2 - event_dim]):
             return pyro.sample(self.name, labels.to_event(event_dim) if event_dim else labels, obs=target)
@@ -169,6 +174,8 @@ class Normal:
         event_dim = self.event_dim
         if event_dim is None:
             event_dim = output.dim() - 1 - _enclosing_plates()
+        if target is not None:
+            target = _shaped_as(target, output.shape[output.dim() - event_dim - 1 :])
         noise = dist.Normal(output, self.scale(output, target)).to_event(event_dim)
         with _data_plate(self.dataset_size, output.shape[output.dim() - event_dim - 1]):
             return pyro.sample(self.name, noise, obs=target)
@@ -198,6 +205,22 @@ class _ClassLabels(dist.Categorical):
         if self._validate_args or value.shape != self.batch_shape:
             return super().log_prob(value)
         return self.logits.gather(-1, value.long().unsqueeze(-1)).squeeze(-1)
+
+
+def _shaped_as(target: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``target`` as one observation per output, of ``shape``: targets ``(batch,)`` against
+    outputs ``(batch, 1)`` (or labels ``(batch, 1)`` against logits ``(batch, classes)``), as
+    tabular data comes, would broadcast to ``(batch, batch)`` and be observed as many times
+    over without a word; they differ only by dimensions of size one, and are reshaped. Any
+    other difference is an error."""
+    if target.shape == shape:
+        return target
+    if [size for size in target.shape if size != 1] == [size for size in shape if size != 1]:
+        return target.reshape(shape)
+    raise ValueError(
+        f"the targets have the shape {tuple(target.shape)}, and the network's outputs for them "
+        f"{tuple(shape)}: give one target per output"
+    )
 
 
 def _enclosing_plates() -> int:
