@@ -4,7 +4,9 @@
 Issue 10's ``predict`` draws its weight samples in one pass through the network. Real networks
 are written for one batch dimension (``BatchNorm2d``, ``x.view(x.size(0), -1)``, transposed
 convolutions in every UNet), which is what this checks, on the model builders of
-``bench/zoo_models.py`` that take tensors (one, or several as a tuple) and return one. For
+``bench/zoo_models.py`` that take tensors (one, or several, passed by name as a dict) and
+return tensors (of several, in a tuple or a dict, the first is checked: ``supervised``'s
+``output``). For
 each package (monai and kornia by default), in the zoo's environment (``bench/zoo.py``
 installs it), the script rewrites the whole package under the zoo's ``type`` spec (every
 Linear and Conv weight) and, for each model built from the mirror, in eval mode:
@@ -51,6 +53,18 @@ MARKER = "ZOO-PREDICT-RESULT "
 TOLERANCE = {True: 1e-9, False: 1e-2}
 
 
+def first_tensor(output):
+    """The first tensor of a network's output: itself, or the first of a tuple's or a dict's."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    parts = (
+        output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
+    )
+    return next((found for found in map(first_tensor, parts) if found is not None), None)
+
+
 def check(build, double: bool) -> dict:
     """One model, built from the mirror: skipped, or whether predict took one pass and its error."""
     import pyro
@@ -63,25 +77,26 @@ def check(build, double: bool) -> dict:
     pyro.set_rng_seed(0)
     pyro.clear_param_store()
     net, args, kwargs = build()
-    try:  # keyword inputs that are the forward's positional parameters are passed as such
+    try:  # the inputs by the forward's parameter names, keyword or positional
         bound = inspect.signature(net.forward).bind(*args, **kwargs)
     except TypeError:
-        return {"skipped": "inputs not positional tensors"}
-    inputs = bound.args
-    if bound.kwargs or not all(isinstance(input, torch.Tensor) for input in inputs):
-        return {"skipped": "inputs not positional tensors"}
+        return {"skipped": "inputs not the forward's"}
+    inputs = dict(bound.arguments)
+    if not all(isinstance(input, torch.Tensor) for input in inputs.values()):
+        return {"skipped": "inputs not tensors"}
     net.eval()
     if double:
         net = net.double()
-        inputs = tuple(input.double() if input.is_floating_point() else input for input in inputs)
-    x = inputs if len(inputs) > 1 else inputs[0]  # what predict and the model take
+        inputs = {
+            name: input.double() if input.is_floating_point() else input for name, input in inputs.items()
+        }
+    x = inputs if len(inputs) > 1 else next(iter(inputs.values()))  # what predict and the model take
     with torch.no_grad():
-        drawn = poutine.trace(net).get_trace(*inputs)
-    output = drawn.nodes["_RETURN"]["value"]
-    if not isinstance(output, torch.Tensor):
-        return {"skipped": "not one output tensor"}
+        drawn = poutine.trace(net).get_trace(**inputs)
+    if first_tensor(drawn.nodes["_RETURN"]["value"]) is None:
+        return {"skipped": "no output tensor"}
     values = {name: site["value"] for name, site in drawn.iter_stochastic_nodes()}
-    model = supervised(net, Normal())
+    model = supervised(net, Normal(), output=first_tensor)  # of several outputs, the first
     guide = CheckpointNormal(model, values, delta=0.1)
     with torch.no_grad():
         guide(x)  # sets the guide up, which runs the model: its draws come before predict's
@@ -97,7 +112,7 @@ def check(build, double: bool) -> dict:
     for i, sampled in enumerate(prediction.outputs):
         one = {name: weights.nodes[name]["value"][i, 0] for name in values}
         with torch.no_grad():
-            alone = poutine.condition(net, one)(*inputs)
+            alone = first_tensor(poutine.condition(net, one)(**inputs))
         error = max(error, float((sampled - alone).abs().max() / alone.abs().max().clamp_min(1e-6)))
     return {
         "sites": len(values),
