@@ -1167,3 +1167,47 @@ def test_predict_takes_layers_called_through_torchs_functional_forms(recwarn):
         with torch.no_grad():
             alone = poutine.condition(net, drawn)(x)
         assert torch.allclose(prediction.outputs[i], alone, atol=1e-5)
+
+
+class Conv1D(nn.Module):
+    """transformers' Conv1D, GPT-2's projections: a linear layer whose weight is stored
+    ``(in, out)``, computed by ``torch.addmm`` on the rows it flattens itself."""
+
+    def __init__(self, out_features, in_features):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(in_features, out_features) * 0.1)
+        self.bias = nn.Parameter(torch.zeros(out_features))
+
+    def forward(self, x):
+        rows = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+        return rows.view(*x.shape[:-1], -1)
+
+
+class Projected(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attend, self.project = Conv1D(6, 3), Conv1D(4, 6)
+
+    def forward(self, x):
+        return self.project(torch.tanh(self.attend(x))).mean(-2)
+
+
+def test_predict_takes_a_library_layer_that_computes_its_rows_by_addmm(recwarn):
+    # Not a layer the rewrite knows, so its samples can only travel in the batch: the third
+    # try, whose result the check of one sample vouches for.
+    net, x = pyro_module(Projected()), torch.randn(BATCH, 5, 3)
+    set_prior(net, "Projected.*.weight", "Normal", 0, 1)
+    model = supervised(net, Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.3)
+    guide(x)
+    pyro.set_rng_seed(5)
+    with torch.no_grad(), pyro.plate(inference._SAMPLES, 6, dim=-2):
+        weights = poutine.trace(guide).get_trace(x)
+    pyro.set_rng_seed(5)
+    prediction = predict(model, guide, x, num_samples=6, samples_per_pass=6)
+    assert not recwarn.list
+    for i in range(6):
+        drawn = {name: weights.nodes[name]["value"][i, 0] for name in ("attend.weight", "project.weight")}
+        with torch.no_grad():
+            alone = poutine.condition(net, drawn)(x)
+        assert torch.allclose(prediction.outputs[i], alone, atol=1e-5)

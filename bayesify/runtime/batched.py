@@ -275,8 +275,10 @@ class FunctionalLayers(TorchFunctionMode):
     Routes calls of :func:`torch.nn.functional.linear`, ``conv1d|2d|3d`` and
     ``conv_transpose1d|2d|3d`` whose weight carries sample dimensions to the batched effects
     above (``"linear"``, ``"conv"``, ``"conv_transpose"``), as a rewritten layer's forward
-    would. Code that calls the functional form itself with a layer's weight (a subclass
-    whose forward does, as timm's ``Linear``; an attention that projects with
+    would; and :func:`torch.addmm` ``(bias, rows, weight)`` with such a weight, a linear layer
+    whose weight is stored ``(in, out)`` (transformers' ``Conv1D``, GPT-2's projections), to
+    ``"linear"``. Code that calls the functional form itself with a layer's weight (a
+    subclass whose forward does, as timm's ``Linear``; an attention that projects with
     ``F.linear(x, self.qkv.weight, bias)``) then takes a batch of weight samples as the
     rewritten layers do, :class:`SamplesInBatchMessenger` included. Calls with an ordinary
     weight run as they are. :func:`~bayesify.runtime.predict` computes its passes inside it
@@ -289,13 +291,21 @@ class FunctionalLayers(TorchFunctionMode):
         if routed is not None:
             effect, dims, arguments = routed
             input, weight, bias, *options = arguments(*args, **kwargs)
-            if weight.dim() > dims + 2:
+            if weight is not None and weight.dim() > dims + 2:
                 return effect(input, weight, bias, *((dims, *options) if dims else ()))
         return func(*args, **kwargs)
 
 
 def _linear_arguments(input, weight, bias=None):
     return input, weight, bias
+
+
+def _addmm_arguments(input, mat1, mat2, *, beta=1, alpha=1, out=None):
+    """``addmm(bias, rows, weight)`` as ``linear(rows, weight.T, bias)``; no weight (nothing
+    to route) where it scales or writes into ``out``."""
+    if beta != 1 or alpha != 1 or out is not None:
+        return mat1, None, input
+    return mat1, mat2.transpose(-1, -2), input
 
 
 def _conv_arguments(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -312,6 +322,7 @@ def _conv_transpose_arguments(
 #: number of spatial dimensions, and the function's arguments in the effect's order.
 _FUNCTIONAL = {
     F.linear: (linear, 0, _linear_arguments),
+    torch.addmm: (linear, 0, _addmm_arguments),
     **{function: (conv, dims, _conv_arguments) for dims, function in _CONVOLUTIONS.items()},
     **{
         function: (conv_transpose, dims, _conv_transpose_arguments)

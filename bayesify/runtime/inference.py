@@ -810,10 +810,12 @@ def _in_passes(
     with _DrawnInPlace(), pyro.plate(_SAMPLES, num_samples, dim=-2):
         weights = poutine.trace(guide).get_trace(batches[0])
 
-    def every_batch() -> torch.Tensor:
+    def every_batch(any_module: bool = False) -> torch.Tensor:
         return _joined(
             [
-                _passes(model, weights, x, num_samples, _per_pass(x, num_samples, samples_per_pass))
+                _passes(
+                    model, weights, x, num_samples, _per_pass(x, num_samples, samples_per_pass), any_module
+                )
                 for x in batches
             ],
             dim=1,
@@ -823,13 +825,25 @@ def _in_passes(
         return every_batch()
     except DisagreeingSampleError:
         raise
-    except Exception:
-        # Among the causes, a layer called through torch's functional forms, which refuses a
-        # batch of weights: FunctionalLayers routes it to the batched layers, at the cost of
-        # a Python call for every torch call of a pass (5% of a small MLP's prediction),
-        # which only the networks that need it pay.
-        with FunctionalLayers():
+    except Exception as error:
+        first_error = error
+    # Among the causes, a layer called through torch's functional forms, which refuses a
+    # batch of weights: FunctionalLayers routes it to the batched layers, at the cost of a
+    # Python call for every torch call of a pass (5% of a small MLP's prediction), which only
+    # the networks that need it pay. A layer the rewrite does not know (transformers' Conv1D,
+    # addmm on rows it flattens itself) takes its samples only in the batch: last, they
+    # travel there for any module's weight, the check telling whether it computed right.
+    with FunctionalLayers():
+        try:
             return every_batch()
+        except DisagreeingSampleError:
+            raise
+        except Exception:
+            pass
+        try:
+            return every_batch(any_module=True)
+        except Exception:  # a disagreement too: this layout was a guess, the first error says why
+            raise first_error from None
 
 
 def _per_pass(x: Inputs, num_samples: int, samples_per_pass: Optional[int]) -> int:
@@ -843,16 +857,23 @@ def _per_pass(x: Inputs, num_samples: int, samples_per_pass: Optional[int]) -> i
 
 
 def _passes(
-    model: BayesianModel, weights: poutine.Trace, x: Inputs, num_samples: int, samples_per_pass: int
+    model: BayesianModel,
+    weights: poutine.Trace,
+    x: Inputs,
+    num_samples: int,
+    samples_per_pass: int,
+    any_module: bool = False,
 ) -> torch.Tensor:
-    """The network's outputs on the sampled ``weights``, ``samples_per_pass`` samples a pass."""
+    """The network's outputs on the sampled ``weights``, ``samples_per_pass`` samples a pass;
+    the samples in the batch where every random site is a batched layer's weight or bias
+    (with ``any_module``, any module's)."""
     inputs = _input_tensors(x)
     size = len(inputs[0])
     # The samples travel in the batch where nothing but the layers meets them and every input
     # is one row per example (a graph network's edges are not): the inputs once per sample,
     # made once for all passes.
     repeated = None
-    if _only_layer_weights(model.net, weights) and all(
+    if _only_layer_weights(model.net, weights, any_module) and all(
         input.dim() and len(input) == size for input in inputs
     ):
         repeated = [input.repeat(samples_per_pass, *(1,) * (input.dim() - 1)) for input in inputs]
@@ -991,14 +1012,16 @@ def _replayed(model: BayesianModel, weights: poutine.Trace, x: Inputs) -> torch.
     return poutine.replay(model.network, trace=weights)(x)
 
 
-def _only_layer_weights(net: torch.nn.Module, weights: poutine.Trace) -> bool:
+def _only_layer_weights(net: torch.nn.Module, weights: poutine.Trace, any_module: bool = False) -> bool:
     """Whether every weight sampled in ``weights`` is the weight or bias of one of ``net``'s
-    batched layers (:mod:`bayesify.runtime.batched`), so that nothing else meets the samples."""
+    batched layers (:mod:`bayesify.runtime.batched`; with ``any_module``, of any module), so
+    that nothing else meets the samples."""
     modules = dict(net.named_modules(remove_duplicate=False))  # a layer held twice: either name
+    layers = torch.nn.Module if any_module else BATCHED_LAYERS
     for name, site in weights.iter_stochastic_nodes():
         if site["infer"].get("is_auxiliary"):
             continue
         owner, _, attribute = name.rpartition(".")
-        if attribute not in ("weight", "bias") or not isinstance(modules.get(owner), BATCHED_LAYERS):
+        if attribute not in ("weight", "bias") or not isinstance(modules.get(owner), layers):
             return False
     return True
