@@ -96,6 +96,10 @@ def check(build, double: bool) -> dict:
     if first_tensor(drawn.nodes["_RETURN"]["value"]) is None:
         return {"skipped": "no output tensor"}
     values = {name: site["value"] for name, site in drawn.iter_stochastic_nodes()}
+    with torch.no_grad():  # a VAE's latent draw, a masked autoencoder's random mask
+        again = first_tensor(poutine.condition(net, values)(**inputs))
+    if not torch.equal(again, first_tensor(drawn.nodes["_RETURN"]["value"])):
+        return {"skipped": "draws random numbers of its own in eval mode"}
     model = supervised(net, Normal(), output=first_tensor)  # of several outputs, the first
     guide = CheckpointNormal(model, values, delta=0.1)
     with torch.no_grad():
