@@ -356,6 +356,21 @@ def assert_passes_replay_one_draw(model, guide, x):
     assert torch.allclose(whole.epistemic, sliced.epistemic, atol=1e-6)
 
 
+def assert_predicts_in_one_pass_as_each_sample_alone(model, guide, x, alone, recwarn, samples=6):
+    """``predict``'s samples, computed in one pass without a warning, are the network's on each
+    sample's weights alone (``alone(weights)``); the same seed draws the same weights."""
+    pyro.set_rng_seed(5)
+    with torch.no_grad(), pyro.plate(inference._SAMPLES, samples, dim=-2):
+        weights = poutine.trace(guide).get_trace(x)
+    pyro.set_rng_seed(5)
+    prediction = predict(model, guide, x, num_samples=samples, samples_per_pass=samples)
+    assert not recwarn.list
+    for i in range(samples):
+        drawn = {name: site["value"][i, 0] for name, site in weights.iter_stochastic_nodes()}
+        with torch.no_grad():
+            assert torch.allclose(prediction.outputs[i], alone(drawn), atol=1e-5)
+
+
 def test_predict_replays_the_network_on_one_draw_of_the_guide_as_pyro_samples_it():
     x, _ = images()
     model = supervised(Net(), Categorical(DATASET_SIZE))
@@ -843,18 +858,10 @@ def test_a_network_of_several_inputs_trains_and_predicts_each_sample_with_its_ow
     loader = DataLoader(TensorDataset(x, mask, y), batch_size=16, shuffle=True)
     losses = fit(model, guide, loader, epochs=30, lr=0.01, progress=False)
     assert losses[-1] < 0.8 * losses[0]
-    inputs = (x[:BATCH], mask[:BATCH])
-    pyro.set_rng_seed(5)
-    with torch.no_grad(), pyro.plate(inference._SAMPLES, 6, dim=-2):
-        weights = poutine.trace(guide).get_trace(inputs)
-    pyro.set_rng_seed(5)
-    prediction = predict(model, guide, inputs, num_samples=6, samples_per_pass=6)
-    assert not recwarn.list  # one pass: both inputs are a row per example, so the samples ride in the batch
-    for i in range(6):
-        drawn = {name: weights.nodes[name]["value"][i, 0] for name in ("embed.weight", "head.weight")}
-        with torch.no_grad():
-            alone = poutine.condition(model.net, drawn)(*inputs)
-        assert torch.allclose(prediction.outputs[i], alone, atol=1e-5)
+    inputs = (x[:BATCH], mask[:BATCH])  # both a row per example: the samples ride in the batch
+    assert_predicts_in_one_pass_as_each_sample_alone(
+        model, guide, inputs, lambda drawn: poutine.condition(model.net, drawn)(*inputs), recwarn
+    )
 
 
 def test_laplace_guide_reads_several_inputs_as_one_batch_or_from_a_loader():
@@ -1041,17 +1048,9 @@ def test_a_network_in_hugging_faces_manner_trains_on_dict_batches_and_predicts_i
     )
     assert losses[-1] < 0.8 * losses[0]
     inputs = {"input_ids": x[:BATCH], "attention_mask": mask[:BATCH]}
-    pyro.set_rng_seed(5)
-    with torch.no_grad(), pyro.plate(inference._SAMPLES, 6, dim=-2):
-        weights = poutine.trace(guide).get_trace(inputs)
-    pyro.set_rng_seed(5)
-    prediction = predict(model, guide, inputs, num_samples=6, samples_per_pass=6)
-    assert not recwarn.list  # one pass, the samples in the batch
-    for i in range(6):
-        drawn = {name: weights.nodes[name]["value"][i, 0] for name in ("embed.weight", "head.weight")}
-        with torch.no_grad():
-            alone = poutine.condition(model.net, drawn)(**inputs).logits
-        assert torch.allclose(prediction.outputs[i], alone, atol=1e-5)
+    assert_predicts_in_one_pass_as_each_sample_alone(
+        model, guide, inputs, lambda drawn: poutine.condition(model.net, drawn)(**inputs).logits, recwarn
+    )
 
 
 def test_laplace_guide_reads_a_dict_batch_as_a_loaders_batches():
@@ -1155,18 +1154,9 @@ def test_predict_takes_layers_called_through_torchs_functional_forms(recwarn):
     model = supervised(net, Categorical(DATASET_SIZE))
     guide = CheckpointNormal(model, init_scale=0.3)
     guide(x)
-    pyro.set_rng_seed(5)
-    with torch.no_grad(), pyro.plate(inference._SAMPLES, 6, dim=-2):
-        weights = poutine.trace(guide).get_trace(x)
-    pyro.set_rng_seed(5)
-    prediction = predict(model, guide, x, num_samples=6, samples_per_pass=6)
-    assert not recwarn.list  # one pass, the samples in the batch
-    names = ("proj.weight", "conv.weight", "up.weight", "head.weight")
-    for i in range(6):
-        drawn = {name: weights.nodes[name]["value"][i, 0] for name in names}
-        with torch.no_grad():
-            alone = poutine.condition(net, drawn)(x)
-        assert torch.allclose(prediction.outputs[i], alone, atol=1e-5)
+    assert_predicts_in_one_pass_as_each_sample_alone(
+        model, guide, x, lambda drawn: poutine.condition(net, drawn)(x), recwarn
+    )
 
 
 class Conv1D(nn.Module):
@@ -1200,14 +1190,6 @@ def test_predict_takes_a_library_layer_that_computes_its_rows_by_addmm(recwarn):
     model = supervised(net, Categorical(DATASET_SIZE))
     guide = CheckpointNormal(model, init_scale=0.3)
     guide(x)
-    pyro.set_rng_seed(5)
-    with torch.no_grad(), pyro.plate(inference._SAMPLES, 6, dim=-2):
-        weights = poutine.trace(guide).get_trace(x)
-    pyro.set_rng_seed(5)
-    prediction = predict(model, guide, x, num_samples=6, samples_per_pass=6)
-    assert not recwarn.list
-    for i in range(6):
-        drawn = {name: weights.nodes[name]["value"][i, 0] for name in ("attend.weight", "project.weight")}
-        with torch.no_grad():
-            alone = poutine.condition(net, drawn)(x)
-        assert torch.allclose(prediction.outputs[i], alone, atol=1e-5)
+    assert_predicts_in_one_pass_as_each_sample_alone(
+        model, guide, x, lambda drawn: poutine.condition(net, drawn)(x), recwarn
+    )
