@@ -496,6 +496,13 @@ def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_
     with pytest.raises(ValueError, match="out.weight, out.bias hold 33 weights"):
         CheckpointLaplace(model, values, loader)
     monkeypatch.undo()
+    # A hidden layer's weights enter the network through its nonlinearity: even at the trained
+    # network, the curvature of their negative log density has directions below zero.
+    with pytest.raises(
+        ValueError, match="Hessian of hidden.weight at the checkpoint is not positive definite"
+    ):
+        CheckpointLaplace(model, values, loader, sites=["hidden.weight"])
+    pyro.clear_param_store()
     guide = CheckpointLaplace(model, values, loader)
     assert list(guide.parameters()) == []  # computed, not trained
 

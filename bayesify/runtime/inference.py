@@ -333,6 +333,13 @@ class CheckpointLaplace(AutoGuideList):
             if sites is None:
                 module = latent[-1].rpartition(".")[0]
                 sites = [name for name in latent if name.rpartition(".")[0] == module]
+            size = sum(prototype.nodes[name]["value"].numel() for name in sites)
+            if size > MAX_LAPLACE_SIZE:  # before the guide holds a scale of that size squared
+                raise ValueError(
+                    f"CheckpointLaplace: {', '.join(sites)} hold {size} weights, and a full covariance of "
+                    f"more than {MAX_LAPLACE_SIZE} is too large to compute; name fewer with sites=[...], or "
+                    "use CheckpointNormal"
+                )
             fixed = {name: prototype.nodes[name]["value"].detach() for name in latent if name not in sites}
             self.append(functools.partial(_point_masses, fixed))
             laplace = AutoMultivariateNormal(
@@ -340,17 +347,19 @@ class CheckpointLaplace(AutoGuideList):
             )
             self.append(laplace)
             self(*first)  # sets up the parts
-            if laplace.latent_dim > MAX_LAPLACE_SIZE:
-                raise ValueError(
-                    f"CheckpointLaplace: {', '.join(sites)} hold {laplace.latent_dim} weights, and a full "
-                    f"covariance of more than {MAX_LAPLACE_SIZE} is too large to compute; name fewer with "
-                    "sites=[...], or use CheckpointNormal"
-                )
             noise = None  # a learned normal noise is re-estimated with the covariance
             likelihood = joint.likelihood if isinstance(joint, BayesianModel) else None
             if isinstance(likelihood, likelihoods.Normal) and likelihood.fixed_scale is None:
                 noise = f"{likelihood.name}.scale"
-            _set_laplace_covariance(laplace, joint, fixed, itertools.chain([first], batches), noise)
+            try:
+                _set_laplace_covariance(laplace, joint, fixed, itertools.chain([first], batches), noise)
+            except torch.linalg.LinAlgError:
+                raise ValueError(
+                    f"CheckpointLaplace: the Hessian of {', '.join(sites)} at the checkpoint is not positive "
+                    "definite, so no normal distribution approximates their posterior there (weights that "
+                    "enter the network nonlinearly, as a recurrent layer's do, or values that are no trained "
+                    "optimum): name the output layer's sites, or use CheckpointNormal"
+                ) from None
 
 
 def _point_masses(values: Dict[str, torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
