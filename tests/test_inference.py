@@ -1200,3 +1200,44 @@ def test_predict_takes_a_library_layer_that_computes_its_rows_by_addmm(recwarn):
     assert_predicts_in_one_pass_as_each_sample_alone(
         model, guide, x, lambda drawn: poutine.condition(net, drawn)(x), recwarn
     )
+
+
+class Recurrent(nn.Module):
+    """A forecaster of the kind users write: a recurrent layer, then a linear head."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.cell = layer in (nn.LSTMCell, nn.GRUCell)
+        self.rnn, self.head = layer(2, 5), nn.Linear(5, 1)
+
+    def forward(self, x):
+        if self.cell:  # unrolled by hand over the sequence
+            state = None
+            for step in x.unbind(1):
+                state = self.rnn(step, state)
+            hidden = state[0] if isinstance(state, tuple) else state
+        else:
+            hidden = self.rnn(x.transpose(0, 1))[0][-1]
+        return self.head(hidden)
+
+
+@pytest.mark.parametrize("layer", [nn.LSTM, nn.GRU, nn.LSTMCell], ids=lambda layer: layer.__name__)
+def test_a_random_recurrent_layer_computes_its_own_weights_and_refuses_a_batch_of_them(layer):
+    net, x = pyro_module(Recurrent(layer)), torch.randn(BATCH, 6, 2)
+    set_prior(net, f"nn.{layer.__name__}.*", "Normal", 0, 1)
+    # One draw: the layer computes with the weights the trace holds, as torch's layer does.
+    with torch.no_grad():
+        trace = poutine.trace(net).get_trace(x)
+        plain = Recurrent(layer)
+        plain.load_state_dict(
+            {**net.state_dict(), **{name: site["value"] for name, site in trace.iter_stochastic_nodes()}}
+        )
+        assert torch.allclose(trace.nodes["_RETURN"]["value"], plain(x), atol=1e-6)
+    # A batch of draws: torch's LSTM would compute them all with the first one's weights.
+    model = supervised(net, Normal(DATASET_SIZE, scale=0.1))
+    guide = CheckpointNormal(model, init_scale=0.3)
+    with pytest.raises(ValueError, match=f"{layer.__name__} takes one sample of its weights at a time"):
+        Predictive(model, guide=guide, num_samples=4, parallel=True, return_sites=["_RETURN"])(x)
+    with pytest.warns(UserWarning, match=f"{layer.__name__} takes one sample of its weights at a time"):
+        prediction = predict(model, guide, x, num_samples=4)
+    assert (prediction.outputs[1:] != prediction.outputs[0]).all()  # each sample its own weights

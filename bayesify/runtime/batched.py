@@ -411,11 +411,46 @@ PyroConvTranspose3d = _pyro_conv(nn.ConvTranspose3d, 3, _PyroConvTranspose)
 #: The layers whose weights may carry samples.
 BATCHED_LAYERS = (PyroLinear, _PyroConv, _PyroConvTranspose)
 
+
+class _OneSampleAtATime(_PyroMixin):
+    """A recurrent layer takes one sample of its weights at a time: torch's ``nn.LSTM``, given
+    weights with a leading batch of samples, computes every sample with the first one's, and
+    says nothing. Refusing them turns that into an error that names the layer, so that
+    :func:`~bayesify.runtime.predict` runs such a network once per sample and
+    ``Predictive(parallel=True)`` or a vectorised ELBO stops."""
+
+    def forward(self, *args, **kwargs):
+        names = getattr(self, "_flat_weights_names", None) or ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        for name in names:
+            value = getattr(self, name, None)  # a random weight is sampled once a call: read again below
+            if value is not None and value.dim() > (1 if name.startswith("bias") else 2):
+                raise ValueError(
+                    f"{self._layer.__name__} takes one sample of its weights at a time, and its {name} "
+                    f"carries samples {tuple(value.shape[:-2 if value.dim() > 1 else -1])}: a network with "
+                    "a random recurrent layer runs once per weight sample (predict does so by itself; use "
+                    "Predictive without parallel=True, and an ELBO without vectorize_particles=True)"
+                )
+        return super().forward(*args, **kwargs)
+
+
+def _pyro_recurrent(layer: type) -> type:
+    return type(
+        "Pyro" + layer.__name__,
+        (_OneSampleAtATime, layer, PyroModule[layer.__bases__[0]]),
+        {
+            "_layer": layer,
+            "__module__": __name__,
+            "__doc__": f"``PyroModule[nn.{layer.__name__}]``, which refuses weights that carry samples.",
+        },
+    )
+
+
 # Pyro builds ``PyroModule[Layer]`` once per layer class and keeps it in this cache (it places
 # its own ``PyroModuleList`` there the same way): from now on ``PyroModule[nn.Linear]``, and
-# ``to_pyro_module_`` on an ``nn.Linear``, give the batched class. A subclass ``PyroModule[
-# MyLinear]`` made afterwards derives from it too.
-for _layer, _batched in (
+# ``to_pyro_module_`` on an ``nn.Linear``, give the batched class (a recurrent layer, the class
+# that refuses batched weights). A subclass ``PyroModule[MyLinear]`` made afterwards derives
+# from it too.
+for _layer, _pyro_class in (
     (nn.Linear, PyroLinear),
     (nn.Conv1d, PyroConv1d),
     (nn.Conv2d, PyroConv2d),
@@ -423,5 +458,9 @@ for _layer, _batched in (
     (nn.ConvTranspose1d, PyroConvTranspose1d),
     (nn.ConvTranspose2d, PyroConvTranspose2d),
     (nn.ConvTranspose3d, PyroConvTranspose3d),
+    *(
+        (layer, _pyro_recurrent(layer))
+        for layer in (nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell)
+    ),
 ):
-    _PyroModuleMeta._pyro_mixin_cache[_layer] = _batched
+    _PyroModuleMeta._pyro_mixin_cache[_layer] = _pyro_class
