@@ -3,6 +3,7 @@ them, step SVI, and compare with the same models written by hand in Pyro."""
 
 from __future__ import annotations
 
+import abc
 import copy
 import importlib.util
 import math
@@ -438,6 +439,32 @@ def test_held_parameters_not_random_are_pyro_params_named_by_module_path():
     assert names["scales.1"] == "sample" and names["scales.0"] == "param"
     assert names["norm.weight"] == "param" and names["proj.weight"] == "sample"
     assert names["attn.in_proj_weight"] == "param"
+
+
+class _Metric(nn.Module, abc.ABC):
+    """torchmetrics' ``Metric`` is ``class Metric(Module, ABC)``: a module with ``ABCMeta``."""
+
+    def forward(self, prediction, target):
+        return (prediction - target).pow(2).mean()
+
+
+def test_a_held_module_with_a_metaclass_of_its_own_converts_and_pickles():
+    # A forecaster holds its loss and metrics (pytorch-forecasting's every model does):
+    # PyroModule[that class] is a metaclass conflict, which blocked the whole model.
+    from bayesify.runtime import pyro_module, set_prior
+
+    net = nn.Module()
+    net.rnn, net.head, net.loss = nn.GRU(1, 4), nn.Linear(4, 1), _Metric()
+    set_prior(net, "nn.Linear.weight", "Normal", 0, 1)
+    pyro_module(net)
+    assert isinstance(net.loss, PyroModule) and isinstance(net.loss, _Metric)
+    assert isinstance(type(net.loss), abc.ABCMeta)
+    copied = pickle.loads(pickle.dumps(net))
+    assert type(copied.loss) is type(net.loss)
+    assert torch.equal(net.loss(torch.ones(3), torch.zeros(3)), torch.tensor(1.0))
+    assert [
+        name for name, site in poutine.trace(net.head).get_trace(torch.zeros(2, 4)).iter_stochastic_nodes()
+    ] == ["head.weight"]
 
 
 def test_inherited_layer_parameters_get_priors():

@@ -29,9 +29,11 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from pyro.nn import PyroModule, PyroParam, PyroSample
-from pyro.nn.module import _Context, to_pyro_module_
+from pyro.nn.module import _Context, _PyroModuleMeta, to_pyro_module_
 from torch.distributions.constraints import Constraint
 
+from bayesify.runtime.batched import _PyroMixin
+from bayesify.runtime.metaclass import pyro_metaclass_of
 from bayesify.runtime.prior import Prior
 from bayesify.selectors import ANY, CLASS, Selector, match_path, parse
 
@@ -135,7 +137,29 @@ def _convert(module: torch.nn.Module) -> None:
         _convert(child)
     if not isinstance(module, PyroModule):
         # Children first: the parent then re-registers them as the PyroModules they are.
+        _pyro_class(type(module))
         to_pyro_module_(module, recurse=False)
+
+
+def _pyro_class(cls: type) -> type:
+    """``PyroModule[cls]``, also for a class with a metaclass of its own (a metric's
+    ``ABCMeta``: torchmetrics' ``Metric`` is ``class Metric(Module, ABC)``), which Pyro's
+    refuses as a metaclass conflict: made as Pyro makes it, under a metaclass combining both,
+    and kept where Pyro keeps its own."""
+    try:
+        return PyroModule[cls]
+    except TypeError:
+        bases = tuple(_pyro_class(base) for base in cls.__bases__ if issubclass(base, torch.nn.Module))
+        metaclass = pyro_metaclass_of(cls, *bases)
+        if metaclass is type(PyroModule):  # no conflict of metaclasses: another error
+            raise
+        made = metaclass(
+            "Pyro" + cls.__name__,
+            (_PyroMixin, cls, *bases),
+            {"_layer": cls, "__module__": cls.__module__, "__qualname__": "Pyro" + cls.__qualname__},
+        )
+        _PyroModuleMeta._pyro_mixin_cache[cls] = made
+        return made
 
 
 def _inside_a_rewritten_init(frame) -> bool:
