@@ -32,7 +32,6 @@ from pyro.nn import PyroModule, PyroParam, PyroSample
 from pyro.nn.module import _Context, _PyroModuleMeta, to_pyro_module_
 from torch.distributions.constraints import Constraint
 
-from bayesify.runtime.batched import _PyroMixin
 from bayesify.runtime.metaclass import pyro_metaclass_of
 from bayesify.runtime.prior import Prior
 from bayesify.selectors import ANY, CLASS, Selector, match_path, parse
@@ -155,11 +154,26 @@ def _pyro_class(cls: type) -> type:
             raise
         made = metaclass(
             "Pyro" + cls.__name__,
-            (_PyroMixin, cls, *bases),
-            {"_layer": cls, "__module__": cls.__module__, "__qualname__": "Pyro" + cls.__qualname__},
+            (cls, *bases),
+            {"__reduce__": _reduce, "__module__": cls.__module__, "__qualname__": "Pyro" + cls.__qualname__},
         )
         _PyroModuleMeta._pyro_mixin_cache[cls] = made
         return made
+
+
+def _reduce(self):
+    """Pickled as Pyro pickles ``PyroModule[cls]``: by the module class it was made from."""
+    state = getattr(self, "__getstate__", self.__dict__.copy)()
+    made_from = next(cls for cls in type(self).__mro__ if not issubclass(cls, PyroModule))
+    return _Unpickled, (made_from,), state
+
+
+class _Unpickled:
+    """An instance of ``_pyro_class(cls)`` for pickle to fill in, as Pyro's own ``_New`` makes
+    one of ``PyroModule[cls]`` (which, for these classes, is the metaclass conflict)."""
+
+    def __init__(self, cls: type) -> None:
+        self.__class__ = _pyro_class(cls)
 
 
 def _inside_a_rewritten_init(frame) -> bool:
