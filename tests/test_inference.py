@@ -1156,16 +1156,6 @@ class OwnForwards(PyroModule):
         return self.head(hidden.flatten(-2))
 
 
-def test_predict_takes_layers_called_through_torchs_functional_forms(recwarn):
-    net, x = OwnForwards(), torch.randn(BATCH, 5, 3)
-    model = supervised(net, Categorical(DATASET_SIZE))
-    guide = CheckpointNormal(model, init_scale=0.3)
-    guide(x)
-    assert_predicts_in_one_pass_as_each_sample_alone(
-        model, guide, x, lambda drawn: poutine.condition(net, drawn)(x), recwarn
-    )
-
-
 class Conv1D(nn.Module):
     """transformers' Conv1D, GPT-2's projections: a linear layer whose weight is stored
     ``(in, out)``, computed by ``torch.addmm`` on the rows it flattens itself."""
@@ -1189,11 +1179,18 @@ class Projected(nn.Module):
         return self.project(torch.tanh(self.attend(x))).mean(-2)
 
 
-def test_predict_takes_a_library_layer_that_computes_its_rows_by_addmm(recwarn):
-    # Not a layer the rewrite knows, so its samples can only travel in the batch: the third
-    # try, whose result the check of one sample vouches for.
-    net, x = pyro_module(Projected()), torch.randn(BATCH, 5, 3)
+def projected():
+    net = pyro_module(Projected())
     set_prior(net, "Projected.*.weight", "Normal", 0, 1)
+    return net
+
+
+# Layers through torch's functional forms are routed to the batched layers; the Conv1D is no
+# layer the rewrite knows, so its samples can only travel in the batch: the third try, whose
+# result the check of one sample vouches for.
+@pytest.mark.parametrize("build", [OwnForwards, projected], ids=["functional-forms", "addmm-conv1d"])
+def test_predict_takes_layers_that_library_code_computes_itself(build, recwarn):
+    net, x = build(), torch.randn(BATCH, 5, 3)
     model = supervised(net, Categorical(DATASET_SIZE))
     guide = CheckpointNormal(model, init_scale=0.3)
     guide(x)
