@@ -1115,6 +1115,9 @@ def test_predict_reads_a_loader_in_its_order_under_one_draw_of_weights(batches, 
     assert not recwarn.list
     assert batched.outputs.shape == whole.outputs.shape == (7, 20, 4)
     assert torch.allclose(batched.outputs, whole.outputs, atol=1e-6)
+    shuffled = DataLoader(loader.dataset, batch_size=8, shuffle=True)  # its order is no one's to match
+    with pytest.raises(ValueError, match=r"shuffles its rows \(shuffle=True\)"):
+        predict(model, guide, shuffled, num_samples=7)
 
 
 def test_a_network_that_was_not_rewritten_is_named_before_anything_trains(recwarn):

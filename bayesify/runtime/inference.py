@@ -39,7 +39,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import warn_if_nan
 from torch.distributions import biject_to, constraints
-from torch.utils.data import DataLoader, TensorDataset, default_collate
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset, default_collate
 from tqdm.auto import tqdm
 
 from bayesify.runtime import likelihoods
@@ -735,10 +735,10 @@ def predict(
         the model takes it (a dict batch without its targets); or a
         :class:`~torch.utils.data.DataLoader`, whose batches are read as :func:`fit` reads
         them, their targets left out (a batch of one tensor is the inputs alone), and
-        predicted in its order under the same draw of weights. Several inputs travel in the
-        batch only where each holds one row per example (a transformer's tokens and mask do;
-        a graph network's edges do not, and its samples keep their own dimension, or a pass
-        each).
+        predicted in its order under the same draw of weights (one that shuffles is refused).
+        Several inputs travel in the batch only where each holds one row per example (a
+        transformer's tokens and mask do; a graph network's edges do not, and its samples
+        keep their own dimension, or a pass each).
     :param int samples_per_pass: how many samples one pass of the network computes. By
         default, on a GPU all of them; on a CPU, as many as make a pass's rows (samples times
         inputs) about :data:`CPU_ROWS_PER_PASS`, so that a layer's outputs stay in cache
@@ -776,6 +776,12 @@ def _prediction_inputs(model: BayesianModel, x: Union[Inputs, DataLoader]) -> Li
     without their targets."""
     if not isinstance(x, DataLoader):
         return [x]
+    if isinstance(x.sampler, RandomSampler):
+        raise ValueError(
+            "predict reads a DataLoader in its order, and this one shuffles its rows (shuffle=True): "
+            "the predictions could not be matched to their inputs; predict with a loader made with "
+            "shuffle=False"
+        )
     batches = [_without_targets(batch, model.targets) for batch in _batches(x)]
     if not batches:
         raise ValueError("predict: the DataLoader gave no batches")
