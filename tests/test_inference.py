@@ -1060,6 +1060,24 @@ def test_a_network_in_hugging_faces_manner_trains_on_dict_batches_and_predicts_i
     )
 
 
+class OneDictArgument(MaskedNet):
+    """A network that takes its inputs as one dict, as pytorch-forecasting's take theirs."""
+
+    def forward(self, x):
+        return super().forward(x["features"], x["mask"])
+
+
+def test_a_network_of_one_dict_argument_predicts_each_sample_with_its_own_weights(recwarn):
+    x, mask, _ = masked()
+    model = supervised(OneDictArgument(), Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.3)
+    inputs = ({"features": x, "mask": mask},)  # one argument, a dict: net(inputs[0])
+    guide(inputs)
+    assert_predicts_in_one_pass_as_each_sample_alone(
+        model, guide, inputs, lambda drawn: poutine.condition(model.net, drawn)(*inputs), recwarn
+    )
+
+
 def test_laplace_guide_reads_a_dict_batch_as_a_loaders_batches():
     x, mask, _ = masked(32)
     targets = torch.randn(32, 4)

@@ -21,7 +21,7 @@ import functools
 import itertools
 import warnings
 from contextlib import ExitStack
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import pyro
 import pyro.distributions as dist
@@ -112,7 +112,8 @@ def supervised(
     For a network of several inputs (a transformer's tokens and attention mask, a graph
     network's features and edges), ``x`` is the tuple of them: ``model((tokens, mask), y)``
     runs ``net(tokens, mask)``; or a dict of them by keyword, as Hugging Face models take
-    theirs: ``model({"input_ids": tokens, "attention_mask": mask}, y)`` runs ``net(**x)``.
+    theirs: ``model({"input_ids": tokens, "attention_mask": mask}, y)`` runs ``net(**x)``; a
+    network that takes one dict as its argument takes the tuple of it, ``model((x,), y)``.
     :func:`fit`, :class:`CheckpointLaplace` and :func:`predict` take such inputs too.
 
     :param callable output: where the network returns more than the tensor the likelihood
@@ -598,7 +599,7 @@ def _as_batches(data: Union[Iterable[Batch], Batch]) -> Iterable[Batch]:
     if isinstance(data, Mapping) and all(isinstance(part, torch.Tensor) for part in data.values()):
         return [data]
     if isinstance(data, (tuple, list)) and len(data) > 1 and isinstance(data[-1], torch.Tensor):
-        if all(isinstance(part, torch.Tensor) for part in itertools.chain(*map(_input_tensors, data[:-1]))):
+        if all(isinstance(part, torch.Tensor) for part in itertools.chain(*map(_inputs_of, data[:-1]))):
             return [tuple(data)]
     return data
 
@@ -641,16 +642,31 @@ def _called(fn: Callable, x: Inputs):
     return fn(*x) if isinstance(x, (tuple, list)) else fn(x)
 
 
-def _input_tensors(x: Inputs) -> List[torch.Tensor]:
+def _inputs_of(x: Inputs) -> list:
+    """The network's arguments in ``x``: ``x`` itself, a tuple's items or a dict's values."""
     return list(x.values() if isinstance(x, Mapping) else x if isinstance(x, (tuple, list)) else (x,))
 
 
-def _with_input_tensors(x: Inputs, tensors: Sequence[torch.Tensor]) -> Inputs:
-    """The inputs ``x`` with their tensors replaced by ``tensors``, in the order of
-    :func:`_input_tensors`."""
-    if isinstance(x, Mapping):
-        return dict(zip(x, tensors))
-    return tuple(tensors) if isinstance(x, (tuple, list)) else tensors[0]
+def _tensors_in(value) -> List[torch.Tensor]:
+    """The tensors in ``value``, in order: itself, or those its tuples, lists and dicts hold."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    parts = (
+        value.values() if isinstance(value, Mapping) else value if isinstance(value, (tuple, list)) else ()
+    )
+    return [tensor for part in parts for tensor in _tensors_in(part)]
+
+
+def _with_tensors(value, tensors: Iterator[torch.Tensor]):
+    """``value`` with its tensors replaced, in the order of :func:`_tensors_in`, by ``tensors``."""
+    if isinstance(value, torch.Tensor):
+        return next(tensors)
+    if isinstance(value, Mapping):
+        return {key: _with_tensors(part, tensors) for key, part in value.items()}
+    if isinstance(value, (tuple, list)):
+        parts = [_with_tensors(part, tensors) for part in value]
+        return type(value)(*parts) if hasattr(value, "_fields") else type(value)(parts)  # a named tuple
+    return value
 
 
 def _batches(data: Iterable[Batch]) -> Iterable[Batch]:
@@ -865,9 +881,10 @@ def _per_pass(x: Inputs, num_samples: int, samples_per_pass: Optional[int]) -> i
     """How many samples a pass on ``x`` computes: ``samples_per_pass``, or by default every
     sample on a GPU and about :data:`CPU_ROWS_PER_PASS` rows on a CPU."""
     if samples_per_pass is None:
-        first = _input_tensors(x)[0]
-        on_cpu = first.device.type == "cpu"
-        samples_per_pass = CPU_ROWS_PER_PASS // max(len(first), 1) if on_cpu else num_samples
+        first = next(iter(_tensors_in(x)), None)
+        on_cpu = first is None or first.device.type == "cpu"
+        rows = len(first) if first is not None and first.dim() else 1
+        samples_per_pass = CPU_ROWS_PER_PASS // rows if on_cpu else num_samples
     return max(1, min(samples_per_pass, num_samples))
 
 
@@ -882,14 +899,16 @@ def _passes(
     """The network's outputs on the sampled ``weights``, ``samples_per_pass`` samples a pass;
     the samples in the batch where every random site is a batched layer's weight or bias
     (with ``any_module``, any module's)."""
-    inputs = _input_tensors(x)
-    size = len(inputs[0])
+    inputs = _tensors_in(x)  # those of a dict that one argument holds too
+    size = len(inputs[0]) if inputs and inputs[0].dim() else None
     # The samples travel in the batch where nothing but the layers meets them and every input
     # is one row per example (a graph network's edges are not): the inputs once per sample,
     # made once for all passes.
     repeated = None
-    if _only_layer_weights(model.net, weights, any_module) and all(
-        input.dim() and len(input) == size for input in inputs
+    if (
+        size is not None
+        and _only_layer_weights(model.net, weights, any_module)
+        and all(input.dim() and len(input) == size for input in inputs)
     ):
         repeated = [input.repeat(samples_per_pass, *(1,) * (input.dim() - 1)) for input in inputs]
     outputs = None
@@ -901,7 +920,7 @@ def _passes(
                 rows = [batch[: count * size] for batch in repeated]
                 shared = (inputs[0], rows[0]) if len(inputs) == 1 else None
                 with SamplesInBatchMessenger(count, shared=shared):
-                    output = _replayed(model, _sliced(weights, start, stop), _with_input_tensors(x, rows))
+                    output = _replayed(model, _sliced(weights, start, stop), _with_tensors(x, iter(rows)))
                 output = output.reshape(count, size, *output.shape[1:])
             else:
                 output = _replayed(model, _sliced(weights, start, stop), x)
