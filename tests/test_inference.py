@@ -1068,11 +1068,11 @@ class OneDictArgument(MaskedNet):
 
 
 def test_a_network_of_one_dict_argument_predicts_each_sample_with_its_own_weights(recwarn):
-    x, mask, _ = masked()
+    x, mask, y = masked()
     model = supervised(OneDictArgument(), Categorical(DATASET_SIZE))
     guide = CheckpointNormal(model, init_scale=0.3)
     inputs = ({"features": x, "mask": mask},)  # one argument, a dict: net(inputs[0])
-    guide(inputs)
+    assert len(fit(model, guide, (inputs, y), epochs=2, progress=False)) == 2  # one batch, not two
     assert_predicts_in_one_pass_as_each_sample_alone(
         model, guide, inputs, lambda drawn: poutine.condition(model.net, drawn)(*inputs), recwarn
     )

@@ -595,11 +595,12 @@ def fit(
 
 def _as_batches(data: Union[Iterable[Batch], Batch]) -> Iterable[Batch]:
     """``data`` as an iterable of batches: one batch (``(x, y)``, its targets a tensor, its
-    inputs tensors or tuples or dicts of them; or a dict of tensors) is a list of itself."""
+    inputs tensors, or tuples and dicts holding nothing but tensors; or a dict of tensors) is
+    a list of itself."""
     if isinstance(data, Mapping) and all(isinstance(part, torch.Tensor) for part in data.values()):
         return [data]
     if isinstance(data, (tuple, list)) and len(data) > 1 and isinstance(data[-1], torch.Tensor):
-        if all(isinstance(part, torch.Tensor) for part in itertools.chain(*map(_inputs_of, data[:-1]))):
+        if all(map(_holds_only_tensors, data[:-1])):
             return [tuple(data)]
     return data
 
@@ -642,19 +643,24 @@ def _called(fn: Callable, x: Inputs):
     return fn(*x) if isinstance(x, (tuple, list)) else fn(x)
 
 
-def _inputs_of(x: Inputs) -> list:
-    """The network's arguments in ``x``: ``x`` itself, a tuple's items or a dict's values."""
-    return list(x.values() if isinstance(x, Mapping) else x if isinstance(x, (tuple, list)) else (x,))
+def _parts(value) -> Optional[list]:
+    """The items of a tuple or list, or the values of a dict; ``None`` for anything else."""
+    if isinstance(value, Mapping):
+        return list(value.values())
+    return list(value) if isinstance(value, (tuple, list)) else None
 
 
 def _tensors_in(value) -> List[torch.Tensor]:
     """The tensors in ``value``, in order: itself, or those its tuples, lists and dicts hold."""
     if isinstance(value, torch.Tensor):
         return [value]
-    parts = (
-        value.values() if isinstance(value, Mapping) else value if isinstance(value, (tuple, list)) else ()
-    )
-    return [tensor for part in parts for tensor in _tensors_in(part)]
+    return [tensor for part in _parts(value) or () for tensor in _tensors_in(part)]
+
+
+def _holds_only_tensors(value) -> bool:
+    """Whether ``value`` is a tensor, or tuples, lists and dicts of nothing but tensors."""
+    parts = _parts(value)
+    return isinstance(value, torch.Tensor) or bool(parts) and all(map(_holds_only_tensors, parts))
 
 
 def _with_tensors(value, tensors: Iterator[torch.Tensor]):
