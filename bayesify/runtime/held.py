@@ -155,7 +155,12 @@ def _pyro_class(cls: type) -> type:
         made = metaclass(
             "Pyro" + cls.__name__,
             (cls, *bases),
-            {"__reduce__": _reduce, "__module__": cls.__module__, "__qualname__": "Pyro" + cls.__qualname__},
+            {
+                "_made_from": cls,
+                "__reduce__": _reduce,
+                "__module__": cls.__module__,
+                "__qualname__": "Pyro" + cls.__qualname__,
+            },
         )
         _PyroModuleMeta._pyro_mixin_cache[cls] = made
         return made
@@ -164,8 +169,7 @@ def _pyro_class(cls: type) -> type:
 def _reduce(self):
     """Pickled as Pyro pickles ``PyroModule[cls]``: by the module class it was made from."""
     state = getattr(self, "__getstate__", self.__dict__.copy)()
-    made_from = next(cls for cls in type(self).__mro__ if not issubclass(cls, PyroModule))
-    return _Unpickled, (made_from,), state
+    return _Unpickled, (self._made_from,), state
 
 
 class _Unpickled:
