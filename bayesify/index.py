@@ -10,6 +10,8 @@ Whether a class converts follows from its bases::
     class MyLinear(nn.Linear)     LAYER     base becomes PyroModule[nn.Linear]
     class Deep(Net)               INHERITS  nothing to change: Net becomes a PyroModule
     class Done(PyroModule)        PYRO      already converted (a re-run)
+    class Metric(lib.Metric)      FOREIGN   base becomes pyro_module_class(lib.Metric), when lib.*
+                                            is ``external`` (unread) or the base has an unread base
     class Plain(object)           NONE
     @torch.jit.interface
     class Api(nn.Module)          INTERFACE stays as written; subclasses get PyroModule[Api]
@@ -47,6 +49,9 @@ class Conversion(enum.Enum):
     ROOT = "nn.Module subclass"
     LAYER = "torch.nn layer subclass"
     EXTERNAL = "subclass of an nn.Module outside the rewritten files"
+    #: ``PyroModule[Base]`` may fail for such a base, and only the run time can tell: an
+    #: ``external`` class may be no module at all, or bring a metaclass (``abc.ABC``).
+    FOREIGN = "subclass of a class bayesify cannot read, or with a base it cannot read"
     INHERITS = "subclass of a converted class"
     PYRO = "already a PyroModule"
     EXCLUDED = "excluded by the spec"
@@ -59,10 +64,18 @@ class Conversion(enum.Enum):
             Conversion.ROOT,
             Conversion.LAYER,
             Conversion.EXTERNAL,
+            Conversion.FOREIGN,
             Conversion.INHERITS,
             Conversion.PYRO,
         )
 
+
+#: The names of the runtime's ``PyroModule[Base]`` for a base known only at run time.
+PYRO_MODULE_CLASS = frozenset(
+    {"bayesify.runtime.pyro_module_class", "bayesify.runtime.metaclass.pyro_module_class"}
+)
+#: Bases that are plain classes, never bringing a metaclass of their own.
+PLAIN_BASES = frozenset({"object"})
 
 #: The names ``torch.jit.interface`` goes by.
 TORCHSCRIPT_INTERFACE = frozenset({"torch.jit.interface", "torch.jit._script.interface"})
@@ -229,6 +242,10 @@ class _ClassCollector:
     def _base(self, node: ast.expr) -> BaseRef:
         if isinstance(node, ast.Subscript):
             return BaseRef(self._resolve(node.value), True, self._resolve(node.slice))
+        if isinstance(node, ast.Call) and len(node.args) == 1:  # pyro_module_class(Base), a re-run
+            function = self._resolve(node.func)
+            if function in PYRO_MODULE_CLASS:
+                return BaseRef(function, True, self._resolve(node.args[0]))
         return BaseRef(self._resolve(node))
 
     def _resolve(self, node: ast.expr) -> Optional[str]:
@@ -428,6 +445,7 @@ class ClassIndex:
             Conversion.ROOT,
             Conversion.LAYER,
             Conversion.EXTERNAL,
+            Conversion.FOREIGN,
         ):
             if kind in kinds:
                 return kind
@@ -442,7 +460,7 @@ class ClassIndex:
 
     def _base_kind(self, base: BaseRef) -> Conversion:
         resolved = base.resolved
-        if is_pyro_nn(resolved, "PyroModule"):
+        if is_pyro_nn(resolved, "PyroModule") or resolved in PYRO_MODULE_CLASS:
             return Conversion.PYRO
         layer = torch_nn_class(resolved)
         if layer == "Module":
@@ -450,7 +468,7 @@ class ClassIndex:
         if layer is not None:
             return Conversion.LAYER if is_torch_nn_module(layer) else Conversion.NONE
         if resolved and any(fnmatch.fnmatchcase(resolved, glob) for glob in self.external):
-            return Conversion.EXTERNAL
+            return Conversion.FOREIGN
         parent = self.lookup(resolved)
         if parent is None:
             return Conversion.NONE
@@ -464,7 +482,19 @@ class ClassIndex:
             return Conversion.NONE
         if parent.key in self.rewritten or kind is Conversion.PYRO:
             return Conversion.INHERITS
-        return Conversion.EXTERNAL
+        return Conversion.FOREIGN if self._has_unread_base(parent) else Conversion.EXTERNAL
+
+    def _has_unread_base(self, record: ClassRecord) -> bool:
+        """Whether ``record`` or a class it derives from has a base that bayesify has not read
+        and that is no torch.nn class (``abc.ABC``, a mixin of another package), which may bring
+        a metaclass that ``PyroModule[record]`` conflicts with."""
+        return any(
+            base.resolved not in PLAIN_BASES
+            and torch_nn_class(base.resolved) is None
+            and self.lookup(base.resolved) is None
+            for ancestor in self.ancestors(record)
+            for base in ancestor.bases
+        )
 
     def unseen_bases(self, record: ClassRecord) -> list[tuple[str, ClassRecord]]:
         """Bases that bayesify cannot see of a class that looks like a module (it has

@@ -230,6 +230,22 @@ def test_layer_subclass_keeps_layer_parameters_as_named_pyro_params():
     ]
 
 
+@pytest.mark.parametrize("clone", [copy.deepcopy, lambda module: pickle.loads(pickle.dumps(module))])
+def test_layer_subclass_survives_copies_as_its_own_class(clone):
+    # Pyro pickles PyroModule[nn.Linear] by the layer class, and its subclasses inherited
+    # that: a copy came back a PyroLinear, without the mask its own forward applies.
+    MaskedLinear = load("layer_subclass", "masked.py").MaskedLinear
+    layer = MaskedLinear(3, 2)
+    layer.mask[0] = 0
+    copied = clone(layer)
+    assert type(copied) is MaskedLinear
+    x = torch.ones(4, 3)
+    with poutine.trace() as traced:
+        expected = layer(x)
+    assert torch.equal(poutine.replay(copied, trace=traced.trace)(x), expected)
+    assert type(clone(nn.Sequential(PyroModule[nn.Linear](3, 2)))[0]) is PyroModule[nn.Linear]
+
+
 def test_pyro_method_makes_a_helper_method_sample_its_prior():
     Regressor = load("pyro_method", "model.py").Regressor
     model = Regressor(3)
@@ -284,6 +300,33 @@ def _import_fresh(monkeypatch, root: Path, *packages: str):
     for name in [m for m in sys.modules if m.partition(".")[0] in packages]:
         monkeypatch.delitem(sys.modules, name)
     return [importlib.import_module(name) for name in packages]
+
+
+def test_bases_bayesify_cannot_read_convert_at_run_time(monkeypatch, tmp_path):
+    """An `external` glob matches a library's modules and its other classes alike, and a base
+    may bring a metaclass (torchmetrics' ``Metric(Module, ABC)``): ``PyroModule[Base]`` failed
+    at import for both, which only the run time can tell apart."""
+    library = tmp_path / "otherlib"
+    library.mkdir()
+    (library / "__init__.py").write_text("")
+    (library / "blocks.py").write_text(
+        "import abc\nfrom torch import nn\n\n\nclass ExternalBlock(nn.Module, abc.ABC):\n    pass\n"
+    )
+    (library / "callbacks.py").write_text("class Callback:\n    pass\n")
+    (tmp_path / "mysterylib.py").write_text("class Thing:\n    pass\n")
+    monkeypatch.syspath_prepend(str(FIXTURES / "context_bases" / "context"))
+    _import_fresh(monkeypatch, tmp_path, "otherlib", "mysterylib", "basepkg")
+    model = load("context_bases", "model.py")
+    wrapped, accuracy = model.Wrapped(), model.Accuracy()
+    for module, base in ((wrapped, model.ExternalBlock), (accuracy, model.Metric)):
+        assert isinstance(module, PyroModule) and isinstance(module, base)
+        assert isinstance(type(module), abc.ABCMeta)
+        assert type(pickle.loads(pickle.dumps(module))) is type(module)
+    assert not isinstance(model.Printer(), PyroModule)
+    classifier = model.Classifier(3, 2)
+    assert [name for name, kind, _ in sites(classifier, torch.ones(4, 3)) if kind == "sample"] == [
+        "head.weight"
+    ]
 
 
 def test_layers_built_in_loops_conditionals_and_unpacking_get_their_priors(monkeypatch):

@@ -5,7 +5,8 @@ Before::
     class Regressor(nn.Module): ...
     class MaskedLinear(torch.nn.Linear): ...
     class Deep(Regressor): ...
-    class Bert(PreTrainedModel): ...      # an nn.Module from a --context file, or external
+    class Bert(PreTrainedModel): ...      # an nn.Module from a --context file
+    class Fit(lightning.LightningModule): ...   # matched by an `external` glob, unread
     class Enc(Net, Interface): ...        # Interface may have a metaclass (abc.ABC, Generic[T])
     class QParam(nn.Parameter): ...       # no module
 
@@ -15,13 +16,18 @@ After::
     class MaskedLinear(PyroModule[torch.nn.Linear]): ...
     class Deep(Regressor): ...            # inherits: nothing to change
     class Bert(PyroModule[PreTrainedModel]): ...
+    class Fit(pyro_module_class(lightning.LightningModule)): ...
     class Enc(Net, Interface, metaclass=pyro_metaclass_of(Net, Interface)): ...
     class QParam(nn.Parameter): ...
 
 The base is recognised by what it resolves to, however ``torch.nn`` was imported; a base that
 stays a plain nn.Module keeps the spelling the user wrote inside ``PyroModule[...]``. A base not
 known to be a module may bring a metaclass of its own, which only the run time knows:
-:func:`~bayesify.runtime.pyro_metaclass_of` combines it with PyroModule's there.
+:func:`~bayesify.runtime.pyro_metaclass_of` combines it with PyroModule's there. So does a
+base that bayesify cannot read, or that derives from a class it cannot read: it may be no
+module at all (a glob such as ``lightning.*`` matches the library's callbacks too) or bring a
+metaclass (torchmetrics' ``Metric(Module, ABC)``), and ``PyroModule[Base]`` would fail at
+import; :func:`~bayesify.runtime.pyro_module_class` makes the class there.
 """
 
 from __future__ import annotations
@@ -31,13 +37,12 @@ from typing import Sequence
 import libcst as cst
 
 from .. import codegen
-from ..index import ClassRecord, Conversion
+from ..index import PLAIN_BASES, ClassRecord, Conversion
 from .compose import DEFINITIONS
 from .registry import STATEMENTS, Example, Rule, register
 
 PYRO_MODULE, PYRO_METACLASS, PYRO_METACLASS_OF = "PyroModule", "pyro_metaclass", "pyro_metaclass_of"
-#: Bases that are plain classes, never bringing a metaclass of their own.
-PLAIN_BASES = frozenset({"object"})
+PYRO_MODULE_CLASS = "pyro_module_class"
 
 
 @register
@@ -48,12 +53,19 @@ class BaseClassRewriter(Rule):
         PYRO_MODULE: "pyro.nn",
         PYRO_METACLASS: "bayesify.runtime",
         PYRO_METACLASS_OF: "bayesify.runtime",
+        PYRO_MODULE_CLASS: "bayesify.runtime",
     }
 
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
         record = self.current_class
         conversion = self.context.conversions.get(record.order) if record else None
-        if conversion not in (Conversion.ROOT, Conversion.LAYER, Conversion.EXTERNAL, Conversion.INHERITS):
+        if conversion not in (
+            Conversion.ROOT,
+            Conversion.LAYER,
+            Conversion.EXTERNAL,
+            Conversion.FOREIGN,
+            Conversion.INHERITS,
+        ):
             return updated_node
         kinds = self.context.base_kinds.get(record.order, ())
         kind_of_base = iter(kinds)
@@ -64,8 +76,6 @@ class BaseClassRewriter(Rule):
         keywords = [self._metaclass(arg) for arg in updated_node.keywords]
         if not any(arg.keyword and arg.keyword.value == "metaclass" for arg in keywords):
             keywords += self._metaclass_of_bases(record, kinds, bases)
-        if conversion is not Conversion.INHERITS:
-            self.context.needed.add(PYRO_MODULE)
         return updated_node.with_changes(bases=bases, keywords=keywords)
 
     def _metaclass_of_bases(
@@ -99,10 +109,13 @@ class BaseClassRewriter(Rule):
         self.context.needed.add(PYRO_METACLASS)
         return arg.with_changes(value=cst.Call(func=cst.Name(PYRO_METACLASS), args=[cst.Arg(value=value)]))
 
-    @staticmethod
-    def _convert(arg: cst.Arg, kind: Conversion, conversion: Conversion) -> cst.Arg:
+    def _convert(self, arg: cst.Arg, kind: Conversion, conversion: Conversion) -> cst.Arg:
         if kind is not conversion or kind is Conversion.INHERITS:
             return arg
+        if kind is Conversion.FOREIGN:
+            self.context.needed.add(PYRO_MODULE_CLASS)
+            return arg.with_changes(value=codegen.call(PYRO_MODULE_CLASS, arg.value.deep_clone()))
+        self.context.needed.add(PYRO_MODULE)
         if kind is Conversion.ROOT:
             return arg.with_changes(value=cst.Name(PYRO_MODULE))
         return arg.with_changes(

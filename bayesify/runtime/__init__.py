@@ -26,7 +26,7 @@ from bayesify.runtime.inference import (
     supervised,
 )
 from bayesify.runtime.likelihoods import Categorical, Normal, Prediction
-from bayesify.runtime.metaclass import pyro_metaclass, pyro_metaclass_of
+from bayesify.runtime.metaclass import pyro_metaclass, pyro_metaclass_of, pyro_module_class
 from bayesify.runtime.prior import PRIOR_ANCHOR, Prior
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "pyro_metaclass",
     "pyro_metaclass_of",
     "pyro_module",
+    "pyro_module_class",
     "set_constraint",
     "set_prior",
     "supervised",

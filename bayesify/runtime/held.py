@@ -29,10 +29,10 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from pyro.nn import PyroModule, PyroParam, PyroSample
-from pyro.nn.module import _Context, _PyroModuleMeta, to_pyro_module_
+from pyro.nn.module import _Context, to_pyro_module_
 from torch.distributions.constraints import Constraint
 
-from bayesify.runtime.metaclass import pyro_metaclass_of
+from bayesify.runtime.metaclass import pyro_module_class
 from bayesify.runtime.prior import Prior
 from bayesify.selectors import ANY, CLASS, Selector, match_path, parse
 
@@ -136,48 +136,8 @@ def _convert(module: torch.nn.Module) -> None:
         _convert(child)
     if not isinstance(module, PyroModule):
         # Children first: the parent then re-registers them as the PyroModules they are.
-        _pyro_class(type(module))
+        pyro_module_class(type(module))
         to_pyro_module_(module, recurse=False)
-
-
-def _pyro_class(cls: type) -> type:
-    """``PyroModule[cls]``, also for a class with a metaclass of its own (a metric's
-    ``ABCMeta``: torchmetrics' ``Metric`` is ``class Metric(Module, ABC)``), which Pyro's
-    refuses as a metaclass conflict: made as Pyro makes it, under a metaclass combining both,
-    and kept where Pyro keeps its own."""
-    try:
-        return PyroModule[cls]
-    except TypeError:
-        bases = tuple(_pyro_class(base) for base in cls.__bases__ if issubclass(base, torch.nn.Module))
-        metaclass = pyro_metaclass_of(cls, *bases)
-        if metaclass is type(PyroModule):  # no conflict of metaclasses: another error
-            raise
-        made = metaclass(
-            "Pyro" + cls.__name__,
-            (cls, *bases),
-            {
-                "_made_from": cls,
-                "__reduce__": _reduce,
-                "__module__": cls.__module__,
-                "__qualname__": "Pyro" + cls.__qualname__,
-            },
-        )
-        _PyroModuleMeta._pyro_mixin_cache[cls] = made
-        return made
-
-
-def _reduce(self):
-    """Pickled as Pyro pickles ``PyroModule[cls]``: by the module class it was made from."""
-    state = getattr(self, "__getstate__", self.__dict__.copy)()
-    return _Unpickled, (self._made_from,), state
-
-
-class _Unpickled:
-    """An instance of ``_pyro_class(cls)`` for pickle to fill in, as Pyro's own ``_New`` makes
-    one of ``PyroModule[cls]`` (which, for these classes, is the metaclass conflict)."""
-
-    def __init__(self, cls: type) -> None:
-        self.__class__ = _pyro_class(cls)
 
 
 def _inside_a_rewritten_init(frame) -> bool:

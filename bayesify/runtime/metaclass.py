@@ -1,10 +1,14 @@
-"""Metaclasses for module classes that PyroModule must share with other bases."""
+"""Module classes that PyroModule must share with other bases: their metaclasses, and
+``PyroModule[Base]`` where Pyro's cannot make it or pickles its subclasses as itself."""
 
+import copyreg
 import functools
 import types
 import typing
 
+import torch
 from pyro.nn import PyroModule
+from pyro.nn.module import _PyroModuleMeta
 
 _PYRO_META = type(PyroModule)
 
@@ -68,3 +72,79 @@ def _combined(metaclasses: frozenset[type]) -> type:
     ordered = sorted(metaclasses, key=lambda metaclass: (metaclass.__module__, metaclass.__qualname__))
     own = "".join(metaclass.__name__.lstrip("_") for metaclass in ordered if metaclass is not _PYRO_META)
     return type(f"Pyro{own}", tuple(ordered), {})
+
+
+def pyro_module_class(cls: type) -> type:
+    """
+    ``PyroModule[cls]``, for a base class that may not allow it, which shows only at run time:
+    the rewrite gives it to subclasses of a class that a glob of the spec's ``modules:
+    external:`` matches (bayesify does not read it) or that brings a metaclass of its own::
+
+        class Metric(pyro_module_class(torchmetrics.Metric)):
+            ...
+
+    Where ``PyroModule[cls]`` is a metaclass conflict (torchmetrics' ``Metric`` is ``class
+    Metric(Module, ABC)``), the class is made as Pyro makes it, under a metaclass combining
+    both, and kept where Pyro keeps its own, so that ``PyroModule[cls]`` then returns it too;
+    its instances pickle by the class they were made from. A class that is not an
+    ``nn.Module`` (a glob such as ``lightning.*`` also matches a library's callbacks) is
+    returned as it is.
+    """
+    if not issubclass(cls, torch.nn.Module):
+        return cls
+    try:
+        return PyroModule[cls]
+    except TypeError:
+        bases = tuple(pyro_module_class(base) for base in cls.__bases__ if issubclass(base, torch.nn.Module))
+        metaclass = pyro_metaclass_of(cls, *bases)
+        if metaclass is _PYRO_META:  # no conflict of metaclasses: another error
+            raise
+        made = metaclass(
+            "Pyro" + cls.__name__,
+            (cls, *bases),
+            {
+                "_made_from": cls,
+                "__reduce__": _reduce,
+                "__module__": cls.__module__,
+                "__qualname__": "Pyro" + cls.__qualname__,
+            },
+        )
+        _PyroModuleMeta._pyro_mixin_cache[cls] = made
+        return made
+
+
+def _reduce(self):
+    """Pickled as Pyro pickles ``PyroModule[cls]``: by the module class it was made from."""
+    state = getattr(self, "__getstate__", self.__dict__.copy)()
+    return _Unpickled, (self._made_from,), state
+
+
+class _Unpickled:
+    """An instance of ``pyro_module_class(cls)`` for pickle to fill in, as Pyro's own ``_New``
+    makes one of ``PyroModule[cls]`` (which, for these classes, is the metaclass conflict)."""
+
+    def __init__(self, cls: type) -> None:
+        self.__class__ = pyro_module_class(cls)
+
+
+def _reduce_ex(self, protocol):
+    """Pickle (and ``copy.deepcopy``) a subclass of a ``PyroModule[Layer]`` by its own class.
+
+    Pyro pickles an instance of ``PyroModule[Layer]`` by the layer class, with a ``__reduce__``
+    that the class's subclasses inherit: a rewritten ``class MaskedLinear(PyroModule[nn.Linear])``
+    came back from ``pickle`` or ``copy.deepcopy`` as a ``PyroLinear``, without its own
+    ``forward``, and said nothing. Pickle looks up ``__reduce_ex__`` before ``__reduce__``: this
+    one, on :class:`~pyro.nn.PyroModule`, leaves every class's own reduction as it is except
+    the one a subclass inherits from a class ``PyroModule[...]`` made.
+    """
+    mro = type(self).__mro__
+    made = set(_PyroModuleMeta._pyro_mixin_cache.values())
+    nearest_made = next((place for place, cls in enumerate(mro) if cls in made), 0)
+    reducer = next(place for place, cls in enumerate(mro) if "__reduce__" in vars(cls))
+    if nearest_made == 0 or reducer < nearest_made:  # a made class itself, or one of its own
+        return object.__reduce_ex__(self, protocol)
+    state = getattr(self, "__getstate__", self.__dict__.copy)()
+    return copyreg.__newobj__, (type(self),), state
+
+
+PyroModule.__reduce_ex__ = _reduce_ex
