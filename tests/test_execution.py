@@ -532,6 +532,30 @@ def test_an_entry_whose_target_is_absent_in_this_configuration_leaves_the_model_
     assert [name for name, _ in net.named_parameters()] == ["fc.weight"]
 
 
+def test_containers_keep_their_order_around_empty_slots():
+    # x-transformers keeps each layer's norms as ModuleList([pre_norm, None, None]) and unpacks
+    # it by iteration: re-registered after the empty slots, the pre-norm ran as a post-norm.
+    from bayesify.runtime import pyro_module, set_prior
+
+    net = PyroModule()
+    net.norms = nn.ModuleList([nn.LayerNorm(2), None, nn.Linear(2, 2)])
+    net.blocks = nn.ModuleDict({"a": nn.Linear(2, 2), "b": None, "c": nn.Tanh()})
+    set_prior(net, "nn.Linear.weight", "Normal", 0, 1)
+    pyro_module(net)
+    assert [type(module) for module in net.norms] == [
+        PyroModule[nn.LayerNorm],
+        type(None),
+        PyroModule[nn.Linear],
+    ]
+    assert list(net.blocks) == ["a", "b", "c"]
+    assert [name for name, _ in net.named_parameters()] == [
+        "norms.0.weight",
+        "norms.0.bias",
+        "norms.2.bias",
+        "blocks.a.bias",
+    ]
+
+
 def test_a_layer_built_only_sometimes_gets_its_prior_when_it_is_there():
     from bayesify.runtime import pyro_module, set_prior
 

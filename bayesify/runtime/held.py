@@ -137,7 +137,24 @@ def _convert(module: torch.nn.Module) -> None:
     if not isinstance(module, PyroModule):
         # Children first: the parent then re-registers them as the PyroModules they are.
         pyro_module_class(type(module))
+        orders = {table: list(getattr(module, table)) for table in _REGISTERED}
         to_pyro_module_(module, recurse=False)
+        # Re-registering moves an entry after the empty ones (None), which are not re-set:
+        # ModuleList([pre_norm, None, None]) would iterate as [None, None, pre_norm].
+        for table, order in orders.items():
+            _reorder(getattr(module, table), order)
+
+
+#: A module's tables of what it registers, by name, in the order it registered them.
+_REGISTERED = ("_parameters", "_buffers", "_modules")
+
+
+def _reorder(table: Dict[str, object], order: List[str]) -> None:
+    if list(table) != order:
+        entries = {name: table[name] for name in order if name in table}
+        entries.update(table)
+        table.clear()
+        table.update(entries)
 
 
 def _inside_a_rewritten_init(frame) -> bool:
