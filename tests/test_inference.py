@@ -187,14 +187,19 @@ def test_vectorized_particles_estimate_the_same_elbo():
     assert vectorized == pytest.approx(sequential, rel=0.02)
 
 
+@pytest.mark.parametrize("one_call_a_sample", [True, False], ids=["by sample (CPU)", "grouped (GPU)"])
 @pytest.mark.parametrize("differentiated", [False, True])
-def test_batched_layers_equal_torchs_layer_for_each_weight_sample(differentiated):
+def test_batched_layers_equal_torchs_layer_for_each_weight_sample(
+    differentiated, one_call_a_sample, monkeypatch
+):
     # Without autograd (prediction) the bias is added into the product's output: same values.
+    monkeypatch.setattr(batched, "_by_sample", lambda input, count: one_call_a_sample)
     linear_weights, linear_bias = torch.randn(5, 1, 4, 3), torch.randn(5, 1, 4)
     conv_weights, conv_bias = torch.randn(5, 1, 2, 1, 3, 3), torch.randn(5, 1, 2)
     transposed_weights, transposed_bias = torch.randn(5, 1, 4, 3, 3, 3), torch.randn(5, 1, 6)
     x, images_in = torch.randn(7, 3), torch.randn(7, 1, 6, 6)
     per_sample_images = torch.randn(5, 7, 4, 6, 6)  # what a layer before has made of each sample
+    shared_bias = torch.randn(2)  # a bias left deterministic
     parameters = [linear_weights, linear_bias, conv_weights, conv_bias, transposed_weights, transposed_bias]
     for parameter in parameters:
         parameter.requires_grad_(differentiated)
@@ -205,6 +210,7 @@ def test_batched_layers_equal_torchs_layer_for_each_weight_sample(differentiated
             batched.linear(x, linear_weights, linear_bias),
             batched.conv(images_in, conv_weights, conv_bias, 2),
             batched.conv_transpose(per_sample_images, transposed_weights, transposed_bias, 2, *options),
+            batched.conv(per_sample_images, conv_weights.expand(5, 1, 2, 4, 3, 3), shared_bias, 2),
         )
     by_sample = [
         torch.stack([nn.functional.linear(x, linear_weights[i, 0], linear_bias[i, 0]) for i in range(5)]),
@@ -214,6 +220,12 @@ def test_batched_layers_equal_torchs_layer_for_each_weight_sample(differentiated
                 nn.functional.conv_transpose2d(
                     per_sample_images[i], transposed_weights[i, 0], transposed_bias[i, 0], *options
                 )
+                for i in range(5)
+            ]
+        ),
+        torch.stack(
+            [
+                nn.functional.conv2d(per_sample_images[i], conv_weights[i, 0].expand(2, 4, 3, 3), shared_bias)
                 for i in range(5)
             ]
         ),
@@ -383,6 +395,30 @@ def test_predict_replays_the_network_on_one_draw_of_the_guide_as_pyro_samples_it
     pyro.set_rng_seed(5)
     # Bit for bit: predict's draws in place are Normal.rsample's values.
     assert torch.equal(predict(model, guide, x, num_samples=30, samples_per_pass=30).outputs, expected)
+
+
+def test_predict_on_a_cpu_sizes_its_passes_by_the_layers_outputs(monkeypatch):
+    # A convolution's outputs are tens of times its inputs: passes of as many rows as an MLP
+    # takes made tensors of hundreds of megabytes on a CPU, each fresh memory to fault in,
+    # and predict twice as slow as a pass per sample.
+    x, _ = images()
+    model = supervised(Net(), Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.5)
+    guide(x)
+    sizes, passes = [], inference._passes
+
+    def sized(model, weights, x, num_samples, samples_per_pass, *args):
+        sizes.append(samples_per_pass)
+        return passes(model, weights, x, num_samples, samples_per_pass, *args)
+
+    monkeypatch.setattr(inference, "_passes", sized)
+    outputs = []
+    for budget in (10**9, 1):
+        monkeypatch.setattr(inference, "CPU_ELEMENTS_PER_PASS", budget)
+        pyro.set_rng_seed(3)
+        outputs.append(predict(model, guide, x, num_samples=12).outputs)
+    assert sizes == [12, 1]  # the rows' bound alone, then the outputs' bound
+    assert torch.allclose(*outputs, atol=1e-6)  # one draw however many passes
 
 
 def test_predict_summarizes_classification_and_regression():

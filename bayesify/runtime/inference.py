@@ -54,6 +54,9 @@ INIT_SCALE = 1e-3
 MAX_LAPLACE_SIZE = 5000
 #: How many rows (weight samples times inputs) one pass of :func:`predict` computes on a CPU.
 CPU_ROWS_PER_PASS = 5_000
+#: How many elements the widest output of a layer in one pass of :func:`predict` holds on a
+#: CPU, at most (4 MB in single precision).
+CPU_ELEMENTS_PER_PASS = 2**20
 
 #: A network's input: one tensor, the tuple of the tensors it takes (``net(*inputs)``), or a
 #: dict of them by keyword (``net(**inputs)``).
@@ -763,8 +766,9 @@ def predict(
         keep their own dimension, or a pass each).
     :param int samples_per_pass: how many samples one pass of the network computes. By
         default, on a GPU all of them; on a CPU, as many as make a pass's rows (samples times
-        inputs) about :data:`CPU_ROWS_PER_PASS`, so that a layer's outputs stay in cache
-        (larger passes are slower there, smaller ones pay Pyro's cost of a replay more often).
+        inputs) about :data:`CPU_ROWS_PER_PASS`, and fewer where a layer's outputs would hold
+        more than :data:`CPU_ELEMENTS_PER_PASS` elements, so that they stay small (larger
+        passes are slower there, smaller ones pay Pyro's cost of a replay more often).
         However many passes, the weights are those of one draw from the guide, which holds
         every sample's weights at once (as ``Predictive(parallel=True)`` does): the same
         predictions for the same seed. ``1`` samples the guide and runs the network once per
@@ -851,7 +855,12 @@ def _in_passes(
         return _joined(
             [
                 _passes(
-                    model, weights, x, num_samples, _per_pass(x, num_samples, samples_per_pass), any_module
+                    model,
+                    weights,
+                    x,
+                    num_samples,
+                    _per_pass(model, weights, x, num_samples, samples_per_pass),
+                    any_module,
                 )
                 for x in batches
             ],
@@ -883,15 +892,48 @@ def _in_passes(
             raise first_error from None
 
 
-def _per_pass(x: Inputs, num_samples: int, samples_per_pass: Optional[int]) -> int:
+def _per_pass(
+    model: BayesianModel, weights: poutine.Trace, x: Inputs, num_samples: int, samples_per_pass: Optional[int]
+) -> int:
     """How many samples a pass on ``x`` computes: ``samples_per_pass``, or by default every
-    sample on a GPU and about :data:`CPU_ROWS_PER_PASS` rows on a CPU."""
+    sample on a GPU; on a CPU, about :data:`CPU_ROWS_PER_PASS` rows, and fewer where a layer's
+    outputs would hold more than :data:`CPU_ELEMENTS_PER_PASS` elements. A convolution's
+    outputs are tens of times its inputs: beyond a few megabytes, torch's allocator on a CPU
+    maps fresh memory for every tensor, and its page faults cost more than the pass."""
     if samples_per_pass is None:
-        first = next(iter(_tensors_in(x)), None)
-        on_cpu = first is None or first.device.type == "cpu"
-        rows = len(first) if first is not None and first.dim() else 1
-        samples_per_pass = CPU_ROWS_PER_PASS // rows if on_cpu else num_samples
+        inputs = _tensors_in(x)
+        if inputs and inputs[0].device.type != "cpu":
+            return num_samples
+        rows = len(inputs[0]) if inputs and inputs[0].dim() else 1
+        samples_per_pass = CPU_ROWS_PER_PASS // rows
+        widest = _widest_output(model, weights, x, inputs, rows)
+        if widest:
+            samples_per_pass = min(samples_per_pass, CPU_ELEMENTS_PER_PASS // (widest * rows))
     return max(1, min(samples_per_pass, num_samples))
+
+
+def _widest_output(
+    model: BayesianModel, weights: poutine.Trace, x: Inputs, inputs: List[torch.Tensor], rows: int
+) -> int:
+    """The most elements a module of the network outputs for one row of the inputs and one
+    sample of the weights, from a run on the first row (0 where the inputs are no rows of
+    examples, or the network cannot run on one)."""
+    if not inputs or any(not input.dim() or len(input) != rows for input in inputs):
+        return 0
+    widest = 0
+
+    def record(module, args, output) -> None:
+        nonlocal widest
+        widest = max([widest, *(tensor.numel() for tensor in _tensors_in(output))])
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        _replayed(model, _one_draw(weights, 0), _with_tensors(x, (input[:1] for input in inputs)))
+    except Exception:  # the passes will say what fails, if anything
+        return 0
+    finally:
+        hook.remove()
+    return widest
 
 
 def _passes(
