@@ -827,11 +827,36 @@ def test_predict_runs_once_per_sample_where_the_network_cannot_take_a_batch_of_w
     model = supervised(net, Categorical(DATASET_SIZE))
     x, _ = images()
     guide = CheckpointNormal(model, values, delta=1e-7, init_scale=1e-9)
-    with pytest.warns(UserWarning, match=r"did not take a batch of weight samples \(ValueError: expected 4D"):
+    with pytest.warns(
+        UserWarning, match=r"did not take a batch of weight samples \(ValueError: expected 4D"
+    ) as caught:
         prediction = predict(model, guide, x, num_samples=7, samples_per_pass=5)
+    # Where in the network: the line that called BatchNorm2d, not torch's own.
+    assert f"raised at {tmp_path}" in str(caught[0].message)
     assert prediction.outputs.shape == (7, BATCH, 3)
     with torch.no_grad():
         assert torch.allclose(prediction.outputs, trained(x).expand(7, -1, -1), atol=1e-4)
+
+
+class PackedBatch(nn.Module):
+    """Asserts the size of the batch it packs, as vit-pytorch's NaViT does (bare there: pytest
+    rewrites this one to say what failed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        assert len(x) <= 4
+        return self.fc(x)
+
+
+def test_predict_says_where_a_bare_assert_refused_a_batch_of_samples():
+    net = pyro_module(PackedBatch())
+    set_prior(net, "nn.Linear.weight", "Normal", 0, 1)
+    model = supervised(net, Categorical(4))
+    with pytest.warns(UserWarning, match=r"(?s)\(AssertionError.*, raised at \S*test_inference.py:\d+\)"):
+        predict(model, CheckpointNormal(model), torch.randn(4, 3), num_samples=3)
 
 
 class HeldTwice(nn.Module):

@@ -19,6 +19,8 @@ approximation at the trained weights, as Pyro's ``AutoLaplaceApproximation`` mak
 import contextlib
 import functools
 import itertools
+import os
+import traceback
 import warnings
 from contextlib import ExitStack
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
@@ -782,9 +784,8 @@ def predict(
                 outputs = _in_passes(model, guide, batches, num_samples, samples_per_pass)
             except Exception as error:
                 warnings.warn(
-                    f"predict: the network did not take a batch of weight samples ({type(error).__name__}: "
-                    f"{error}); it runs once per sample instead, as with samples_per_pass=1, which skips "
-                    "this try",
+                    f"predict: the network did not take a batch of weight samples ({_described(error)}); "
+                    "it runs once per sample instead, as with samples_per_pass=1, which skips this try",
                     stacklevel=3,
                 )
         if outputs is None:
@@ -795,6 +796,17 @@ def predict(
                 ]
             )
     return model.likelihood.summarize(outputs)
+
+
+def _described(error: BaseException) -> str:
+    """``error``'s type, message and where it was raised: in the network's code rather than
+    torch's, Pyro's or this runtime's, where it passed through them (a bare ``assert`` in a
+    library's forward has nothing else to say)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    libraries = tuple(os.path.dirname(module.__file__) + os.sep for module in (torch, pyro, likelihoods))
+    frame = next((each for each in reversed(frames) if not each.filename.startswith(libraries)), frames[-1])
+    message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return f"{message}, raised at {frame.filename}:{frame.lineno}"
 
 
 def _prediction_inputs(model: BayesianModel, x: Union[Inputs, DataLoader]) -> List[Inputs]:
