@@ -191,6 +191,14 @@ def did_you_mean(selector: Selector, classes: list[ClassRecord]) -> str:
         names = {part for layer in layers for name in catalog.NN_LAYERS[layer] for part in name.split(".")}
         return _closest_segment(selector.path, names)
     owners = [record for record in classes if selector.matches_class(record.module, record.name)]
+    if (
+        not owners
+        and selector.module is None
+        and selector.owner in catalog.NN_LAYERS
+        and selector.owner != "Module"
+    ):
+        # `Linear.weight` names a class of the code's own; torch's layers are `nn.Linear`.
+        return f"; did you mean {'nn.' + selector.text!r}, which selects every torch.nn.{selector.owner}?"
     if not owners:
         return _closest(selector.owner, sorted({record.name for record in classes}))
     attributes = {attr for record in owners for attr in record.attr_lines}

@@ -156,6 +156,7 @@ priors:
   MLP.fc.wieght: Normal(0, 1)
   nn.Lienar.weight: Normal(0, 1)
   nn.Conv*.wieght: Normal(0, 1)
+  Conv2d.weight: Normal(0, 1)
   nn.Linear.weight: Normal(0, 1)
   timm.layers.Conv2dSame.weight: Normal(0, 1)
 """
@@ -174,6 +175,8 @@ def test_a_misspelt_selector_is_an_error_with_a_did_you_mean():
         "MLP.fc.wieght": "; did you mean 'weight'?",
         "nn.Lienar.weight": "; did you mean 'nn.Linear'?",
         "nn.Conv*.wieght": "; did you mean 'weight'?",
+        # no class of the code's own: torch's layer, which is written with `nn.`
+        "Conv2d.weight": "; did you mean 'nn.Conv2d.weight', which selects every torch.nn.Conv2d?",
     }  # a layer type that can select, and another library's layer, are no error
 
 
