@@ -104,7 +104,16 @@ def build(result: RunResult, call: Call) -> dict:
         except subprocess.TimeoutExpired:
             raise BuildError(f"building {call.module}:{call.attribute} took over {BUILD_TIMEOUT} s") from None
     if completed.returncode != 0:
-        raise BuildError(f"building {call.module}:{call.attribute} failed:\n{completed.stderr.rstrip()}")
+        hint = ""
+        if "ModuleNotFoundError" in completed.stderr:
+            hint = (
+                f"\nThe model was built by {sys.executable}, the Python that runs bayesify: where the "
+                "project's dependencies are in another environment, run bayesify with its Python "
+                "(`<environment>/bin/python -m bayesify plan --build ...`)"
+            )
+        raise BuildError(
+            f"building {call.module}:{call.attribute} failed:\n{completed.stderr.rstrip()}{hint}"
+        )
     return json.loads(completed.stdout)
 
 

@@ -269,6 +269,15 @@ def test_plan_build_refuses_a_module_that_is_not_the_rewritten_one(tmp_path, mon
     assert elsewhere.exit_code == 123 and "not from the files of the run" in elsewhere.output
 
 
+def test_plan_build_names_the_python_that_lacked_a_dependency(tmp_path, monkeypatch):
+    # A project's dependencies (einops) in its own environment, bayesify run from another.
+    (tmp_path / "net.py").write_text("import only_in_the_projects_environment\nfrom torch import nn\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["plan", "net.py", "--build", "net:Net()"])
+    assert result.exit_code == 123 and "No module named 'only_in_the_projects_environment'" in result.output
+    assert f"built by {sys.executable}" in result.output and "-m bayesify plan --build" in result.output
+
+
 TIED_BY_A_METHOD = b"""\
 import torch
 from torch import nn
