@@ -556,6 +556,38 @@ def test_containers_keep_their_order_around_empty_slots():
     ]
 
 
+class _UnitRows(nn.Module):
+    def forward(self, weight):
+        return weight / weight.norm(dim=-1, keepdim=True)
+
+
+def test_a_parametrized_weight_is_selected_by_the_layers_name_for_it():
+    # vit-pytorch's nViT normalizes its Linear weights with torch's parametrize: the layer
+    # holds no `weight`, and `nn.Linear.weight` selected nothing.
+    from torch.nn.utils import parametrize
+
+    from bayesify.runtime import load_deterministic, pyro_module, set_prior
+
+    def net():
+        held = nn.Module()
+        held.fc = nn.Linear(4, 3)
+        parametrize.register_parametrization(held.fc, "weight", _UnitRows())
+        return held
+
+    deterministic, bayesian = net(), net()
+    set_prior(bayesian, "nn.Linear.weight", "Normal", 0, 1)
+    pyro_module(bayesian)
+    values = load_deterministic(bayesian, deterministic.state_dict())
+    assert list(values) == ["fc.parametrizations.weight.original"]
+    trace = poutine.trace(bayesian.fc).get_trace(torch.ones(2, 4))
+    drawn = trace.nodes["fc.parametrizations.weight.original"]["value"]
+    assert torch.allclose(
+        trace.nodes["_RETURN"]["value"], torch.ones(2, 4) @ _UnitRows()(drawn).T + bayesian.fc.bias
+    )
+    with poutine.condition(data=values):
+        assert torch.allclose(bayesian.fc(torch.ones(2, 4)), deterministic.fc(torch.ones(2, 4)))
+
+
 def test_a_layer_built_only_sometimes_gets_its_prior_when_it_is_there():
     from bayesify.runtime import pyro_module, set_prior
 

@@ -225,7 +225,9 @@ def _apply(root: torch.nn.Module, adopt: bool = True) -> None:
         for selector, action in _in_spec_order(noted):
             owners = [prefix for prefix, entries in noted if any(s.text == selector.text for s, _ in entries)]
             for slot in slots:
-                if id(slot[3]) not in winners and _selects(selector, slot[0], owners, modules, of_type):
+                if id(slot[3]) not in winners and any(
+                    _selects(selector, path, owners, modules, of_type) for path in _names_of(slot[0])
+                ):
                     winners[id(slot[3])] = (slot, selector, action)
         for path, owner, name, parameter in slots:
             winner = winners.get(id(parameter))
@@ -253,6 +255,16 @@ def _plain_slots(modules: Dict[Tuple[str, ...], torch.nn.Module]) -> Iterator[Sl
         for name, value in owner._parameters.items():
             if value is not None and name.removesuffix(_UNCONSTRAINED) not in constrained:
                 yield (*prefix, name), owner, name, value
+
+
+def _names_of(path: Tuple[str, ...]) -> Tuple[Tuple[str, ...], ...]:
+    """The paths a parameter is selected by: its own, and for the tensor behind a torch
+    parametrization (``torch.nn.utils.parametrize``: weight norm, an orthogonal or a normalized
+    weight, ``fc.parametrizations.weight.original``) the parameter the layer computes from it
+    (``fc.weight``), which the layer no longer holds."""
+    if len(path) >= 3 and path[-3] == "parametrizations" and path[-1] == "original":
+        return path, (*path[:-3], path[-2])
+    return (path,)
 
 
 def _in_spec_order(noted: List[Tuple[Tuple[str, ...], list]]) -> List[Tuple[Selector, Action]]:
