@@ -774,11 +774,13 @@ def predict(
         However many passes, the weights are those of one draw from the guide, which holds
         every sample's weights at once (as ``Predictive(parallel=True)`` does): the same
         predictions for the same seed. ``1`` samples the guide and runs the network once per
-        sample, without any plate, for a network whose layers cannot take a batch of weights.
+        sample, without any plate, for a network whose layers cannot take a batch of weights
+        (other draws of the same guide for the same seed).
     """
     batches = _prediction_inputs(model, x)
     outputs = None
     with pyro.validation_enabled(False), _in_eval_mode(model.net):
+        _set_up(guide, batches[0])
         if samples_per_pass != 1:
             try:
                 outputs = _in_passes(model, guide, batches, num_samples, samples_per_pass)
@@ -807,6 +809,17 @@ def _described(error: BaseException) -> str:
     frame = next((each for each in reversed(frames) if not each.filename.startswith(libraries)), frames[-1])
     message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     return f"{message}, raised at {frame.filename}:{frame.lineno}"
+
+
+def _set_up(guide: Callable, x: Inputs) -> None:
+    """Makes an autoguide's parameters (its first call runs the model, which draws from the
+    priors) without drawing from the random numbers the caller seeded: a guide's first
+    ``predict`` gives what its later ones give for the same seed."""
+    if getattr(guide, "prototype_trace", False) is not None:
+        return
+    devices = [tensor.device for tensor in _tensors_in(x) if tensor.is_cuda][:1]
+    with torch.random.fork_rng(devices=devices), poutine.block():
+        guide(x)
 
 
 def _prediction_inputs(model: BayesianModel, x: Union[Inputs, DataLoader]) -> List[Inputs]:
