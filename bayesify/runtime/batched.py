@@ -141,9 +141,10 @@ def _every_sample(
     """A convolution ``operation(input, weights, bias, groups)`` with each sample's weight. On
     a CPU, or for one sample, one call a sample, its bias added by the convolution: torch's
     grouped convolution there takes about twice as long as its groups one by one, and adding
-    the bias apart is one more pass over the outputs. Elsewhere in one call: a grouped one, each sample's input channels and weights a set of groups of
-    their own, or (``shareable``, one group, an input shared by every sample) a plain one
-    with the samples' weights stacked."""
+    the bias apart is one more pass over the outputs. Elsewhere in one call: a grouped one,
+    each sample's input channels and weights a set of groups of their own, or
+    (``shareable``, one group, an input shared by every sample) a plain one with the
+    samples' weights stacked."""
     channels_in, spatial = input.shape[-dims - 1], input.shape[-dims:]
     samples, rows = output_batch(weight.shape[: -dims - 2], input.shape[: -dims - 1])
     count = math.prod(samples)
