@@ -193,7 +193,7 @@ def test_batched_layers_equal_torchs_layer_for_each_weight_sample(
     differentiated, one_call_a_sample, monkeypatch
 ):
     # Without autograd (prediction) the bias is added into the product's output: same values.
-    monkeypatch.setattr(batched, "_by_sample", lambda input, count: one_call_a_sample)
+    monkeypatch.setattr(batched, "_by_sample", lambda input, count, size: one_call_a_sample)
     linear_weights, linear_bias = torch.randn(5, 1, 4, 3), torch.randn(5, 1, 4)
     conv_weights, conv_bias = torch.randn(5, 1, 2, 1, 3, 3), torch.randn(5, 1, 2)
     transposed_weights, transposed_bias = torch.randn(5, 1, 4, 3, 3, 3), torch.randn(5, 1, 6)
