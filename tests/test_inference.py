@@ -1,6 +1,7 @@
 """The runtime's inference layer: likelihoods, the checkpoint guide, fit, predict, batched
 layers and the weight-noise handlers, each checked against the Pyro a user would write."""
 
+import copy
 import dataclasses
 import importlib.util
 import math
@@ -531,6 +532,25 @@ def trained_gap_regressor():
     x = torch.cat([torch.linspace(-3, -1, 40), torch.linspace(1, 3, 40)]).unsqueeze(-1)
     y = torch.sin(x) + 0.1 * torch.randn_like(x)
     return trained_regressor(x, y, steps=300)[0].state_dict(), x, y
+
+
+def test_fitted_guides_copy_as_lightnings_callbacks_and_torchs_averagedmodel_copy_them():
+    # Their first call traced the model with autograd on, and kept the trace: copy.deepcopy
+    # refused its non-leaf tensors (Lightning's StochasticWeightAveraging, ddp_spawn).
+    x = torch.linspace(-3, 3, 40).unsqueeze(-1)
+    y = torch.sin(x)
+    net = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
+    set_prior(net, "nn.Linear.weight", "Normal", 0, 1)  # the biases deterministic, with autograd
+    model = supervised(pyro_module(net), Normal(len(x)))
+    mean_field = CheckpointNormal(model)
+    fit(model, mean_field, (x, y), epochs=2, progress=False)
+    for guide in (mean_field, CheckpointLaplace(model, {}, (x, y))):
+        copied = copy.deepcopy(guide)
+        predictions = []
+        for each in (guide, copied):
+            pyro.set_rng_seed(4)
+            predictions.append(predict(model, each, x, num_samples=5).mean)
+        assert torch.equal(*predictions)
 
 
 def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_data(monkeypatch):

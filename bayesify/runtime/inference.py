@@ -185,7 +185,10 @@ class CheckpointNormal(AutoNormal):
         )
 
     def _setup_prototype(self, *args, **kwargs) -> None:
-        super()._setup_prototype(*args, **kwargs)
+        # Without autograd: the trace it keeps would hold the model's outputs with their graph,
+        # which copy.deepcopy refuses (a Lightning callback's copy, torch's AveragedModel).
+        with torch.no_grad():
+            super()._setup_prototype(*args, **kwargs)
         for name, site in self.prototype_trace.iter_stochastic_nodes():
             if _usable(site, self.values):
                 loc, _ = self._get_loc_and_scale(name)
@@ -352,7 +355,8 @@ class CheckpointLaplace(AutoGuideList):
                 poutine.block(poutine.condition(model, data=fixed), expose=list(sites)), init_loc_fn=init
             )
             self.append(laplace)
-            self(*first)  # sets up the parts
+            with torch.no_grad():  # sets up the parts, their traces free of the model's graph
+                self(*first)
             noise = None  # a learned normal noise is re-estimated with the covariance
             likelihood = joint.likelihood if isinstance(joint, BayesianModel) else None
             if isinstance(likelihood, likelihoods.Normal) and likelihood.fixed_scale is None:
