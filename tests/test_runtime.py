@@ -420,6 +420,22 @@ def test_load_deterministic_strict_names_missing_and_unexpected_keys():
     assert torch.equal(model.offset, state["offset"])
 
 
+def test_load_deterministic_names_the_prefix_a_checkpoint_holds_the_keys_under():
+    # Lightning saves a held network's parameters as "backbone.linear.weight": strict=False, as
+    # the error suggested, loaded nothing and said nothing.
+    state = {f"backbone.{key}": value for key, value in DeterministicRegressor().state_dict().items()}
+    with pytest.raises(RuntimeError, match=r"under the prefix 'backbone.': load \{key.removeprefix"):
+        load_deterministic(RewrittenRegressor(), state)
+    with pytest.warns(UserWarning, match="nothing was loaded; the checkpoint holds them under the prefix"):
+        assert load_deterministic(RewrittenRegressor(), state, strict=False) == {}
+    unprefixed = {key.removeprefix("backbone."): value for key, value in state.items()}
+    assert set(load_deterministic(RewrittenRegressor(), unprefixed)) == {
+        "linear.weight",
+        "linear.bias",
+        "obs_scale",
+    }
+
+
 def test_unknown_distribution_suggests_the_closest_name():
     with pytest.raises(
         ValueError, match="'Normall' is not a pyro.distributions distribution; did you mean 'Normal'"

@@ -68,18 +68,23 @@ def load_deterministic(
             "rewrite's output, or make its priors select something",
             stacklevel=2,
         )
-    if strict:
-        unconstrained_keys = {model_key for model_key, _ in constrained.values()}
-        expected = set(model.state_dict()) - unconstrained_keys
-        expected |= set(constrained) | set(random_sites)
-        missing = sorted(expected - set(state_dict))
-        unexpected = sorted(set(state_dict) - expected)
-        if missing or unexpected:
-            raise RuntimeError(
-                f"the checkpoint does not match the deterministic "
-                f"{type(model).__name__}: missing keys {missing}, "
-                f"unexpected keys {unexpected} (pass strict=False to load the rest)"
-            )
+    unconstrained_keys = {model_key for model_key, _ in constrained.values()}
+    expected = set(model.state_dict()) - unconstrained_keys
+    expected |= set(constrained) | set(random_sites)
+    missing = sorted(expected - set(state_dict))
+    unexpected = sorted(set(state_dict) - expected)
+    if strict and (missing or unexpected):
+        raise RuntimeError(
+            f"the checkpoint does not match the deterministic {type(model).__name__}: missing keys "
+            f"{missing}, unexpected keys {unexpected}{_prefix_hint(missing, unexpected)} (pass "
+            "strict=False to load the rest)"
+        )
+    if state_dict and expected and not expected & set(state_dict):
+        warnings.warn(
+            f"load_deterministic: none of the checkpoint's keys is one of {type(model).__name__}'s, so "
+            f"nothing was loaded{_prefix_hint(missing, unexpected)}",
+            stacklevel=2,
+        )
 
     replaced = {}
     loadable = {}
@@ -99,6 +104,22 @@ def load_deterministic(
             loadable[key] = value
     model.load_state_dict(loadable, strict=strict)
     return replaced
+
+
+def _prefix_hint(missing: list, unexpected: list) -> str:
+    """Where the checkpoint's keys are the model's under a prefix (Lightning saves a held
+    network's as ``backbone.conv.weight``): the prefix, and how to load without it."""
+    for key in unexpected:
+        for cut in (index for index, character in enumerate(key) if character == "."):
+            prefix = key[: cut + 1]
+            stripped = {other[len(prefix) :] for other in unexpected if other.startswith(prefix)}
+            if missing and stripped >= set(missing):
+                return (
+                    f"; the checkpoint holds them under the prefix {prefix!r}: load "
+                    f"{{key.removeprefix({prefix!r}): value for key, value in checkpoint.items() "
+                    f"if key.startswith({prefix!r})}}"
+                )
+    return ""
 
 
 def _source(cls: type) -> str:
