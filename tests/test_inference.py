@@ -534,6 +534,27 @@ def trained_gap_regressor():
     return trained_regressor(x, y, steps=300)[0].state_dict(), x, y
 
 
+def test_fit_refuses_a_network_whose_parameter_names_pyro_holds_for_another_model():
+    # A second model of one class without clearing Pyro's store: its optimizer trained the
+    # first model's biases, and the second's never moved.
+    x, y = torch.randn(32, 3), torch.randint(0, 2, (32,))
+
+    def classifier():
+        net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+        set_prior(net, "nn.Linear.weight", "Normal", 0, 1)  # the biases deterministic
+        model = supervised(pyro_module(net), Categorical(len(x)))
+        return model, CheckpointNormal(model)
+
+    fit(*classifier(), (x, y), progress=False)
+    with pytest.raises(ValueError, match="store already holds '0.bias' for another model"):
+        fit(*classifier(), (x, y), progress=False)
+    pyro.clear_param_store()
+    model, guide = classifier()
+    before = model.net[0].bias.detach().clone()
+    fit(model, guide, (x, y), epochs=3, progress=False)
+    assert not torch.equal(model.net[0].bias, before)
+
+
 def test_fitted_guides_copy_as_lightnings_callbacks_and_torchs_averagedmodel_copy_them():
     # Their first call traced the model with autograd on, and kept the trace: copy.deepcopy
     # refused its non-leaf tensors (Lightning's StochasticWeightAveraging, ddp_spawn).

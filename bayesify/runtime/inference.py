@@ -35,7 +35,7 @@ from pyro.infer.autoguide import AutoGuideList, AutoMultivariateNormal, AutoNorm
 from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.infer.autoguide.utils import deep_setattr
 from pyro.infer.util import is_validation_enabled
-from pyro.nn import PyroParam
+from pyro.nn import PyroModule, PyroParam
 from pyro.nn.module import _is_module_local_param_enabled
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
@@ -579,6 +579,7 @@ def fit(
             with pyro.validation_enabled(True), poutine.trace(param_only=True) as found:
                 value = elbo.differentiable_loss(model, guide, *batch)
             params = [site["value"].unconstrained() for site in found.trace.nodes.values()]
+            _refuse_parameters_of_another_model(model)
             if not params:
                 raise ValueError(
                     "fit: the model and the guide have no parameters to train: the network has no random "
@@ -600,6 +601,31 @@ def fit(
             losses.append(sum(step_losses) / max(len(step_losses), 1))
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
     return losses
+
+
+def _refuse_parameters_of_another_model(model: Callable) -> None:
+    """Raises where Pyro's parameter store holds another tensor under the name of one of the
+    network's parameters: that of an earlier model of the same class (a sweep, a reload after
+    training in the same process), which an optimizer of the store's tensors would train
+    while the network computes with its own."""
+    net = model.net if isinstance(model, BayesianModel) else model
+    if not isinstance(net, torch.nn.Module) or _is_module_local_param_enabled():
+        return
+    store = pyro.get_param_store()
+    for module in net.modules():
+        if not isinstance(module, PyroModule) or not module.__dict__["_pyro_context"].used:
+            continue
+        for name, parameter in module._parameters.items():
+            if parameter is None or name.endswith("_unconstrained"):
+                continue
+            fullname = module._pyro_get_fullname(name)
+            if store._params.get(fullname, parameter) is not parameter:
+                raise ValueError(
+                    f"fit: Pyro's parameter store already holds {fullname!r} for another model (Pyro keeps "
+                    "parameters by name, across models), so this network's own would not be trained: call "
+                    "pyro.clear_param_store() before building a model, or set "
+                    "pyro.settings.set(module_local_params=True)"
+                )
 
 
 def _as_batches(data: Union[Iterable[Batch], Batch]) -> Iterable[Batch]:
