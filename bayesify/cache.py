@@ -56,7 +56,7 @@ from .sites import SiteKind
 from .spec import Entry, Spec
 
 #: Bumped whenever the layout of the file changes; an older file is then a miss.
-FORMAT = 5
+FORMAT = 6
 
 
 def cache_folder() -> tuple[Optional[Path], str]:
@@ -554,6 +554,7 @@ def _index_to_json(index: Optional[FileIndex]) -> Optional[list]:
             {method: sorted(reads) for method, reads in record.method_reads.items()},
             sorted(record.init_reads),
             record.decorators,
+            sorted(record.plain_attrs),
         ]
         for record in index.classes
     ]
@@ -570,9 +571,20 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
     records = []
     # The checks are written out here, not called per value: a cached run reads thousands.
     for row in _list(classes):
-        (module, qualname, name, order, line, bases, top, attr_lines, reads, init_reads, decorators) = _list(
-            row, 11
-        )
+        (
+            module,
+            qualname,
+            name,
+            order,
+            line,
+            bases,
+            top,
+            attr_lines,
+            reads,
+            init_reads,
+            decorators,
+            plain,
+        ) = _list(row, 12)
         if not (
             type(module) is type(qualname) is type(name) is str
             and type(order) is type(line) is type(top) is int
@@ -598,6 +610,7 @@ def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
                 method_reads={method: frozenset(names) for method, names in reads.items()},
                 init_reads=_strings(init_reads),
                 decorators=tuple(decorators),
+                plain_attrs=_strings(plain),
             )
         )
     return FileIndex(path=path, imports=imports, classes=records, ties_weights=_bool(ties_weights))

@@ -122,6 +122,9 @@ class ClassRecord:
     #: What the decorators that bayesify can name resolve to (``torch.jit.interface``; the
     #: callee of ``@f(...)``).
     decorators: tuple[str, ...] = ()
+    #: The attributes its methods only ever set to literals (``self._trainer = None``,
+    #: ``self.flags = {}``): no module, whatever a spec's glob says.
+    plain_attrs: frozenset[str] = frozenset()
 
     @property
     def is_torchscript_interface(self) -> bool:
@@ -213,7 +216,7 @@ class _ClassCollector:
             del self.scope[-2:]
 
     def _class(self, node: ast.ClassDef) -> None:
-        attr_lines, method_reads, init_reads = _scan_methods(node)
+        attr_lines, method_reads, init_reads, plain_attrs = _scan_methods(node)
         record = ClassRecord(
             module=self.module,
             qualname=".".join([*self.scope, node.name]),
@@ -225,6 +228,7 @@ class _ClassCollector:
             attr_lines=attr_lines,
             method_reads=method_reads,
             init_reads=init_reads,
+            plain_attrs=plain_attrs,
             decorators=tuple(
                 name
                 for decorator in node.decorator_list
@@ -278,17 +282,23 @@ def statement_blocks(node: ast.stmt) -> Iterable[list[ast.stmt]]:
 _REGISTERS = ("register_parameter", "register_buffer", "add_module")
 
 
-def _scan_methods(cls: ast.ClassDef) -> tuple[dict[str, int], dict[str, frozenset[str]], frozenset[str]]:
+def _scan_methods(
+    cls: ast.ClassDef,
+) -> tuple[dict[str, int], dict[str, frozenset[str]], frozenset[str], frozenset[str]]:
     """One walk of each method of ``cls`` for what the rewrite needs to know of it:
 
     - the first line of each ``self.<attr> = …`` (or ``register_parameter("attr", …)``), how
       the plan reports a site's line without libcst position metadata;
     - the ``self.<attr>`` names each method mentions, which decide ``@pyro_method``;
-    - those ``__init__`` reads: a parameter read there may be tied to another place.
+    - those ``__init__`` reads: a parameter read there may be tied to another place;
+    - the attributes only ever set to literals (``self._trainer = None``), which no glob of a
+      spec can find a module in.
     """
     lines: dict[str, int] = {}
     reads: dict[str, frozenset[str]] = {}
     init_reads: set[str] = set()
+    literal_targets: set[int] = set()
+    set_otherwise: set[str] = set()
     for method in cls.body:
         if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
@@ -296,19 +306,45 @@ def _scan_methods(cls: ast.ClassDef) -> tuple[dict[str, int], dict[str, frozense
         self_name = positional[0].arg if positional else None
         names = set()
         for node in ast.walk(method):
+            if (
+                isinstance(node, (ast.Assign, ast.AnnAssign))
+                and node.value is not None
+                and _is_literal(node.value)
+            ):
+                literal_targets.update(
+                    map(id, node.targets if isinstance(node, ast.Assign) else [node.target])
+                )
             if isinstance(node, ast.Attribute):
                 if isinstance(node.value, ast.Name) and node.value.id == self_name:
                     names.add(node.attr)
                     if isinstance(node.ctx, ast.Store):
                         lines.setdefault(node.attr, node.lineno)
+                        if id(node) not in literal_targets:
+                            set_otherwise.add(node.attr)
                     elif method.name == "__init__" and isinstance(node.ctx, ast.Load):
                         init_reads.add(node.attr)
             elif isinstance(node, ast.Call):
                 named = _registered_name(node, self_name)
                 if named is not None:
                     lines.setdefault(named, node.lineno)
+                    set_otherwise.add(named)
         reads[method.name] = reads.get(method.name, frozenset()) | names
-    return lines, reads, frozenset(init_reads)
+    return lines, reads, frozenset(init_reads), frozenset(lines) - set_otherwise
+
+
+def _is_literal(node: ast.expr) -> bool:
+    """Whether ``node`` is a constant, or a tuple, list, set or dict of them (empty too)."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.UnaryOp):
+        return _is_literal(node.operand)
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return all(map(_is_literal, node.elts))
+    if isinstance(node, ast.Dict):
+        return all(key is not None and _is_literal(key) for key in node.keys) and all(
+            map(_is_literal, node.values)
+        )
+    return False
 
 
 def _registered_name(call: ast.Call, self_name: Optional[str]) -> Optional[str]:

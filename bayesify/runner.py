@@ -508,7 +508,12 @@ def _job_for(
                 if attrs:
                     inherited.setdefault(record.order, set()).update(attrs)
         own = record.attr_lines
-        attrs = frozenset(attr for ancestor in ancestors for attr in ancestor.attr_lines if attr not in own)
+        attrs = frozenset(
+            attr
+            for ancestor in ancestors
+            for attr in ancestor.attr_lines
+            if attr not in own and attr not in ancestor.plain_attrs
+        )
         if attrs:
             inherited_attrs[record.order] = attrs
     imported_pyro = frozenset(

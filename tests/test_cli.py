@@ -655,6 +655,36 @@ def test_a_base_a_package_reexports_is_seen_in_the_run_and_as_context(tmp_path: 
     assert "3 sites made random" in context.stderr
 
 
+def test_what_a_context_base_only_sets_to_literals_is_no_place_for_parameters(tmp_path: Path):
+    """Lightning's ``LightningModule.__init__`` sets nineteen attributes, most to ``None``,
+    ``True`` or ``{}``: each was a row "random where built" under ``LitMLP.*.weight``, and the
+    rewrite counted them as sites. A block the base builds still is one."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "__init__.py").write_text("")
+    (tmp_path / "lib" / "base.py").write_text(
+        "from torch import nn\n\n\nclass Base(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self._trainer = None\n        self._hparams = {}\n"
+        "        self.automatic = True\n        self.block = make_block()\n"
+    )
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "model.py").write_text(
+        "from torch import nn\nfrom lib.base import Base\n\n\nclass Lit(Base):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.fc = nn.Linear(2, 2)\n"
+    )
+    (tmp_path / "priors.yaml").write_text('version: 1\npriors:\n  "Lit.*.weight": Normal(0, 1)\n')
+    result = bayesify(
+        "plan",
+        str(tmp_path / "src"),
+        "--priors",
+        str(tmp_path / "priors.yaml"),
+        "--context",
+        str(tmp_path / "lib"),
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = [line.split()[1] for line in result.stdout.splitlines()[1:] if line.strip()]
+    assert rows == ["Lit.fc.weight", "Lit.fc.bias", "Lit.block.weight"]
+
+
 def test_a_package_binding_its_own_submodule_name_is_no_endless_reexport(tmp_path: Path):
     """``from .x import x`` in ``pkg/__init__.py`` would make ``pkg.x.Base`` ``pkg.x.x.Base``,
     ``pkg.x.x.x.Base``, …: following re-exports stops, and the base is reported unseen."""

@@ -626,6 +626,7 @@ def test_the_cache_keeps_every_field_of_what_it_stores(cached_tree) -> None:
             "method_reads",
             "init_reads",
             "decorators",
+            "plain_attrs",
         },
         BaseRef: {"resolved", "subscripted", "argument"},
         PlannedSite: {
