@@ -141,7 +141,8 @@ def _reduce_ex(self, protocol):
     made = set(_PyroModuleMeta._pyro_mixin_cache.values())
     nearest_made = next((place for place, cls in enumerate(mro) if cls in made), 0)
     reducer = next(place for place, cls in enumerate(mro) if "__reduce__" in vars(cls))
-    if nearest_made == 0 or reducer < nearest_made:  # a made class itself, or one of its own
+    # No made class above it, the made class itself, or a reduction of its own: as it was.
+    if nearest_made == 0 or reducer < nearest_made:
         return object.__reduce_ex__(self, protocol)
     state = getattr(self, "__getstate__", self.__dict__.copy)()
     return copyreg.__newobj__, (type(self),), state
