@@ -534,6 +534,21 @@ def trained_gap_regressor():
     return trained_regressor(x, y, steps=300)[0].state_dict(), x, y
 
 
+def test_fit_leaves_the_checkpoints_values_as_they_were():
+    # The guide's means were the values' tensors themselves: fit moved them, and with them
+    # the deterministic model's own weights where load_deterministic had read them.
+    trained = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    checkpoint = {key: value.clone() for key, value in trained.state_dict().items()}
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    set_prior(net, "nn.Linear.weight", "Normal", 0, 1)
+    values = load_deterministic(pyro_module(net), checkpoint)
+    model = supervised(net, Categorical(32))
+    guide = CheckpointNormal(model, values)
+    fit(model, guide, (torch.randn(32, 4), torch.randint(0, 3, (32,))), epochs=5, lr=0.01, progress=False)
+    assert not torch.equal(guide._get_loc_and_scale("0.weight")[0], checkpoint["0.weight"])
+    assert all(torch.equal(values[name], checkpoint[name]) for name in values)
+
+
 def test_fit_refuses_a_network_whose_parameter_names_pyro_holds_for_another_model():
     # A second model of one class without clearing Pyro's store: its optimizer trained the
     # first model's biases, and the second's never moved.

@@ -270,9 +270,10 @@ def _usable(site: dict, values: Dict[str, torch.Tensor]) -> bool:
 
 
 def _init_to_checkpoint(site: dict, values: Dict[str, torch.Tensor]) -> torch.Tensor:
-    """The site's value from the checkpoint where it lies inside the prior's support, else the
+    """A copy of the site's value from the checkpoint where it lies inside the prior's support
+    (the guide trains it in place, and the caller's values stay the checkpoint's), else the
     prior's median (AutoNormal would start from NaN, e.g. a negative bias under a LogNormal)."""
-    return values[site["name"]] if _usable(site, values) else init_to_median(site)
+    return values[site["name"]].clone() if _usable(site, values) else init_to_median(site)
 
 
 class CheckpointLaplace(AutoGuideList):
