@@ -34,6 +34,7 @@ CODES: dict[str, tuple[str, str]] = {
     "BAY101": (WARNING, "a random attribute first read inside pyro.plate"),
     "BAY102": (WARNING, "a plain nn.Module builds two or more Pyro roots"),
     "BAY103": (WARNING, "a PyroModule called on its own, then attached to another"),
+    "BAY104": (WARNING, "a function that computes again in the backward pass, around random weights"),
     # The spec against the source.
     "BAY201": (WARNING, "a base class bayesify cannot see"),
     "BAY202": (WARNING, "a generated prior that no spec entry selects any more"),

@@ -11,6 +11,9 @@
   PyroModules gives two Pyro roots; sites of the same name then share one parameter.
 - **called, then attached**: a PyroModule called on its own fixes its site names as a root;
   attached to another module afterwards, it keeps them.
+- **recomputed**: activation checkpointing and ``odeint_adjoint`` run their function again in
+  the backward pass, after the model's call has returned: random weights read there are drawn
+  again, and their gradients are wrong without a word.
 """
 
 from __future__ import annotations
@@ -62,12 +65,14 @@ def lint(source: bytes, context: LintContext) -> list[Diagnostic]:
     """The findings for one file, read from its source as it was (so lines are the user's).
 
     The source is parsed only when some lint can apply: a random attribute and the word
-    ``plate``; a class the spec excludes; a PyroModule class built into a local name.
+    ``plate``; a class the spec excludes; a PyroModule class built into a local name; the
+    name of a function that computes again in the backward pass.
     """
     plate = b"plate" in source and any(context.random.values())
     excluded = Conversion.EXCLUDED in context.conversions.values()
     attached = _builds_locals(source, context)
-    if not (plate or excluded or attached):
+    recomputed = b"checkpoint" in source or b"odeint_adjoint" in source
+    if not (plate or excluded or attached or recomputed):
         return []
     tree = ast.parse(source)
     findings: list[Diagnostic] = []
@@ -78,7 +83,9 @@ def lint(source: bytes, context: LintContext) -> list[Diagnostic]:
             continue
         if plate and conversion.is_pyro:
             findings += _plate_reads(node, record, context)
-        elif conversion is Conversion.EXCLUDED:
+        if recomputed and conversion.is_pyro:
+            findings += _recomputed(node, record, context)
+        if conversion is Conversion.EXCLUDED:
             findings += _two_roots(node, record, context)
     if attached:
         findings += _called_then_attached(tree, context)
@@ -166,6 +173,35 @@ def _plate_reads(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -
         for attr, (line, plate) in sorted(first_reads.items(), key=lambda item: item[1][0])
         if plate is not None
     ]
+
+
+#: Functions that run the function they are given again in the backward pass, and what to do.
+RECOMPUTING = {
+    "torch.utils.checkpoint.checkpoint": "leave activation checkpointing off around them",
+    "torch.utils.checkpoint.checkpoint_sequential": "leave activation checkpointing off around them",
+    "torchdiffeq.odeint_adjoint": "use torchdiffeq's odeint",
+    "torchdiffeq._impl.adjoint.odeint_adjoint": "use torchdiffeq's odeint",
+}
+
+
+def _recomputed(cls: ast.ClassDef, record: ClassRecord, context: LintContext) -> list[Diagnostic]:
+    findings = []
+    for node in ast.walk(cls):
+        if not isinstance(node, ast.Call):
+            continue
+        called = context.imports.resolve(dotted_from_ast(node.func)) or ""
+        if called in RECOMPUTING:
+            findings.append(
+                Diagnostic.of(
+                    "BAY104",
+                    f"{record.name} calls {called.rpartition('.')[2]}, which runs its function again in "
+                    "the backward pass, after the model's call has returned: random weights it reads "
+                    f"are drawn again there, and their gradients are wrong; {RECOMPUTING[called]}",
+                    context.path,
+                    node.lineno,
+                )
+            )
+    return findings
 
 
 def _makes_pyro_module(value: ast.expr, context: LintContext) -> bool:
@@ -321,5 +357,42 @@ def build(outer):
 """,
         spec=_RANDOM_LOC,
         diagnostics=("BAY103",),
+    ),
+    # BAY104: activation checkpointing around random weights
+    Example(
+        before="""\
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return checkpoint(self.fc, x, use_reentrant=False)
+""",
+        spec="priors:\n  Block.fc.weight: Normal(0, 1)\n",
+        diagnostics=("BAY104",),
+    ),
+    # no finding: the block called as it is
+    Example(
+        before="""\
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, x):
+        # a checkpoint of the model is saved elsewhere
+        return self.fc(x)
+""",
+        spec="priors:\n  Block.fc.weight: Normal(0, 1)\n",
     ),
 )
