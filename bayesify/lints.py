@@ -301,6 +301,22 @@ class Model(nn.Module):
         self.loc = nn.Parameter(torch.zeros(()))
 """
 _RANDOM_LOC = "priors:\n  Model.loc: Normal(0, 1)\n"
+#: A block with a random layer, its forward's body to follow (the word "checkpoint" is in
+#: both examples' source, so that the lint reads them).
+_BLOCK = """\
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, x):
+"""
+_RANDOM_FC = "priors:\n  Block.fc.weight: Normal(0, 1)\n"
 
 #: What each lint finds, and what it leaves alone (its findings only: the rewrite is the
 #: rules' business), run by tests/test_rules.py.
@@ -360,39 +376,19 @@ def build(outer):
     ),
     # BAY104: activation checkpointing around random weights
     Example(
-        before="""\
-import torch
-from torch import nn
-from torch.utils.checkpoint import checkpoint
-
-
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(2, 2)
-
-    def forward(self, x):
+        before=_BLOCK
+        + """\
         return checkpoint(self.fc, x, use_reentrant=False)
 """,
-        spec="priors:\n  Block.fc.weight: Normal(0, 1)\n",
+        spec=_RANDOM_FC,
         diagnostics=("BAY104",),
     ),
     # no finding: the block called as it is
     Example(
-        before="""\
-import torch
-from torch import nn
-
-
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(2, 2)
-
-    def forward(self, x):
-        # a checkpoint of the model is saved elsewhere
+        before=_BLOCK
+        + """\
         return self.fc(x)
 """,
-        spec="priors:\n  Block.fc.weight: Normal(0, 1)\n",
+        spec=_RANDOM_FC,
     ),
 )
