@@ -925,19 +925,13 @@ def _in_passes(
     with _DrawnInPlace(), pyro.plate(_SAMPLES, num_samples, dim=-2):
         weights = poutine.trace(guide).get_trace(batches[0])
 
+    # A layer's widest output a row is the network's, whichever batch and whichever try below.
+    widest = _widest_output(model, weights, batches[0]) if samples_per_pass is None else 0
+    per_pass = [_per_pass(x, num_samples, samples_per_pass, widest) for x in batches]
+
     def every_batch(any_module: bool = False) -> torch.Tensor:
         return _joined(
-            [
-                _passes(
-                    model,
-                    weights,
-                    x,
-                    num_samples,
-                    _per_pass(model, weights, x, num_samples, samples_per_pass),
-                    any_module,
-                )
-                for x in batches
-            ],
+            [_passes(model, weights, x, num_samples, size, any_module) for x, size in zip(batches, per_pass)],
             dim=1,
         )
 
@@ -966,33 +960,35 @@ def _in_passes(
             raise first_error from None
 
 
-def _per_pass(
-    model: BayesianModel, weights: poutine.Trace, x: Inputs, num_samples: int, samples_per_pass: Optional[int]
-) -> int:
+def _per_pass(x: Inputs, num_samples: int, samples_per_pass: Optional[int], widest: int) -> int:
     """How many samples a pass on ``x`` computes: ``samples_per_pass``, or by default every
     sample on a GPU; on a CPU, about :data:`CPU_ROWS_PER_PASS` rows, and fewer where a layer's
-    outputs would hold more than :data:`CPU_ELEMENTS_PER_PASS` elements. A convolution's
-    outputs are tens of times its inputs: beyond a few megabytes, torch's allocator on a CPU
-    maps fresh memory for every tensor, and its page faults cost more than the pass."""
+    outputs, ``widest`` elements a row, would hold more than :data:`CPU_ELEMENTS_PER_PASS`. A
+    convolution's outputs are tens of times its inputs: beyond a few megabytes, torch's
+    allocator on a CPU maps fresh memory for every tensor, and its page faults cost more than
+    the pass."""
     if samples_per_pass is None:
         inputs = _tensors_in(x)
         if inputs and inputs[0].device.type != "cpu":
             return num_samples
         rows = len(inputs[0]) if inputs and inputs[0].dim() else 1
         samples_per_pass = CPU_ROWS_PER_PASS // rows
-        widest = _widest_output(model, weights, x, inputs, rows)
         if widest:
             samples_per_pass = min(samples_per_pass, CPU_ELEMENTS_PER_PASS // (widest * rows))
     return max(1, min(samples_per_pass, num_samples))
 
 
-def _widest_output(
-    model: BayesianModel, weights: poutine.Trace, x: Inputs, inputs: List[torch.Tensor], rows: int
-) -> int:
-    """The most elements a module of the network outputs for one row of the inputs and one
-    sample of the weights, from a run on the first row (0 where the inputs are no rows of
-    examples, or the network cannot run on one)."""
-    if not inputs or any(not input.dim() or len(input) != rows for input in inputs):
+def _widest_output(model: BayesianModel, weights: poutine.Trace, x: Inputs) -> int:
+    """The most elements a module of the network outputs for one row of the inputs ``x`` on a
+    CPU and one sample of the weights, from a run on the first row (0 where the inputs are no
+    rows of examples, are on a GPU, or the network cannot run on one row)."""
+    inputs = _tensors_in(x)
+    rows = len(inputs[0]) if inputs and inputs[0].dim() else None
+    if (
+        rows is None
+        or inputs[0].device.type != "cpu"
+        or any(not input.dim() or len(input) != rows for input in inputs)
+    ):
         return 0
     widest = 0
 
