@@ -150,6 +150,7 @@ def _every_sample(
     samples, rows = output_batch(weight.shape[: -dims - 2], input.shape[: -dims - 1])
     count = math.prod(samples)
     weights = weight.reshape(count * weight.shape[-dims - 2], *weight.shape[-dims - 1 :])
+    biases = None  # each sample's bias, where the convolution adds it
     if _by_sample(input, count, math.prod(rows) * channels_in * math.prod(spatial)):
         each = input.expand(*samples, *rows, channels_in, *spatial).reshape(count, -1, channels_in, *spatial)
         biases = _each_bias(bias, count, channels_out)
@@ -158,19 +159,18 @@ def _every_sample(
             for arguments in zip(each, weights.chunk(count), biases if biases is not None else [None] * count)
         ]
         output = outputs[0][None] if count == 1 else torch.stack(outputs)
-        output = output.reshape(*samples, *rows, *output.shape[2:])
-        if biases is not None or bias is None:
-            return output
-        return _add_bias(output, bias.reshape(*bias.shape, *(1,) * dims))
-    if shareable and input.dim() - dims - 1 <= len(rows) and groups == 1:
-        output = operation(input.reshape(-1, channels_in, *spatial), weights, None, 1)
     else:
-        stacked = input.expand(*samples, *rows, channels_in, *spatial)
-        stacked = stacked.reshape(count, -1, channels_in, *spatial).transpose(0, 1)
-        output = operation(stacked.reshape(-1, count * channels_in, *spatial), weights, None, groups * count)
-    output = output.reshape(-1, count, channels_out, *output.shape[2:]).transpose(0, 1)
+        if shareable and input.dim() - dims - 1 <= len(rows) and groups == 1:
+            output = operation(input.reshape(-1, channels_in, *spatial), weights, None, 1)
+        else:
+            stacked = input.expand(*samples, *rows, channels_in, *spatial)
+            stacked = stacked.reshape(count, -1, channels_in, *spatial).transpose(0, 1)
+            output = operation(
+                stacked.reshape(-1, count * channels_in, *spatial), weights, None, groups * count
+            )
+        output = output.reshape(-1, count, channels_out, *output.shape[2:]).transpose(0, 1)
     output = output.reshape(*samples, *rows, *output.shape[2:])
-    if bias is None:
+    if bias is None or biases is not None:
         return output
     return _add_bias(output, bias.reshape(*bias.shape, *(1,) * dims))
 

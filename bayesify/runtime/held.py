@@ -135,7 +135,8 @@ def _convert(module: torch.nn.Module) -> None:
     for child in module.children():
         _convert(child)
     if not isinstance(module, PyroModule):
-        # Children first: the parent then re-registers them as the PyroModules they are.
+        # Children first: the parent then re-registers them as the PyroModules they are. The
+        # class is made first where Pyro's PyroModule[...] would be a metaclass conflict.
         pyro_module_class(type(module))
         orders = {table: list(getattr(module, table)) for table in _REGISTERED}
         to_pyro_module_(module, recurse=False)
