@@ -156,6 +156,16 @@ def may_be_numbered_parameter(layer: str, path: tuple[str, ...]) -> bool:
     return any(match_path(tuple(glob.split(".")), path) for glob in globs)
 
 
+def layers_on_path(layer: str, depth: int, name: str) -> tuple[tuple[int, str], ...]:
+    """The torch.nn layers on the way to parameter ``name`` of a ``layer`` held at ``depth``,
+    as :meth:`Spec.select` takes them: the layer, and those a composite layer holds
+    (``(depth + 2, "Linear")`` for MultiheadAttention's ``self_attn.out_proj.weight``)."""
+    below = catalog.NN_SUBLAYERS.get(layer, {})
+    return ((depth, layer),) + tuple(
+        (depth + 1 + path.count("."), kind) for path, kind in below.items() if name.startswith(path + ".")
+    )
+
+
 def _parameter_names() -> set[str]:
     return {part for names in catalog.NN_LAYERS.values() for name in names for part in name.split(".")}
 

@@ -217,6 +217,40 @@ def test_parameters_numbered_by_a_recurrent_layers_arguments_are_selected(tmp_pa
     assert [entry.selector.text for entry in unmatched] == ["nn.LSTM.weight_ih_x1", "Tagger.rnn.weight_ih_x1"]
 
 
+COMPOSITE = b"""\
+from torch import nn
+
+
+class Encoder(nn.TransformerEncoderLayer):
+    def __init__(self):
+        super().__init__(d_model=4, nhead=2, dim_feedforward=8)
+
+
+class Attending(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 2)
+
+    def forward(self, x):
+        return self.attn(x, x, x)[0]
+"""
+
+
+def test_the_plan_selects_by_type_inside_torchs_composite_layers_as_the_built_model_does(tmp_path):
+    """MultiheadAttention's out_proj and a TransformerEncoderLayer's linear1 are nn.Linear
+    layers made inside torch's own __init__: the plan (and the rewrite's count) said
+    "deterministic" for them while ``nn.Linear.weight`` made them random in the built model."""
+    spec = "version: 1\npriors:\n  nn.Linear.weight: Normal(0, 1)\n"
+    result = run_source(COMPOSITE, parse_spec(spec))
+    planned = {site.name for site in result.sites if site.entry is not None}
+    module = rewritten(tmp_path, spec, "composite", COMPOSITE)
+    x = torch.ones(3, 1, 4)
+    for name, model in (("Encoder", module.Encoder()), ("Attending", module.Attending())):
+        built = {f"{name}.{site}" for site, kind, _ in sites(model, x) if kind == "sample"}
+        assert built == {site for site in planned if site.startswith(f"{name}.")}
+    assert "Encoder.self_attn.out_proj.weight" in planned and "Attending.attn.out_proj.weight" in planned
+
+
 @pytest.mark.parametrize(
     "text, kind, owner, path",
     [

@@ -358,14 +358,23 @@ def _guess_layer_arguments(cls: type) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (), keyword_arguments
 
 
-def measure_layer_parameters(name: str, cls: type) -> tuple[tuple[str, ...] | None, str, bool]:
-    """Instantiate ``cls`` on the meta device (no memory, no init cost) and list its parameters.
+class MeasuredLayer(NamedTuple):
+    """What a torch.nn layer built with its defaults holds."""
 
-    Returns (names, "", whether it holds child modules) or (None, why it could not be
-    measured, True): a layer that cannot be measured is assumed to hold modules.
-    """
+    #: The names of its parameters, as ``named_parameters()`` gives them; None: not measured.
+    parameter_names: tuple[str, ...] | None
+    #: Why it could not be measured ("" where it was).
+    why_not: str
+    #: Whether it holds child modules (assumed where it could not be measured).
+    holds_modules: bool
+    #: The torch.nn layer class of each module below it that holds parameters, by path.
+    sublayers: dict[str, str]
+
+
+def measure_layer_parameters(name: str, cls: type) -> MeasuredLayer:
+    """Instantiate ``cls`` on the meta device (no memory, no init cost) and list its parameters."""
     if name in LAYERS_WRAPPING_OTHER_MODULES:
-        return None, LAYERS_WRAPPING_OTHER_MODULES[name], True
+        return MeasuredLayer(None, LAYERS_WRAPPING_OTHER_MODULES[name], True, {})
     args, kwargs = LAYER_EXAMPLE_ARGUMENTS.get(name) or _guess_layer_arguments(cls)
     with warnings.catch_warnings():
         # Deprecated classes (Container) and odd-but-valid settings warn; neither matters here.
@@ -375,9 +384,20 @@ def measure_layer_parameters(name: str, cls: type) -> tuple[tuple[str, ...] | No
                 layer = cls(*args, **kwargs)
         # Whatever the failure, the layer cannot be built simply: record why and move on.
         except Exception as error:
-            return None, f"{type(error).__name__}: {error}".splitlines()[0], True
+            return MeasuredLayer(None, f"{type(error).__name__}: {error}".splitlines()[0], True, {})
     names = tuple(parameter_name for parameter_name, _ in layer.named_parameters())
-    return names, "", any(True for _ in layer.children())
+    sublayers = {
+        path: _public_layer(type(module))
+        for path, module in layer.named_modules()
+        if path and any(True for _ in module.parameters())
+    }
+    return MeasuredLayer(names, "", any(True for _ in layer.children()), sublayers)
+
+
+def _public_layer(cls: type) -> str:
+    """The torch.nn class a module is an instance of, as a layer-type selector names it:
+    MultiheadAttention's ``NonDynamicallyQuantizableLinear`` is an ``nn.Linear``."""
+    return next(base.__name__ for base in cls.__mro__ if getattr(torch.nn, base.__name__, None) is base)
 
 
 def collect_numbered_parameters() -> dict[str, tuple[str, ...]]:
@@ -391,24 +411,28 @@ def collect_numbered_parameters() -> dict[str, tuple[str, ...]]:
     return numbered
 
 
-def collect_layers() -> tuple[dict[str, tuple[str, ...]], dict[str, str], set[str]]:
+def collect_layers() -> (
+    tuple[dict[str, tuple[str, ...]], dict[str, str], set[str], dict[str, dict[str, str]]]
+):
     layers: dict[str, tuple[str, ...]] = {}
     unmeasured: dict[str, str] = {}
     composite: set[str] = set()
+    sublayers: dict[str, dict[str, str]] = {}
     for name in sorted(dir(torch.nn)):
         candidate = getattr(torch.nn, name)
         if name.startswith("_") or not inspect.isclass(candidate):
             continue
         if not issubclass(candidate, torch.nn.Module):
             continue
-        parameter_names, why_not, holds_modules = measure_layer_parameters(name, candidate)
-        if holds_modules and name not in NN_CONTAINERS:
+        measured = measure_layer_parameters(name, candidate)
+        if measured.holds_modules and name not in NN_CONTAINERS:
             composite.add(name)
-        if parameter_names is None:
-            unmeasured[name] = why_not
-            parameter_names = ()
-        layers[name] = parameter_names
-    return layers, unmeasured, composite
+            if measured.sublayers:
+                sublayers[name] = measured.sublayers
+        if measured.parameter_names is None:
+            unmeasured[name] = measured.why_not
+        layers[name] = measured.parameter_names or ()
+    return layers, unmeasured, composite, sublayers
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,6 +502,15 @@ def _render_names_entry(key: str, names: tuple[str, ...]) -> list[str]:
     return [f"    {_quote(key)}: ("] + [f"        {name}," for name in quoted] + ["    ),"]
 
 
+def _render_mapping_entry(key: str, mapping: dict[str, str]) -> list[str]:
+    """``    "key": {"a": "b"},`` or, when too long, black's layout: one pair a line."""
+    pairs = [f"{_quote(name)}: {_quote(value)}" for name, value in mapping.items()]
+    one_line = f"    {_quote(key)}: {{{', '.join(pairs)}}},"
+    if len(one_line) <= LINE_LENGTH:
+        return [one_line]
+    return [f"    {_quote(key)}: {{"] + [f"        {pair}," for pair in pairs] + ["    },"]
+
+
 def _render_signature_entry(key: str, signature: Signature) -> list[str]:
     """``    "key": Signature(("a", "b"), 2),`` or, when too long, black's layout of it."""
     pad = " " * 4
@@ -532,7 +565,7 @@ def collect_layer_bases() -> set[str]:
 def render_catalog() -> str:
     distributions = collect_distributions()
     constraints = collect_constraints()
-    layers, unmeasured_layers, composite = collect_layers()
+    layers, unmeasured_layers, composite, sublayers = collect_layers()
 
     included = {name: e for name, e in distributions.items() if e.signature is not None}
     out = [HEADER, ""]
@@ -652,6 +685,13 @@ def render_catalog() -> str:
         *(f"        {_quote(name)}," for name in sorted(composite)),
         "    }",
         ")",
+        "",
+        "# Those layers -> the torch.nn layer class of each module below them that holds",
+        "# parameters, by path: a layer-type entry (nn.Linear.weight) selects MultiheadAttention's",
+        "# out_proj.weight, whose class derives from nn.Linear.",
+        "NN_SUBLAYERS: dict[str, dict[str, str]] = {",
+        *(line for name, paths in sublayers.items() for line in _render_mapping_entry(name, paths)),
+        "}",
         "",
         "# Private torch.nn.modules classes that layers derive from (users subclass _ConvNd too).",
         "# Every other torch.nn class (Parameter, Buffer, LazyModuleMixin) is no module.",

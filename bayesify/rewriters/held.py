@@ -51,7 +51,7 @@ import libcst as cst
 from .. import catalog, codegen
 from ..index import ClassRecord, Conversion
 from ..names import dotted_from_cst, is_pyro_nn, is_torch_nn, torch_nn_class
-from ..plan import may_be_numbered_parameter
+from ..plan import layers_on_path, may_be_numbered_parameter
 from ..selectors import ANY, ANY_DEPTH, TYPE, Selector
 from ..sites import SiteKind
 from ..spec import Entry, Prior
@@ -454,26 +454,26 @@ class HeldModuleRewriter(Rule):
         return chosen
 
     def _known_paths(self, record: ClassRecord) -> list[tuple[tuple[str, ...], tuple[tuple[int, str], ...]]]:
-        """Every parameter path of ``record`` the catalog names, with the torch.nn layer on
+        """Every parameter path of ``record`` the catalog names, with the torch.nn layers on
         it: those of the layers it holds (at depth 1), and those it inherits from a torch.nn
-        layer it derives from (at depth 0)."""
+        layer it derives from (at depth 0), each with the layers a composite one holds."""
         paths = [
-            ((attr, *name.split(".")), ((1, layer),))
+            ((attr, *name.split(".")), layers_on_path(layer, 1, name))
             for attr, layer in self._held.get(record.order, {}).items()
             if layer is not None
             for name in catalog.NN_LAYERS[layer]
         ]
         paths += [
-            ((attr, index, *name.split(".")), ((2, layer),))
+            ((attr, index, *name.split(".")), layers_on_path(layer, 2, name))
             for attr, elements in self._elements.get(record.order, {}).items()
             for index, layer in dict.fromkeys(elements)
             for name in catalog.NN_LAYERS[layer]
         ]
         inherited = self._inherited_layer(record)
         paths += [
-            (path, ((0, inherited),))
-            for path in (tuple(name.split(".")) for name in self._inherited_layer_parameters(record))
-            if path[0] not in record.attr_lines
+            (tuple(name.split(".")), layers_on_path(inherited, 0, name))
+            for name in self._inherited_layer_parameters(record)
+            if name.split(".")[0] not in record.attr_lines
         ]
         return paths
 
