@@ -15,6 +15,7 @@ The call is ``module:callable`` or ``module:callable(args)``, with literal argum
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import os
 import shutil
@@ -179,7 +180,33 @@ def built_table(report: dict, result: RunResult) -> str:
         for entry in result.spec.entries
         if entry.line not in used
     ]
+    lines += _namesakes(report["parameters"], result.spec.entries, spec_path)
     return "\n".join(lines)
+
+
+def _namesakes(parameters: list[dict], entries, spec_path: str) -> list[str]:
+    """A line for each torch layer-type entry and another library's layer of the same name that
+    it leaves deterministic (PyTorch Geometric's ``Linear`` under ``nn.Linear.weight``): a
+    layer type selects by class, and the library's class derives from no torch.nn layer."""
+    lines = []
+    for entry in entries:
+        glob = entry.selector.torch_layer_glob
+        if glob is None:
+            continue
+        missed = {
+            row["layer"]: row["attribute"]
+            for row in parameters
+            if row["becomes"] == "deterministic"
+            and not row["layer"].startswith("torch.nn.")
+            and fnmatch.fnmatchcase(row["layer"].rpartition(".")[2], glob)
+            and entry.selector.matches_path((row["attribute"],))
+        }
+        lines += [
+            f"{spec_path}:{entry.line}: {entry.selector.text}: the model holds {layer}, which is no "
+            f"torch.nn layer and stays deterministic; to select it, add '{layer}.{attribute}'"
+            for layer, attribute in missed.items()
+        ]
+    return lines
 
 
 def with_built_model(plan: str, result: RunResult, call: Call, output_format: str) -> str:

@@ -294,6 +294,42 @@ def test_plan_build_lists_the_built_models_sites_and_the_entries_that_select_not
     ).read_bytes()
 
 
+def test_plan_build_names_another_librarys_namesake_that_a_torch_layer_type_misses(tmp_path, monkeypatch):
+    """PyTorch Geometric keeps GCNConv's weight in its own ``Linear``, no ``nn.Linear``:
+    ``nn.Linear.weight`` leaves it deterministic, which the build says with the entry that
+    selects it; that entry does."""
+    (tmp_path / "graphs").mkdir()
+    (tmp_path / "graphs" / "__init__.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Linear(nn.Module):\n"
+        "    def __init__(self, n, m):\n        super().__init__()\n"
+        "        self.weight = nn.Parameter(torch.zeros(m, n))\n"
+    )
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n\nimport graphs\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.lin = graphs.Linear(3, 2)\n        self.fc = nn.Linear(2, 2)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def built(spec: str) -> list[str]:
+        (tmp_path / "priors.yaml").write_text(f"version: 1\npriors:\n{spec}")
+        result = CliRunner().invoke(
+            main, ["plan", "net.py", "--priors", "priors.yaml", "--build", "net:Net()"]
+        )
+        assert result.exit_code == 0, result.output
+        return result.output.split("\n\n", 1)[1].splitlines()
+
+    by_torch_type = built("  nn.Linear.weight: Normal(0, 1)\n")
+    assert by_torch_type[0] == "built net:Net (Net): 1 random, 0 constrained, 2 deterministic"
+    assert by_torch_type[-1] == (
+        "priors.yaml:3: nn.Linear.weight: the model holds graphs.Linear, which is no torch.nn layer and stays "
+        "deterministic; to select it, add 'graphs.Linear.weight'"
+    )
+    both = built("  nn.Linear.weight: Normal(0, 1)\n  graphs.Linear.weight: Normal(0, 1)\n")
+    assert both[0] == "built net:Net (Net): 2 random, 0 constrained, 1 deterministic"
+    assert not any("no torch.nn layer" in line for line in both)
+
+
 def test_plan_build_refuses_a_module_that_is_not_the_rewritten_one(tmp_path, monkeypatch):
     (tmp_path / "net.py").write_bytes((FIXTURES / "selection" / "input" / "zoo.py").read_bytes())
     monkeypatch.chdir(tmp_path)

@@ -11,6 +11,7 @@ import sys
 from typing import Dict, List
 
 import torch
+from pyro.nn import PyroModule
 
 from bayesify.runtime.held import DECIDED, Tied
 from bayesify.runtime.prior import Prior
@@ -45,6 +46,7 @@ def parameters(model: torch.nn.Module) -> List[Dict]:
                 {
                     "name": f"{pyro_name}.{name}" if pyro_name else name,
                     "class": type(module).__name__,
+                    "layer": _layer_class(module),
                     "attribute": name,
                     "shape": str(tuple(shape)),
                     "becomes": becomes,
@@ -53,6 +55,17 @@ def parameters(model: torch.nn.Module) -> List[Dict]:
                 }
             )
     return rows
+
+
+def _layer_class(module: torch.nn.Module) -> str:
+    """The dotted name of the layer class behind a module (``torch.nn.modules.linear.Linear``
+    for ``PyroModule[nn.Linear]``), as a layer-type selector names it."""
+    layer = next(
+        cls
+        for cls in type(module).__mro__
+        if issubclass(cls, torch.nn.Module) and not issubclass(cls, PyroModule)
+    )
+    return f"{layer.__module__}.{layer.__qualname__}"
 
 
 def _shape(module: torch.nn.Module, name: str):

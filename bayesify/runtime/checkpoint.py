@@ -65,7 +65,9 @@ def load_deterministic(
         warnings.warn(
             f"load_deterministic: {type(model).__name__} has no random parameters, so there is nothing "
             f"to make Bayesian: it was imported from {_source(type(model))}; import the class from the "
-            "rewrite's output, or make its priors select something",
+            "rewrite's output, or make its priors select something (`bayesify plan --build` lists what "
+            "each entry selects in the built model, and another library's layers that a torch layer "
+            "type such as nn.Linear misses)",
             stacklevel=2,
         )
     unconstrained_keys = {model_key for model_key, _ in constrained.values()}
