@@ -459,6 +459,34 @@ def test_predict_summarizes_classification_and_regression():
     assert (prediction.sd > prediction.epistemic).all() and (prediction.epistemic > 0).all()
 
 
+class Bernoullis:
+    """A likelihood of one's own, as runtime.md describes one: a callable with Pyro statements
+    and a ``summarize`` for ``predict``, no ``name``."""
+
+    def __call__(self, output, y=None):
+        with pyro.plate("data", DATASET_SIZE, subsample_size=len(output)):
+            return pyro.sample("obs", dist.Bernoulli(logits=output.squeeze(-1)), obs=y)
+
+    def summarize(self, outputs):
+        return outputs.sigmoid().mean(0).squeeze(-1)
+
+
+def test_a_likelihood_of_ones_own_goes_through_both_guides_fit_and_predict():
+    net = pyro_module(nn.Linear(2, 1))
+    set_prior(net, "Linear.weight", "Normal", 0, 1)
+    model = supervised(net, Bernoullis())
+    x = torch.randn(DATASET_SIZE, 2)
+    y = (x[:, 0] > 0).float()
+    guide = CheckpointNormal(model, init_scale=0.1)
+    first = predict(model, guide, x[:BATCH], num_samples=20)  # the guide set up without targets
+    assert first.shape == (BATCH,) and "obs" not in poutine.trace(guide).get_trace(x[:BATCH]).nodes
+    fit(model, guide, DataLoader(TensorDataset(x, y), batch_size=BATCH), epochs=10, lr=0.05, progress=False)
+    after = predict(model, guide, x, num_samples=20)
+    assert ((after > 0.5).float() == y).float().mean() > 0.9
+    laplace = CheckpointLaplace(model, {}, (x, y))
+    assert predict(model, laplace, x[:BATCH], num_samples=20).shape == (BATCH,)
+
+
 def test_categorical_summary_is_torchs_softmax_and_entropy():
     outputs = 5 * torch.randn(30, BATCH, 4)
     prediction = Categorical().summarize(outputs.clone())

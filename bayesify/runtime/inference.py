@@ -85,6 +85,11 @@ class BayesianModel:
         self.likelihood(output, y)
         return output
 
+    @property
+    def observed(self) -> str:
+        """The name of the likelihood's observed site: its ``name``, else Pyro's usual ``"obs"``."""
+        return getattr(self.likelihood, "name", "obs")
+
     def network(self, x: Inputs) -> torch.Tensor:
         """The tensor the likelihood observes: the network's output on ``x``, or ``output`` of it."""
         returned = _called(self.net, x)
@@ -176,7 +181,7 @@ class CheckpointNormal(AutoNormal):
         self.delta = delta
         if isinstance(model, BayesianModel):
             # Without targets (a first call by Predictive) the observations are no latent.
-            model = poutine.block(model, hide=[model.likelihood.name])
+            model = poutine.block(model, hide=[model.observed])
         super().__init__(
             model,
             init_loc_fn=functools.partial(_init_to_checkpoint, values=self.values),
@@ -328,7 +333,7 @@ class CheckpointLaplace(AutoGuideList):
         if first is None:
             raise ValueError("CheckpointLaplace needs the training data: a DataLoader or (x, y), not nothing")
         if isinstance(model, BayesianModel):
-            model = poutine.block(model, hide=[model.likelihood.name])
+            model = poutine.block(model, hide=[model.observed])
         init = functools.partial(_init_to_checkpoint, values=values)
         # At the trained network as it predicts: BatchNorm's running statistics (which a pass
         # in training mode would also update), dropout off.
