@@ -344,6 +344,16 @@ def test_fit_reads_a_tensor_data_loader_as_the_loader_would():
     assert _batches(custom) is custom  # a loader of its own collation is read as it is
 
 
+def test_fit_refuses_an_iterator_it_would_read_once_for_several_epochs():
+    model = supervised(Net(), Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model)
+    batches = [images() for _ in range(3)]
+    with pytest.raises(TypeError, match="epochs 2 to 4 would train on nothing"):
+        fit(model, guide, (batch for batch in batches), epochs=4, progress=False)
+    assert len(fit(model, guide, iter(batches), epochs=1, progress=False)) == 1
+    assert all(loss > 0 for loss in fit(model, guide, batches, epochs=2, progress=False))
+
+
 def test_fit_reduces_the_loss_with_a_data_loader_and_under_a_handler():
     x, y = images(64)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True)
