@@ -497,6 +497,16 @@ def test_a_likelihood_of_ones_own_goes_through_both_guides_fit_and_predict():
     assert predict(model, laplace, x[:BATCH], num_samples=20).shape == (BATCH,)
 
 
+def test_predict_takes_more_rows_than_the_data_set_had_and_training_says_when_a_batch_does():
+    """Node classification trains on a graph's labelled nodes and predicts on all of them: a
+    first predict (the guide set up on it) failed in Pyro's subsampling."""
+    model = supervised(Net(), Categorical(BATCH))
+    x, y = images(3 * BATCH)
+    assert predict(model, CheckpointNormal(model), x, num_samples=5).probs.shape == (3 * BATCH, 4)
+    with pytest.raises(ValueError, match="a batch of 24 observations from a data set of dataset_size=8"):
+        fit(model, CheckpointNormal(model), (x, y), progress=False)
+
+
 def test_categorical_summary_is_torchs_softmax_and_entropy():
     outputs = 5 * torch.randn(30, BATCH, 4)
     prediction = Categorical().summarize(outputs.clone())

@@ -95,7 +95,7 @@ class Categorical:
         if target is not None:
             target = _shaped_as(target, output.shape[output.dim() - event_dim - 2 : -1])
         labels = _ClassLabels(logits=output)
-        with _data_plate(self.dataset_size, output.shape[-2 - event_dim]):
+        with _data_plate(self.dataset_size, output.shape[-2 - event_dim], target is not None):
             return pyro.sample(self.name, labels.to_event(event_dim) if event_dim else labels, obs=target)
 
     def _class_dim(self, leading: int) -> int:
@@ -177,7 +177,7 @@ class Normal:
         if target is not None:
             target = _shaped_as(target, output.shape[output.dim() - event_dim - 1 :])
         noise = dist.Normal(output, self.scale(output, target)).to_event(event_dim)
-        with _data_plate(self.dataset_size, output.shape[output.dim() - event_dim - 1]):
+        with _data_plate(self.dataset_size, output.shape[output.dim() - event_dim - 1], target is not None):
             return pyro.sample(self.name, noise, obs=target)
 
     def summarize(self, outputs: torch.Tensor) -> Prediction:
@@ -228,7 +228,16 @@ def _enclosing_plates() -> int:
     return sum(1 for frame in get_plates() if frame.vectorized and frame.dim is not None)
 
 
-def _data_plate(dataset_size: Optional[int], batch_size: int) -> pyro.plate:
+def _data_plate(dataset_size: Optional[int], batch_size: int, observed: bool) -> pyro.plate:
+    """The plate of a batch drawn from ``dataset_size`` rows. Without targets (a guide set up,
+    a prediction on more rows than were trained on) nothing is scaled, and any batch goes."""
+    if dataset_size and batch_size > dataset_size:
+        if observed:
+            raise ValueError(
+                f"a batch of {batch_size} observations from a data set of dataset_size={dataset_size}: "
+                "dataset_size is the number of training observations along the output's first dimension"
+            )
+        dataset_size = batch_size
     return pyro.plate("data", dataset_size or batch_size, subsample_size=batch_size, dim=-1)
 
 
