@@ -23,7 +23,7 @@ from pyro.nn import PyroModule, PyroParam, PyroSample
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import constraints
 
-from bayesify.runtime import PRIOR_ANCHOR, Prior, load_deterministic
+from bayesify.runtime import PRIOR_ANCHOR, Prior, load_deterministic, pyro_module, set_prior
 
 IN_SIZE, OUT_SIZE, N_DATA = 5, 2, 30
 
@@ -352,6 +352,41 @@ def test_state_dict_round_trip_into_a_fresh_instance():
     fresh.load_state_dict(state)
     assert torch.equal(fresh.linear.gate, model.linear.gate)
     assert torch.equal(fresh.offset, model.offset)
+
+
+class SelfSavingLinear(nn.Module):
+    """A layer that saves its parameters by reading its attributes, as PyTorch Geometric's
+    ``Linear`` does in its own ``_save_to_state_dict``."""
+
+    def __init__(self, n, m):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(m, n))
+        self.bias = nn.Parameter(torch.zeros(m))
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        destination[prefix + "weight"] = self.weight.detach()
+        destination[prefix + "bias"] = self.bias.detach()
+
+    def forward(self, x):
+        return x @ self.weight.T + self.bias
+
+
+def graph_like():
+    net = pyro_module(nn.Sequential(SelfSavingLinear(3, 4), nn.Linear(4, 2)))
+    set_prior(net, "**.weight", "Normal", 0, 1)
+    return net
+
+
+@pytest.mark.parametrize("round_trip", [lambda net: net, pickle_round_trip, copy.deepcopy])
+def test_a_layer_that_saves_itself_keeps_its_random_weights_out_of_the_state_dict(round_trip):
+    """Each state_dict() held a new draw from the prior of such a layer's random weight, and
+    load_state_dict refused it as an unexpected key (the docs' way of keeping a fitted model)."""
+    net = round_trip(graph_like())
+    state = net.state_dict()
+    assert set(state) == {"0.bias", "1.bias"}
+    fresh = graph_like()
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh[0].bias, net[0].bias)
 
 
 def test_load_deterministic_loads_the_rest_and_returns_the_random_weights():

@@ -43,6 +43,8 @@ _NOTED = "_bayesify_entries"
 _BUILT = "_bayesify_built"
 #: Instance attribute of a built model: the entry that decided each parameter, by path.
 DECIDED = "_bayesify_decided"
+#: Instance attribute of a layer that saves its parameters itself: its samples are kept out.
+_STATE_DICT_HOOKED = "_bayesify_state_dict_hooked"
 _waiting = threading.local()
 
 Action = Union[Tuple[str, tuple, dict], Constraint]
@@ -240,6 +242,8 @@ def _apply(root: torch.nn.Module, adopt: bool = True) -> None:
                 _replace(owner, name, parameter, selector, action)
             else:  # the same parameter held twice (tied weights): both places read one value
                 setattr(owner, name, PyroSample(Tied(first_owner, first_name)))
+            if type(owner)._save_to_state_dict is not torch.nn.Module._save_to_state_dict:
+                _keep_samples_out_of_state_dict(owner)
     if adopt:
         _adopt(root, _Context())
     root.__dict__[_BUILT] = True
@@ -348,6 +352,21 @@ def _replace(
             "the support, or choose another constraint"
         )
     setattr(owner, name, PyroParam(value, constraint=action))
+
+
+def _keep_samples_out_of_state_dict(module: torch.nn.Module) -> None:
+    """A layer that saves its parameters itself by reading its attributes (PyTorch Geometric's
+    ``Linear``), not its parameter table, would put a draw from the prior of each random one in
+    ``state_dict()``, which ``load_state_dict`` then refuses as unexpected: they are left out,
+    as torch's own layers leave them."""
+    if not module.__dict__.get(_STATE_DICT_HOOKED):
+        module.register_state_dict_post_hook(_without_samples)
+        module.__dict__[_STATE_DICT_HOOKED] = True
+
+
+def _without_samples(module: torch.nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    for name in module.__dict__.get("_pyro_samples", {}):
+        state_dict.pop(prefix + name, None)
 
 
 class Tied:
