@@ -354,6 +354,22 @@ def test_fit_refuses_an_iterator_it_would_read_once_for_several_epochs():
     assert all(loss > 0 for loss in fit(model, guide, batches, epochs=2, progress=False))
 
 
+def test_fit_names_a_batch_it_cannot_split_into_inputs_and_targets():
+    class GraphBatch:  # PyTorch Geometric's Batch: attributes, and indexing that selects graphs
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+        def __getitem__(self, index):
+            return self.x[index]
+
+        def __len__(self):
+            return len(self.x)
+
+    model = supervised(Net(), Categorical(DATASET_SIZE))
+    with pytest.raises(TypeError, match=r"\(x, y\), \(x1, ..., xk, y\) or a dict, not a GraphBatch"):
+        fit(model, CheckpointNormal(model), [GraphBatch(*images())], progress=False)
+
+
 def test_fit_reduces_the_loss_with_a_data_loader_and_under_a_handler():
     x, y = images(64)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True)

@@ -697,6 +697,12 @@ def _inputs_and_targets(batch: Batch, targets: str) -> Batch:
                 f"the keys {', '.join(map(repr, batch))}: name its key, supervised(..., targets='...')"
             )
         return {key: value for key, value in batch.items() if key != targets}, batch[targets]
+    if not isinstance(batch, (tuple, list)):
+        raise TypeError(
+            f"a supervised model reads a batch as (x, y), (x1, ..., xk, y) or a dict, not a "
+            f"{type(batch).__name__}: give batches of one of those, e.g. for PyTorch Geometric a "
+            "DataLoader whose collate_fn makes a Batch b and returns ((b.x, b.edge_index, b.batch), b.y)"
+        )
     return (tuple(batch[:-1]), batch[-1]) if len(batch) > 2 else batch
 
 
