@@ -198,10 +198,19 @@ def test_batched_layers_equal_torchs_layer_for_each_weight_sample(
     linear_weights, linear_bias = torch.randn(5, 1, 4, 3), torch.randn(5, 1, 4)
     conv_weights, conv_bias = torch.randn(5, 1, 2, 1, 3, 3), torch.randn(5, 1, 2)
     transposed_weights, transposed_bias = torch.randn(5, 1, 4, 3, 3, 3), torch.randn(5, 1, 6)
+    tables, tokens = torch.randn(5, 1, 10, 3), torch.tensor([1, 0, 9, 1, 4, 0, 2])  # 0 pads
     x, images_in = torch.randn(7, 3), torch.randn(7, 1, 6, 6)
     per_sample_images = torch.randn(5, 7, 4, 6, 6)  # what a layer before has made of each sample
     shared_bias = torch.randn(2)  # a bias left deterministic
-    parameters = [linear_weights, linear_bias, conv_weights, conv_bias, transposed_weights, transposed_bias]
+    parameters = [
+        linear_weights,
+        linear_bias,
+        conv_weights,
+        conv_bias,
+        transposed_weights,
+        transposed_bias,
+        tables,
+    ]
     for parameter in parameters:
         parameter.requires_grad_(differentiated)
     # stride 2, padding 1, output padding 1, two groups
@@ -212,6 +221,7 @@ def test_batched_layers_equal_torchs_layer_for_each_weight_sample(
             batched.conv(images_in, conv_weights, conv_bias, 2),
             batched.conv_transpose(per_sample_images, transposed_weights, transposed_bias, 2, *options),
             batched.conv(per_sample_images, conv_weights.expand(5, 1, 2, 4, 3, 3), shared_bias, 2),
+            batched.embedding(tokens, tables, 0),
         )
     by_sample = [
         torch.stack([nn.functional.linear(x, linear_weights[i, 0], linear_bias[i, 0]) for i in range(5)]),
@@ -230,6 +240,7 @@ def test_batched_layers_equal_torchs_layer_for_each_weight_sample(
                 for i in range(5)
             ]
         ),
+        torch.stack([nn.functional.embedding(tokens, tables[i, 0], padding_idx=0) for i in range(5)]),
     ]
     for output, expected in zip(outputs, by_sample):
         assert torch.allclose(output, expected, atol=1e-5)
@@ -1266,6 +1277,33 @@ def test_a_network_in_hugging_faces_manner_trains_on_dict_batches_and_predicts_i
     inputs = {"input_ids": x[:BATCH], "attention_mask": mask[:BATCH]}
     assert_predicts_in_one_pass_as_each_sample_alone(
         model, guide, inputs, lambda drawn: poutine.condition(model.net, drawn)(**inputs).logits, recwarn
+    )
+
+
+class TiedTokens(nn.Module):
+    """A token model whose output layer shares the embedding's weight, as pytorch/examples'
+    word_language_model ties them; tokens padded with 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Embedding(12, 5, padding_idx=0)
+        self.decoder = nn.Linear(5, 12)
+        self.decoder.weight = self.encoder.weight
+
+    def forward(self, tokens):
+        return self.decoder(torch.tanh(self.encoder(tokens)))
+
+
+@pytest.mark.parametrize("selected", ["nn.Embedding.weight", "nn.Linear.weight"])
+def test_a_random_embedding_predicts_each_sample_with_its_own_table_in_one_pass(selected, recwarn):
+    net = pyro_module(TiedTokens())
+    set_prior(net, selected, "Normal", 0, 1)
+    tokens = torch.randint(0, 12, (BATCH, 6))
+    model = supervised(net, Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.3)
+    guide(tokens)  # set up, so that the draws below are the guide's
+    assert_predicts_in_one_pass_as_each_sample_alone(
+        model, guide, tokens, lambda drawn: poutine.condition(model.net, drawn)(tokens), recwarn
     )
 
 

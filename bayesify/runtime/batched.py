@@ -1,11 +1,11 @@
-"""Linear and convolution layers whose weights may carry a leading batch of samples.
+"""Linear, embedding and convolution layers whose weights may carry a leading batch of samples.
 
 Under ``Predictive(..., parallel=True)`` or ``Trace_ELBO(vectorize_particles=True)``, Pyro
 samples every weight once per particle in one go, inside a plate to the left of the model's
 own plates: a ``Linear`` weight of shape ``(out, in)`` arrives as ``(particles, 1, out, in)``.
 ``torch.nn.Linear`` and ``torch.nn.Conv2d`` accept only one weight. Importing
-:mod:`bayesify.runtime` makes ``PyroModule[nn.Linear]``, ``PyroModule[nn.Conv1d|2d|3d]`` and
-``PyroModule[nn.ConvTranspose1d|2d|3d]`` (what the rewrite and
+:mod:`bayesify.runtime` makes ``PyroModule[nn.Linear]``, ``PyroModule[nn.Embedding]``,
+``PyroModule[nn.Conv1d|2d|3d]`` and ``PyroModule[nn.ConvTranspose1d|2d|3d]`` (what the rewrite and
 :func:`~bayesify.runtime.pyro_module` turn those layers into) the classes below, which accept
 both::
 
@@ -25,6 +25,7 @@ layers and convolutions), and :class:`SamplesInBatchMessenger` for prediction th
 networks written for one batch dimension.
 """
 
+import functools
 import math
 from typing import List, Optional, Tuple, Union
 
@@ -126,6 +127,27 @@ def _batched_conv_transpose(
     # A weight (in, out / groups, *kernel): its samples line up by input channel only.
     channels_out = weight.shape[-dims - 1] * groups
     return _every_sample(operation, input, weight, bias, dims, channels_out, groups, shareable=False)
+
+
+def _batched_embedding(
+    input: torch.Tensor, weight: torch.Tensor, padding_idx: Optional[int] = None, *options
+) -> torch.Tensor:
+    if weight.dim() <= 2:
+        return F.embedding(input, weight, padding_idx, *options)
+    if any(option not in (None, False, 2.0) for option in options):
+        raise ValueError(
+            "an Embedding with max_norm, scale_grad_by_freq or sparse takes one sample of its weight at a time"
+        )
+    samples, rows = output_batch(weight.shape[:-2], input.shape)
+    count = math.prod(samples)
+    # Each sample's rows looked up in its own table: one gather for all samples.
+    indices = input.expand(*samples, *rows).reshape(count, -1)
+    tables = weight.expand(*samples, *(1,) * (weight.dim() - 2 - len(samples)), *weight.shape[-2:])
+    output = tables.reshape(count, *weight.shape[-2:])[torch.arange(count).unsqueeze(-1), indices]
+    if padding_idx is not None and output.requires_grad:
+        # F.embedding's padding row gets no gradient.
+        output = torch.where((indices == padding_idx).unsqueeze(-1), output.detach(), output)
+    return output.reshape(*samples, *rows, weight.shape[-1])
 
 
 def _every_sample(
@@ -252,11 +274,17 @@ conv = effectful(_batched_conv, type="conv")
 conv_transpose = effectful(_batched_conv_transpose, type="conv_transpose")
 
 
+#: ``embedding(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse)``:
+#: :func:`torch.nn.functional.embedding`, for weights with a leading batch too, as a Pyro
+#: effect of type ``"embedding"``.
+embedding = effectful(_batched_embedding, type="embedding")
+
+
 class SamplesInBatchMessenger(Messenger):
     """
     Computes the rewritten layers for ``count`` weight samples when the network's batch
     holds its inputs once per sample, sample by sample (``x.repeat(count, 1)``):
-    each ``"linear"``, ``"conv"`` and ``"conv_transpose"`` effect whose weight carries the
+    each ``"linear"``, ``"embedding"``, ``"conv"`` and ``"conv_transpose"`` effect whose weight carries the
     samples splits its input's first dimension into ``(count, rows)``, applies each sample's
     weight to its own rows, and merges the two again. Everything between the layers sees an
     ordinary batch of ``count * rows`` inputs, so code written for one batch dimension
@@ -285,6 +313,12 @@ class SamplesInBatchMessenger(Messenger):
                 rows = input.reshape(self.count, -1, input.shape[-1])
             output = _batched_linear(rows, self._per_sample(weight, 2), self._per_sample(bias, 1))
             msg["value"] = output.reshape(*input.shape[:-1], output.shape[-1])
+
+    def _pyro_embedding(self, msg) -> None:
+        input, weight, *options = msg["args"]
+        if self._carries_samples(weight, 2):
+            output = _batched_embedding(input.reshape(self.count, -1), self._per_sample(weight, 2), *options)
+            msg["value"] = output.reshape(*input.shape, output.shape[-1])
 
     def _pyro_conv(self, msg) -> None:
         self._convolve(_batched_conv, msg)
@@ -315,9 +349,9 @@ class SamplesInBatchMessenger(Messenger):
 
 class FunctionalLayers(TorchFunctionMode):
     """
-    Routes calls of :func:`torch.nn.functional.linear`, ``conv1d|2d|3d`` and
+    Routes calls of :func:`torch.nn.functional.linear`, ``embedding``, ``conv1d|2d|3d`` and
     ``conv_transpose1d|2d|3d`` whose weight carries sample dimensions to the batched effects
-    above (``"linear"``, ``"conv"``, ``"conv_transpose"``), as a rewritten layer's forward
+    above (``"linear"``, ``"embedding"``, ``"conv"``, ``"conv_transpose"``), as a rewritten layer's forward
     would; and :func:`torch.addmm` ``(bias, rows, weight)`` with such a weight, a linear layer
     whose weight is stored ``(in, out)`` (transformers' ``Conv1D``, GPT-2's projections), to
     ``"linear"``. Code that calls the functional form itself with a layer's weight (a
@@ -332,10 +366,11 @@ class FunctionalLayers(TorchFunctionMode):
         kwargs = kwargs or {}
         routed = _FUNCTIONAL.get(func)
         if routed is not None:
-            effect, dims, arguments = routed
-            input, weight, bias, *options = arguments(*args, **kwargs)
-            if weight is not None and weight.dim() > dims + 2:
-                return effect(input, weight, bias, *((dims, *options) if dims else ()))
+            effect, weight_dims, arguments = routed
+            effect_args = arguments(*args, **kwargs)
+            weight = effect_args[1]
+            if weight is not None and weight.dim() > weight_dims:
+                return effect(*effect_args)
         return func(*args, **kwargs)
 
 
@@ -351,24 +386,35 @@ def _addmm_arguments(input, mat1, mat2, *, beta=1, alpha=1, out=None):
     return mat1, mat2.transpose(-1, -2), input
 
 
-def _conv_arguments(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    return input, weight, bias, stride, padding, dilation, groups
+def _embedding_arguments(
+    input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False, sparse=False
+):
+    return input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse
+
+
+def _conv_arguments(dims, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return input, weight, bias, dims, stride, padding, dilation, groups
 
 
 def _conv_transpose_arguments(
-    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+    dims, input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
 ):
-    return input, weight, bias, stride, padding, output_padding, groups, dilation
+    return input, weight, bias, dims, stride, padding, output_padding, groups, dilation
 
 
 #: torch's functional layers, by function: the effect that takes a batch of weights, the
-#: number of spatial dimensions, and the function's arguments in the effect's order.
+#: number of dimensions of one weight, and the function's arguments in the effect's order
+#: (the weight second).
 _FUNCTIONAL = {
-    F.linear: (linear, 0, _linear_arguments),
-    torch.addmm: (linear, 0, _addmm_arguments),
-    **{function: (conv, dims, _conv_arguments) for dims, function in _CONVOLUTIONS.items()},
+    F.linear: (linear, 2, _linear_arguments),
+    torch.addmm: (linear, 2, _addmm_arguments),
+    F.embedding: (embedding, 2, _embedding_arguments),
     **{
-        function: (conv_transpose, dims, _conv_transpose_arguments)
+        function: (conv, dims + 2, functools.partial(_conv_arguments, dims))
+        for dims, function in _CONVOLUTIONS.items()
+    },
+    **{
+        function: (conv_transpose, dims + 2, functools.partial(_conv_transpose_arguments, dims))
         for dims, function in _TRANSPOSED_CONVOLUTIONS.items()
     },
 }
@@ -391,6 +437,16 @@ class PyroLinear(_PyroMixin, nn.Linear, PyroModule):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return linear(input, _plated(self.weight, 2), _plated(self.bias, 1))
+
+
+class PyroEmbedding(_PyroMixin, nn.Embedding, PyroModule):
+    """``PyroModule[nn.Embedding]`` whose weight may carry leading sample dimensions."""
+
+    _layer = nn.Embedding
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        options = (self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse)
+        return embedding(input, _plated(self.weight, 2), self.padding_idx, *options)
 
 
 class _PyroConv(_PyroMixin):
@@ -452,7 +508,7 @@ PyroConvTranspose2d = _pyro_conv(nn.ConvTranspose2d, 2, _PyroConvTranspose)
 PyroConvTranspose3d = _pyro_conv(nn.ConvTranspose3d, 3, _PyroConvTranspose)
 
 #: The layers whose weights may carry samples.
-BATCHED_LAYERS = (PyroLinear, _PyroConv, _PyroConvTranspose)
+BATCHED_LAYERS = (PyroLinear, PyroEmbedding, _PyroConv, _PyroConvTranspose)
 
 
 class _OneSampleAtATime(_PyroMixin):
@@ -495,6 +551,7 @@ def _pyro_recurrent(layer: type) -> type:
 # from it too.
 for _layer, _pyro_class in (
     (nn.Linear, PyroLinear),
+    (nn.Embedding, PyroEmbedding),
     (nn.Conv1d, PyroConv1d),
     (nn.Conv2d, PyroConv2d),
     (nn.Conv3d, PyroConv3d),
