@@ -1307,6 +1307,36 @@ def test_a_random_embedding_predicts_each_sample_with_its_own_table_in_one_pass(
     )
 
 
+class Encoded(nn.Module):
+    """Tokens through torch's own transformer encoder, batch first, pooled into classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(12, 8)
+        layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.1, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, tokens):
+        return self.head(self.encoder(self.embed(tokens)).mean(1))
+
+
+def test_torchs_transformer_with_random_linear_weights_predicts_in_one_pass(recwarn):
+    """MultiheadAttention's out_proj, a Linear that nn.Linear.weight selects, is applied inside
+    torch's functional attention, which takes one weight."""
+    net = pyro_module(Encoded())
+    set_prior(net, "nn.Linear.weight", "Normal", 0, 1)
+    tokens = torch.randint(0, 12, (BATCH, 6))
+    model = supervised(net, Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.3)
+    guide(tokens)
+    assert "encoder.layers.1.self_attn.out_proj.weight" in poutine.trace(guide).get_trace(tokens).nodes
+    net.eval()  # as predict runs it, so that the samples alone drop nothing out
+    assert_predicts_in_one_pass_as_each_sample_alone(
+        model, guide, tokens, lambda drawn: poutine.condition(model.net, drawn)(tokens), recwarn
+    )
+
+
 class OneDictArgument(MaskedNet):
     """A network that takes its inputs as one dict, as pytorch-forecasting's take theirs."""
 

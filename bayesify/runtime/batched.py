@@ -26,6 +26,7 @@ networks written for one batch dimension.
 """
 
 import functools
+import inspect
 import math
 from typing import List, Optional, Tuple, Union
 
@@ -402,6 +403,34 @@ def _conv_transpose_arguments(
     return input, weight, bias, dims, stride, padding, output_padding, groups, dilation
 
 
+_ATTENTION = inspect.signature(F.multi_head_attention_forward)
+
+
+def _attention_arguments(*args, **kwargs):
+    """``multi_head_attention_forward``'s arguments by name, and its output projection's weight."""
+    arguments = _ATTENTION.bind(*args, **kwargs).arguments
+    return arguments, arguments["out_proj_weight"]
+
+
+def _attention_then_projection(arguments: dict, out_proj_weight: torch.Tensor):
+    """Multi-head attention whose output projection carries samples (``nn.MultiheadAttention``'s
+    ``out_proj``, a ``Linear`` that ``nn.Linear.weight`` selects, inside torch's functional
+    attention): the attention with the identity for a projection, then the batched ``"linear"``
+    effect on its rows, batch first as the layers read them."""
+    for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+        if arguments.get(name) is not None and arguments[name].dim() > 2:
+            raise ValueError(f"multi-head attention takes one sample of its {name} at a time")
+    size = out_proj_weight.shape[-1]
+    identity = torch.eye(size, dtype=out_proj_weight.dtype, device=out_proj_weight.device)
+    attended, attention = F.multi_head_attention_forward(
+        **{**arguments, "out_proj_weight": identity, "out_proj_bias": None}
+    )
+    if attended.dim() == 2:  # one sequence, unbatched
+        return linear(attended, out_proj_weight, arguments["out_proj_bias"]), attention
+    projected = linear(attended.transpose(0, 1), out_proj_weight, arguments["out_proj_bias"])
+    return projected.transpose(-3, -2), attention
+
+
 #: torch's functional layers, by function: the effect that takes a batch of weights, the
 #: number of dimensions of one weight, and the function's arguments in the effect's order
 #: (the weight second).
@@ -409,6 +438,7 @@ _FUNCTIONAL = {
     F.linear: (linear, 2, _linear_arguments),
     torch.addmm: (linear, 2, _addmm_arguments),
     F.embedding: (embedding, 2, _embedding_arguments),
+    F.multi_head_attention_forward: (_attention_then_projection, 2, _attention_arguments),
     **{
         function: (conv, dims + 2, functools.partial(_conv_arguments, dims))
         for dims, function in _CONVOLUTIONS.items()
