@@ -56,7 +56,7 @@ from .sites import SiteKind
 from .spec import Entry, Spec
 
 #: Bumped whenever the layout of the file changes; an older file is then a miss.
-FORMAT = 6
+FORMAT = 7
 
 
 def cache_folder() -> tuple[Optional[Path], str]:
@@ -106,6 +106,7 @@ def job_fingerprint(job: FileJob) -> str:
         sorted((o, sorted(attrs)) for o, attrs in job.inherited_random.items()),
         sorted(job.imported_pyro_classes),
         sorted((o, sorted(attrs)) for o, attrs in job.inherited_attrs.items()),
+        sorted(job.built_by_unread_base),
     )
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
@@ -121,13 +122,14 @@ def job_row(job: FileJob) -> list:
             [[order, sorted(attrs)] for order, attrs in job.inherited_random.items()],
             sorted(job.imported_pyro_classes),
             [[order, sorted(attrs)] for order, attrs in job.inherited_attrs.items()],
+            sorted(job.built_by_unread_base),
         ],
     ]
 
 
 def _job_from_json(value: Any, index: FileIndex) -> FileJob:
     """The job that :func:`job_row` stored, for the file's new ``index`` (of the same shape)."""
-    conversions, base_kinds, inherited, imported, inherited_attrs = _list(value, 5)
+    conversions, base_kinds, inherited, imported, inherited_attrs, built_elsewhere = _list(value, 6)
     try:
         return FileJob(
             index,
@@ -139,6 +141,7 @@ def _job_from_json(value: Any, index: FileIndex) -> FileJob:
             {_int(order): set(_strings(attrs)) for order, attrs in map(_list, inherited)},
             _strings(imported),
             {_int(order): _strings(attrs) for order, attrs in map(_list, inherited_attrs)},
+            frozenset(map(_int, _list(built_elsewhere))),
         )
     except KeyError:  # not a Conversion's name
         raise _Damaged from None

@@ -40,6 +40,8 @@ class FileJob:
     #: The attributes that each class's indexed ancestors assign, and the class does not:
     #: ``GlobalNet.output_block.fc.weight`` selects below a module its base class builds.
     inherited_attrs: dict[int, frozenset[str]] = field(default_factory=dict)
+    #: Classes some of whose modules a base the run does not rewrite builds.
+    built_by_unread_base: frozenset[int] = frozenset()
 
     @property
     def path(self) -> str:
@@ -141,6 +143,7 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
         planner=planner,
         random={order: set(attrs) for order, attrs in job.inherited_random.items()},
         inherited_attrs=job.inherited_attrs,
+        built_by_unread_base=job.built_by_unread_base,
         ties_weights=job.index.ties_weights,
     )
     tops = _converting_statements(job.index.classes, context.converting)

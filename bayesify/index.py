@@ -520,6 +520,17 @@ class ClassIndex:
             return Conversion.INHERITS
         return Conversion.FOREIGN if self._has_unread_base(parent) else Conversion.EXTERNAL
 
+    def built_by_unread_base(self, record: ClassRecord) -> bool:
+        """Whether a base that the run does not rewrite builds modules of ``record`` in its own
+        ``__init__`` (a subclass of a library's model, ``rtdl.MLP``, before or after the rewrite
+        made its base ``PyroModule[rtdl.MLP]``): what they hold is known only at run time."""
+        for base in record.bases:
+            wrapped = base.argument if base.subscripted and self._base_kind(base) is Conversion.PYRO else None
+            kind = self._base_kind(BaseRef(wrapped)) if wrapped else self._base_kind(base)
+            if kind in (Conversion.EXTERNAL, Conversion.FOREIGN):
+                return True
+        return False
+
     def _has_unread_base(self, record: ClassRecord) -> bool:
         """Whether ``record`` or a class it derives from has a base that bayesify has not read
         and that is no torch.nn class (``abc.ABC``, a mixin of another package), which may bring

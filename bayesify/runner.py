@@ -521,4 +521,9 @@ def _job_for(
         for target, record in ((t, class_index.lookup(t)) for t in file_index.imports.bound.values())
         if record is not None and class_index.conversion(record).is_pyro
     )
-    return FileJob(file_index, conversions, base_kinds, inherited, imported_pyro, inherited_attrs)
+    built_elsewhere = frozenset(
+        record.order for record in file_index.classes if class_index.built_by_unread_base(record)
+    )
+    return FileJob(
+        file_index, conversions, base_kinds, inherited, imported_pyro, inherited_attrs, built_elsewhere
+    )

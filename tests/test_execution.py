@@ -327,6 +327,11 @@ def test_bases_bayesify_cannot_read_convert_at_run_time(monkeypatch, tmp_path):
     assert [name for name, kind, _ in sites(classifier, torch.ones(4, 3)) if kind == "sample"] == [
         "head.weight"
     ]
+    # A package's model subclassed for its configuration: nn.Linear.weight selects the layers
+    # its base builds (nothing was random in rtdl.MLP's subclass, and the rewrite said nothing).
+    for configured in (model.Tuned(), model.Sized(4)):
+        random = [name for name, kind, _ in sites(configured, torch.ones(3, 4)) if kind == "sample"]
+        assert random == ["layers.0.weight", "output.weight"]
 
 
 def test_layers_built_in_loops_conditionals_and_unpacking_get_their_priors(monkeypatch):

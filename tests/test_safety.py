@@ -610,6 +610,7 @@ def test_the_cache_keeps_every_field_of_what_it_stores(cached_tree) -> None:
             "conversions",
             "base_kinds",
             "inherited_random",
+            "built_by_unread_base",
             "imported_pyro_classes",
             "inherited_attrs",
         },

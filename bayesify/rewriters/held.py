@@ -370,7 +370,7 @@ class HeldModuleRewriter(Rule):
             if not positional:
                 return updated_node
             body[inits[-1]] = self._with_block(record, positional[0].name.value, init)
-        elif self._inherited_layer_parameters(record):
+        elif self._inherited_layer_parameters(record) or self._subclasses_a_read_library_module(record):
             stub = cst.parse_statement(
                 "def __init__(self, *args, **kwargs):\n    super().__init__(*args, **kwargs)\n"
             )
@@ -426,7 +426,7 @@ class HeldModuleRewriter(Rule):
                 selected.add(entry.line)
                 if isinstance(entry.action, Prior):
                     self.context.add_random(record, path[0])
-        may_hold = record.order in self._attaches
+        may_hold = record.order in self._attaches or record.order in self.context.built_by_unread_base
         chosen = []
         below: dict[tuple[str, ...], list[Entry]] = {}
         for entry in self.context.planner.spec.entries:
@@ -451,6 +451,15 @@ class HeldModuleRewriter(Rule):
             self.context.planner.record(self.context.path, record, hit, SiteKind.HELD, entries)
             if isinstance(entries[0].action, Prior):
                 self.context.add_random(record, hit[0])
+        if record.order in self.context.built_by_unread_base:
+            # What the base builds is known only at run time: a row for what each entry that
+            # selects at any place may select there (``Tuned.**.weight``).
+            inside_base: dict[tuple[str, ...], list[Entry]] = {}
+            for entry in chosen:
+                if entry.selector.kind in (TYPE, ANY):
+                    inside_base.setdefault((ANY_DEPTH, *entry.selector.path), []).append(entry)
+            for path, entries in inside_base.items():
+                self.context.planner.record(self.context.path, record, path, SiteKind.HELD, entries)
         return chosen
 
     def _known_paths(self, record: ClassRecord) -> list[tuple[tuple[str, ...], tuple[tuple[int, str], ...]]]:
@@ -514,6 +523,16 @@ class HeldModuleRewriter(Rule):
         once rewritten), whose parameters it inherits."""
         layers = [base.layer for base in record.bases]
         return next((layer for layer in layers if layer in catalog.NN_LAYERS and layer != "Module"), None)
+
+    def _subclasses_a_read_library_module(self, record: ClassRecord) -> bool:
+        """Whether a ``--context`` module that the run reads but does not rewrite builds
+        modules of ``record``: a subclass without ``__init__`` gets one, for the block. (An
+        ``external`` glob's class may be no module at all, a library's callback: its
+        subclasses are left as written.)"""
+        return (
+            record.order in self.context.built_by_unread_base
+            and Conversion.EXTERNAL in self.context.base_kinds.get(record.order, ())
+        )
 
     def _inherited_layer_parameters(self, record: ClassRecord) -> tuple[str, ...]:
         return catalog.NN_LAYERS.get(self._inherited_layer(record) or "", ())

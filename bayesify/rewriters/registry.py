@@ -64,6 +64,8 @@ class RewriteContext:
     at_build: dict[int, set[int]] = field(default_factory=dict)
     #: The attributes each class inherits from the classes it derives from (see ``FileJob``).
     inherited_attrs: dict[int, frozenset[str]] = field(default_factory=dict)
+    #: Classes some of whose modules a base the run does not rewrite builds (see ``FileJob``).
+    built_by_unread_base: frozenset[int] = frozenset()
     #: Orders of the classes that become PyroModules.
     converting: set[int] = field(init=False)
 
