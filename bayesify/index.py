@@ -381,6 +381,13 @@ def index_source(
 REEXPORT_HOPS = 8
 
 
+def _wraps(base: BaseRef) -> bool:
+    """Whether ``base`` is ``PyroModule[Base]`` or ``pyro_module_class(Base)``."""
+    return base.subscripted and (
+        is_pyro_nn(base.resolved, "PyroModule") or base.resolved in PYRO_MODULE_CLASS
+    )
+
+
 class ClassIndex:
     """Every class of a run, by dotted name, and how each converts.
 
@@ -524,12 +531,11 @@ class ClassIndex:
         """Whether a base that the run does not rewrite builds modules of ``record`` in its own
         ``__init__`` (a subclass of a library's model, ``rtdl.MLP``, before or after the rewrite
         made its base ``PyroModule[rtdl.MLP]``): what they hold is known only at run time."""
-        for base in record.bases:
-            wrapped = base.argument if base.subscripted and self._base_kind(base) is Conversion.PYRO else None
-            kind = self._base_kind(BaseRef(wrapped)) if wrapped else self._base_kind(base)
-            if kind in (Conversion.EXTERNAL, Conversion.FOREIGN):
-                return True
-        return False
+        return any(
+            self._base_kind(BaseRef(base.argument) if _wraps(base) else base)
+            in (Conversion.EXTERNAL, Conversion.FOREIGN)
+            for base in record.bases
+        )
 
     def _has_unread_base(self, record: ClassRecord) -> bool:
         """Whether ``record`` or a class it derives from has a base that bayesify has not read
@@ -574,8 +580,8 @@ class ClassIndex:
             if current.key in seen:
                 continue
             seen[current.key] = current
-            pending.extend(
-                parent for parent in map(self.lookup, (base.resolved for base in current.bases)) if parent
-            )
+            # PyroModule[Base] and pyro_module_class(Base), as a rewrite wrote them, derive from Base.
+            parents = (base.argument if _wraps(base) else base.resolved for base in current.bases)
+            pending.extend(parent for parent in map(self.lookup, parents) if parent)
         known = self._ancestors[record.key] = list(seen.values())
         return known
