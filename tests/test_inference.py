@@ -706,6 +706,12 @@ def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_
     assert_passes_replay_one_draw(model, guide, gap)
 
 
+def test_laplace_guide_says_when_the_model_has_nothing_random():
+    model = supervised(pyro_module(nn.Linear(2, 1)), Normal(DATASET_SIZE, scale=0.1))
+    with pytest.raises(ValueError, match="CheckpointLaplace: the model has no random weights"):
+        CheckpointLaplace(model, {}, (torch.randn(BATCH, 2), torch.randn(BATCH, 1)))
+
+
 def test_laplace_guide_sets_a_learned_noise_by_the_evidence_approximation():
     checkpoint, x, y = trained_gap_regressor()
     net = GapRegressor()

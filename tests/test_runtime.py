@@ -469,6 +469,19 @@ def test_load_deterministic_names_the_prefix_a_checkpoint_holds_the_keys_under()
         "linear.bias",
         "obs_scale",
     }
+    # The other way round: the model holds the saved network (a library's trainer saved it) as
+    # an attribute, and its keys carry the attribute's name.
+    holder = pyro_module(nn.ModuleDict({"wd": nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))}))
+    set_prior(holder, "nn.Linear.weight", "Normal", 0, 1)
+    saved = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)).state_dict()
+    with pytest.raises(
+        RuntimeError, match=r"the model holds them under the prefix 'wd.': load \{'wd.' \+ key"
+    ):
+        load_deterministic(holder, saved)
+    assert set(load_deterministic(holder, {"wd." + key: value for key, value in saved.items()})) == {
+        "wd.0.weight",
+        "wd.1.weight",
+    }
 
 
 def test_unknown_distribution_suggests_the_closest_name():

@@ -2,7 +2,7 @@
 
 import inspect
 import warnings
-from typing import Dict, Mapping
+from typing import Dict, Iterator, Mapping
 
 import torch
 from torch.distributions import transform_to
@@ -110,18 +110,29 @@ def load_deterministic(
 
 def _prefix_hint(missing: list, unexpected: list) -> str:
     """Where the checkpoint's keys are the model's under a prefix (Lightning saves a held
-    network's as ``backbone.conv.weight``): the prefix, and how to load without it."""
-    for key in unexpected:
-        for cut in (index for index, character in enumerate(key) if character == "."):
-            prefix = key[: cut + 1]
-            stripped = {other[len(prefix) :] for other in unexpected if other.startswith(prefix)}
-            if missing and stripped >= set(missing):
-                return (
-                    f"; the checkpoint holds them under the prefix {prefix!r}: load "
-                    f"{{key.removeprefix({prefix!r}): value for key, value in checkpoint.items() "
-                    f"if key.startswith({prefix!r})}}"
-                )
+    network's as ``backbone.conv.weight``), or the model's are the checkpoint's (the model holds
+    the saved network as ``self.wd``): the prefix, and how to load."""
+    for prefix in (prefix for key in unexpected for prefix in _prefixes(key)):
+        if missing and {key[len(prefix) :] for key in unexpected if key.startswith(prefix)} >= set(missing):
+            return (
+                f"; the checkpoint holds them under the prefix {prefix!r}: load "
+                f"{{key.removeprefix({prefix!r}): value for key, value in checkpoint.items() "
+                f"if key.startswith({prefix!r})}}"
+            )
+    for prefix in _prefixes(missing[0]) if missing else ():
+        if all(key.startswith(prefix) for key in missing) and {key[len(prefix) :] for key in missing} <= set(
+            unexpected
+        ):
+            return (
+                f"; the model holds them under the prefix {prefix!r}: load "
+                f"{{{prefix!r} + key: value for key, value in checkpoint.items()}}"
+            )
     return ""
+
+
+def _prefixes(key: str) -> Iterator[str]:
+    """``a.``, ``a.b.``, ... of the key ``a.b.c``."""
+    return (key[: index + 1] for index, character in enumerate(key) if character == ".")
 
 
 def _source(cls: type) -> str:

@@ -345,6 +345,11 @@ class CheckpointLaplace(AutoGuideList):
                 for name, site in prototype.iter_stochastic_nodes()
                 if not site["is_observed"] and not site_is_subsample(site)
             ]
+            if not latent:
+                raise ValueError(
+                    "CheckpointLaplace: the model has no random weights (is the network the class from the "
+                    "rewrite's output, and does the spec select something in it? `bayesify plan --build` says)"
+                )
             if sites is None:
                 module = latent[-1].rpartition(".")[0]
                 sites = [name for name in latent if name.rpartition(".")[0] == module]
