@@ -310,7 +310,8 @@ def test_bases_bayesify_cannot_read_convert_at_run_time(monkeypatch, tmp_path):
     library.mkdir()
     (library / "__init__.py").write_text("")
     (library / "blocks.py").write_text(
-        "import abc\nfrom torch import nn\n\n\nclass ExternalBlock(nn.Module, abc.ABC):\n    pass\n"
+        "import abc\nfrom torch import nn\n\n\nclass ExternalBlock(nn.Module, abc.ABC):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.proj = nn.Linear(2, 2)\n"
     )
     (library / "callbacks.py").write_text("class Callback:\n    pass\n")
     (tmp_path / "mysterylib.py").write_text("class Thing:\n    pass\n")
@@ -329,6 +330,11 @@ def test_bases_bayesify_cannot_read_convert_at_run_time(monkeypatch, tmp_path):
     ]
     # A package's model subclassed for its configuration: nn.Linear.weight selects the layers
     # its base builds (nothing was random in rtdl.MLP's subclass, and the rewrite said nothing).
+    # An entry on a layer that an `external` glob's base builds, which bayesify cannot read.
+    configured = model.Configured()
+    assert [name for name, kind, _ in sites(configured, torch.ones(3, 2)) if kind == "sample"] == [
+        "proj.weight"
+    ]
     # An entry for a parameter the base builds (Tuned.output.bias) holds on a second run too.
     for configured, own in ((model.Tuned(), ["output.bias"]), (model.Sized(4), [])):
         random = [name for name, kind, _ in sites(configured, torch.ones(3, 4)) if kind == "sample"]

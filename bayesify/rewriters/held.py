@@ -442,6 +442,8 @@ class HeldModuleRewriter(Rule):
             if not selector.matches_class(record.module, record.name):
                 continue
             hits = self._paths(record, selector, [path for path, _ in known])
+            if not hits and entry.line not in selected and self._unread_base_builds(record, selector):
+                hits = [selector.path]  # Net.output.weight, Net deriving from rtdl.MLP
             for hit in hits:
                 below.setdefault(hit, []).append(entry)
             if hits or entry.line in selected or (selector.kind == ANY and may_hold):
@@ -523,6 +525,18 @@ class HeldModuleRewriter(Rule):
         once rewritten), whose parameters it inherits."""
         layers = [base.layer for base in record.bases]
         return next((layer for layer in layers if layer in catalog.NN_LAYERS and layer != "Module"), None)
+
+    def _unread_base_builds(self, record: ClassRecord, selector: Selector) -> bool:
+        """Whether the attribute a class entry starts at may be one that a base bayesify cannot
+        read builds (an ``external`` glob's): the class's own attributes are known, and where an
+        ancestor was read (``context``), so are the ones it builds."""
+        first = selector.path[0]
+        return (
+            record.order in self.context.built_by_unread_base
+            and not self.context.inherited_attrs.get(record.order)
+            and first != ANY_DEPTH
+            and not any(fnmatchcase(attr, first) for attr in record.attr_lines)
+        )
 
     def _subclasses_a_read_library_module(self, record: ClassRecord) -> bool:
         """Whether a ``--context`` module that the run reads but does not rewrite builds
