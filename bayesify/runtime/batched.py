@@ -131,11 +131,17 @@ def _batched_conv_transpose(
 
 
 def _batched_embedding(
-    input: torch.Tensor, weight: torch.Tensor, padding_idx: Optional[int] = None, *options
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    padding_idx: Optional[int] = None,
+    max_norm: Optional[float] = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
 ) -> torch.Tensor:
     if weight.dim() <= 2:
-        return F.embedding(input, weight, padding_idx, *options)
-    if any(option not in (None, False, 2.0) for option in options):
+        return F.embedding(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse)
+    if max_norm is not None or scale_grad_by_freq or sparse:
         raise ValueError(
             "an Embedding with max_norm, scale_grad_by_freq or sparse takes one sample of its weight at a time"
         )
@@ -431,9 +437,9 @@ def _attention_then_projection(arguments: dict, out_proj_weight: torch.Tensor):
     return projected.transpose(-3, -2), attention
 
 
-#: torch's functional layers, by function: the effect that takes a batch of weights, the
-#: number of dimensions of one weight, and the function's arguments in the effect's order
-#: (the weight second).
+#: torch's functional layers, by function: what takes a batch of weights instead (an effect;
+#: for torch's attention, a function that applies one), the number of dimensions of one
+#: weight, and the function's arguments in its order (the weight second).
 _FUNCTIONAL = {
     F.linear: (linear, 2, _linear_arguments),
     torch.addmm: (linear, 2, _addmm_arguments),
