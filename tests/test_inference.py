@@ -363,6 +363,16 @@ def test_fit_refuses_an_iterator_it_would_read_once_for_several_epochs():
         fit(model, guide, (batch for batch in batches), epochs=4, progress=False)
     assert len(fit(model, guide, iter(batches), epochs=1, progress=False)) == 1
     assert all(loss > 0 for loss in fit(model, guide, batches, epochs=2, progress=False))
+    # Telling a loader from an iterator draws nothing: the loader shuffles as it would.
+    x, y = images(40)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator())
+    loader.generator.manual_seed(7)
+    fit(model, guide, loader, epochs=2, progress=False)
+    after_fit = loader.generator.get_state()
+    loader.generator.manual_seed(7)
+    for _ in range(2):
+        list(loader)
+    assert torch.equal(after_fit, loader.generator.get_state())
 
 
 def test_fit_names_a_batch_it_cannot_split_into_inputs_and_targets():

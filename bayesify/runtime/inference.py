@@ -581,7 +581,7 @@ def fit(
     :returns: the mean loss per epoch.
     """
     data = _as_batches(data)
-    if epochs > 1 and iter(data) is data:
+    if epochs > 1 and isinstance(data, Iterator):  # not iter(data): a loader's iterator draws its seed
         raise TypeError(
             f"fit: data is an iterator ({type(data).__name__}), which the first epoch reads to its end, "
             f"so epochs 2 to {epochs} would train on nothing: pass something read anew each epoch, "
