@@ -4,6 +4,7 @@
     python -m bayesify.runtime.built '{"module": "models", "attribute": "Net", "args": [4], "kwargs": {}}'
 """
 
+import contextlib
 import importlib
 import json
 import os
@@ -80,6 +81,12 @@ def _shape(module: torch.nn.Module, name: str):
 
 def main(request: str) -> int:
     call = json.loads(request)
+    # stdout carries the report alone: what the model prints as it is built goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        return _report(call)
+
+
+def _report(call: dict) -> int:
     target = importlib.import_module(call["module"])
     if not os.path.realpath(getattr(target, "__file__", "") or "").startswith(
         os.path.realpath(call["mirror"])
@@ -102,7 +109,10 @@ def main(request: str) -> int:
         kind: sum(row["becomes"] == kind for row in rows)
         for kind in ("random", "constrained", "deterministic")
     }
-    print(json.dumps({"built": f"{shown} ({type(model).__name__})", "parameters": rows, **counts}))
+    print(
+        json.dumps({"built": f"{shown} ({type(model).__name__})", "parameters": rows, **counts}),
+        file=sys.__stdout__,
+    )
     return 0
 
 
