@@ -155,13 +155,17 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
     body = list(module.body)
     for pass_ in registry.PASSES:
         if pass_ == registry.DECORATORS:
-            # Decorators depend on every random attribute of a class, its bases' included:
-            # only the statements of classes that have one are walked again.
+            # Decorators depend on every random attribute of a class, its bases' included, and
+            # on whether a method runs the module itself: only those classes are walked again.
             _inherit_within_file(context.random, job.index.classes)
             classes = context.classes
             random_tops = {
                 classes[order].top for order, attrs in context.random.items() if attrs and order in classes
             }
+            if planner.spec.has_priors:
+                random_tops |= {
+                    record.top for record in classes.values() if any(map(record.runs_itself, record.methods))
+                }
             tops = {top: first for top, first in tops.items() if top in random_tops}
         rules, enter = registry.rules(pass_), registry.entered(pass_)
         for top, first_order in tops.items():

@@ -98,6 +98,10 @@ class BaseRef:
         return torch_nn_class(self.resolved)
 
 
+#: What :attr:`ClassRecord.method_reads` holds for a method that calls its own module, ``self(x)``.
+CALLS_ITSELF = "__call__"
+
+
 @dataclass
 class ClassRecord:
     """A class as the index sees it. ``order`` is its place in a pre-order walk of the file,
@@ -135,6 +139,12 @@ class ClassRecord:
     @property
     def methods(self) -> tuple[str, ...]:
         return tuple(self.method_reads)
+
+    def runs_itself(self, method: str) -> bool:
+        """Whether ``method`` (not ``forward``) calls the module, ``self(x)`` or ``self.forward(x)``."""
+        return method != "forward" and bool(
+            self.method_reads.get(method, frozenset()) & {CALLS_ITSELF, "forward"}
+        )
 
     @cached_property  # the class index asks it of every base, again and again
     def key(self) -> str:
@@ -289,7 +299,8 @@ def _scan_methods(
 
     - the first line of each ``self.<attr> = …`` (or ``register_parameter("attr", …)``), how
       the plan reports a site's line without libcst position metadata;
-    - the ``self.<attr>`` names each method mentions, which decide ``@pyro_method``;
+    - the ``self.<attr>`` names each method mentions (and :data:`CALLS_ITSELF` where it calls
+      ``self(…)``), which decide ``@pyro_method``;
     - those ``__init__`` reads: a parameter read there may be tied to another place;
     - the attributes only ever set to literals (``self._trainer = None``), which no glob of a
       spec can find a module in.
@@ -324,6 +335,8 @@ def _scan_methods(
                     elif method.name == "__init__" and isinstance(node.ctx, ast.Load):
                         init_reads.add(node.attr)
             elif isinstance(node, ast.Call):
+                if isinstance(node.func, ast.Name) and node.func.id == self_name:
+                    names.add(CALLS_ITSELF)  # self(x): an autoregressive generate()
                 named = _registered_name(node, self_name)
                 if named is not None:
                     lines.setdefault(named, node.lineno)

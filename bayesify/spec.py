@@ -174,6 +174,10 @@ class Spec:
     #: Read-only source paths (relative to the spec) indexed for their classes.
     context: tuple[str, ...] = ()
 
+    @property
+    def has_priors(self) -> bool:
+        return any(isinstance(entry.action, Prior) for entry in self.entries)
+
     def select(
         self, module: str, class_name: str, path: tuple[str, ...], layers: tuple[tuple[int, str], ...] = ()
     ) -> list[Entry]:

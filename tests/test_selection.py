@@ -236,6 +236,47 @@ class Attending(nn.Module):
 """
 
 
+GENERATOR = b"""\
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.head(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Block()  # the random weights are a block's, not the decoder's own
+
+    def forward(self, x):
+        return self.block(x)
+
+    def generate(self, x, steps):
+        return torch.stack([self(x) for _ in range(steps)])
+"""
+
+
+def test_a_method_that_runs_the_module_a_step_at_a_time_reads_one_draw_of_the_weights(tmp_path):
+    """nanoGPT's generate() calls the model once a token: each call drew new weights from the
+    prior (82% of a trial's transitions impossible)."""
+    module = rewritten(
+        tmp_path, "version: 1\npriors:\n  nn.Linear.weight: Normal(0, 1)\n", "generator", GENERATOR
+    )
+    decoder, x = module.Decoder(), torch.ones(3)
+    first, second = decoder.generate(x, 4), decoder.generate(x, 4)
+    assert all(torch.equal(step, first[0]) for step in first)  # one draw in a call
+    assert not torch.equal(first[0], second[0])  # another in the next
+    trace = pyro.poutine.trace(decoder.generate).get_trace(x, 4)  # one site, traceable
+    assert [name for name, site in trace.nodes.items() if site["type"] == "sample"] == ["block.head.weight"]
+
+
 def test_the_plan_selects_by_type_inside_torchs_composite_layers_as_the_built_model_does(tmp_path):
     """MultiheadAttention's out_proj and a TransformerEncoderLayer's linear1 are nn.Linear
     layers made inside torch's own __init__: the plan (and the rewrite's count) said

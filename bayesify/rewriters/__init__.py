@@ -9,7 +9,7 @@ Statement rules (the first walk, in this order):
 
 Decorator rules (the second walk, once every random attribute is known):
 
-- :mod:`.methods`: ``@pyro_method`` on methods that read a random attribute.
+- :mod:`.methods`: ``@pyro_method`` on methods that read a random attribute or run the module.
 
 And the machinery they share:
 

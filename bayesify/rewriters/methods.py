@@ -1,4 +1,4 @@
-"""``@pyro_method`` on methods that read a random attribute.
+"""``@pyro_method`` on methods that read a random attribute or run the module itself.
 
 A ``PyroSample`` attribute is sampled once per call of the outermost ``PyroModule``; outside
 such a call it cannot be named or traced. A method other than ``forward`` that reads a random
@@ -15,6 +15,11 @@ After::
     @pyro_method
     def predict(self, x):
         return x @ self.weight
+
+A method that runs the module itself, ``self(x)`` or ``self.forward(x)`` (an autoregressive
+``generate`` that calls it once a token), gets it too, where the class has random
+attributes or the spec gives any weight a prior (a submodule's): every call of the module
+inside it reads one draw of the weights, not a draw a token.
 
 ``forward``, dunder methods, properties, static and class methods are left alone, as are
 methods that already carry ``@pyro_method``.
@@ -49,9 +54,12 @@ class PyroMethodRewriter(Rule):
             return updated_node
         record = scope[0]
         reads = record.method_reads.get(updated_node.name.value, frozenset())
-        if not reads & self.context.random.get(record.order, set()) or not self._wants_decorator(
-            updated_node
-        ):
+        random = self.context.random.get(record.order, set())
+        # A method that runs the module itself (an autoregressive generate() calling self(x)
+        # a token at a time) would draw new weights every call: under @pyro_method, one draw.
+        # The weights may be any submodule's, built in another file: any prior in the spec.
+        runs = self.context.planner.spec.has_priors and record.runs_itself(updated_node.name.value)
+        if not (reads & random or runs) or not self._wants_decorator(updated_node):
             return updated_node
         self.context.needed.add(PYRO_METHOD)
         decorator = cst.Decorator(decorator=cst.Name(PYRO_METHOD))
@@ -113,5 +121,50 @@ class Linear(PyroModule):
         return x @ self.weight
 """,
         spec="priors:\n  Linear.weight: Normal(0, 1)\n",
+    ),
+    # valid: generate runs the module once a step; one draw of the weights for all of them
+    Example(
+        before="""\
+import torch
+from torch import nn
+
+
+class Decoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.head(x)
+
+    def generate(self, x, steps):
+        for _ in range(steps):
+            x = self(x)
+        return x
+""",
+        after="""\
+import torch
+from torch import nn
+from pyro.nn import PyroModule, pyro_method
+from bayesify.runtime import pyro_module, set_prior
+
+
+class Decoder(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(2, 2)
+        set_prior(self, "Decoder.head.weight", "Normal", 0, 1)
+        pyro_module(self)
+
+    def forward(self, x):
+        return self.head(x)
+
+    @pyro_method
+    def generate(self, x, steps):
+        for _ in range(steps):
+            x = self(x)
+        return x
+""",
+        spec="priors:\n  Decoder.head.weight: Normal(0, 1)\n",
     ),
 )
