@@ -30,6 +30,7 @@ from .index import module_of
 from .names import dotted_from_ast
 from .report import columns
 from .runner import RunResult
+from .spec import Entry
 
 #: How long a build may take before it is given up, in seconds.
 BUILD_TIMEOUT = 600
@@ -175,13 +176,37 @@ def built_table(report: dict, result: RunResult) -> str:
         f"{report['deterministic']} deterministic",
         *columns(rows),
     ]
-    lines += [
-        f"{spec_path}:{entry.line}: {entry.selector.text}: selects nothing in the built model"
-        for entry in result.spec.entries
-        if entry.line not in used
-    ]
+    shadowed = _shadowed(report, result)
+    for entry in result.spec.entries:
+        if entry.line in used:
+            continue
+        if entry.line in shadowed:
+            path, first = shadowed[entry.line]
+            lines.append(
+                f"{spec_path}:{entry.line}: {entry.selector.text}: selects only what an earlier entry "
+                f"decides ({path} by {spec_path}:{first.line}); it has no effect"
+            )
+        else:
+            lines.append(
+                f"{spec_path}:{entry.line}: {entry.selector.text}: selects nothing in the built model"
+            )
     lines += _namesakes(report["parameters"], result.spec.entries, spec_path)
     return "\n".join(lines)
+
+
+def _shadowed(report: dict, result: RunResult) -> dict[int, tuple[str, Entry]]:
+    """For each entry that decides nothing but selects a parameter, that parameter and the
+    earlier entry that decides it: as the rewrite planned it (which then leaves the entry
+    out), or as the built model's runtime found it."""
+    entries = {entry.selector.text: entry for entry in result.spec.entries}
+    found = {}
+    for site in result.sites:
+        for entry in site.shadowed:
+            found.setdefault(entry.line, (".".join((site.class_name, *site.attr_path)), site.entry))
+    for text, (path, first) in report["shadowed"].items():
+        if text in entries and first in entries:
+            found.setdefault(entries[text].line, (path, entries[first]))
+    return found
 
 
 def _namesakes(parameters: list[dict], entries, spec_path: str) -> list[str]:

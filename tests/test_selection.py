@@ -372,6 +372,51 @@ def test_plan_build_names_another_librarys_namesake_that_a_torch_layer_type_miss
     assert not any("no torch.nn layer" in line for line in both)
 
 
+DEEP = """\
+from torch import nn
+
+
+def stack(width, depth):
+    return nn.Sequential(*[nn.Linear(width, width) for _ in range(depth)])
+
+
+class Deep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = stack(3, 2)
+        self.fc = nn.Linear(3, 1)
+"""
+
+
+@pytest.mark.parametrize(
+    "later, shadowed",
+    [
+        # Decided when built: the rewrite cannot see what stack() returns.
+        ("Deep.layers.*.weight", "layers.0.weight"),
+        # Planned by the rewrite, which leaves the later entry out of the code.
+        ("Deep.fc.weight", "Deep.fc.weight"),
+    ],
+)
+def test_plan_build_tells_an_entry_an_earlier_one_overrides_from_one_that_selects_nothing(
+    tmp_path, monkeypatch, later, shadowed
+):
+    (tmp_path / "deep.py").write_text(DEEP)
+    (tmp_path / "priors.yaml").write_text(
+        f"version: 1\npriors:\n  nn.Linear.weight: Normal(0, 1)\n  {later}: Normal(0, 0.1)\n"
+        "  Deep.head.weight: Normal(0, 1)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        main, ["plan", "deep.py", "--priors", "priors.yaml", "--allow-unmatched", "--build", "deep:Deep()"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        f"priors.yaml:4: {later}: selects only what an earlier entry decides ({shadowed} by priors.yaml:3)"
+        in (result.output)
+    )
+    assert "priors.yaml:5: Deep.head.weight: selects nothing in the built model" in result.output
+
+
 def test_plan_build_refuses_a_module_that_is_not_the_rewritten_one(tmp_path, monkeypatch):
     (tmp_path / "net.py").write_bytes((FIXTURES / "selection" / "input" / "zoo.py").read_bytes())
     monkeypatch.chdir(tmp_path)

@@ -14,7 +14,7 @@ from typing import Dict, List
 import torch
 from pyro.nn import PyroModule
 
-from bayesify.runtime.held import DECIDED, Tied
+from bayesify.runtime.held import DECIDED, SHADOWED, Tied
 from bayesify.runtime.prior import Prior
 
 _UNCONSTRAINED = "_unconstrained"
@@ -109,8 +109,11 @@ def _report(call: dict) -> int:
         kind: sum(row["becomes"] == kind for row in rows)
         for kind in ("random", "constrained", "deterministic")
     }
+    shadowed = model.__dict__.get(SHADOWED, {})
     print(
-        json.dumps({"built": f"{shown} ({type(model).__name__})", "parameters": rows, **counts}),
+        json.dumps(
+            {"built": f"{shown} ({type(model).__name__})", "parameters": rows, "shadowed": shadowed, **counts}
+        ),
         file=sys.__stdout__,
     )
     return 0

@@ -43,6 +43,9 @@ _NOTED = "_bayesify_entries"
 _BUILT = "_bayesify_built"
 #: Instance attribute of a built model: the entry that decided each parameter, by path.
 DECIDED = "_bayesify_decided"
+#: Instance attribute of a built model: for an entry that decided nothing, a parameter it
+#: selects that an earlier entry decided (``plan --build`` tells it from one that selects nothing).
+SHADOWED = "_bayesify_shadowed"
 #: Instance attribute of a layer that saves its parameters itself: its samples are kept out.
 _STATE_DICT_HOOKED = "_bayesify_state_dict_hooked"
 _waiting = threading.local()
@@ -226,12 +229,13 @@ def _apply(root: torch.nn.Module, adopt: bool = True) -> None:
         winners: Dict[int, Tuple[Slot, Selector, Action]] = {}
         of_type: Dict[Tuple[type, str], bool] = {}  # a model holds many layers of few classes
         for selector, action in _in_spec_order(noted):
-            owners = [prefix for prefix, entries in noted if any(s.text == selector.text for s, _ in entries)]
+            owners = _owners(noted, selector)
             for slot in slots:
                 if id(slot[3]) not in winners and any(
                     _selects(selector, path, owners, modules, of_type) for path in _names_of(slot[0])
                 ):
                     winners[id(slot[3])] = (slot, selector, action)
+        _note_shadowed(root, noted, slots, winners, modules, of_type)
         for path, owner, name, parameter in slots:
             winner = winners.get(id(parameter))
             if winner is None:
@@ -247,6 +251,37 @@ def _apply(root: torch.nn.Module, adopt: bool = True) -> None:
     if adopt:
         _adopt(root, _Context())
     root.__dict__[_BUILT] = True
+
+
+Noted = List[Tuple[Tuple[str, ...], list]]
+
+
+def _owners(noted: Noted, selector: Selector) -> List[Tuple[str, ...]]:
+    return [prefix for prefix, entries in noted if any(s.text == selector.text for s, _ in entries)]
+
+
+def _note_shadowed(
+    root: torch.nn.Module,
+    noted: Noted,
+    slots: List[Slot],
+    winners: Dict[int, Tuple[Slot, Selector, Action]],
+    modules: Dict[Tuple[str, ...], torch.nn.Module],
+    of_type: Dict[Tuple[type, str], bool],
+) -> None:
+    """Notes, for each entry that decided nothing, a parameter it selects and the entry that
+    decided it first. Only those entries are matched again: the rest cost no second pass."""
+    won = {selector.text for _, selector, _ in winners.values()}
+    shadowed = root.__dict__.setdefault(SHADOWED, {})
+    for selector, _ in _in_spec_order(noted):
+        if selector.text in won or selector.text in shadowed:
+            continue
+        owners = _owners(noted, selector)
+        for slot in slots:
+            if id(slot[3]) in winners and any(
+                _selects(selector, path, owners, modules, of_type) for path in _names_of(slot[0])
+            ):
+                shadowed[selector.text] = (".".join(slot[0]), winners[id(slot[3])][1].text)
+                break
 
 
 def _split(prefix: str) -> Tuple[str, ...]:
@@ -272,7 +307,7 @@ def _names_of(path: Tuple[str, ...]) -> Tuple[Tuple[str, ...], ...]:
     return (path,)
 
 
-def _in_spec_order(noted: List[Tuple[Tuple[str, ...], list]]) -> List[Tuple[Selector, Action]]:
+def _in_spec_order(noted: Noted) -> List[Tuple[Selector, Action]]:
     """The entries every class noted, in the order of the spec they come from: each class
     notes its entries in spec order, so the order of all is the one that agrees with each
     class's; an outer class's entries go first where no class tells."""
