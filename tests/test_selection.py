@@ -292,6 +292,37 @@ def test_the_plan_selects_by_type_inside_torchs_composite_layers_as_the_built_mo
     assert "Encoder.self_attn.out_proj.weight" in planned and "Attending.attn.out_proj.weight" in planned
 
 
+WITHOUT_SOME = b"""\
+from torch import nn
+
+
+class Head(nn.Module):
+    def __init__(self, config, tied):
+        super().__init__()
+        self.lm_head = nn.Linear(4, 2, bias=False)
+        self.proj = nn.Linear(4, 2, bias=config.bias)
+        self.norm = nn.LayerNorm(4, elementwise_affine=False)
+        self.out = nn.Linear(4, 2, bias=False) if tied else nn.Linear(4, 2)
+"""
+
+
+def test_the_plan_lists_no_parameter_a_layer_is_built_without():
+    """nanoGPT's ``lm_head = nn.Linear(…, bias=False)``: the plan (and ``init``'s starter spec)
+    listed an lm_head.bias the model never has."""
+    result = run_source(WITHOUT_SOME, parse_spec("version: 1\npriors:\n  '**.bias': Normal(0, 1)\n"))
+    assert {site.name for site in result.sites} == {
+        "Head.lm_head.weight",
+        "Head.proj.weight",
+        "Head.proj.bias",  # config.bias: known when built
+        "Head.out.weight",
+        "Head.out.bias",  # built with a bias in one branch
+    }
+    namespace = {}
+    exec(WITHOUT_SOME, namespace)  # the model as written, with the biases that may be there
+    head = namespace["Head"](config=type("Config", (), {"bias": True}), tied=False)
+    assert {f"Head.{name}" for name, _ in head.named_parameters()} == {site.name for site in result.sites}
+
+
 @pytest.mark.parametrize(
     "text, kind, owner, path",
     [

@@ -95,6 +95,9 @@ class HeldModuleRewriter(Rule):
         #: Containers each class holds whose every element the source names as a torch.nn
         #: layer (``nn.Sequential(nn.Linear(…), nn.ReLU())``): their parameters are all listed.
         self._complete: dict[int, set[str]] = {}
+        #: Parameters a held layer is built without in every assignment that builds it
+        #: (``nn.Linear(…, bias=False)``), by class and attribute.
+        self._without: dict[tuple[int, str], frozenset[str]] = {}
 
     def _converting_method(self) -> Optional[tuple[ClassRecord, str]]:
         scope = self.method_scope()
@@ -175,6 +178,8 @@ class HeldModuleRewriter(Rule):
             return
         self._attaches.add(record.order)
         self._held.setdefault(record.order, {})[attr] = self._layer(value)
+        without, key = _switched_off(value), (record.order, attr)
+        self._without[key] = self._without[key] & without if key in self._without else without
         elements = self._container_layers(record, value)
         if elements:
             self._elements.setdefault(record.order, {})[attr] = elements
@@ -473,6 +478,7 @@ class HeldModuleRewriter(Rule):
             for attr, layer in self._held.get(record.order, {}).items()
             if layer is not None
             for name in catalog.NN_LAYERS[layer]
+            if name not in self._without[record.order, attr]
         ]
         paths += [
             ((attr, index, *name.split(".")), layers_on_path(layer, 2, name))
@@ -600,6 +606,30 @@ def _named_attachment(
     if not isinstance(name, cst.SimpleString) or not isinstance(name.evaluated_value, str):
         return None
     return name.evaluated_value, arguments[1].value
+
+
+#: Keyword arguments of torch.nn layers that, set to ``False``, build them without parameters.
+_OFF_SWITCHES = {
+    "bias": frozenset({"bias"}),
+    "affine": frozenset({"weight", "bias"}),
+    "elementwise_affine": frozenset({"weight", "bias"}),
+}
+
+
+def _switched_off(value: cst.BaseExpression) -> frozenset[str]:
+    """The parameters a layer call turns off by a literal (``bias=False``)."""
+    if not isinstance(value, cst.Call):
+        return frozenset()
+    off = frozenset()
+    for argument in value.args:
+        keyword = argument.keyword.value if argument.keyword else None
+        if (
+            keyword in _OFF_SWITCHES
+            and isinstance(argument.value, cst.Name)
+            and argument.value.value == "False"
+        ):
+            off |= _OFF_SWITCHES[keyword]
+    return off
 
 
 def _is_self_attribute(node: cst.BaseExpression, self_name: str) -> bool:
