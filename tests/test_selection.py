@@ -323,6 +323,34 @@ def test_the_plan_lists_no_parameter_a_layer_is_built_without():
     assert {f"Head.{name}" for name, _ in head.named_parameters()} == {site.name for site in result.sites}
 
 
+KEYED = b"""\
+from torch import nn
+
+
+class GPT(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.transformer = nn.ModuleDict(
+            dict(wte=nn.Embedding(10, n), drop=nn.Dropout(0.1), ln_f=nn.LayerNorm(n, bias=False))
+        )
+        self.heads = nn.ModuleDict({"a": nn.Linear(n, 2), "b": nn.Linear(n, 3, bias=False)})
+        self.mlp = nn.Sequential(nn.Linear(n, n, bias=False), nn.ReLU(), nn.Linear(n, 1))
+"""
+
+
+def test_the_plan_lists_the_layers_of_a_module_dict_built_from_dict_call():
+    """nanoGPT's and minGPT's ``transformer = nn.ModuleDict(dict(wte=…, ln_f=…))``: the static
+    plan listed none of its parameters, and listed biases its containers' layers are built
+    without."""
+    result = run_source(
+        KEYED, parse_spec("version: 1\npriors:\n  '**.weight': Normal(0, 1)\n  '**.bias': Normal(0, 1)\n")
+    )
+    namespace = {}
+    exec(KEYED, namespace)
+    built = namespace["GPT"](n=4)
+    assert {site.name for site in result.sites} == {f"GPT.{name}" for name, _ in built.named_parameters()}
+
+
 @pytest.mark.parametrize(
     "text, kind, owner, path",
     [

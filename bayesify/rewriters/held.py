@@ -87,8 +87,9 @@ class HeldModuleRewriter(Rule):
         #: Attributes each class assigns a bare name to: maybe a module passed in.
         self._passed: dict[int, set[str]] = {}
         #: The torch.nn layers inside the containers each class holds, by attribute, each with
-        #: its index in the container, or ``*`` where a loop or a comprehension built it.
-        self._elements: dict[int, dict[str, list[tuple[str, str]]]] = {}
+        #: its index in the container, or ``*`` where a loop or a comprehension built it, and
+        #: the parameters it is built without.
+        self._elements: dict[int, dict[str, list[tuple[str, str, frozenset[str]]]]] = {}
         #: The torch.nn layers put into local lists (``layers.append(nn.Linear(…))`` in a
         #: loop) of a class's methods, by class and name, until a container takes them.
         self._local_layers: dict[tuple[int, str], list[str]] = {}
@@ -178,8 +179,7 @@ class HeldModuleRewriter(Rule):
             return
         self._attaches.add(record.order)
         self._held.setdefault(record.order, {})[attr] = self._layer(value)
-        without, key = _switched_off(value), (record.order, attr)
-        self._without[key] = self._without[key] & without if key in self._without else without
+        _keep_common(self._without, (record.order, attr), _switched_off(value))
         elements = self._container_layers(record, value)
         if elements:
             self._elements.setdefault(record.order, {})[attr] = elements
@@ -205,7 +205,7 @@ class HeldModuleRewriter(Rule):
         elif owner.count(".") == 1 and owner.startswith(self_name + "."):
             attr = owner.partition(".")[2]
             self._elements.setdefault(record.order, {}).setdefault(attr, []).extend(
-                ("*", layer) for layer in layers
+                ("*", layer, frozenset()) for layer in layers
             )
 
     def leave_AugAssign(self, original_node: cst.AugAssign, updated_node: cst.AugAssign) -> cst.AugAssign:
@@ -216,10 +216,13 @@ class HeldModuleRewriter(Rule):
             self._local_layers.setdefault((scope[0].order, updated_node.target.value), []).extend(layers)
         return updated_node
 
-    def _container_layers(self, record: ClassRecord, value: cst.BaseExpression) -> list[tuple[str, str]]:
+    def _container_layers(
+        self, record: ClassRecord, value: cst.BaseExpression
+    ) -> list[tuple[str, str, frozenset[str]]]:
         """The torch.nn layers a container value holds, each with its index in it (``*`` when
-        a loop or a comprehension decides it): ``nn.Sequential(nn.Linear(…), nn.ReLU())``,
-        ``nn.ModuleList([nn.Linear(…) for _ in range(n)])``, ``nn.Sequential(*layers)``."""
+        a loop or a comprehension decides it) and the parameters it is built without:
+        ``nn.Sequential(nn.Linear(…), nn.ReLU())``, ``nn.ModuleList([nn.Linear(…) for _ in
+        range(n)])``, ``nn.Sequential(*layers)``, ``nn.ModuleDict(dict(head=nn.Linear(…)))``."""
         if isinstance(value, cst.IfExp):
             return [
                 *self._container_layers(record, value.body),
@@ -241,7 +244,9 @@ class HeldModuleRewriter(Rule):
             else:
                 layer = self._layer(argument.value)
                 if layer:
-                    items.append((str(position) if known_index else "*", layer))
+                    items.append(
+                        (str(position) if known_index else "*", layer, _switched_off(argument.value))
+                    )
         return items
 
     def _fully_known(self, value: cst.BaseExpression) -> bool:
@@ -261,35 +266,62 @@ class HeldModuleRewriter(Rule):
             values = [
                 element.value if isinstance(element, cst.Element) else None for element in literal.elements
             ]
-        elif isinstance(literal, cst.Dict):
-            values = [
-                element.value if isinstance(element, cst.DictElement) else None
-                for element in literal.elements
-            ]
         else:
-            return False
+            items = self._mapping_items(literal)
+            if items is None:
+                return False
+            values = [value for _, value in items]
         return bool(values) and all(value is not None and self._layer(value) for value in values)
 
-    def _indexed_layers(self, record: ClassRecord, value: cst.BaseExpression) -> list[tuple[str, str]]:
+    def _mapping_items(
+        self, value: cst.BaseExpression
+    ) -> Optional[list[tuple[Optional[str], Optional[cst.BaseExpression]]]]:
+        """The keys and values of a dict written out, ``{"head": …}`` or ``dict(head=…)``; a key
+        not written as a string, or a value unpacked into it (``**more``), is None."""
+        if isinstance(value, cst.Dict):
+            return [
+                (
+                    element.key.evaluated_value if isinstance(element.key, cst.SimpleString) else None,
+                    element.value,
+                )
+                if isinstance(element, cst.DictElement)
+                else (None, None)
+                for element in value.elements
+            ]
+        if (
+            isinstance(value, cst.Call)
+            and dotted_from_cst(value.func) == "dict"
+            and self.context.imports.resolve("dict") is None
+        ):
+            return [
+                (argument.keyword.value, argument.value) if argument.keyword else (None, None)
+                for argument in value.args
+            ]
+        return None
+
+    def _indexed_layers(
+        self, record: ClassRecord, value: cst.BaseExpression
+    ) -> list[tuple[str, str, frozenset[str]]]:
         """The layers of a list, dict or comprehension of them, by index or key where written."""
         if isinstance(value, (cst.List, cst.Tuple)):
             starred = any(isinstance(element, cst.StarredElement) for element in value.elements)
             return [
-                ("*" if starred else str(position), layer)
+                ("*" if starred else str(position), layer, _switched_off(element.value))
                 for position, element in enumerate(value.elements)
                 if isinstance(element, cst.Element)
                 for layer in [self._layer(element.value)]
                 if layer
             ]
-        if isinstance(value, cst.Dict):
+        items = self._mapping_items(value)
+        if items is not None:
             return [
-                (e.key.evaluated_value, layer)
-                for e in value.elements
-                if isinstance(e, cst.DictElement) and isinstance(e.key, cst.SimpleString)
-                for layer in [self._layer(e.value)]
+                (key, layer, _switched_off(element))
+                for key, element in items
+                if key is not None
+                for layer in [self._layer(element)]
                 if layer
             ]
-        return [("*", layer) for layer in self._layer_list(record, value) if layer]
+        return [("*", layer, frozenset()) for layer in self._layer_list(record, value) if layer]
 
     def _layer_list(self, record: ClassRecord, value: cst.BaseExpression) -> list[Optional[str]]:
         """The layers an iterable expression yields, in no known order: a list or tuple of
@@ -480,12 +512,16 @@ class HeldModuleRewriter(Rule):
             for name in catalog.NN_LAYERS[layer]
             if name not in self._without[record.order, attr]
         ]
-        paths += [
-            ((attr, index, *name.split(".")), layers_on_path(layer, 2, name))
-            for attr, elements in self._elements.get(record.order, {}).items()
-            for index, layer in dict.fromkeys(elements)
-            for name in catalog.NN_LAYERS[layer]
-        ]
+        for attr, elements in self._elements.get(record.order, {}).items():
+            built: dict[tuple[str, str], frozenset[str]] = {}
+            for index, layer, without in elements:
+                _keep_common(built, (index, layer), without)
+            paths += [
+                ((attr, index, *name.split(".")), layers_on_path(layer, 2, name))
+                for (index, layer), without in built.items()
+                for name in catalog.NN_LAYERS[layer]
+                if name not in without
+            ]
         inherited = self._inherited_layer(record)
         paths += [
             (tuple(name.split(".")), layers_on_path(inherited, 0, name))
@@ -614,6 +650,12 @@ _OFF_SWITCHES = {
     "affine": frozenset({"weight", "bias"}),
     "elementwise_affine": frozenset({"weight", "bias"}),
 }
+
+
+def _keep_common(without: dict, key: object, more: frozenset[str]) -> None:
+    """Records that a layer is built without ``more`` once more: it lacks only what every
+    build of it lacks (``nn.Linear(…, bias=False) if tied else nn.Linear(…)`` has a bias)."""
+    without[key] = without[key] & more if key in without else more
 
 
 def _switched_off(value: cst.BaseExpression) -> frozenset[str]:
