@@ -469,6 +469,45 @@ def test_predict_on_a_cpu_sizes_its_passes_by_the_layers_outputs(monkeypatch):
     assert torch.allclose(*outputs, atol=1e-6)  # one draw however many passes
 
 
+ATTENTION_SOURCE = """\
+import torch
+from torch import nn
+
+
+class Attention(nn.Module):
+    def __init__(self, tokens=32, dim=4):
+        super().__init__()
+        self.qk = nn.Linear(dim, 2 * dim)
+        self.head = nn.Linear(tokens, 3)
+
+    def forward(self, x):
+        q, k = self.qk(x).chunk(2, -1)
+        return self.head((q @ k.transpose(-1, -2)).softmax(-1).mean(-1))
+"""
+
+
+def test_predict_sizes_its_passes_by_an_attentions_logits_too(tmp_path, monkeypatch):
+    # The logits, tokens times tokens a row, are no layer's output: passes sized by the
+    # layers' outputs (8 x 32 a row here, against 32 x 32) made them tens of megabytes, and a
+    # small transformer's prediction twice as slow as a pass per sample.
+    _, bayesian = _rewritten(
+        tmp_path, ATTENTION_SOURCE, 'version: 1\npriors:\n  "nn.Linear.weight": Normal(0, 1)\n'
+    )
+    model = supervised(bayesian.Attention(), Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.1)
+    x = torch.randn(10, 32, 4)
+    sizes, passes = [], inference._passes
+
+    def sized(model, weights, x, num_samples, samples_per_pass, *args):
+        sizes.append(samples_per_pass)
+        return passes(model, weights, x, num_samples, samples_per_pass, *args)
+
+    monkeypatch.setattr(inference, "_passes", sized)
+    monkeypatch.setattr(inference, "CPU_ELEMENTS_PER_PASS", 10 * 32 * 32 * 4)
+    predict(model, guide, x, num_samples=12)
+    assert sizes == [4]
+
+
 def test_a_guides_first_predict_gives_what_its_later_ones_give_for_the_same_seed():
     # An autoguide's first call makes its parameters, which ran the model and drew from the
     # priors: on the caller's seed, the first predict differed from the others by 0.15.

@@ -41,6 +41,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import warn_if_nan
 from torch.distributions import biject_to, constraints
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset, default_collate
 from tqdm.auto import tqdm
 
@@ -56,8 +57,8 @@ INIT_SCALE = 1e-3
 MAX_LAPLACE_SIZE = 5000
 #: How many rows (weight samples times inputs) one pass of :func:`predict` computes on a CPU.
 CPU_ROWS_PER_PASS = 5_000
-#: How many elements the widest output of a layer in one pass of :func:`predict` holds on a
-#: CPU, at most (4 MB in single precision).
+#: How many elements the widest output of an operation in one pass of :func:`predict` holds
+#: on a CPU, at most (4 MB in single precision).
 CPU_ELEMENTS_PER_PASS = 2**20
 
 #: A network's input: one tensor, the tuple of the tensors it takes (``net(*inputs)``), or a
@@ -1001,9 +1002,11 @@ def _per_pass(x: Inputs, num_samples: int, samples_per_pass: Optional[int], wide
 
 
 def _widest_output(model: BayesianModel, weights: poutine.Trace, x: Inputs) -> int:
-    """The most elements a module of the network outputs for one row of the inputs ``x`` on a
-    CPU and one sample of the weights, from a run on the first row (0 where the inputs are no
-    rows of examples, are on a GPU, or the network cannot run on one row)."""
+    """The most elements an operation of the network outputs for one row of the inputs ``x``
+    on a CPU and one sample of the weights, from a run on the first row (0 where the inputs
+    are no rows of examples, are on a GPU, or the network cannot run on one row). Every
+    operation's, not only every module's: an attention's logits, computed between its layers,
+    are tokens times tokens a head."""
     inputs = _tensors_in(x)
     rows = len(inputs[0]) if inputs and inputs[0].dim() else None
     if (
@@ -1012,20 +1015,28 @@ def _widest_output(model: BayesianModel, weights: poutine.Trace, x: Inputs) -> i
         or any(not input.dim() or len(input) != rows for input in inputs)
     ):
         return 0
-    widest = 0
-
-    def record(module, args, output) -> None:
-        nonlocal widest
-        widest = max([widest, *(tensor.numel() for tensor in _tensors_in(output))])
-
-    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    recorder = _WidestOutput()
     try:
-        _replayed(model, _one_draw(weights, 0), _with_tensors(x, (input[:1] for input in inputs)))
+        with recorder:
+            _replayed(model, _one_draw(weights, 0), _with_tensors(x, (input[:1] for input in inputs)))
     except Exception:  # the passes will say what fails, if anything
         return 0
-    finally:
-        hook.remove()
-    return widest
+    return recorder.widest
+
+
+class _WidestOutput(TorchDispatchMode):
+    """Records the most elements a tensor that an operation makes holds (views, which make
+    none, left out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.widest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        if not func.is_view:
+            self.widest = max([self.widest, *(tensor.numel() for tensor in _tensors_in(output))])
+        return output
 
 
 def _passes(
