@@ -45,7 +45,10 @@ def load_deterministic(
         those of the deterministic model. If they are not, a
         :class:`RuntimeError` names the missing and unexpected keys and nothing
         is loaded.
-    :returns: the checkpoint's values of the random sites, keyed by site name.
+    :returns: the checkpoint's values of the random sites, keyed by site name: the
+        path from the outermost :class:`~pyro.nn.module.PyroModule`, which for a network
+        that another holds (``policy.q_net``) begins with its attribute there
+        (``q_net.fc.weight`` for the key ``fc.weight``).
     :rtype: dict
     """
     random_sites = {}  # site name -> module holding the PyroSample
@@ -92,13 +95,18 @@ def load_deterministic(
     loadable = {}
     for key, value in state_dict.items():
         if key in random_sites:
+            module, attribute = random_sites[key], key.rpartition(".")[2]
             # A hand-written PyroSample has no anchor: its value stays as saved.
-            anchor = random_sites[key]._buffers.get(PRIOR_ANCHOR)
+            anchor = module._buffers.get(PRIOR_ANCHOR)
             like = value if anchor is None else anchor
-            replaced[key] = value.detach().to(like.device, like.dtype, copy=True)
-            prior = random_sites[key]._pyro_samples[key.rpartition(".")[2]]
+            # By the site's name, which is the path from the outermost PyroModule: a network
+            # that another holds (SB3's policy.q_net) samples "q_net.q_net.4.weight" for its
+            # key "q_net.4.weight".
+            site = f"{module._pyro_name}.{attribute}" if module._pyro_name else attribute
+            replaced[site] = value.detach().to(like.device, like.dtype, copy=True)
+            prior = module._pyro_samples[attribute]
             if isinstance(prior, Prior):  # a prior centred on the deterministic value reads it
-                prior.load_deterministic(replaced[key])
+                prior.load_deterministic(replaced[site])
         elif key in constrained:
             model_key, constraint = constrained[key]
             loadable[model_key] = transform_to(constraint).inv(value.detach())

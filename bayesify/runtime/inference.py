@@ -195,6 +195,7 @@ class CheckpointNormal(AutoNormal):
         # which copy.deepcopy refuses (a Lightning callback's copy, torch's AveragedModel).
         with torch.no_grad():
             super()._setup_prototype(*args, **kwargs)
+        _refuse_values_of_other_sites(self.values, self.prototype_trace)
         for name, site in self.prototype_trace.iter_stochastic_nodes():
             if _usable(site, self.values):
                 loc, _ = self._get_loc_and_scale(name)
@@ -268,6 +269,24 @@ def _unbounded(support: constraints.Constraint) -> bool:
     while isinstance(support, constraints.independent):
         support = support.base_constraint
     return support is constraints.real
+
+
+def _refuse_values_of_other_sites(values: Dict[str, torch.Tensor], trace: poutine.Trace) -> None:
+    """Refuses starting values none of which is a site of the model: every site would start at
+    its prior, silently."""
+    sites = [name for name, site in trace.iter_stochastic_nodes() if not site["is_observed"]]
+    if values and sites and not set(values) & set(sites):
+        raise ValueError(
+            f"none of the values is for a random site of the model: they are for {_some(values)}, its sites "
+            f"are {_some(sites)}; pass what load_deterministic returns for the network the model runs "
+            "(site names are paths from the outermost PyroModule that holds it)"
+        )
+
+
+def _some(names: Iterable[str], shown: int = 3) -> str:
+    names = sorted(names)
+    listed = ", ".join(repr(name) for name in names[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _usable(site: dict, values: Dict[str, torch.Tensor]) -> bool:
@@ -351,6 +370,7 @@ class CheckpointLaplace(AutoGuideList):
                     "CheckpointLaplace: the model has no random weights (is the network the class from the "
                     "rewrite's output, and does the spec select something in it? `bayesify plan --build` says)"
                 )
+            _refuse_values_of_other_sites(values, prototype)
             if sites is None:
                 module = latent[-1].rpartition(".")[0]
                 sites = [name for name in latent if name.rpartition(".")[0] == module]
