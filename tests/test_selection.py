@@ -22,6 +22,7 @@ from test_execution import FIXTURES, load, sites, svi_losses
 
 from bayesify.cli import main
 from bayesify.runner import run_source
+from bayesify.runtime.built import parameters
 from bayesify.selectors import match_path, parse
 from bayesify.spec import parse_spec
 
@@ -96,14 +97,20 @@ def test_the_fixture_spec_builds_every_configuration_with_exactly_the_intended_s
         "blocks.0.norm.weight",
         "blocks.1.norm.weight",
     }
-    assert net._bayesify_decided["fc.weight"] == "**.fc.weight"
-    assert net._bayesify_decided["project_out.weight"] == "Net.project_out.weight"
-    assert net._bayesify_decided["pos.weight"] == "nn.Linear.weight"
+    decided = deciding_entries(net)
+    assert decided["fc.weight"] == "**.fc.weight"
+    assert decided["project_out.weight"] == "Net.project_out.weight"
+    assert decided["blocks.1.shared.weight"] == "nn.Linear.weight"  # the shared layer, also held as pos
     # In NormAct, `*.*.weight` finds nothing below (its act has no weight), and that is fine;
     # in Block, it selects NormAct's own weight (Block.norm.weight).
-    assert net._bayesify_decided["blocks.0.norm.weight"] == "*.*.weight"
+    assert decided["blocks.0.norm.weight"] == "*.*.weight"
     # project=False: the head is an nn.Identity(), and Net.project_out.weight selects nothing.
     assert "project_out.weight" not in {name for name, _, _ in sites(zoo.Net(project=False), X)}
+
+
+def deciding_entries(net):
+    """The spec entry that decided each parameter, by site name, as ``plan --build`` lists it."""
+    return {row["name"]: row["selector"] for row in parameters(net)}
 
 
 def test_a_tied_parameter_is_one_sample_in_both_places():
@@ -138,7 +145,7 @@ def test_the_first_entry_of_the_spec_wins_across_nested_classes(tmp_path):
     )
     module = rewritten(tmp_path, spec, "first_wins")
     net = module.Net()
-    assert net._bayesify_decided["blocks.0.conv.weight"] == "**.conv.weight"
+    assert deciding_entries(net)["blocks.0.conv.weight"] == "**.conv.weight"
     trace = pyro.poutine.trace(net).get_trace(X)
     assert float(trace.nodes["blocks.0.conv.weight"]["fn"].base_dist.scale.flatten()[0]) == pytest.approx(0.3)
 
@@ -474,6 +481,53 @@ def test_plan_build_tells_an_entry_an_earlier_one_overrides_from_one_that_select
         in (result.output)
     )
     assert "priors.yaml:5: Deep.head.weight: selects nothing in the built model" in result.output
+
+
+HELD = """\
+from torch import nn
+
+
+class Head(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+
+class Agent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = Head()
+
+
+def head():
+    return Agent().head
+"""
+
+
+def test_plan_build_of_a_network_another_module_holds_names_the_entries_that_decided_it(
+    tmp_path, monkeypatch
+):
+    # A factory returning SB3's policy.q_net: its sites were listed random, "selected by -",
+    # and its entry said to select nothing in the built model.
+    (tmp_path / "held.py").write_text(HELD)
+    (tmp_path / "priors.yaml").write_text("version: 1\npriors:\n  Head.fc.weight: Normal(0, 1)\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        main, ["plan", "held.py", "--priors", "priors.yaml", "--build", "held:head()"]
+    )
+    assert result.exit_code == 0, result.output
+    built = result.output.split("\n\n", 1)[1].splitlines()
+    assert built[2].split() == [
+        "head.fc.weight",
+        "(2,",
+        "3)",
+        "priors.yaml:3",
+        "(Head.fc.weight)",
+        "random:",
+        "Normal(0,",
+        "1)",
+    ]
+    assert "selects nothing" not in result.output
 
 
 def test_plan_build_refuses_a_module_that_is_not_the_rewritten_one(tmp_path, monkeypatch):

@@ -23,9 +23,9 @@ _UNCONSTRAINED = "_unconstrained"
 def parameters(model: torch.nn.Module) -> List[Dict]:
     """Every parameter of ``model``, once each (a shared layer too): its Pyro site name, shape,
     what it became, and the spec selector that decided it when the runtime did."""
-    decided = model.__dict__.get(DECIDED, {})
     rows = []
     for prefix, module in model.named_modules():
+        decided = module.__dict__.get(DECIDED, {})
         samples = getattr(module, "_pyro_samples", {})
         constrained = getattr(module, "_pyro_params", {})
         entries = []
@@ -51,7 +51,7 @@ def parameters(model: torch.nn.Module) -> List[Dict]:
                     "attribute": name,
                     "shape": str(tuple(shape)),
                     "becomes": becomes,
-                    "selector": decided.get(f"{prefix}.{name}" if prefix else name),
+                    "selector": decided.get(name),
                     **extra,
                 }
             )

@@ -41,7 +41,8 @@ _UNCONSTRAINED = "_unconstrained"
 _NOTED = "_bayesify_entries"
 #: Instance attribute of a built model: its entries are applied, later ones apply at once.
 _BUILT = "_bayesify_built"
-#: Instance attribute of a built model: the entry that decided each parameter, by path.
+#: Instance attribute of a module: the entry that decided each of its parameters, by name
+#: (kept where the parameter is, so that a network the model holds reports its own).
 DECIDED = "_bayesify_decided"
 #: Instance attribute of a built model: for an entry that decided nothing, a parameter it
 #: selects that an earlier entry decided (``plan --build`` tells it from one that selects nothing).
@@ -223,7 +224,6 @@ def _apply(root: torch.nn.Module, adopt: bool = True) -> None:
         for group in reversed(part.__dict__.pop(_NOTED))
         if group
     ]
-    decided = root.__dict__.setdefault(DECIDED, {})
     if noted:
         slots = list(_plain_slots(modules))
         winners: Dict[int, Tuple[Slot, Selector, Action]] = {}
@@ -236,12 +236,12 @@ def _apply(root: torch.nn.Module, adopt: bool = True) -> None:
                 ):
                     winners[id(slot[3])] = (slot, selector, action)
         _note_shadowed(root, noted, slots, winners, modules, of_type)
-        for path, owner, name, parameter in slots:
+        for _, owner, name, parameter in slots:
             winner = winners.get(id(parameter))
             if winner is None:
                 continue
             (first_path, first_owner, first_name, _), selector, action = winner
-            decided[".".join(path)] = selector.text
+            owner.__dict__.setdefault(DECIDED, {})[name] = selector.text
             if first_owner is owner and first_name == name:
                 _replace(owner, name, parameter, selector, action)
             else:  # the same parameter held twice (tied weights): both places read one value
