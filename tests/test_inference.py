@@ -954,6 +954,65 @@ def test_a_guide_on_a_network_another_module_holds_starts_at_its_checkpoint(tmp_
         assert torch.allclose(prediction.mean, trained(x), atol=0.2), guide_type
 
 
+SLOPE_SOURCE = """\
+import torch
+from torch import nn
+
+
+class Slope(nn.Module):
+    \"\"\"A network and its derivative by its input, made differentiable in place as DeepXDE does.\"\"\"
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(1, 16)
+        self.out = nn.Linear(16, 1)
+
+    def forward(self, x):
+        with torch.enable_grad():
+            x.requires_grad_(True)
+            u = self.out(torch.tanh(self.hidden(x)))
+            (slope,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+        return torch.cat([u, slope], -1)
+"""
+
+
+def test_a_network_that_differentiates_by_its_input_predicts_each_samples_derivative_in_one_pass(
+    tmp_path, recwarn
+):
+    # The first layer read the shared input in place of the network's, so its requires_grad_()
+    # left it out of the graph: predict fell back to a pass a sample, 20 times slower, with a
+    # warning that blamed the network.
+    _, bayesian = _rewritten(
+        tmp_path, SLOPE_SOURCE, 'version: 1\npriors:\n  "Slope.*.weight": Normal(0, 1)\n'
+    )
+    model = supervised(bayesian.Slope(), Normal(DATASET_SIZE, scale=1.0))
+    guide = CheckpointNormal(model, init_scale=0.5)
+    x = torch.linspace(-1, 1, 201).unsqueeze(-1)
+    outputs = predict(model, guide, x, num_samples=5).outputs
+    assert not recwarn.list
+    # Each sample's slope is its own function's: the central differences of its values.
+    differences = (outputs[:, 2:, 0] - outputs[:, :-2, 0]) / (x[2, 0] - x[0, 0])
+    assert torch.allclose(outputs[:, 1:-1, 1], differences, atol=0.02)
+
+
+def test_a_physics_informed_model_trains_with_a_checkpoint_guide_on_collocation_points_alone(tmp_path):
+    # A PINN's residual differentiates the network by its input: CheckpointNormal set itself up
+    # without autograd and failed ("element 0 of tensors does not require grad"), and fit read
+    # the one-input data (x,) as batches of rows.
+    _, bayesian = _rewritten(tmp_path, MLP_SOURCE, 'version: 1\npriors:\n  "MLP.*.weight": Normal(0, 1)\n')
+    net = bayesian.MLP()
+
+    def model(x):
+        x = x.clone().requires_grad_(True)
+        (slope,) = torch.autograd.grad(net(x)[:, 0].sum(), x, create_graph=True)
+        pyro.factor("physics", -100 * (slope[:, 0] - 1).pow(2).sum())  # du/dx0 = 1
+
+    guide = CheckpointNormal(model, init_scale=0.05)
+    collocation = torch.rand(64, 2) * 2 - 1
+    losses = fit(model, guide, (collocation,), epochs=300, lr=0.01, progress=False)
+    assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 40
+
+
 def test_a_guide_refuses_values_that_are_for_none_of_its_sites(tmp_path):
     _, bayesian = _rewritten(tmp_path, HELD_SOURCE, "version: 1\npriors:\n  Head.fc.weight: Normal(0, 1)\n")
     model = supervised(bayesian.Agent().head, Normal(8, scale=0.1))

@@ -314,7 +314,7 @@ class SamplesInBatchMessenger(Messenger):
     def _pyro_linear(self, msg) -> None:
         input, weight, bias = msg["args"]
         if self._carries_samples(weight, 2):
-            if input is self._repeated:
+            if self._reads_shared(input):
                 rows = self._input.reshape(-1, input.shape[-1])
             else:
                 rows = input.reshape(self.count, -1, input.shape[-1])
@@ -336,13 +336,18 @@ class SamplesInBatchMessenger(Messenger):
     def _convolve(self, operation, msg) -> None:
         input, weight, bias, dims, *options = msg["args"]
         if self._carries_samples(weight, dims + 2):
-            if input is self._repeated:
+            if self._reads_shared(input):
                 rows = self._input
             else:
                 rows = input.reshape(self.count, -1, *input.shape[1:])
             weight, bias = self._per_sample(weight, dims + 2), self._per_sample(bias, 1)
             output = operation(rows, weight, bias, dims, *options)
             msg["value"] = output.reshape(input.shape[0], *output.shape[2:])
+
+    def _reads_shared(self, input: torch.Tensor) -> bool:
+        # Not where the network differentiates by its input (DeepXDE's x.requires_grad_() in
+        # its forward): each sample's rows must then be in its graph.
+        return input is self._repeated and not input.requires_grad
 
     def _carries_samples(self, weight: torch.Tensor, event_dims: int) -> bool:
         return weight.dim() > event_dims and math.prod(weight.shape[:-event_dims]) == self.count

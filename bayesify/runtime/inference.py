@@ -193,7 +193,11 @@ class CheckpointNormal(AutoNormal):
     def _setup_prototype(self, *args, **kwargs) -> None:
         # Without autograd: the trace it keeps would hold the model's outputs with their graph,
         # which copy.deepcopy refuses (a Lightning callback's copy, torch's AveragedModel).
-        with torch.no_grad():
+        # A model that differentiates the network itself (a PINN's physics residual) needs it.
+        try:
+            with torch.no_grad():
+                super()._setup_prototype(*args, **kwargs)
+        except RuntimeError:
             super()._setup_prototype(*args, **kwargs)
         _refuse_values_of_other_sites(self.values, self.prototype_trace)
         for name, site in self.prototype_trace.iter_stochastic_nodes():
@@ -706,6 +710,8 @@ def _model_batches(model: Callable, data: Iterable[Batch]) -> Iterable[Batch]:
 
 
 def _positional(batch: Batch) -> Batch:
+    if isinstance(batch, torch.Tensor):  # a model of one input: fit(model, guide, (x,)), a loader of x
+        return (batch,)
     if isinstance(batch, Mapping):  # its keys would be the model's arguments
         raise TypeError(
             f"a model of one's own is called with a batch's parts in order, model(*batch), and this "
