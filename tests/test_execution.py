@@ -522,6 +522,57 @@ def test_a_held_module_with_a_metaclass_of_its_own_converts_and_pickles():
     ] == ["head.weight"]
 
 
+class _Registered(type):
+    """tltorch's ``MetaFactorizedTensor``: a metaclass of its own."""
+
+
+class _Factorized(nn.Module, metaclass=_Registered):
+    """tltorch's ``FactorizedTensor``: each kind registers by the name its class statement gives."""
+
+    kinds = {}
+
+    def __init_subclass__(cls, name, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _Factorized.kinds[name] = cls
+
+
+class _Dense(_Factorized, name="Dense"):
+    def __init__(self):
+        super().__init__()
+        self.tensor = nn.Parameter(torch.ones(2, 3))
+
+    def forward(self, x):
+        return x @ self.tensor
+
+
+class _Plain(nn.Module):
+    def __init_subclass__(cls, name, **kwargs):
+        super().__init_subclass__(**kwargs)
+
+
+class _PlainDense(_Plain, name="Dense"):
+    def __init__(self):
+        super().__init__()
+        self.tensor = nn.Parameter(torch.ones(2, 3))
+
+
+def test_a_held_module_whose_class_statement_gave_its_init_subclass_keywords_converts():
+    # neuralop's SpectralConv holds a tltorch DenseTensor as its weight: making its Pyro class
+    # called __init_subclass__ without the name, and no FNO could be built, whatever the spec.
+    from bayesify.runtime import pyro_module, set_prior
+
+    net = nn.Module()
+    net.spectral, net.plain = _Dense(), _PlainDense()
+    set_prior(net, "**.tensor", "Normal", 0, 1)
+    pyro_module(net)
+    assert isinstance(net.spectral, PyroModule) and isinstance(net.spectral, _Dense)
+    assert isinstance(net.plain, PyroModule) and isinstance(net.plain, _PlainDense)
+    assert _Factorized.kinds == {"Dense": _Dense}  # the Pyro class is no new kind
+    trace = poutine.trace(net.spectral).get_trace(torch.zeros(4, 2))
+    assert [name for name, _ in trace.iter_stochastic_nodes()] == ["spectral.tensor"]
+    assert _Dense.__init_subclass__.__func__ is _Factorized.__dict__["__init_subclass__"].__func__
+
+
 def test_inherited_layer_parameters_get_priors():
     layers = load("inherited_layer", "layers.py")
     masked = layers.MaskedLinear(3, 2)

@@ -355,6 +355,30 @@ def test_fit_reads_a_tensor_data_loader_as_the_loader_would():
     assert _batches(custom) is custom  # a loader of its own collation is read as it is
 
 
+class Fourier(nn.Module):
+    """A Fourier layer's gains, complex and deterministic, before a random head (an FNO's
+    spectral weights with only its projection random)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(9, dtype=torch.cfloat))
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x):
+        return self.head(torch.fft.irfft(torch.fft.rfft(x) * self.gain, n=16))
+
+
+def test_fit_trains_a_network_that_keeps_complex_parameters():
+    # Adam's fused kernel refuses complex parameters, at its first step.
+    net = pyro_module(Fourier())
+    set_prior(net, "Fourier.head.weight", "Normal", 0, 1)
+    x = torch.randn(32, 16)
+    model = supervised(net, Normal(len(x)))
+    gain = net.gain.detach().clone()
+    fit(model, CheckpointNormal(model), (x, x[:, :1]), epochs=3, progress=False)
+    assert not torch.equal(net.gain, gain) and net.gain.is_complex()
+
+
 def test_fit_refuses_an_iterator_it_would_read_once_for_several_epochs():
     model = supervised(Net(), Categorical(DATASET_SIZE))
     guide = CheckpointNormal(model)

@@ -810,8 +810,10 @@ def _indexed(loader: DataLoader) -> Iterable[Batch]:
 
 def _optimizer(optimizer: Callable[..., torch.optim.Optimizer], params, lr: float) -> torch.optim.Optimizer:
     """``optimizer(params, lr=lr)``; Adam's fused kernel where torch has one for the parameters'
-    device and dtype: one kernel for all parameters, against a dozen operations per parameter."""
-    if optimizer in (torch.optim.Adam, torch.optim.AdamW):
+    device and dtype: one kernel for all parameters, against a dozen operations per parameter.
+    Not for complex parameters (a Fourier layer's), which the kernel refuses at its first step."""
+    params = list(params)
+    if optimizer in (torch.optim.Adam, torch.optim.AdamW) and not any(param.is_complex() for param in params):
         try:
             return optimizer(params, lr=lr, fused=True)
         except RuntimeError:

@@ -1,6 +1,7 @@
 """Module classes that PyroModule must share with other bases: their metaclasses, and
 ``PyroModule[Base]`` where Pyro's cannot make it or pickles its subclasses as itself."""
 
+import contextlib
 import copyreg
 import functools
 import types
@@ -86,12 +87,41 @@ def pyro_module_class(cls: type) -> type:
     Where ``PyroModule[cls]`` is a metaclass conflict (torchmetrics' ``Metric`` is ``class
     Metric(Module, ABC)``), the class is made as Pyro makes it, under a metaclass combining
     both, and kept where Pyro keeps its own, so that ``PyroModule[cls]`` then returns it too;
-    its instances pickle by the class they were made from. A class that is not an
+    its instances pickle by the class they were made from. Where the class's
+    ``__init_subclass__`` needs keywords that its own class statement gave (tltorch's
+    ``class DenseTensor(FactorizedTensor, name="Dense")``), the Pyro class is made without
+    it: it is no new kind of the class, to register or check. A class that is not an
     ``nn.Module`` (a glob such as ``lightning.*`` also matches a library's callbacks) is
     returned as it is.
     """
     if not issubclass(cls, torch.nn.Module):
         return cls
+    try:
+        return _made(cls)
+    except TypeError:
+        if "__init_subclass__" not in vars(cls) and not any(
+            "__init_subclass__" in vars(base) for base in cls.__mro__[1:-1]
+        ):
+            raise
+    with _without_init_subclass(cls):
+        return _made(cls)
+
+
+@contextlib.contextmanager
+def _without_init_subclass(cls: type) -> typing.Iterator[None]:
+    """``cls`` with an ``__init_subclass__`` that does nothing, for a class made from it now."""
+    own = vars(cls).get("__init_subclass__")
+    cls.__init_subclass__ = classmethod(lambda *args, **kwargs: None)
+    try:
+        yield
+    finally:
+        if own is None:
+            del cls.__init_subclass__
+        else:
+            cls.__init_subclass__ = own
+
+
+def _made(cls: type) -> type:
     try:
         return PyroModule[cls]
     except TypeError:
