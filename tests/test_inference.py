@@ -545,6 +545,22 @@ def test_a_guides_first_predict_gives_what_its_later_ones_give_for_the_same_seed
     assert torch.equal(*probabilities)
 
 
+def test_a_predict_before_fit_leaves_the_learned_noise_to_start_at_the_residuals():
+    # A look at the start fixed the noise's start at 1, where the residuals were 0.01: the
+    # likelihood a hundred times too weak, the fit dragged the network off its checkpoint.
+    torch.manual_seed(0)
+    net = pyro_module(nn.Linear(2, 1))
+    set_prior(net, "nn.Linear.weight", "Normal", 0, 1)
+    x = torch.randn(64, 2)
+    y = x @ torch.tensor([[1.0], [-2.0]]) + 0.01 * torch.randn(64, 1)
+    model = supervised(net, Normal(len(x)))
+    guide = CheckpointNormal(model, {"weight": torch.tensor([[1.0, -2.0]])})
+    net.bias.data.zero_()
+    assert predict(model, guide, x, num_samples=5).noise == 1
+    fit(model, guide, (x, y), epochs=1, lr=1e-6, progress=False)
+    assert pyro.param("obs.scale").item() < 0.05
+
+
 def test_predict_summarizes_classification_and_regression():
     x, _ = images()
     model = supervised(Net(), Categorical(DATASET_SIZE))
