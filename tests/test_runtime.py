@@ -484,6 +484,21 @@ def test_load_deterministic_names_the_prefix_a_checkpoint_holds_the_keys_under()
     }
 
 
+def test_load_deterministic_names_the_key_a_checkpoint_holds_the_state_dict_under():
+    # PyTorch's tutorial saves {"epoch": ..., "model_state_dict": ...}, as DeepXDE does: the
+    # error named it only as an unexpected key, and strict=False, as it suggested, loaded nothing.
+    saved = {"epoch": 3, "model_state_dict": DeterministicRegressor().state_dict()}
+    with pytest.raises(
+        RuntimeError, match=r"under 'model_state_dict': load checkpoint\['model_state_dict'\]"
+    ):
+        load_deterministic(RewrittenRegressor(), saved)
+    assert set(load_deterministic(RewrittenRegressor(), saved["model_state_dict"])) == {
+        "linear.weight",
+        "linear.bias",
+        "obs_scale",
+    }
+
+
 def test_unknown_distribution_suggests_the_closest_name():
     with pytest.raises(
         ValueError, match="'Normall' is not a pyro.distributions distribution; did you mean 'Normal'"

@@ -78,16 +78,16 @@ def load_deterministic(
     expected |= set(constrained) | set(random_sites)
     missing = sorted(expected - set(state_dict))
     unexpected = sorted(set(state_dict) - expected)
+    hint = _nested_hint(state_dict, expected) or _prefix_hint(missing, unexpected)
     if strict and (missing or unexpected):
         raise RuntimeError(
             f"the checkpoint does not match the deterministic {type(model).__name__}: missing keys "
-            f"{missing}, unexpected keys {unexpected}{_prefix_hint(missing, unexpected)} (pass "
-            "strict=False to load the rest)"
+            f"{missing}, unexpected keys {unexpected}{hint} (pass strict=False to load the rest)"
         )
     if state_dict and expected and not expected & set(state_dict):
         warnings.warn(
             f"load_deterministic: none of the checkpoint's keys is one of {type(model).__name__}'s, so "
-            f"nothing was loaded{_prefix_hint(missing, unexpected)}",
+            f"nothing was loaded{hint}",
             stacklevel=2,
         )
 
@@ -114,6 +114,15 @@ def load_deterministic(
             loadable[key] = value
     model.load_state_dict(loadable, strict=strict)
     return replaced
+
+
+def _nested_hint(state_dict: Mapping[str, object], expected: set) -> str:
+    """Where the checkpoint holds the state dict under a key, as PyTorch's tutorial saves one
+    (``{"epoch": ..., "model_state_dict": ...}``), DeepXDE's and Lightning's do: the key."""
+    for key, value in state_dict.items():
+        if isinstance(value, Mapping) and expected & set(value):
+            return f"; the checkpoint holds the state dict under {key!r}: load checkpoint[{key!r}]"
+    return ""
 
 
 def _prefix_hint(missing: list, unexpected: list) -> str:
