@@ -334,7 +334,9 @@ def plan_table(result: RunResult, sites: list[PlannedSite], width: Optional[int]
     for site in sites:
         where = f"{site.path}:{site.line}" if site.line else site.path
         entry = f"{spec_path}:{site.entry.line}" if site.entry else "-"
-        rows.append((where, site.name, site.shape or "when built", entry, _becomes(site)))
+        # An initializer written over several lines is one line of the table.
+        shape = " ".join(site.shape.split()) if site.shape else "when built"
+        rows.append((where, site.name, shape, entry, _becomes(site)))
     widths = _fit([max(len(row[i]) for row in rows) for i in range(len(rows[0]))], width)
     lines = [
         "  ".join(

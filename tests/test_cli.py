@@ -756,6 +756,27 @@ def test_plan_is_a_table_of_every_parameter(project: Path):
     assert (project / "src" / "model.py").read_bytes() == (EXAMPLE / "model.py").read_bytes()
 
 
+def test_plan_keeps_an_initializer_written_over_several_lines_on_its_row(project: Path):
+    # neuralop writes its initializers over lines: each line broke the table.
+    (project / "src" / "gate.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Gate(nn.Module):\n    def __init__(self, n, std):\n"
+        "        super().__init__()\n        self.bias = nn.Parameter(\n            std\n"
+        "            * torch.randn(n, 1)\n        )\n"
+    )
+    result = bayesify("plan", "src/gate.py", "--allow-unmatched")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[1].split() == [
+        "src/gate.py:8",
+        "Gate.bias",
+        "(std",
+        "*",
+        "torch.randn(n,",
+        "1)).shape",
+        "-",
+        "deterministic",
+    ]
+
+
 def test_plan_flags_entries_that_select_nothing(project: Path):
     (project / "priors.yaml").write_text(
         "version: 1\npriors:\n  Linear.weight: Normal(0, 1)\nconstraints:\n  Nothing.w: positive\n"
