@@ -7,6 +7,7 @@ from typing import Dict, Iterator, Mapping
 import torch
 from torch.distributions import transform_to
 
+from bayesify.runtime.held import COMPLEX_ADVICE
 from bayesify.runtime.prior import PRIOR_ANCHOR, Prior
 
 
@@ -96,6 +97,10 @@ def load_deterministic(
     for key, value in state_dict.items():
         if key in random_sites:
             module, attribute = random_sites[key], key.rpartition(".")[2]
+            if value.is_complex():  # a real prior's site would read it cast, its imaginary part lost
+                raise ValueError(
+                    f"the checkpoint's {key} is complex ({value.dtype}), and it is random: {COMPLEX_ADVICE}"
+                )
             # A hand-written PyroSample has no anchor: its value stays as saved.
             anchor = module._buffers.get(PRIOR_ANCHOR)
             like = value if anchor is None else anchor

@@ -49,6 +49,12 @@ DECIDED = "_bayesify_decided"
 SHADOWED = "_bayesify_shadowed"
 #: Instance attribute of a layer that saves its parameters itself: its samples are kept out.
 _STATE_DICT_HOOKED = "_bayesify_state_dict_hooked"
+#: How to make a complex parameter (a Fourier layer's weights) random.
+COMPLEX_ADVICE = (
+    "Pyro's distributions draw real values; hold it as a real tensor of its real and imaginary "
+    "parts, nn.Parameter(torch.view_as_real(weight)), read as torch.view_as_complex(self.weight) "
+    "(its checkpoint's value converted the same way), or leave it out of the spec"
+)
 _waiting = threading.local()
 
 Action = Union[Tuple[str, tuple, dict], Constraint]
@@ -375,6 +381,11 @@ def _replace(
     owner: torch.nn.Module, name: str, parameter: torch.nn.Parameter, selector: Selector, action: Action
 ) -> None:
     if isinstance(action, tuple):
+        if parameter.is_complex():
+            raise ValueError(
+                f"the spec entry {selector.text!r} gives {type(owner).__name__}.{name} a prior, but it is "
+                f"complex ({parameter.dtype}): {COMPLEX_ADVICE}"
+            )
         family, args, kwargs = action
         setattr(owner, name, PyroSample(Prior(owner, family, *args, shape=parameter.shape, **kwargs)))
         return
