@@ -10,6 +10,7 @@ import math
 import pickle
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import pyro
@@ -571,6 +572,33 @@ def test_a_held_module_whose_class_statement_gave_its_init_subclass_keywords_con
     trace = poutine.trace(net.spectral).get_trace(torch.zeros(4, 2))
     assert [name for name, _ in trace.iter_stochastic_nodes()] == ["spectral.tensor"]
     assert _Dense.__init_subclass__.__func__ is _Factorized.__dict__["__init_subclass__"].__func__
+
+
+class _Policy(nn.Module):
+    """stable-baselines3's policies build their optimizer in ``__init__``."""
+
+    def __init__(self):
+        super().__init__()
+        self.q_net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def test_an_optimizer_built_over_parameters_the_spec_replaces_is_warned_of():
+    # DQN.learn trained the replaced tensors for 15,000 steps, every call drawing the random
+    # weights from their prior: the agent ended at chance, and nothing said why.
+    from bayesify.runtime import pyro_module, set_prior
+
+    policy = _Policy()
+    set_prior(policy, "nn.Linear.weight", "Normal", 0, 1)
+    with pytest.warns(
+        UserWarning, match=r"the model holds as 'optimizer' was built over 2 parameters that the spec"
+    ):
+        pyro_module(policy)
+    untouched = _Policy()
+    set_prior(untouched, "_Policy.absent.weight", "Normal", 0, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pyro_module(untouched)
 
 
 def test_inherited_layer_parameters_get_priors():

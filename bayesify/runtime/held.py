@@ -25,6 +25,7 @@ anything at all is checked when the code is rewritten.
 import heapq
 import sys
 import threading
+import warnings
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
@@ -254,9 +255,30 @@ def _apply(root: torch.nn.Module, adopt: bool = True) -> None:
                 setattr(owner, name, PyroSample(Tied(first_owner, first_name)))
             if type(owner)._save_to_state_dict is not torch.nn.Module._save_to_state_dict:
                 _keep_samples_out_of_state_dict(owner)
+        _warn_of_optimizers_over(modules, set(winners))
     if adopt:
         _adopt(root, _Context())
     root.__dict__[_BUILT] = True
+
+
+def _warn_of_optimizers_over(modules: Dict[Tuple[str, ...], torch.nn.Module], replaced: set) -> None:
+    """Warns of an optimizer that a module built in its ``__init__`` (stable-baselines3's
+    policies do) over parameters that the spec has since replaced: it would train tensors the
+    model no longer holds, while every call draws the random ones from their prior."""
+    for path, module in modules.items():
+        for attribute, value in vars(module).items():
+            if not isinstance(value, torch.optim.Optimizer):
+                continue
+            stale = sum(id(p) in replaced for group in value.param_groups for p in group["params"])
+            if stale:
+                where = ".".join((*path, attribute))
+                warnings.warn(
+                    f"the optimizer the model holds as {where!r} was built over {stale} parameters that "
+                    "the spec has since made random or constrained: it trains tensors the model no longer "
+                    "holds. Train with fit, or build the optimizer after the model, over the model's and "
+                    "the guide's parameters (runtime.md, 'In a loop of your own')",
+                    stacklevel=4,
+                )
 
 
 Noted = List[Tuple[Tuple[str, ...], list]]
