@@ -532,6 +532,86 @@ def test_predict_sizes_its_passes_by_an_attentions_logits_too(tmp_path, monkeypa
     assert sizes == [4]
 
 
+BACKBONE_SOURCE = """\
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+"""
+
+
+def test_predict_computes_a_deterministic_backbone_once_a_pass(tmp_path, monkeypatch):
+    # With only the head random (the "classifier head" a spec selects most), the backbone ran
+    # once for every sample: a small CNN's 100 samples took 5.3 s, against 0.26 s now.
+    spec = (
+        "version: 1\npriors:\n  Classifier.head.weight: Normal(0, 1)\n  Classifier.head.bias: Normal(0, 1)\n"
+    )
+    deterministic, bayesian = _rewritten(tmp_path, BACKBONE_SOURCE, spec)
+    trained = deterministic.Classifier().eval()
+    net = bayesian.Classifier()
+    model = supervised(net, Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, load_deterministic(net, trained.state_dict()), delta=0.3)
+    x, _ = images()
+    rows = []
+    net.backbone.register_forward_hook(lambda module, args, output: rows.append(len(args[0])))
+    pyro.set_rng_seed(0)
+    once = predict(model, guide, x, num_samples=12, samples_per_pass=12).outputs
+    # The guide's setup, the pass on the inputs themselves (not 12 copies), the check of one sample.
+    assert rows == [BATCH, BATCH, BATCH]
+    monkeypatch.setattr(inference, "_deterministic_trunks", lambda net: [])
+    pyro.set_rng_seed(0)
+    as_written = predict(model, guide, x, num_samples=12, samples_per_pass=12).outputs
+    assert torch.allclose(once, as_written, atol=1e-5)
+    assert (once[0] - once[-1]).abs().max() > 0.1  # the head's samples differ
+
+
+FEATURES_FIRST_SOURCE = """\
+from torch import nn
+
+
+class FeaturesFirst(nn.Module):
+    def forward(self, x):
+        return x.t()
+
+
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(3, 5), FeaturesFirst())
+        self.head = nn.Linear(5, 4)
+
+    def forward(self, x):
+        return self.head(self.backbone(x).t())
+"""
+
+
+def test_a_backbone_whose_output_is_not_one_row_an_input_computes_as_written(tmp_path, recwarn):
+    # Features first (as a time-major layer gives its steps first) are no copies of rows: the
+    # backbone computes on the batch as the network wrote it.
+    spec = "version: 1\npriors:\n  Classifier.head.weight: Normal(0, 1)\n"
+    _, bayesian = _rewritten(tmp_path, FEATURES_FIRST_SOURCE, spec)
+    model = supervised(bayesian.Classifier(), Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.3)
+    x = torch.randn(BATCH, 3)
+    pyro.set_rng_seed(0)
+    outputs = predict(model, guide, x, num_samples=6, samples_per_pass=6).outputs
+    assert not recwarn.list
+    pyro.set_rng_seed(0)
+    assert torch.allclose(
+        outputs, predict(model, guide, x, num_samples=6, samples_per_pass=2).outputs, atol=1e-6
+    )
+
+
 def test_a_guides_first_predict_gives_what_its_later_ones_give_for_the_same_seed():
     # An autoguide's first call makes its parameters, which ran the model and drew from the
     # priors: on the caller's seed, the first predict differed from the others by 0.15.

@@ -23,7 +23,7 @@ import os
 import traceback
 import warnings
 from contextlib import ExitStack
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
@@ -976,13 +976,31 @@ def _in_passes(
     with _DrawnInPlace(), pyro.plate(_SAMPLES, num_samples, dim=-2):
         weights = poutine.trace(guide).get_trace(batches[0])
 
-    # A layer's widest output a row is the network's, whichever batch and whichever try below.
-    widest = _widest_output(model, weights, batches[0]) if samples_per_pass is None else 0
-    per_pass = [_per_pass(x, num_samples, samples_per_pass, widest) for x in batches]
+    # A layer's widest output a row is the network's, whichever batch and whichever try below;
+    # with the trunks computed once a pass, the widest of what computes once a sample.
+    trunks = _deterministic_trunks(model.net)
+    widest = _widest_outputs(model, weights, batches[0], trunks) if samples_per_pass is None else (0, 0)
+    per_pass = {
+        once: [_per_pass(x, num_samples, samples_per_pass, width) for x in batches]
+        for once, width in zip((False, True), widest)
+    }
 
     def every_batch(any_module: bool = False) -> torch.Tensor:
+        if trunks:
+            # A trunk computed once a pass is a guess about the network's code (that its
+            # modules compute row by row): the passes as they were decide where it fails.
+            try:
+                return passes(any_module, trunks)
+            except Exception:
+                pass
+        return passes(any_module, [])
+
+    def passes(any_module: bool, trunks: List[torch.nn.Module]) -> torch.Tensor:
         return _joined(
-            [_passes(model, weights, x, num_samples, size, any_module) for x, size in zip(batches, per_pass)],
+            [
+                _passes(model, weights, x, num_samples, size, any_module, trunks)
+                for x, size in zip(batches, per_pass[bool(trunks)])
+            ],
             dim=1,
         )
 
@@ -1029,12 +1047,16 @@ def _per_pass(x: Inputs, num_samples: int, samples_per_pass: Optional[int], wide
     return max(1, min(samples_per_pass, num_samples))
 
 
-def _widest_output(model: BayesianModel, weights: poutine.Trace, x: Inputs) -> int:
+def _widest_outputs(
+    model: BayesianModel, weights: poutine.Trace, x: Inputs, trunks: Sequence[torch.nn.Module]
+) -> Tuple[int, int]:
     """The most elements an operation of the network outputs for one row of the inputs ``x``
-    on a CPU and one sample of the weights, from a run on the first row (0 where the inputs
-    are no rows of examples, are on a GPU, or the network cannot run on one row). Every
-    operation's, not only every module's: an attention's logits, computed between its layers,
-    are tokens times tokens a head."""
+    on a CPU and one sample of the weights, from a run on the first row; and the most outside
+    ``trunks``, whose operations :class:`_ComputedOnce` computes once a pass (their outputs
+    count, as copies for every sample). Both 0 where the inputs are no rows of examples, are
+    on a GPU, or the network cannot run on one row. Every operation's, not only every
+    module's: an attention's logits, computed between its layers, are tokens times tokens a
+    head."""
     inputs = _tensors_in(x)
     rows = len(inputs[0]) if inputs and inputs[0].dim() else None
     if (
@@ -1042,28 +1064,51 @@ def _widest_output(model: BayesianModel, weights: poutine.Trace, x: Inputs) -> i
         or inputs[0].device.type != "cpu"
         or any(not input.dim() or len(input) != rows for input in inputs)
     ):
-        return 0
-    recorder = _WidestOutput()
+        return 0, 0
+    recorder = _WidestOutputs(trunks)
     try:
         with recorder:
             _replayed(model, _one_draw(weights, 0), _with_tensors(x, (input[:1] for input in inputs)))
     except Exception:  # the passes will say what fails, if anything
-        return 0
-    return recorder.widest
+        return 0, 0
+    finally:
+        recorder.remove_hooks()
+    return recorder.widest, recorder.widest_outside
 
 
-class _WidestOutput(TorchDispatchMode):
+class _WidestOutputs(TorchDispatchMode):
     """Records the most elements a tensor that an operation makes holds (views, which make
-    none, left out)."""
+    none, left out): of all, and of those outside ``trunks`` and their outputs."""
 
-    def __init__(self) -> None:
+    def __init__(self, trunks: Sequence[torch.nn.Module]) -> None:
         super().__init__()
-        self.widest = 0
+        self.widest = self.widest_outside = 0
+        self._inside = 0
+        self._hooks = [trunk.register_forward_pre_hook(self._enter) for trunk in trunks]
+        self._hooks += [trunk.register_forward_hook(self._leave) for trunk in trunks]
+
+    def remove_hooks(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+    def _enter(self, module, args) -> None:
+        self._inside += 1
+
+    def _leave(self, module, args, output) -> None:
+        self._inside -= 1
+        if not self._inside:
+            self._record(output, outside=True)
+
+    def _record(self, output, outside: bool) -> None:
+        width = max([0, *(tensor.numel() for tensor in _tensors_in(output))])
+        self.widest = max(self.widest, width)
+        if outside:
+            self.widest_outside = max(self.widest_outside, width)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         output = func(*args, **(kwargs or {}))
         if not func.is_view:
-            self.widest = max([self.widest, *(tensor.numel() for tensor in _tensors_in(output))])
+            self._record(output, outside=not self._inside)
         return output
 
 
@@ -1074,10 +1119,12 @@ def _passes(
     num_samples: int,
     samples_per_pass: int,
     any_module: bool = False,
+    trunks: Sequence[torch.nn.Module] = (),
 ) -> torch.Tensor:
     """The network's outputs on the sampled ``weights``, ``samples_per_pass`` samples a pass;
     the samples in the batch where every random site is a batched layer's weight or bias
-    (with ``any_module``, any module's)."""
+    (with ``any_module``, any module's), each of ``trunks`` computed once a pass where it reads
+    nothing but the inputs' copies (see :class:`_ComputedOnce`)."""
     inputs = _tensors_in(x)  # those of a dict that one argument holds too
     size = len(inputs[0]) if inputs and inputs[0].dim() else None
     # The samples travel in the batch where nothing but the layers meets them and every input
@@ -1098,7 +1145,8 @@ def _passes(
             if repeated is not None:
                 rows = [batch[: count * size] for batch in repeated]
                 shared = (inputs[0], rows[0]) if len(inputs) == 1 else None
-                with SamplesInBatchMessenger(count, shared=shared):
+                once = _ComputedOnce(trunks, count, size, dict(zip(rows, inputs)))
+                with SamplesInBatchMessenger(count, shared=shared), once:
                     output = _replayed(model, _sliced(weights, start, stop), _with_tensors(x, iter(rows)))
                 output = output.reshape(count, size, *output.shape[1:])
             else:
@@ -1112,6 +1160,101 @@ def _passes(
         outputs[start:stop] = output
         del output
     return outputs
+
+
+def _deterministic_trunks(net: torch.nn.Module) -> List[torch.nn.Module]:
+    """The largest modules of ``net`` that hold no random weight: a classifier's backbone
+    before its random head, and the modules between (a positional embedding before the layers
+    that read it). None where nothing in ``net`` is random."""
+    random: set = set()
+    for module in reversed(list(net.modules())):  # every module after those it holds
+        if module.__dict__.get("_pyro_samples") or any(id(child) in random for child in module.children()):
+            random.add(id(module))
+    return [
+        child
+        for module in net.modules()
+        if id(module) in random
+        for child in module.children()
+        if id(child) not in random
+    ]
+
+
+class _ComputedOnce:
+    """
+    While a pass's batch holds the inputs once per sample (``x.repeat(count, 1)``), computes
+    each of ``trunks`` that is called with nothing but such copies on the inputs themselves,
+    once, and gives its output once per sample in the same way: a deterministic backbone
+    before a random head computes once a pass, not once a sample. The output of a trunk so
+    computed is a copy too, for the next one. An output that is not one row per input is
+    computed again on the copies, as the network wrote it.
+
+    :param trunks: modules that hold no random weight.
+    :param int count: the samples of the pass.
+    :param int rows: the inputs' rows.
+    :param dict copies: each copy in the batch, by the inputs it repeats.
+    """
+
+    def __init__(
+        self,
+        trunks: Sequence[torch.nn.Module],
+        count: int,
+        rows: int,
+        copies: Mapping[torch.Tensor, torch.Tensor],
+    ) -> None:
+        self.trunks = trunks
+        self.count = count
+        self.rows = rows
+        self._copies = {id(copy): (copy, original) for copy, original in copies.items()}
+        self._called: List[Optional[tuple]] = []  # a trunk's arguments as called, or None
+        self._hooks: list = []
+
+    def __enter__(self) -> "_ComputedOnce":
+        for trunk in self.trunks:
+            self._hooks.append(trunk.register_forward_pre_hook(self._on_originals, with_kwargs=True))
+            self._hooks.append(trunk.register_forward_hook(self._repeated, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+    def _original(self, value) -> Optional[torch.Tensor]:
+        entry = self._copies.get(id(value)) if isinstance(value, torch.Tensor) else None
+        return entry[1] if entry is not None and entry[0] is value else None
+
+    def _on_originals(self, module, args, kwargs):
+        values = [*args, *kwargs.values()]
+        tensors = [value for value in values if isinstance(value, torch.Tensor)]
+        if (
+            not tensors
+            or any(self._original(tensor) is None for tensor in tensors)
+            or any(_parts(value) and _tensors_in(value) for value in values)  # tensors held in a container
+        ):
+            self._called.append(None)
+            return None
+        self._called.append((args, kwargs))
+        swap = {id(tensor): self._original(tensor) for tensor in tensors}
+        return (
+            tuple(swap.get(id(value), value) for value in args),
+            {key: swap.get(id(value), value) for key, value in kwargs.items()},
+        )
+
+    def _repeated(self, module, args, kwargs, output):
+        called = self._called.pop()
+        if called is None:
+            return None
+        outputs = [output] if isinstance(output, torch.Tensor) else output
+        if type(outputs) in (list, tuple) and all(
+            isinstance(part, torch.Tensor) and part.dim() and len(part) == self.rows for part in outputs
+        ):
+            copies = [self._copy(part) for part in outputs]
+            return copies[0] if isinstance(output, torch.Tensor) else type(output)(copies)
+        return module.forward(*called[0], **called[1])
+
+    def _copy(self, original: torch.Tensor) -> torch.Tensor:
+        copy = original.repeat(self.count, *(1,) * (original.dim() - 1))
+        self._copies[id(copy)] = (copy, original)
+        return copy
 
 
 #: The name of :func:`predict`'s plate of weight samples.
