@@ -23,7 +23,7 @@ import os
 import traceback
 import warnings
 from contextlib import ExitStack
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import pyro
 import pyro.distributions as dist
@@ -41,6 +41,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import warn_if_nan
 from torch.distributions import biject_to, constraints
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset, default_collate
 from tqdm.auto import tqdm
@@ -60,6 +61,11 @@ CPU_ROWS_PER_PASS = 5_000
 #: How many elements the widest output of an operation in one pass of :func:`predict` holds
 #: on a CPU, at most (4 MB in single precision).
 CPU_ELEMENTS_PER_PASS = 2**20
+#: The same where a deterministic trunk computes once a pass (:class:`_ComputedOnce`): every
+#: pass computes the trunk again, which costs more than the page faults of larger copies of
+#: its output (a Mamba backbone's, 50 samples of 256 sequences: passes of 4 samples took
+#: 6.0 s, of 25 samples 0.6 s).
+CPU_ELEMENTS_PER_PASS_ONCE = 2**24
 
 #: A network's input: one tensor, the tuple of the tensors it takes (``net(*inputs)``), or a
 #: dict of them by keyword (``net(**inputs)``).
@@ -978,27 +984,38 @@ def _in_passes(
 
     # A layer's widest output a row is the network's, whichever batch and whichever try below;
     # with the trunks computed once a pass, the widest of what computes once a sample.
+    widest = _widest_output(model, weights, batches[0]) if samples_per_pass is None else 0
     trunks = _deterministic_trunks(model.net)
-    widest = _widest_outputs(model, weights, batches[0], trunks) if samples_per_pass is None else (0, 0)
+    widest_each = (
+        _widest_output_each_sample(model, weights, batches[0], num_samples, trunks) if trunks else None
+    )
+    if widest_each is None:
+        trunks = []
     per_pass = {
-        once: [_per_pass(x, num_samples, samples_per_pass, width) for x in batches]
-        for once, width in zip((False, True), widest)
+        once: [_per_pass(x, num_samples, samples_per_pass, width, budget) for x in batches]
+        for once, width, budget in [
+            (False, widest, CPU_ELEMENTS_PER_PASS),
+            (True, widest_each, CPU_ELEMENTS_PER_PASS_ONCE),
+        ]
     }
 
     def every_batch(any_module: bool = False) -> torch.Tensor:
         if trunks:
             # A trunk computed once a pass is a guess about the network's code (that its
-            # modules compute row by row): the passes as they were decide where it fails.
+            # modules compute row by row): the passes as they were decide where it fails,
+            # unless none was computed once and they would fail alike.
+            computed: List[torch.nn.Module] = []
             try:
-                return passes(any_module, trunks)
+                return passes(any_module, trunks, computed)
             except Exception:
-                pass
-        return passes(any_module, [])
+                if not computed:
+                    raise
+        return passes(any_module, [], [])
 
-    def passes(any_module: bool, trunks: List[torch.nn.Module]) -> torch.Tensor:
+    def passes(any_module: bool, trunks: List[torch.nn.Module], computed: list) -> torch.Tensor:
         return _joined(
             [
-                _passes(model, weights, x, num_samples, size, any_module, trunks)
+                _passes(model, weights, x, num_samples, size, any_module, trunks, computed)
                 for x, size in zip(batches, per_pass[bool(trunks)])
             ],
             dim=1,
@@ -1029,10 +1046,16 @@ def _in_passes(
             raise first_error from None
 
 
-def _per_pass(x: Inputs, num_samples: int, samples_per_pass: Optional[int], widest: int) -> int:
+def _per_pass(
+    x: Inputs,
+    num_samples: int,
+    samples_per_pass: Optional[int],
+    widest: int,
+    budget: int = CPU_ELEMENTS_PER_PASS,
+) -> int:
     """How many samples a pass on ``x`` computes: ``samples_per_pass``, or by default every
-    sample on a GPU; on a CPU, about :data:`CPU_ROWS_PER_PASS` rows, and fewer where a layer's
-    outputs, ``widest`` elements a row, would hold more than :data:`CPU_ELEMENTS_PER_PASS`. A
+    sample on a GPU; on a CPU, about :data:`CPU_ROWS_PER_PASS` rows, and fewer where an
+    operation's outputs, ``widest`` elements a row, would hold more than ``budget``. A
     convolution's outputs are tens of times its inputs: beyond a few megabytes, torch's
     allocator on a CPU maps fresh memory for every tensor, and its page faults cost more than
     the pass."""
@@ -1043,72 +1066,79 @@ def _per_pass(x: Inputs, num_samples: int, samples_per_pass: Optional[int], wide
         rows = len(inputs[0]) if inputs and inputs[0].dim() else 1
         samples_per_pass = CPU_ROWS_PER_PASS // rows
         if widest:
-            samples_per_pass = min(samples_per_pass, CPU_ELEMENTS_PER_PASS // (widest * rows))
+            samples_per_pass = min(samples_per_pass, budget // (widest * rows))
     return max(1, min(samples_per_pass, num_samples))
 
 
-def _widest_outputs(
-    model: BayesianModel, weights: poutine.Trace, x: Inputs, trunks: Sequence[torch.nn.Module]
-) -> Tuple[int, int]:
+def _widest_output(model: BayesianModel, weights: poutine.Trace, x: Inputs) -> int:
     """The most elements an operation of the network outputs for one row of the inputs ``x``
-    on a CPU and one sample of the weights, from a run on the first row; and the most outside
-    ``trunks``, whose operations :class:`_ComputedOnce` computes once a pass (their outputs
-    count, as copies for every sample). Both 0 where the inputs are no rows of examples, are
-    on a GPU, or the network cannot run on one row. Every operation's, not only every
-    module's: an attention's logits, computed between its layers, are tokens times tokens a
-    head."""
-    inputs = _tensors_in(x)
-    rows = len(inputs[0]) if inputs and inputs[0].dim() else None
-    if (
-        rows is None
-        or inputs[0].device.type != "cpu"
-        or any(not input.dim() or len(input) != rows for input in inputs)
-    ):
-        return 0, 0
-    recorder = _WidestOutputs(trunks)
+    on a CPU and one sample of the weights, from a run on the first row (0 where the inputs
+    are no rows of examples, are on a GPU, or the network cannot run on one row). Every
+    operation's, not only every module's: an attention's logits, computed between its layers,
+    are tokens times tokens a head."""
+    first = _first_rows(x)
+    if first is None or first[0].device.type != "cpu":
+        return 0
+    recorder = _WidestOutputs()
     try:
         with recorder:
-            _replayed(model, _one_draw(weights, 0), _with_tensors(x, (input[:1] for input in inputs)))
+            _replayed(model, _one_draw(weights, 0), _with_tensors(x, iter(first)))
     except Exception:  # the passes will say what fails, if anything
-        return 0, 0
-    finally:
-        recorder.remove_hooks()
-    return recorder.widest, recorder.widest_outside
+        return 0
+    return recorder.widest
+
+
+def _widest_output_each_sample(
+    model: BayesianModel,
+    weights: poutine.Trace,
+    x: Inputs,
+    num_samples: int,
+    trunks: Sequence[torch.nn.Module],
+) -> Optional[int]:
+    """As :func:`_widest_output`, of the operations that a pass with ``trunks`` computed once
+    (:class:`_ComputedOnce`) computes for every sample, a trunk's output copied for each
+    included, from a pass of two samples on the first row; None where no trunk computes once
+    in it (the network reads none with nothing but the inputs' copies, or fails so)."""
+    first = _first_rows(x)
+    if first is None:
+        return None
+    count = min(2, num_samples)  # samples that differ, as a pass's do
+    copies = [row.repeat(count, *(1,) * (row.dim() - 1)) for row in first]
+    once = _ComputedOnce(trunks, count, 1, dict(zip(copies, first)))
+    recorder = _WidestOutputs(once)
+    try:
+        with pyro.plate(_SAMPLES, count, dim=-2), SamplesInBatchMessenger(count), once, recorder:
+            _replayed(model, _sliced(weights, 0, count), _with_tensors(x, iter(copies)))
+    except Exception:  # the passes will say what fails, if anything
+        return None
+    return -(-recorder.widest_outside // count) if once.computed else None
+
+
+def _first_rows(x: Inputs) -> Optional[List[torch.Tensor]]:
+    """The first row of each of the inputs ``x``; None where they are no rows of examples."""
+    inputs = _tensors_in(x)
+    rows = len(inputs[0]) if inputs and inputs[0].dim() else None
+    if rows is None or any(not input.dim() or len(input) != rows for input in inputs):
+        return None
+    return [input[:1] for input in inputs]
 
 
 class _WidestOutputs(TorchDispatchMode):
     """Records the most elements a tensor that an operation makes holds (views, which make
-    none, left out): of all, and of those outside ``trunks`` and their outputs."""
+    none, left out): of all, and of those made while ``once`` computes no trunk."""
 
-    def __init__(self, trunks: Sequence[torch.nn.Module]) -> None:
+    def __init__(self, once: Optional["_ComputedOnce"] = None) -> None:
         super().__init__()
         self.widest = self.widest_outside = 0
-        self._inside = 0
-        self._hooks = [trunk.register_forward_pre_hook(self._enter) for trunk in trunks]
-        self._hooks += [trunk.register_forward_hook(self._leave) for trunk in trunks]
-
-    def remove_hooks(self) -> None:
-        for hook in self._hooks:
-            hook.remove()
-
-    def _enter(self, module, args) -> None:
-        self._inside += 1
-
-    def _leave(self, module, args, output) -> None:
-        self._inside -= 1
-        if not self._inside:
-            self._record(output, outside=True)
-
-    def _record(self, output, outside: bool) -> None:
-        width = max([0, *(tensor.numel() for tensor in _tensors_in(output))])
-        self.widest = max(self.widest, width)
-        if outside:
-            self.widest_outside = max(self.widest_outside, width)
+        self._once = once
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         output = func(*args, **(kwargs or {}))
         if not func.is_view:
-            self._record(output, outside=not self._inside)
+            width = max([0, *(tensor.numel() for tensor in _tensors_in(output))])
+            self.widest = max(self.widest, width)
+            if self._once is None or not self._once.inside:
+                self.widest_outside = max(self.widest_outside, width)
         return output
 
 
@@ -1120,11 +1150,13 @@ def _passes(
     samples_per_pass: int,
     any_module: bool = False,
     trunks: Sequence[torch.nn.Module] = (),
+    computed: Optional[list] = None,
 ) -> torch.Tensor:
     """The network's outputs on the sampled ``weights``, ``samples_per_pass`` samples a pass;
     the samples in the batch where every random site is a batched layer's weight or bias
     (with ``any_module``, any module's), each of ``trunks`` computed once a pass where it reads
-    nothing but the inputs' copies (see :class:`_ComputedOnce`)."""
+    nothing but the inputs' copies (see :class:`_ComputedOnce`; each one so computed is
+    appended to ``computed``)."""
     inputs = _tensors_in(x)  # those of a dict that one argument holds too
     size = len(inputs[0]) if inputs and inputs[0].dim() else None
     # The samples travel in the batch where nothing but the layers meets them and every input
@@ -1145,7 +1177,7 @@ def _passes(
             if repeated is not None:
                 rows = [batch[: count * size] for batch in repeated]
                 shared = (inputs[0], rows[0]) if len(inputs) == 1 else None
-                once = _ComputedOnce(trunks, count, size, dict(zip(rows, inputs)))
+                once = _ComputedOnce(trunks, count, size, dict(zip(rows, inputs)), computed)
                 with SamplesInBatchMessenger(count, shared=shared), once:
                     output = _replayed(model, _sliced(weights, start, stop), _with_tensors(x, iter(rows)))
                 output = output.reshape(count, size, *output.shape[1:])
@@ -1179,19 +1211,22 @@ def _deterministic_trunks(net: torch.nn.Module) -> List[torch.nn.Module]:
     ]
 
 
-class _ComputedOnce:
+class _ComputedOnce(TorchFunctionMode):
     """
     While a pass's batch holds the inputs once per sample (``x.repeat(count, 1)``), computes
     each of ``trunks`` that is called with nothing but such copies on the inputs themselves,
     once, and gives its output once per sample in the same way: a deterministic backbone
     before a random head computes once a pass, not once a sample. The output of a trunk so
-    computed is a copy too, for the next one. An output that is not one row per input is
-    computed again on the copies, as the network wrote it.
+    computed is a copy too, for the next one, and so is what torch computes from copies
+    where it is, element for element, ``count`` equal blocks of rows (``x.unsqueeze(-1)``
+    between two trunks). An output that is not one row per input is computed again on the
+    copies, as the network wrote it.
 
     :param trunks: modules that hold no random weight.
     :param int count: the samples of the pass.
     :param int rows: the inputs' rows.
     :param dict copies: each copy in the batch, by the inputs it repeats.
+    :param list computed: where to append each trunk computed once.
     """
 
     def __init__(
@@ -1200,10 +1235,14 @@ class _ComputedOnce:
         count: int,
         rows: int,
         copies: Mapping[torch.Tensor, torch.Tensor],
+        computed: Optional[list] = None,
     ) -> None:
         self.trunks = trunks
         self.count = count
         self.rows = rows
+        self.computed = [] if computed is None else computed
+        #: How many trunk calls computing once are under way (what runs now runs once a pass).
+        self.inside = 0
         self._copies = {id(copy): (copy, original) for copy, original in copies.items()}
         self._called: List[Optional[tuple]] = []  # a trunk's arguments as called, or None
         self._hooks: list = []
@@ -1212,11 +1251,28 @@ class _ComputedOnce:
         for trunk in self.trunks:
             self._hooks.append(trunk.register_forward_pre_hook(self._on_originals, with_kwargs=True))
             self._hooks.append(trunk.register_forward_hook(self._repeated, with_kwargs=True))
-        return self
+        return super().__enter__()
 
     def __exit__(self, *exc_info) -> None:
         for hook in self._hooks:
             hook.remove()
+        super().__exit__(*exc_info)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        if (
+            isinstance(result, torch.Tensor)
+            and result.dim()
+            and len(result) == self.count * self.rows
+            and any(self._original(tensor) is not None for tensor in _tensors_in((args, kwargs)))
+        ):
+            first = result[: self.rows]
+            if torch.equal(
+                result.unflatten(0, (self.count, self.rows)), first.expand(self.count, *first.shape)
+            ):
+                self._copies[id(result)] = (result, first)
+        return result
 
     def _original(self, value) -> Optional[torch.Tensor]:
         entry = self._copies.get(id(value)) if isinstance(value, torch.Tensor) else None
@@ -1233,6 +1289,8 @@ class _ComputedOnce:
             self._called.append(None)
             return None
         self._called.append((args, kwargs))
+        self.computed.append(module)
+        self.inside += 1
         swap = {id(tensor): self._original(tensor) for tensor in tensors}
         return (
             tuple(swap.get(id(value), value) for value in args),
@@ -1243,6 +1301,7 @@ class _ComputedOnce:
         called = self._called.pop()
         if called is None:
             return None
+        self.inside -= 1
         outputs = [output] if isinstance(output, torch.Tensor) else output
         if type(outputs) in (list, tuple) and all(
             isinstance(part, torch.Tensor) and part.dim() and len(part) == self.rows for part in outputs
