@@ -156,7 +156,7 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
     for pass_ in registry.PASSES:
         if pass_ == registry.DECORATORS:
             # Decorators depend on every random attribute of a class, its bases' included, and
-            # on whether a method runs the module itself: only those classes are walked again.
+            # on whether a method runs the module or its parts: only those classes are walked again.
             _inherit_within_file(context.random, job.index.classes)
             classes = context.classes
             random_tops = {
@@ -164,7 +164,9 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
             }
             if planner.spec.has_priors:
                 random_tops |= {
-                    record.top for record in classes.values() if any(map(record.runs_itself, record.methods))
+                    record.top
+                    for record in classes.values()
+                    if any(record.runs_itself(name) or record.runs_its_parts(name) for name in record.methods)
                 }
             tops = {top: first for top, first in tops.items() if top in random_tops}
         rules, enter = registry.rules(pass_), registry.entered(pass_)

@@ -146,6 +146,34 @@ class ClassRecord:
             self.method_reads.get(method, frozenset()) & {CALLS_ITSELF, "forward"}
         )
 
+    def runs_its_parts(self, method: str) -> bool:
+        """Whether ``method`` calls another method of the class that reads what the class
+        sets (its layers, its parameters): an autoregressive ``generate()`` calling
+        ``self.step(x)`` a token at a time. Not ``forward``, nor a method that ``__init__``
+        runs (``self._init_weights()``), whose reads happen as the model is built."""
+        if method == "forward" or method in self.run_by_init:
+            return False
+        own = self.method_reads
+        return any(
+            other != method
+            and not (other.startswith("__") and other.endswith("__"))
+            and own[other] & set(self.attr_lines)
+            for other in own.get(method, frozenset())
+            if other in own
+        )
+
+    @cached_property
+    def run_by_init(self) -> frozenset[str]:
+        """The methods ``__init__`` calls, and those they call."""
+        reached: set[str] = set()
+        waiting = [name for name in self.init_reads if name in self.method_reads]
+        while waiting:
+            name = waiting.pop()
+            if name not in reached:
+                reached.add(name)
+                waiting.extend(other for other in self.method_reads[name] if other in self.method_reads)
+        return frozenset(reached)
+
     @cached_property  # the class index asks it of every base, again and again
     def key(self) -> str:
         return f"{self.module}.{self.qualname}" if self.module else self.qualname

@@ -17,9 +17,12 @@ After::
         return x @ self.weight
 
 A method that runs the module itself, ``self(x)`` or ``self.forward(x)`` (an autoregressive
-``generate`` that calls it once a token), gets it too, where the class has random
-attributes or the spec gives any weight a prior (a submodule's): every call of the module
-inside it reads one draw of the weights, not a draw a token.
+``generate`` that calls it once a token), or another of its methods that reads its layers
+or parameters (``self.step(x)``, mambapy's and recurrent models' ``generate``), gets it
+too, where the class has random attributes or the spec gives any weight a prior (a
+submodule's): every call inside it reads one draw of the weights, not a draw a token.
+Methods that ``__init__`` runs (``self._init_weights()``) are left alone: they read the
+parts as they are built.
 
 ``forward``, dunder methods, properties, static and class methods are left alone, as are
 methods that already carry ``@pyro_method``.
@@ -53,13 +56,22 @@ class PyroMethodRewriter(Rule):
         if scope is None:
             return updated_node
         record = scope[0]
-        reads = record.method_reads.get(updated_node.name.value, frozenset())
+        name = updated_node.name.value
+        reads = record.method_reads.get(name, frozenset())
         random = self.context.random.get(record.order, set())
         # A method that runs the module itself (an autoregressive generate() calling self(x)
-        # a token at a time) would draw new weights every call: under @pyro_method, one draw.
-        # The weights may be any submodule's, built in another file: any prior in the spec.
-        runs = self.context.planner.spec.has_priors and record.runs_itself(updated_node.name.value)
-        if not (reads & random or runs) or not self._wants_decorator(updated_node):
+        # a token at a time), or another method that runs its parts (self.step(x)), would
+        # draw new weights every call: under @pyro_method, one draw. The weights may be any
+        # submodule's, built in another file: any prior in the spec.
+        runs = self.context.planner.spec.has_priors and (
+            record.runs_itself(name) or record.runs_its_parts(name)
+        )
+        # What __init__ runs reads the parts as they are built, not a draw.
+        if (
+            not (reads & random or runs)
+            or name in record.run_by_init
+            or not self._wants_decorator(updated_node)
+        ):
             return updated_node
         self.context.needed.add(PYRO_METHOD)
         decorator = cst.Decorator(decorator=cst.Name(PYRO_METHOD))
@@ -166,5 +178,72 @@ class Decoder(PyroModule):
         return x
 """,
         spec="priors:\n  Decoder.head.weight: Normal(0, 1)\n",
+    ),
+    # valid: generate runs the network a step at a time through another method (mambapy's
+    # LM.generate calls self.step); _init_weights, which __init__ runs, is left alone
+    Example(
+        before="""\
+import torch
+from torch import nn
+
+
+class Recurrent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.Linear(2, 2)
+        self._init_weights()
+
+    def _init_weights(self):
+        self._zero(self.cell)
+
+    def _zero(self, layer):
+        nn.init.zeros_(layer.bias)
+
+    def forward(self, xs):
+        return self.cell(xs)
+
+    def advance(self, h):
+        return torch.tanh(self.cell(h))
+
+    def generate(self, h, steps):
+        for _ in range(steps):
+            h = self.advance(h)
+        return h
+""",
+        after="""\
+import torch
+from torch import nn
+from pyro.nn import PyroModule, pyro_method
+from bayesify.runtime import pyro_module, set_prior
+
+
+class Recurrent(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.Linear(2, 2)
+        self._init_weights()
+        set_prior(self, "Recurrent.cell.weight", "Normal", 0, 1)
+        pyro_module(self)
+
+    def _init_weights(self):
+        self._zero(self.cell)
+
+    def _zero(self, layer):
+        nn.init.zeros_(layer.bias)
+
+    def forward(self, xs):
+        return self.cell(xs)
+
+    @pyro_method
+    def advance(self, h):
+        return torch.tanh(self.cell(h))
+
+    @pyro_method
+    def generate(self, h, steps):
+        for _ in range(steps):
+            h = self.advance(h)
+        return h
+""",
+        spec="priors:\n  Recurrent.cell.weight: Normal(0, 1)\n",
     ),
 )
