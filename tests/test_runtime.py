@@ -9,6 +9,7 @@ Modules live at module level so that pickle can find their classes.
 import copy
 import io
 import pickle
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -518,6 +519,20 @@ def test_a_prior_on_a_complex_parameter_is_refused_with_the_way_to_make_it_rando
     rewritten.weight = PyroSample(Prior(rewritten, "Normal", 0, 1, shape=(4,)))
     with pytest.raises(ValueError, match=r"checkpoint's weight is complex \(torch.complex64\)"):
         load_deterministic(rewritten, _Spectral().state_dict())
+
+
+def test_a_load_state_dict_that_leaves_out_random_weights_warns():
+    # neuralforecast's NeuralForecast.load passes strict=False: the checkpoint's weights were
+    # dropped as unexpected, and the forecasts came from prior draws (off by 1,750), silently.
+    model = RewrittenRegressor()
+    with pytest.warns(
+        UserWarning, match="leaves out the checkpoint's values of random weights.*load_deterministic"
+    ):
+        incompatible = model.load_state_dict(DeterministicRegressor().state_dict(), strict=False)
+    assert "linear.weight" in incompatible.unexpected_keys
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_deterministic(RewrittenRegressor(), DeterministicRegressor().state_dict())
 
 
 def test_unknown_distribution_suggests_the_closest_name():

@@ -3,6 +3,7 @@
 import difflib
 import itertools
 import math
+import warnings
 from typing import Optional, Sequence, Tuple, Union
 
 import pyro.distributions as dist
@@ -223,3 +224,18 @@ def _register_anchor(module: torch.nn.Module) -> None:
     else:
         anchor = torch.empty(0, dtype=placed.dtype, device=placed.device)
     module.register_buffer(PRIOR_ANCHOR, anchor, persistent=False)
+    module.register_load_state_dict_pre_hook(_warn_of_values_for_random_sites)
+
+
+def _warn_of_values_for_random_sites(module, state_dict, prefix, *rest) -> None:
+    """A library's loader that passes ``strict=False`` (neuralforecast's, many trainers')
+    would leave a checkpoint's values of the random weights out, and the model would predict
+    from prior draws, silently. (torch hands every module ``strict=True``, whatever the call
+    said: a strict load is told too, before torch names the keys as unexpected.)"""
+    if any(prefix + name in state_dict for name in module.__dict__.get("_pyro_samples", {})):
+        warnings.warn(
+            "load_state_dict leaves out the checkpoint's values of random weights, which are drawn "
+            "from their priors instead: load a deterministic checkpoint with "
+            "bayesify.runtime.load_deterministic, which returns those values to start a guide",
+            stacklevel=2,
+        )
