@@ -872,6 +872,34 @@ def test_fitted_guides_copy_as_lightnings_callbacks_and_torchs_averagedmodel_cop
         assert torch.equal(*predictions)
 
 
+class SharedBlocks(nn.Module):
+    """N-BEATS with shared weights: one block held, and run, twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(3, 4)
+        self.block = nn.Linear(4, 4)
+        self.blocks = nn.ModuleList([self.block, self.block])
+
+    def forward(self, x):
+        hidden = self.embed(x)
+        for block in self.blocks:
+            hidden = block(torch.tanh(hidden))
+        return hidden[:, :1]
+
+
+def test_laplace_names_a_last_layer_that_enters_the_network_twice():
+    # A trial's N-BEATS stopped at "name the output layer's sites": the site was the output
+    # layer's, and the message did not say that the layer runs twice.
+    torch.manual_seed(0)
+    net = pyro_module(SharedBlocks())
+    set_prior(net, "nn.Linear.weight", "Normal", 0, 1)
+    model = supervised(net, Normal(50, scale=0.1))
+    x, y = torch.randn(50, 3), torch.randn(50, 1)
+    with pytest.raises(ValueError, match=r"blocks.1.weight enters the network in more than one place"):
+        CheckpointLaplace(model, {"blocks.1.weight": 2 * torch.randn(4, 4)}, (x, y))
+
+
 def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_data(monkeypatch):
     checkpoint, x, y = trained_gap_regressor()
     net = GapRegressor()

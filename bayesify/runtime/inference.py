@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from bayesify.runtime import likelihoods
 from bayesify.runtime.batched import BATCHED_LAYERS, FunctionalLayers, SamplesInBatchMessenger
+from bayesify.runtime.held import Tied
 from bayesify.runtime.likelihoods import Prediction
 
 #: The default relative spread of :class:`CheckpointNormal`: sd = DELTA * |trained weight|.
@@ -406,12 +407,42 @@ class CheckpointLaplace(AutoGuideList):
             try:
                 _set_laplace_covariance(laplace, joint, fixed, itertools.chain([first], batches), noise)
             except torch.linalg.LinAlgError:
+                net = joint.net if isinstance(joint, BayesianModel) else None
+                shared = _read_in_several_places(net, sites) if net is not None else []
+                cause = (
+                    f"{', '.join(shared)} {'enters' if len(shared) == 1 else 'enter'} the network in more "
+                    "than one place (a layer held twice, or tied), so nonlinearly"
+                    if shared
+                    else "weights that enter the network nonlinearly, as a recurrent layer's do, or values "
+                    "that are no trained optimum"
+                )
                 raise ValueError(
                     f"CheckpointLaplace: the Hessian of {', '.join(sites)} at the checkpoint is not positive "
-                    "definite, so no normal distribution approximates their posterior there (weights that "
-                    "enter the network nonlinearly, as a recurrent layer's do, or values that are no trained "
-                    "optimum): name the output layer's sites, or use CheckpointNormal"
+                    f"definite, so no normal distribution approximates their posterior there ({cause}): "
+                    "name the sites of an output layer used once, or use CheckpointNormal"
                 ) from None
+
+
+def _read_in_several_places(net: torch.nn.Module, sites: Sequence[str]) -> List[str]:
+    """The ``sites`` of ``net`` whose module it holds under more than one path (N-BEATS's
+    shared blocks), or whose value another module reads too (tied weights)."""
+    paths: Dict[int, int] = {}
+    for _, module in net.named_modules(remove_duplicate=False):
+        paths[id(module)] = paths.get(id(module), 0) + 1
+    owners = {getattr(module, "_pyro_name", None): module for module in net.modules()}
+    tied = {
+        (id(prior.module), prior.name)
+        for module in net.modules()
+        for prior in module.__dict__.get("_pyro_samples", {}).values()
+        if isinstance(prior, Tied)
+    }
+    shared = []
+    for site in sites:
+        owner_name, _, attribute = site.rpartition(".")
+        owner = owners.get(owner_name)
+        if owner is not None and (paths.get(id(owner), 0) > 1 or (id(owner), attribute) in tied):
+            shared.append(site)
+    return shared
 
 
 def _point_masses(values: Dict[str, torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
