@@ -21,8 +21,8 @@ A method that runs the module itself, ``self(x)`` or ``self.forward(x)`` (an aut
 or parameters (``self.step(x)``, mambapy's and recurrent models' ``generate``), gets it
 too, where the class has random attributes or the spec gives any weight a prior (a
 submodule's): every call inside it reads one draw of the weights, not a draw a token.
-Methods that ``__init__`` runs (``self._init_weights()``) are left alone: they read the
-parts as they are built.
+A method that ``__init__`` runs (``self._init_weights()``) is not decorated for what it calls:
+it runs the parts as they are built.
 
 ``forward``, dunder methods, properties, static and class methods are left alone, as are
 methods that already carry ``@pyro_method``.
@@ -66,12 +66,7 @@ class PyroMethodRewriter(Rule):
         runs = self.context.planner.spec.has_priors and (
             record.runs_itself(name) or record.runs_its_parts(name)
         )
-        # What __init__ runs reads the parts as they are built, not a draw.
-        if (
-            not (reads & random or runs)
-            or name in record.run_by_init
-            or not self._wants_decorator(updated_node)
-        ):
+        if not (reads & random or runs) or not self._wants_decorator(updated_node):
             return updated_node
         self.context.needed.add(PYRO_METHOD)
         decorator = cst.Decorator(decorator=cst.Name(PYRO_METHOD))
@@ -180,7 +175,7 @@ class Decoder(PyroModule):
         spec="priors:\n  Decoder.head.weight: Normal(0, 1)\n",
     ),
     # valid: generate runs the network a step at a time through another method (mambapy's
-    # LM.generate calls self.step); _init_weights, which __init__ runs, is left alone
+    # LM.generate calls self.step); _warm_up, which __init__ runs, is not decorated for it
     Example(
         before="""\
 import torch
@@ -191,13 +186,10 @@ class Recurrent(nn.Module):
     def __init__(self):
         super().__init__()
         self.cell = nn.Linear(2, 2)
-        self._init_weights()
+        self.start = self._warm_up()
 
-    def _init_weights(self):
-        self._zero(self.cell)
-
-    def _zero(self, layer):
-        nn.init.zeros_(layer.bias)
+    def _warm_up(self):
+        return self.advance(torch.zeros(1, 2))
 
     def forward(self, xs):
         return self.cell(xs)
@@ -221,15 +213,12 @@ class Recurrent(PyroModule):
     def __init__(self):
         super().__init__()
         self.cell = nn.Linear(2, 2)
-        self._init_weights()
+        self.start = self._warm_up()
         set_prior(self, "Recurrent.cell.weight", "Normal", 0, 1)
         pyro_module(self)
 
-    def _init_weights(self):
-        self._zero(self.cell)
-
-    def _zero(self, layer):
-        nn.init.zeros_(layer.bias)
+    def _warm_up(self):
+        return self.advance(torch.zeros(1, 2))
 
     def forward(self, xs):
         return self.cell(xs)

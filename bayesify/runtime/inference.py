@@ -22,6 +22,7 @@ import itertools
 import os
 import traceback
 import warnings
+import weakref
 from contextlib import ExitStack
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
@@ -1142,7 +1143,9 @@ def _widest_output_each_sample(
             _replayed(model, _sliced(weights, 0, count), _with_tensors(x, iter(copies)))
     except Exception:  # the passes will say what fails, if anything
         return None
-    return -(-recorder.widest_outside // count) if once.computed else None
+    if not once.computed or once.draws:  # a trunk's own random numbers: one draw a sample, as written
+        return None
+    return -(-recorder.widest_outside // count)
 
 
 def _first_rows(x: Inputs) -> Optional[List[torch.Tensor]]:
@@ -1208,7 +1211,11 @@ def _passes(
             if repeated is not None:
                 rows = [batch[: count * size] for batch in repeated]
                 shared = (inputs[0], rows[0]) if len(inputs) == 1 else None
-                once = _ComputedOnce(trunks, count, size, dict(zip(rows, inputs)), computed)
+                once = (
+                    _ComputedOnce(trunks, count, size, dict(zip(rows, inputs)), computed)
+                    if trunks and count > 1
+                    else contextlib.nullcontext()
+                )
                 with SamplesInBatchMessenger(count, shared=shared), once:
                     output = _replayed(model, _sliced(weights, start, stop), _with_tensors(x, iter(rows)))
                 output = output.reshape(count, size, *output.shape[1:])
@@ -1233,13 +1240,21 @@ def _deterministic_trunks(net: torch.nn.Module) -> List[torch.nn.Module]:
     for module in reversed(list(net.modules())):  # every module after those it holds
         if module.__dict__.get("_pyro_samples") or any(id(child) in random for child in module.children()):
             random.add(id(module))
-    return [
-        child
-        for module in net.modules()
-        if id(module) in random
-        for child in module.children()
-        if id(child) not in random
-    ]
+    trunks = []
+    for module in net.modules():
+        if id(module) in random:
+            for child in module.children():
+                if id(child) not in random:
+                    trunks.extend(_called_parts(child))
+    return trunks
+
+
+def _called_parts(module: torch.nn.Module) -> List[torch.nn.Module]:
+    """``module``, or where it is a container that is never called (``nn.ModuleList``,
+    ``nn.ModuleDict``: no forward of its own), the parts of it that are."""
+    if type(module).forward is not torch.nn.Module.forward:
+        return [module]
+    return [part for child in module.children() for part in _called_parts(child)]
 
 
 class _ComputedOnce(TorchFunctionMode):
@@ -1248,9 +1263,10 @@ class _ComputedOnce(TorchFunctionMode):
     each of ``trunks`` that is called with nothing but such copies on the inputs themselves,
     once, and gives its output once per sample in the same way: a deterministic backbone
     before a random head computes once a pass, not once a sample. The output of a trunk so
-    computed is a copy too, for the next one, and so is what torch computes from copies
-    where it is, element for element, ``count`` equal blocks of rows (``x.unsqueeze(-1)``
-    between two trunks). An output that is not one row per input is computed again on the
+    computed is a copy too, for the next one, and so is what a torch function computes from
+    copies where it is, element for element, ``count`` blocks each equal to the function of
+    the inputs themselves (``x.unsqueeze(-1)`` between two trunks). A copy changed in place
+    is no copy any more. An output that is not one row per input is computed again on the
     copies, as the network wrote it.
 
     :param trunks: modules that hold no random weight.
@@ -1268,20 +1284,28 @@ class _ComputedOnce(TorchFunctionMode):
         copies: Mapping[torch.Tensor, torch.Tensor],
         computed: Optional[list] = None,
     ) -> None:
+        super().__init__()
         self.trunks = trunks
         self.count = count
         self.rows = rows
         self.computed = [] if computed is None else computed
         #: How many trunk calls computing once are under way (what runs now runs once a pass).
         self.inside = 0
-        self._copies = {id(copy): (copy, original) for copy, original in copies.items()}
-        self._called: List[Optional[tuple]] = []  # a trunk's arguments as called, or None
+        #: Whether a trunk computed once drew random numbers of its own (a sampling layer,
+        #: a dropout left on), which computed once every sample of the pass would share.
+        self.draws = False
+        self._copies: Dict[int, tuple] = {}
+        for copy, original in copies.items():
+            self._register(copy, original)
+        self._called: List[Optional[tuple]] = []  # a trunk's arguments and random state, or None
         self._hooks: list = []
 
     def __enter__(self) -> "_ComputedOnce":
         for trunk in self.trunks:
             self._hooks.append(trunk.register_forward_pre_hook(self._on_originals, with_kwargs=True))
-            self._hooks.append(trunk.register_forward_hook(self._repeated, with_kwargs=True))
+            self._hooks.append(
+                trunk.register_forward_hook(self._repeated, with_kwargs=True, always_call=True)
+            )
         return super().__enter__()
 
     def __exit__(self, *exc_info) -> None:
@@ -1292,22 +1316,49 @@ class _ComputedOnce(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
-        if (
-            isinstance(result, torch.Tensor)
-            and result.dim()
-            and len(result) == self.count * self.rows
-            and any(self._original(tensor) is not None for tensor in _tensors_in((args, kwargs)))
+        if not (isinstance(result, torch.Tensor) and result.dim() and len(result) == self.count * self.rows):
+            return result
+        tensors = _tensors_in((args, kwargs))
+        if any(tensor is result for tensor in tensors) or not any(
+            self._original(t) is not None for t in tensors
         ):
-            first = result[: self.rows]
-            if torch.equal(
-                result.unflatten(0, (self.count, self.rows)), first.expand(self.count, *first.shape)
-            ):
-                self._copies[id(result)] = (result, first)
+            return result  # an in-place function, or none of the copies
+        swap = {
+            id(tensor): self._original(tensor) for tensor in tensors if self._original(tensor) is not None
+        }
+        try:
+            on_originals = func(
+                *[swap.get(id(value), value) for value in args],
+                **{key: swap.get(id(value), value) for key, value in kwargs.items()},
+            )
+        except Exception:  # sizes read from the copies (x.view(len(x), -1)): computed as written
+            return result
+        if (
+            isinstance(on_originals, torch.Tensor)
+            and on_originals.shape == (self.rows, *result.shape[1:])
+            and torch.equal(
+                result.unflatten(0, (self.count, self.rows)),
+                on_originals.expand(self.count, *on_originals.shape),
+            )
+        ):
+            self._register(result, on_originals)
         return result
+
+    def _register(self, copy: torch.Tensor, original: torch.Tensor) -> None:
+        # Held while the copy lives, no longer: a pass's copies would otherwise stay in memory
+        # to its end, where torch frees each activation after its use.
+        key = id(copy)
+        self._copies[key] = (
+            weakref.ref(copy, lambda _: self._copies.pop(key, None)),
+            copy._version,
+            original,
+        )
 
     def _original(self, value) -> Optional[torch.Tensor]:
         entry = self._copies.get(id(value)) if isinstance(value, torch.Tensor) else None
-        return entry[1] if entry is not None and entry[0] is value else None
+        if entry is None or entry[0]() is not value or value._version != entry[1]:
+            return None  # no copy, or one changed in place since (h += ..., h[mask] = ...)
+        return entry[2]
 
     def _on_originals(self, module, args, kwargs):
         values = [*args, *kwargs.values()]
@@ -1319,7 +1370,7 @@ class _ComputedOnce(TorchFunctionMode):
         ):
             self._called.append(None)
             return None
-        self._called.append((args, kwargs))
+        self._called.append((args, kwargs, torch.get_rng_state()))
         self.computed.append(module)
         self.inside += 1
         swap = {id(tensor): self._original(tensor) for tensor in tensors}
@@ -1333,6 +1384,10 @@ class _ComputedOnce(TorchFunctionMode):
         if called is None:
             return None
         self.inside -= 1
+        if output is None:  # it raised (or returns nothing): the error goes on as it is
+            return None
+        if not torch.equal(called[2], torch.get_rng_state()):
+            self.draws = True
         outputs = [output] if isinstance(output, torch.Tensor) else output
         if type(outputs) in (list, tuple) and all(
             isinstance(part, torch.Tensor) and part.dim() and len(part) == self.rows for part in outputs
@@ -1343,7 +1398,7 @@ class _ComputedOnce(TorchFunctionMode):
 
     def _copy(self, original: torch.Tensor) -> torch.Tensor:
         copy = original.repeat(self.count, *(1,) * (original.dim() - 1))
-        self._copies[id(copy)] = (copy, original)
+        self._register(copy, original)
         return copy
 
 

@@ -3,6 +3,8 @@
 import difflib
 import itertools
 import math
+import os
+import sys
 import warnings
 from typing import Optional, Sequence, Tuple, Union
 
@@ -237,5 +239,18 @@ def _warn_of_values_for_random_sites(module, state_dict, prefix, *rest) -> None:
             "load_state_dict leaves out the checkpoint's values of random weights, which are drawn "
             "from their priors instead: load a deterministic checkpoint with "
             "bayesify.runtime.load_deterministic, which returns those values to start a guide",
-            stacklevel=2,
+            stacklevel=_caller_outside_torch(),
         )
+
+
+def _caller_outside_torch() -> int:
+    """The ``stacklevel`` of the first caller of the function calling this one that is no
+    code of torch's (``load_state_dict`` calls a module's hooks through several of its own
+    frames): where the warning names the user's line."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_TORCH_FOLDER):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_TORCH_FOLDER = os.path.dirname(torch.__file__)
