@@ -14,7 +14,7 @@ from typing import Dict, List
 import torch
 from pyro.nn import PyroModule
 
-from bayesify.runtime.held import DECIDED, SHADOWED, Tied
+from bayesify.runtime.held import DECIDED, SHADOWED, Tied, site_name
 from bayesify.runtime.prior import Prior
 
 _UNCONSTRAINED = "_unconstrained"
@@ -32,8 +32,9 @@ def parameters(model: torch.nn.Module) -> List[Dict]:
         for name, prior in samples.items():
             if isinstance(prior, Tied):
                 owner = prior.module
-                first = f"{owner._pyro_name}.{prior.name}" if owner._pyro_name else prior.name
-                entries.append((name, _shape(owner, prior.name), "tied", {"tied_to": first}))
+                entries.append(
+                    (name, _shape(owner, prior.name), "tied", {"tied_to": site_name(owner, prior.name)})
+                )
             else:
                 entries.append((name, _shape(module, name), "random", {}))
         for name in constrained:

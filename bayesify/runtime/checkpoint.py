@@ -7,7 +7,7 @@ from typing import Dict, Iterator, Mapping
 import torch
 from torch.distributions import transform_to
 
-from bayesify.runtime.held import COMPLEX_ADVICE
+from bayesify.runtime.held import COMPLEX_ADVICE, site_name
 from bayesify.runtime.prior import PRIOR_ANCHOR, Prior
 
 
@@ -104,10 +104,9 @@ def load_deterministic(
             # A hand-written PyroSample has no anchor: its value stays as saved.
             anchor = module._buffers.get(PRIOR_ANCHOR)
             like = value if anchor is None else anchor
-            # By the site's name, which is the path from the outermost PyroModule: a network
-            # that another holds (SB3's policy.q_net) samples "q_net.q_net.4.weight" for its
-            # key "q_net.4.weight".
-            site = f"{module._pyro_name}.{attribute}" if module._pyro_name else attribute
+            # By the site's name: a network that another holds (SB3's policy.q_net) samples
+            # "q_net.q_net.4.weight" for its key "q_net.4.weight".
+            site = site_name(module, attribute)
             replaced[site] = value.detach().to(like.device, like.dtype, copy=True)
             prior = module._pyro_samples[attribute]
             if isinstance(prior, Prior):  # a prior centred on the deterministic value reads it

@@ -209,11 +209,17 @@ def _adopt(root: PyroModule, context: _Context) -> None:
     _name_below(root, context)
 
 
+def site_name(module: PyroModule, attribute: str) -> str:
+    """The Pyro name of ``module``'s ``attribute``: its path from the outermost PyroModule
+    (``q_net.fc.weight`` for a network that a policy holds as ``q_net``)."""
+    return f"{module._pyro_name}.{attribute}" if module._pyro_name else attribute
+
+
 def _name_below(parent: PyroModule, context: _Context) -> None:
     # In module order, each module last named where it is held last, as setattr names it.
     for name, child in parent._modules.items():
         if isinstance(child, PyroModule):
-            child._pyro_name = f"{parent._pyro_name}.{name}" if parent._pyro_name else name
+            child._pyro_name = site_name(parent, name)
             child._pyro_context = context
             _name_below(child, context)
 
