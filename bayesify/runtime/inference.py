@@ -24,7 +24,7 @@ import traceback
 import warnings
 import weakref
 from contextlib import ExitStack
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
@@ -1151,10 +1151,16 @@ def _widest_output_each_sample(
 def _first_rows(x: Inputs) -> Optional[List[torch.Tensor]]:
     """The first row of each of the inputs ``x``; None where they are no rows of examples."""
     inputs = _tensors_in(x)
+    return None if _rows(inputs) is None else [input[:1] for input in inputs]
+
+
+def _rows(inputs: List[torch.Tensor]) -> Optional[int]:
+    """How many rows of examples each of ``inputs`` holds; None where they hold none, or not
+    as many (a graph network's edges)."""
     rows = len(inputs[0]) if inputs and inputs[0].dim() else None
     if rows is None or any(not input.dim() or len(input) != rows for input in inputs):
         return None
-    return [input[:1] for input in inputs]
+    return rows
 
 
 class _WidestOutputs(TorchDispatchMode):
@@ -1192,16 +1198,12 @@ def _passes(
     nothing but the inputs' copies (see :class:`_ComputedOnce`; each one so computed is
     appended to ``computed``)."""
     inputs = _tensors_in(x)  # those of a dict that one argument holds too
-    size = len(inputs[0]) if inputs and inputs[0].dim() else None
+    size = _rows(inputs)
     # The samples travel in the batch where nothing but the layers meets them and every input
     # is one row per example (a graph network's edges are not): the inputs once per sample,
     # made once for all passes.
     repeated = None
-    if (
-        size is not None
-        and _only_layer_weights(model.net, weights, any_module)
-        and all(input.dim() and len(input) == size for input in inputs)
-    ):
+    if size is not None and _only_layer_weights(model.net, weights, any_module):
         repeated = [input.repeat(samples_per_pass, *(1,) * (input.dim() - 1)) for input in inputs]
     outputs = None
     for start in range(0, num_samples, samples_per_pass):
@@ -1318,19 +1320,13 @@ class _ComputedOnce(TorchFunctionMode):
         result = func(*args, **kwargs)
         if not (isinstance(result, torch.Tensor) and result.dim() and len(result) == self.count * self.rows):
             return result
-        tensors = _tensors_in((args, kwargs))
-        if any(tensor is result for tensor in tensors) or not any(
-            self._original(t) is not None for t in tensors
-        ):
-            return result  # an in-place function, or none of the copies
-        swap = {
-            id(tensor): self._original(tensor) for tensor in tensors if self._original(tensor) is not None
-        }
+        if any(tensor is result for tensor in _tensors_in((args, kwargs))):
+            return result  # an in-place function
+        originals = self._on_originals_of(args, kwargs, only_copies=False)  # a parameter added too
+        if originals is None:
+            return result
         try:
-            on_originals = func(
-                *[swap.get(id(value), value) for value in args],
-                **{key: swap.get(id(value), value) for key, value in kwargs.items()},
-            )
+            on_originals = func(*originals[0], **originals[1])
         except Exception:  # sizes read from the copies (x.view(len(x), -1)): computed as written
             return result
         if (
@@ -1360,24 +1356,30 @@ class _ComputedOnce(TorchFunctionMode):
             return None  # no copy, or one changed in place since (h += ..., h[mask] = ...)
         return entry[2]
 
-    def _on_originals(self, module, args, kwargs):
+    def _on_originals_of(self, args: tuple, kwargs: dict, only_copies: bool) -> Optional[Tuple[tuple, dict]]:
+        """``args`` and ``kwargs`` with each copy replaced by what it repeats; None where they
+        hold no copy, a tensor in a container, or (``only_copies``) a tensor that is no copy."""
         values = [*args, *kwargs.values()]
-        tensors = [value for value in values if isinstance(value, torch.Tensor)]
-        if (
-            not tensors
-            or any(self._original(tensor) is None for tensor in tensors)
-            or any(_parts(value) and _tensors_in(value) for value in values)  # tensors held in a container
-        ):
-            self._called.append(None)
+        if any(_parts(value) and _tensors_in(value) for value in values):
             return None
-        self._called.append((args, kwargs, torch.get_rng_state()))
-        self.computed.append(module)
-        self.inside += 1
-        swap = {id(tensor): self._original(tensor) for tensor in tensors}
+        tensors = [value for value in values if isinstance(value, torch.Tensor)]
+        swap = {
+            id(tensor): original for tensor in tensors if (original := self._original(tensor)) is not None
+        }
+        if not swap or only_copies and len(swap) < len(tensors):
+            return None
         return (
             tuple(swap.get(id(value), value) for value in args),
             {key: swap.get(id(value), value) for key, value in kwargs.items()},
         )
+
+    def _on_originals(self, module, args, kwargs):
+        originals = self._on_originals_of(args, kwargs, only_copies=True)
+        self._called.append(None if originals is None else (args, kwargs, torch.get_rng_state()))
+        if originals is not None:
+            self.computed.append(module)
+            self.inside += 1
+        return originals
 
     def _repeated(self, module, args, kwargs, output):
         called = self._called.pop()
