@@ -166,7 +166,7 @@ def _rewrite_module(module: cst.Module, job: FileJob, planner: Planner) -> cst.M
                 random_tops |= {
                     record.top
                     for record in classes.values()
-                    if any(record.runs_itself(name) or record.runs_its_parts(name) for name in record.methods)
+                    if any(map(record.runs_the_module, record.methods))
                 }
             tops = {top: first for top, first in tops.items() if top in random_tops}
         rules, enter = registry.rules(pass_), registry.entered(pass_)

@@ -146,18 +146,21 @@ class ClassRecord:
             self.method_reads.get(method, frozenset()) & {CALLS_ITSELF, "forward"}
         )
 
-    def runs_its_parts(self, method: str) -> bool:
-        """Whether ``method`` calls another method of the class that reads what the class
-        sets (its layers, its parameters): an autoregressive ``generate()`` calling
-        ``self.step(x)`` a token at a time. Not ``forward``, nor a method that ``__init__``
-        runs (``self._init_weights()``), whose reads happen as the model is built."""
+    def runs_the_module(self, method: str) -> bool:
+        """Whether ``method`` runs the module: itself, or through another method of the class
+        that reads what the class sets (its layers, its parameters): an autoregressive
+        ``generate()`` calling ``self(x)`` or ``self.step(x)`` a token at a time. Not
+        ``forward``, nor, through another method, one that ``__init__`` runs
+        (``self._warm_up()``), which runs the parts as they are built."""
+        if self.runs_itself(method):
+            return True
         if method == "forward" or method in self.run_by_init:
             return False
         own = self.method_reads
         return any(
             other != method
             and not (other.startswith("__") and other.endswith("__"))
-            and own[other] & set(self.attr_lines)
+            and not own[other].isdisjoint(self.attr_lines)
             for other in own.get(method, frozenset())
             if other in own
         )

@@ -63,9 +63,7 @@ class PyroMethodRewriter(Rule):
         # a token at a time), or another method that runs its parts (self.step(x)), would
         # draw new weights every call: under @pyro_method, one draw. The weights may be any
         # submodule's, built in another file: any prior in the spec.
-        runs = self.context.planner.spec.has_priors and (
-            record.runs_itself(name) or record.runs_its_parts(name)
-        )
+        runs = self.context.planner.spec.has_priors and record.runs_the_module(name)
         if not (reads & random or runs) or not self._wants_decorator(updated_node):
             return updated_node
         self.context.needed.add(PYRO_METHOD)

@@ -99,9 +99,7 @@ def pyro_module_class(cls: type) -> type:
     try:
         return _made(cls)
     except TypeError:
-        if "__init_subclass__" not in vars(cls) and not any(
-            "__init_subclass__" in vars(base) for base in cls.__mro__[1:-1]
-        ):
+        if not any("__init_subclass__" in vars(base) for base in cls.__mro__[:-1]):  # object's aside
             raise
     with _without_init_subclass(cls):
         return _made(cls)
