@@ -21,7 +21,8 @@ from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
 from torch.utils.data import DataLoader, TensorDataset
 
-import bayesify.runtime.inference as inference
+import bayesify.runtime.guides as guides
+import bayesify.runtime.prediction as runtime_prediction
 from bayesify.runtime import (
     Categorical,
     CheckpointLaplace,
@@ -444,7 +445,7 @@ def assert_predicts_in_one_pass_as_each_sample_alone(model, guide, x, alone, rec
     """``predict``'s samples, computed in one pass without a warning, are the network's on each
     sample's weights alone (``alone(weights)``); the same seed draws the same weights."""
     pyro.set_rng_seed(5)
-    with torch.no_grad(), pyro.plate(inference._SAMPLES, samples, dim=-2):
+    with torch.no_grad(), pyro.plate(runtime_prediction._SAMPLES, samples, dim=-2):
         weights = poutine.trace(guide).get_trace(x)
     pyro.set_rng_seed(5)
     prediction = predict(model, guide, x, num_samples=samples, samples_per_pass=samples)
@@ -477,16 +478,16 @@ def test_predict_on_a_cpu_sizes_its_passes_by_the_layers_outputs(monkeypatch):
     model = supervised(Net(), Categorical(DATASET_SIZE))
     guide = CheckpointNormal(model, init_scale=0.5)
     guide(x)
-    sizes, passes = [], inference._passes
+    sizes, passes = [], runtime_prediction._passes
 
     def sized(model, weights, x, num_samples, samples_per_pass, *args):
         sizes.append(samples_per_pass)
         return passes(model, weights, x, num_samples, samples_per_pass, *args)
 
-    monkeypatch.setattr(inference, "_passes", sized)
+    monkeypatch.setattr(runtime_prediction, "_passes", sized)
     outputs = []
     for budget in (10**9, 1):
-        monkeypatch.setattr(inference, "CPU_ELEMENTS_PER_PASS", budget)
+        monkeypatch.setattr(runtime_prediction, "CPU_ELEMENTS_PER_PASS", budget)
         pyro.set_rng_seed(3)
         outputs.append(predict(model, guide, x, num_samples=12).outputs)
     assert sizes == [12, 1]  # the rows' bound alone, then the outputs' bound
@@ -520,14 +521,14 @@ def test_predict_sizes_its_passes_by_an_attentions_logits_too(tmp_path, monkeypa
     model = supervised(bayesian.Attention(), Categorical(DATASET_SIZE))
     guide = CheckpointNormal(model, init_scale=0.1)
     x = torch.randn(10, 32, 4)
-    sizes, passes = [], inference._passes
+    sizes, passes = [], runtime_prediction._passes
 
     def sized(model, weights, x, num_samples, samples_per_pass, *args):
         sizes.append(samples_per_pass)
         return passes(model, weights, x, num_samples, samples_per_pass, *args)
 
-    monkeypatch.setattr(inference, "_passes", sized)
-    monkeypatch.setattr(inference, "CPU_ELEMENTS_PER_PASS", 10 * 32 * 32 * 4)
+    monkeypatch.setattr(runtime_prediction, "_passes", sized)
+    monkeypatch.setattr(runtime_prediction, "CPU_ELEMENTS_PER_PASS", 10 * 32 * 32 * 4)
     predict(model, guide, x, num_samples=12)
     assert sizes == [4]
 
@@ -569,7 +570,7 @@ def test_predict_computes_a_deterministic_backbone_once_a_pass(tmp_path, monkeyp
     # The guide's setup, a probe on one row, the pass on the inputs themselves (not 12 copies),
     # the check of one sample.
     assert rows == [BATCH, 1, BATCH, BATCH]
-    monkeypatch.setattr(inference, "_deterministic_trunks", lambda net: [])
+    monkeypatch.setattr(runtime_prediction, "_deterministic_trunks", lambda net: [])
     pyro.set_rng_seed(0)
     as_written = predict(model, guide, x, num_samples=12, samples_per_pass=12).outputs
     assert torch.allclose(once, as_written, atol=1e-5)
@@ -607,7 +608,7 @@ def test_a_backbone_read_through_torch_functions_of_the_inputs_computes_once_too
     pyro.set_rng_seed(0)
     once = predict(model, guide, x, num_samples=10, samples_per_pass=10).outputs
     assert rows == [BATCH, 1, BATCH, BATCH]  # the guide's setup, a probe of one row, the pass, the check
-    monkeypatch.setattr(inference, "_deterministic_trunks", lambda net: [])
+    monkeypatch.setattr(runtime_prediction, "_deterministic_trunks", lambda net: [])
     pyro.set_rng_seed(0)
     assert torch.allclose(
         once, predict(model, guide, x, num_samples=10, samples_per_pass=10).outputs, atol=1e-5
@@ -662,7 +663,7 @@ def test_a_backbone_output_changed_in_place_is_no_copy_of_it(monkeypatch):
     x = torch.randn(BATCH, 3)
     pyro.set_rng_seed(0)
     once = predict(model, guide, x, num_samples=10, samples_per_pass=5).outputs
-    monkeypatch.setattr(inference, "_deterministic_trunks", lambda net: [])
+    monkeypatch.setattr(runtime_prediction, "_deterministic_trunks", lambda net: [])
     pyro.set_rng_seed(0)
     assert torch.allclose(
         once, predict(model, guide, x, num_samples=10, samples_per_pass=5).outputs, atol=1e-5
@@ -996,7 +997,7 @@ def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_
     loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
     with pytest.raises(ValueError, match="needs the training data"):
         CheckpointLaplace(model, values, [])
-    monkeypatch.setattr(inference, "MAX_LAPLACE_SIZE", 32)  # a layer too wide for a full covariance
+    monkeypatch.setattr(guides, "MAX_LAPLACE_SIZE", 32)  # a layer too wide for a full covariance
     with pytest.raises(ValueError, match="out.weight, out.bias hold 33 weights"):
         CheckpointLaplace(model, values, loader)
     monkeypatch.undo()
@@ -1613,7 +1614,7 @@ def test_predicts_check_allows_rounding_small_beside_the_samples_differences():
     x = torch.randn(5, 3)
     model = supervised(net, Normal(DATASET_SIZE, scale=1.0))
     guide = CheckpointNormal(model, init_scale=0.5)
-    with pyro.plate(inference._SAMPLES, 4, dim=-2):
+    with pyro.plate(runtime_prediction._SAMPLES, 4, dim=-2):
         weights = poutine.trace(guide).get_trace(x)
         computed = poutine.replay(net, trace=weights)(x)
     spread = float((computed[0] - computed[-1]).abs().max())
@@ -1622,16 +1623,16 @@ def test_predicts_check_allows_rounding_small_beside_the_samples_differences():
         shifted = computed.clone()
         shifted[-1] += off
         if agrees:
-            inference._check_last_sample(model, weights, x, shifted)
+            runtime_prediction._check_last_sample(model, weights, x, shifted)
         else:
             with pytest.raises(ValueError, match="differs from the network run on its weights alone"):
-                inference._check_last_sample(model, weights, x, shifted)
+                runtime_prediction._check_last_sample(model, weights, x, shifted)
     same = computed[-1:].expand(4, -1, -1).clone()  # no spread: rounding alone is allowed
     same[-1] += 5e-4 * size
-    inference._check_last_sample(model, weights, x, same)
+    runtime_prediction._check_last_sample(model, weights, x, same)
     same[-1] += 2e-3 * size
     with pytest.raises(ValueError, match="differs"):
-        inference._check_last_sample(model, weights, x, same)
+        runtime_prediction._check_last_sample(model, weights, x, same)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

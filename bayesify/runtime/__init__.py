@@ -15,18 +15,13 @@ torch and pyro.
 
 from bayesify.runtime import batched  # noqa: F401  (PyroModule[nn.Linear] and ConvNd take batched weights)
 from bayesify.runtime.checkpoint import load_deterministic
+from bayesify.runtime.guides import CheckpointLaplace, CheckpointNormal
 from bayesify.runtime.handlers import flipout, local_reparameterization
 from bayesify.runtime.held import pyro_module, set_constraint, set_prior
-from bayesify.runtime.inference import (
-    BayesianModel,
-    CheckpointLaplace,
-    CheckpointNormal,
-    fit,
-    predict,
-    supervised,
-)
+from bayesify.runtime.inference import BayesianModel, fit, supervised
 from bayesify.runtime.likelihoods import Categorical, Normal, Prediction
 from bayesify.runtime.metaclass import pyro_metaclass, pyro_metaclass_of, pyro_module_class
+from bayesify.runtime.prediction import predict
 from bayesify.runtime.prior import PRIOR_ANCHOR, Prior
 
 __all__ = [
