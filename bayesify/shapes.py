@@ -9,6 +9,7 @@ evaluated (no ``torch.randn`` drawn for a weight that is now random)::
     torch.empty(n).uniform_(-1, 1) * 0.1         ->  n           (an int n means (n,))
     nn.init.xavier_normal_(torch.empty(a, b))    ->  (a, b)
     torch.tensor([[1.0, 2.0]])                   ->  (1, 2)
+    torch.randn(*lead, n)                        ->  (*lead, n)
     make_weight(a)                               ->  None        (the caller falls back)
 """
 
@@ -81,8 +82,16 @@ def static_shape(node: cst.BaseExpression, imports: ImportTable) -> Optional[str
     module, _, name = resolved.rpartition(".")
     if module != "torch":
         return None
-    positional = [arg for arg in node.args if arg.keyword is None and not arg.star]
+    if any(arg.star == "**" for arg in node.args):  # the size may be among them
+        return None
+    positional = [arg for arg in node.args if arg.keyword is None]
     keywords = {arg.keyword.value: arg.value for arg in node.args if arg.keyword is not None}
+    if any(arg.star for arg in positional):
+        # e3nn's torch.randn(*((f_in, f_out) if f_in is not None else ()), n): the sizes
+        # unpacked stay unpacked in the shape, (*(...), n).
+        if name not in SIZE_FACTORIES or name in ("full", "normal", "randint"):
+            return None
+        return _tuple(f"*{code(arg.value)}" if arg.star else code(arg.value) for arg in positional)
     if name in ("tensor", "as_tensor") and positional:
         dims = _literal_shape(positional[0].value)
         return _tuple(str(d) for d in dims) if dims is not None else None
@@ -141,9 +150,13 @@ def _sizes(values: list[cst.BaseExpression]) -> str:
     if len(values) == 1:
         only = values[0]
         if isinstance(only, (cst.Tuple, cst.List)):
-            return _tuple(code(element.value) for element in only.elements)
+            return _tuple(_element(element) for element in only.elements)
         return code(only)
     return _tuple(code(value) for value in values)
+
+
+def _element(element: cst.BaseElement) -> str:
+    return f"*{code(element.value)}" if isinstance(element, cst.StarredElement) else code(element.value)
 
 
 def _tuple(parts) -> str:

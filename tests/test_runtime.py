@@ -456,6 +456,20 @@ def test_load_deterministic_strict_names_missing_and_unexpected_keys():
     assert torch.equal(model.offset, state["offset"])
 
 
+def test_load_deterministic_refuses_values_of_another_shape_than_their_prior_before_loading_any():
+    # A guide started at a value of another shape broadcasts against the prior's samples: the
+    # shape a rewrite read wrongly from an initializer would go unnoticed.
+    model = RewrittenRegressor()
+    offset_before = model.offset.detach().clone()
+    state = DeterministicRegressor(in_size=IN_SIZE + 1).state_dict()
+    with pytest.raises(
+        ValueError, match=rf"linear\.weight is \({IN_SIZE + 1}, {OUT_SIZE}\) in the checkpoint and \({IN_SIZE}, "
+    ):
+        load_deterministic(model, state)
+    assert torch.equal(model.offset, offset_before)
+    assert model.linear._pyro_samples["weight"].deterministic is None
+
+
 def test_load_deterministic_names_the_prefix_a_checkpoint_holds_the_keys_under():
     # Lightning saves a held network's parameters as "backbone.linear.weight": strict=False, as
     # the error suggested, loaded nothing and said nothing.

@@ -92,6 +92,7 @@ def load_deterministic(
             stacklevel=2,
         )
 
+    _refuse_other_shapes(state_dict, random_sites)
     replaced = {}
     loadable = {}
     for key, value in state_dict.items():
@@ -118,6 +119,25 @@ def load_deterministic(
             loadable[key] = value
     model.load_state_dict(loadable, strict=strict)
     return replaced
+
+
+def _refuse_other_shapes(state_dict: Mapping[str, torch.Tensor], random_sites: Dict[str, torch.nn.Module]) -> None:
+    """Raises, before anything is loaded, where a checkpoint's value of a random site has
+    another shape than its prior samples, as ``load_state_dict`` does for a parameter: a
+    guide started at it would broadcast against the prior's samples without a word."""
+    mismatched = []
+    for key, value in state_dict.items():
+        if key not in random_sites:
+            continue
+        prior = random_sites[key]._pyro_samples[key.rpartition(".")[2]]
+        if isinstance(prior, Prior) and prior.shape and tuple(value.shape) != prior.shape:
+            mismatched.append(f"{key} is {tuple(value.shape)} in the checkpoint and {prior.shape} in its prior")
+    if mismatched:
+        raise ValueError(
+            f"the checkpoint does not have the shapes of the model's priors: {'; '.join(mismatched)}. The "
+            "model was built with other sizes than the checkpoint's, or the rewrite read a shape wrongly "
+            "from its initializer (`bayesify plan` shows the shapes it read)"
+        )
 
 
 def _nested_hint(state_dict: Mapping[str, object], expected: set) -> str:
