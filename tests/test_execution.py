@@ -498,10 +498,15 @@ def test_held_parameters_not_random_are_pyro_params_named_by_module_path():
 
 
 class _Metric(nn.Module, abc.ABC):
-    """torchmetrics' ``Metric`` is ``class Metric(Module, ABC)``: a module with ``ABCMeta``."""
+    """torchmetrics' ``Metric`` is ``class Metric(Module, ABC)``: a module with ``ABCMeta``;
+    this one learns a weight, as a multi-task loss learns its tasks' log-variances."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(()))
 
     def forward(self, prediction, target):
-        return (prediction - target).pow(2).mean()
+        return self.weight * (prediction - target).pow(2).mean()
 
 
 def test_a_held_module_with_a_metaclass_of_its_own_converts_and_pickles():
@@ -521,6 +526,39 @@ def test_a_held_module_with_a_metaclass_of_its_own_converts_and_pickles():
     assert [
         name for name, site in poutine.trace(net.head).get_trace(torch.zeros(2, 4)).iter_stochastic_nodes()
     ] == ["head.weight"]
+
+
+class _Scaled(nn.Module):
+    def forward(self, x, weight):
+        return x * weight
+
+
+class _CodeGenerated(nn.Module):
+    """e3nn's layers: a torch.fx GraphModule computes with a weight that the layer passes it."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(3))
+        self.main = torch.fx.symbolic_trace(_Scaled())
+
+    def forward(self, x):
+        return self.main(x, self.weight)
+
+
+def test_a_held_module_without_parameters_keeps_its_class_and_a_graph_module_pickles():
+    # PyroModule[GraphModule] pickled its class by reference, a class local to torch.fx: the
+    # model could not be saved, copied or pickled.
+    from bayesify.runtime import pyro_module, set_prior
+
+    net = nn.Sequential(_CodeGenerated(), nn.ReLU())
+    set_prior(net, "Sequential.0.weight", "Normal", 0, 1)
+    pyro_module(net)
+    assert type(net[1]) is nn.ReLU and isinstance(net[0].main, torch.fx.GraphModule)
+    assert not isinstance(net[0].main, PyroModule)
+    for copied in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        trace = poutine.trace(copied).get_trace(torch.ones(2, 3))
+        assert [name for name, _ in trace.iter_stochastic_nodes()] == ["0.weight"]
+        assert trace.nodes["_RETURN"]["value"].shape == (2, 3)
 
 
 class _Registered(type):

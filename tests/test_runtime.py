@@ -463,7 +463,8 @@ def test_load_deterministic_refuses_values_of_another_shape_than_their_prior_bef
     offset_before = model.offset.detach().clone()
     state = DeterministicRegressor(in_size=IN_SIZE + 1).state_dict()
     with pytest.raises(
-        ValueError, match=rf"linear\.weight is \({IN_SIZE + 1}, {OUT_SIZE}\) in the checkpoint and \({IN_SIZE}, "
+        ValueError,
+        match=rf"linear\.weight is \({IN_SIZE + 1}, {OUT_SIZE}\) in the checkpoint and \({IN_SIZE}, ",
     ):
         load_deterministic(model, state)
     assert torch.equal(model.offset, offset_before)

@@ -121,7 +121,9 @@ def load_deterministic(
     return replaced
 
 
-def _refuse_other_shapes(state_dict: Mapping[str, torch.Tensor], random_sites: Dict[str, torch.nn.Module]) -> None:
+def _refuse_other_shapes(
+    state_dict: Mapping[str, torch.Tensor], random_sites: Dict[str, torch.nn.Module]
+) -> None:
     """Raises, before anything is loaded, where a checkpoint's value of a random site has
     another shape than its prior samples, as ``load_state_dict`` does for a parameter: a
     guide started at it would broadcast against the prior's samples without a word."""
@@ -131,7 +133,9 @@ def _refuse_other_shapes(state_dict: Mapping[str, torch.Tensor], random_sites: D
             continue
         prior = random_sites[key]._pyro_samples[key.rpartition(".")[2]]
         if isinstance(prior, Prior) and prior.shape and tuple(value.shape) != prior.shape:
-            mismatched.append(f"{key} is {tuple(value.shape)} in the checkpoint and {prior.shape} in its prior")
+            mismatched.append(
+                f"{key} is {tuple(value.shape)} in the checkpoint and {prior.shape} in its prior"
+            )
     if mismatched:
         raise ValueError(
             f"the checkpoint does not have the shapes of the model's priors: {'; '.join(mismatched)}. The "

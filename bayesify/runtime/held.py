@@ -112,7 +112,8 @@ def pyro_module(module: torch.nn.Module) -> torch.nn.Module:
     they hold is Pyro whatever built it: a layer, a container filled by
     ``append``, a conditional expression, a module passed in, another
     library's. Its parameters are then Pyro parameters named by their module path
-    (``layers.0.weight``), and none of its modules is a second Pyro root. Empty
+    (``layers.0.weight``), and none of its modules is a second Pyro root. A module
+    that holds neither a parameter nor a Pyro module keeps its class. Empty
     slots (``nn.ModuleList([layer, None])``) stay empty. A value that is not an
     :class:`torch.nn.Module` is returned as it is.
 
@@ -147,7 +148,11 @@ def pyro_module(module: torch.nn.Module) -> torch.nn.Module:
 def _convert(module: torch.nn.Module) -> None:
     for child in module.children():
         _convert(child)
-    if not isinstance(module, PyroModule):
+    # A module that holds neither a parameter nor a Pyro module (whose sites it would name)
+    # has nothing for Pyro to do, and keeps its class: what depends on it keeps working
+    # (torch.fx's GraphModule pickles by its own __reduce__, which Pyro's class replaces;
+    # e3nn holds one in every layer), and its calls cost no Pyro context.
+    if not isinstance(module, PyroModule) and _holds_anything_pyro(module):
         # Children first: the parent then re-registers them as the PyroModules they are. The
         # class is made first where Pyro's PyroModule[...] would be a metaclass conflict.
         pyro_module_class(type(module))
@@ -157,6 +162,12 @@ def _convert(module: torch.nn.Module) -> None:
         # ModuleList([pre_norm, None, None]) would iterate as [None, None, pre_norm].
         for table, order in orders.items():
             _reorder(getattr(module, table), order)
+
+
+def _holds_anything_pyro(module: torch.nn.Module) -> bool:
+    return next(module.parameters(), None) is not None or any(
+        isinstance(part, PyroModule) for part in module.modules()
+    )
 
 
 #: A module's tables of what it registers, by name, in the order it registered them.
