@@ -562,3 +562,37 @@ def test_missing_sibling_is_named():
     module.x = PyroSample(Prior(module, "Normal", "lco", 1))
     with pytest.raises(AttributeError, match=r"reads PyroModule.lco, which does not exist"):
         module.x
+
+
+def test_a_network_called_outside_inference_after_its_checkpoint_loaded_is_warned_of():
+    # Lightning's trainer.predict on the rewritten chemprop MPNN: prior draws, RMSE 11 times
+    # the checkpoint's, and nothing said.
+    model = RewrittenRegressor()
+    x, _ = regression_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.linear(x)  # before a checkpoint is loaded, drawing from the prior is what is asked
+    load_deterministic(model, DeterministicRegressor().state_dict())
+    with pytest.warns(UserWarning, match="drawn from its prior: the network runs outside Pyro") as caught:
+        model.linear(x)
+    assert caught[0].filename == __file__
+    guide = AutoNormal(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        poutine.replay(model.linear, trace=poutine.trace(guide).get_trace(x))(x)
+
+
+def test_a_weight_drawn_inside_a_plate_of_data_is_warned_of_and_not_in_plates_of_samples():
+    model = RewrittenRegressor()
+    x, y = regression_data()
+    with pytest.warns(
+        UserWarning, match=r"random parameter of RewrittenLinear is drawn inside pyro.plate\('data'\)"
+    ):
+        with poutine.trace(), pyro.plate("data", len(x)):
+            model.linear(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with poutine.trace(), pyro.plate("num_particles_vectorized", 3, dim=-3):
+            model(x, y)
+        with poutine.trace(), pyro.plate("samples", 3, dim=-2):  # a user's own plate of samples
+            model.linear(x)

@@ -30,6 +30,7 @@ from bayesify.runtime.inference import (
     _with_tensors,
 )
 from bayesify.runtime.likelihoods import Prediction
+from bayesify.runtime.prior import PREDICT_PLATE
 
 #: How many rows (weight samples times inputs) one pass of :func:`predict` computes on a CPU.
 CPU_ROWS_PER_PASS = 5_000
@@ -575,8 +576,7 @@ class _ComputedOnce(TorchFunctionMode):
         return copy
 
 
-#: The name of :func:`predict`'s plate of weight samples.
-_SAMPLES = "predictive_samples"
+_SAMPLES = PREDICT_PLATE
 
 
 class _DrawnInPlace(Messenger):

@@ -8,8 +8,10 @@ import sys
 import warnings
 from typing import Optional, Sequence, Tuple, Union
 
+import pyro
 import pyro.distributions as dist
 import torch
+from pyro.poutine.runtime import _PYRO_STACK, get_plates
 
 #: Name of the empty buffer that :class:`Prior` registers on its module.
 #:
@@ -116,6 +118,7 @@ class Prior:
                 f"{self!r} is sampled for a {type(module).__name__} it was not built "
                 f"for: pass the module that holds the attribute to Prior(...)"
             )
+        _warn_where_drawn_wrongly(self, module)
         if not self._fixed:
             return self._build(module, anchor)
         key = (anchor.device, anchor.dtype)
@@ -229,6 +232,45 @@ def _register_anchor(module: torch.nn.Module) -> None:
     module.register_load_state_dict_pre_hook(_warn_of_values_for_random_sites)
 
 
+def _warn_where_drawn_wrongly(prior: Prior, module: torch.nn.Module) -> None:
+    """Warns of the two ways a random weight is drawn that a model never means: from its
+    prior, by a network called outside Pyro's inference after its checkpoint was loaded (a
+    training framework's predict loop: chemprop's through Lightning predicted 11 times worse
+    than its checkpoint); and inside a plate of data, one draw for each element (a network
+    called inside the likelihood's plate, or one whose forward returns a function that runs it
+    later, as zuko's flows do)."""
+    if not _PYRO_STACK:
+        if prior.deterministic is not None:
+            warnings.warn(
+                f"a random parameter of {type(module).__name__} is drawn from its prior: the network runs "
+                "outside Pyro's inference after load_deterministic loaded its checkpoint, so it predicts "
+                "with prior draws, neither the checkpoint's weights nor a guide's. Predict with "
+                "bayesify.runtime.predict(model, guide, x), or run it under a guide's draw: "
+                "poutine.replay(net, trace=poutine.trace(guide).get_trace(x))(x)",
+                stacklevel=_caller_outside_libraries(),
+            )
+        return
+    # A plate of data is the rightmost (a plate of samples around a model lies left of its
+    # data's, and a user's own, around a network, is told from one by where it lies alone).
+    for plate in get_plates():
+        if plate.dim == -1 and plate.name not in SAMPLE_PLATES:
+            warnings.warn(
+                f"a random parameter of {type(module).__name__} is drawn inside pyro.plate({plate.name!r}): one "
+                "draw for each of its elements, not one for the model. Call the network before the plate (a "
+                "module whose forward returns a function or a distribution runs its layers where that is "
+                "used: call it, and read what it returns, before the plate; see docs/pitfalls.md)",
+                stacklevel=_caller_outside_libraries(),
+            )
+            return
+
+
+#: The name of :func:`~bayesify.runtime.predict`'s plate of weight samples.
+PREDICT_PLATE = "predictive_samples"
+#: The plates of weight samples that Pyro and bayesify draw in: of predict, of
+#: ``Predictive(parallel=True)``, of ``vectorize_particles=True``.
+SAMPLE_PLATES = frozenset({PREDICT_PLATE, "_num_predictive_samples", "num_particles_vectorized"})
+
+
 def _warn_of_values_for_random_sites(module, state_dict, prefix, *rest) -> None:
     """A library's loader that passes ``strict=False`` (neuralforecast's, many trainers')
     would leave a checkpoint's values of the random weights out, and the model would predict
@@ -239,18 +281,21 @@ def _warn_of_values_for_random_sites(module, state_dict, prefix, *rest) -> None:
             "load_state_dict leaves out the checkpoint's values of random weights, which are drawn "
             "from their priors instead: load a deterministic checkpoint with "
             "bayesify.runtime.load_deterministic, which returns those values to start a guide",
-            stacklevel=_caller_outside_torch(),
+            stacklevel=_caller_outside_libraries(),
         )
 
 
-def _caller_outside_torch() -> int:
+def _caller_outside_libraries() -> int:
     """The ``stacklevel`` of the first caller of the function calling this one that is no
-    code of torch's (``load_state_dict`` calls a module's hooks through several of its own
-    frames): where the warning names the user's line."""
+    code of torch's, Pyro's or this runtime's (``load_state_dict`` calls a module's hooks
+    through several of its own frames, a prior is drawn through Pyro's): where the warning
+    names the user's line."""
     frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_TORCH_FOLDER):
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_FOLDERS):
         frame, level = frame.f_back, level + 1
     return level
 
 
-_TORCH_FOLDER = os.path.dirname(torch.__file__)
+_LIBRARY_FOLDERS = tuple(
+    os.path.dirname(module.__file__) + os.sep for module in (torch, pyro, sys.modules[__name__])
+)
