@@ -1984,3 +1984,37 @@ def test_a_random_recurrent_layer_computes_its_own_weights_and_refuses_a_batch_o
     with pytest.warns(UserWarning, match=f"{layer.__name__} takes one sample of its weights at a time"):
         prediction = predict(model, guide, x, num_samples=4)
     assert (prediction.outputs[1:] != prediction.outputs[0]).all()  # each sample its own weights
+
+
+EXPANDED_SOURCE = """\
+import torch
+from torch import nn
+
+
+class Points(nn.Module):
+    \"\"\"e3nn users' start vector: a learned value broadcast to every point with expand.\"\"\"
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Parameter(torch.ones(1))
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        start = self.embed.expand(*x.shape[:-1], 1)
+        return self.fc(torch.cat([x, start], -1)).mean(-2)
+"""
+
+
+def test_a_pass_of_one_sample_whose_output_lost_the_samples_dimension_says_why(tmp_path, monkeypatch):
+    # expand(*x.shape[:-1], 1) swallows a pass's one sample: the check of the last sample then
+    # indexed the rows as samples, and the warning blamed bayesify ("index 7 out of range").
+    _, bayesian = _rewritten(tmp_path, EXPANDED_SOURCE, 'version: 1\npriors:\n  "Points.*": Normal(0, 1)\n')
+    model = supervised(bayesian.Points(), Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.5)
+    monkeypatch.setattr(runtime_prediction, "CPU_ELEMENTS_PER_PASS", 1)  # passes of one sample
+    x = torch.randn(8, 5, 3)
+    with pytest.warns(
+        UserWarning, match=r"output \(8, 2\) has no first dimension of the pass's 1 weight samples"
+    ):
+        prediction = predict(model, guide, x, num_samples=4)
+    assert prediction.outputs.shape == (4, 8, 2)

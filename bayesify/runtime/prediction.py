@@ -395,6 +395,13 @@ def _passes(
                 output = output.reshape(count, size, *output.shape[1:])
             else:
                 output = _replayed(model, _sliced(weights, start, stop), x)
+                if not output.dim() or len(output) != count:
+                    # A pass of one sample: an expand to the inputs' shape swallows its dimension.
+                    raise ValueError(
+                        f"the network's output {tuple(output.shape)} has no first dimension of the pass's "
+                        f"{count} weight samples: a random parameter broadcast to the inputs' shape (an "
+                        "expand or view of it by their sizes) loses the samples' dimension"
+                    )
         # Into one tensor as each pass ends, rather than concatenated at the end: a pass's
         # output kept would sit in memory its activations freed, and the next pass's
         # activations would need fresh memory (on a CPU, pages to fault in) every pass.
