@@ -2018,3 +2018,17 @@ def test_a_pass_of_one_sample_whose_output_lost_the_samples_dimension_says_why(t
     ):
         prediction = predict(model, guide, x, num_samples=4)
     assert prediction.outputs.shape == (4, 8, 2)
+
+
+def test_predict_on_a_model_of_ones_own_names_what_it_takes_and_pyros_way():
+    # It failed with "'function' object has no attribute 'net'".
+    net = Net()
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            pyro.factor("log_density", net(x).logsumexp(-1))
+
+    x, _ = images()
+    guide = CheckpointNormal(model, init_scale=0.1)
+    with pytest.raises(TypeError, match=r"made by supervised\(net, likelihood\), not a function.*Predictive"):
+        predict(model, guide, x)

@@ -100,6 +100,14 @@ def predict(
         sample, without any plate, for a network whose layers cannot take a batch of weights
         (other draws of the same guide for the same seed).
     """
+    if not isinstance(model, BayesianModel):
+        raise TypeError(
+            f"predict takes a model made by supervised(net, likelihood), not a {type(model).__name__}: it "
+            "replays the network on the guide's draws and summarizes its outputs by the likelihood. For a "
+            "model of your own, Pyro's Predictive(model, guide=guide, num_samples=100, return_sites=[...]) "
+            "gives its sites' samples; or make its observation a likelihood with a summarize(outputs), as "
+            "docs/runtime.md shows for a density"
+        )
     batches = _prediction_inputs(model, x)
     outputs = None
     with pyro.validation_enabled(False), _in_eval_mode(model.net):
