@@ -2032,3 +2032,52 @@ def test_predict_on_a_model_of_ones_own_names_what_it_takes_and_pyros_way():
     guide = CheckpointNormal(model, init_scale=0.1)
     with pytest.raises(TypeError, match=r"made by supervised\(net, likelihood\), not a function.*Predictive"):
         predict(model, guide, x)
+
+
+MASKED_SOURCE = """\
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MaskedLinear(nn.Linear):
+    \"\"\"A MADE's layer, as zuko's and nflows' flows compute it: on its weight times a mask.\"\"\"
+
+    def __init__(self, n_in, n_out):
+        super().__init__(n_in, n_out)
+        self.register_buffer("mask", torch.tril(torch.ones(n_out, n_in)))
+
+    def forward(self, x):
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(MaskedLinear(2, 64), nn.ReLU(), MaskedLinear(64, 64), nn.ReLU(), MaskedLinear(64, 1))
+
+    def forward(self, x):
+        return self.layers(x)
+"""
+
+
+def test_predict_sizes_its_passes_by_what_grows_with_the_rows_not_by_products_of_weights(
+    tmp_path, monkeypatch
+):
+    # The probe counted a masked layer's 64x64 weight * mask as 4,096 elements a row: passes of
+    # one sample, through the slow functional routing, slower than samples_per_pass=1.
+    _, bayesian = _rewritten(
+        tmp_path, MASKED_SOURCE, 'version: 1\npriors:\n  "nn.Linear.weight": Normal(0, 1)\n'
+    )
+    model = supervised(bayesian.MADE(), Normal(DATASET_SIZE, scale=0.1))
+    guide = CheckpointNormal(model, init_scale=0.1)
+    sizes, passes = [], runtime_prediction._passes
+
+    def sized(model, weights, x, num_samples, samples_per_pass, *args):
+        sizes.append(samples_per_pass)
+        return passes(model, weights, x, num_samples, samples_per_pass, *args)
+
+    monkeypatch.setattr(runtime_prediction, "_passes", sized)
+    x = torch.randn(1000, 2)
+    predict(model, guide, x, num_samples=20)
+    assert sizes[0] == runtime_prediction.CPU_ROWS_PER_PASS // len(x)  # the rows bound it, not the weights

@@ -284,20 +284,30 @@ def _per_pass(
 
 def _widest_output(model: BayesianModel, weights: poutine.Trace, x: Inputs) -> int:
     """The most elements an operation of the network outputs for one row of the inputs ``x``
-    on a CPU and one sample of the weights, from a run on the first row (0 where the inputs
-    are no rows of examples, are on a GPU, or the network cannot run on one row). Every
-    operation's, not only every module's: an attention's logits, computed between its layers,
-    are tokens times tokens a head."""
-    first = _first_rows(x)
-    if first is None or first[0].device.type != "cpu":
+    on a CPU and one sample of the weights, from runs on the first row and the first two (0
+    where the inputs are no rows of examples, are on a GPU, or the network cannot run on a
+    row). Every operation's, not only every module's: an attention's logits, computed between
+    its layers, are tokens times tokens a head. What does not grow with the rows (a masked
+    layer's ``weight * mask``, a flow's) counts once for all of them, not once a row."""
+    inputs = _tensors_in(x)
+    rows = _rows(inputs)
+    if rows is None or inputs[0].device.type != "cpu":
         return 0
-    recorder = _WidestOutputs()
-    try:
-        with recorder:
-            _replayed(model, _one_draw(weights, 0), _with_tensors(x, iter(first)))
-    except Exception:  # the passes will say what fails, if anything
-        return 0
-    return recorder.widest
+    probes = []
+    for count in (1, 2) if rows > 1 else (1,):
+        recorder = _WidestOutputs()
+        try:
+            with recorder:
+                _replayed(model, _one_draw(weights, 0), _with_tensors(x, iter(_first_rows(x, count))))
+        except Exception:  # the passes will say what fails, if anything
+            return 0
+        probes.append(recorder.sizes)
+    if len(probes) == 1 or len(probes[0]) != len(probes[1]):  # one row, or another path for two
+        return max(probes[0], default=0)
+    # An output of c + r elements for one row and c + 2r for two: r a row, c for all.
+    per_row = max((two - one for one, two in zip(*probes)), default=0)
+    for_all = max((2 * one - two for one, two in zip(*probes)), default=0)
+    return max(per_row, -(-for_all // rows))
 
 
 def _widest_output_each_sample(
@@ -328,10 +338,11 @@ def _widest_output_each_sample(
     return -(-recorder.widest_outside // count)
 
 
-def _first_rows(x: Inputs) -> Optional[List[torch.Tensor]]:
-    """The first row of each of the inputs ``x``; None where they are no rows of examples."""
+def _first_rows(x: Inputs, count: int = 1) -> Optional[List[torch.Tensor]]:
+    """The first ``count`` rows of each of the inputs ``x``; None where they are no rows of
+    examples."""
     inputs = _tensors_in(x)
-    return None if _rows(inputs) is None else [input[:1] for input in inputs]
+    return None if _rows(inputs) is None else [input[:count] for input in inputs]
 
 
 def _rows(inputs: List[torch.Tensor]) -> Optional[int]:
@@ -344,19 +355,20 @@ def _rows(inputs: List[torch.Tensor]) -> Optional[int]:
 
 
 class _WidestOutputs(TorchDispatchMode):
-    """Records the most elements a tensor that an operation makes holds (views, which make
-    none, left out): of all, and of those made while ``once`` computes no trunk."""
+    """Records how many elements each tensor that an operation makes holds (views, which make
+    none, left out), in order; and the most of those made while ``once`` computes no trunk."""
 
     def __init__(self, once: Optional["_ComputedOnce"] = None) -> None:
         super().__init__()
-        self.widest = self.widest_outside = 0
+        self.widest_outside = 0
+        self.sizes: List[int] = []  # of every tensor made, in order
         self._once = once
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         output = func(*args, **(kwargs or {}))
         if not func.is_view:
             width = max([0, *(tensor.numel() for tensor in _tensors_in(output))])
-            self.widest = max(self.widest, width)
+            self.sizes.append(width)
             if self._once is None or not self._once.inside:
                 self.widest_outside = max(self.widest_outside, width)
         return output
