@@ -1,6 +1,7 @@
 """The runtime's inference layer: likelihoods, the checkpoint guide, fit, predict, batched
 layers and the weight-noise handlers, each checked against the Pyro a user would write."""
 
+import collections
 import copy
 import dataclasses
 import importlib.util
@@ -2081,3 +2082,17 @@ def test_predict_sizes_its_passes_by_what_grows_with_the_rows_not_by_products_of
     x = torch.randn(1000, 2)
     predict(model, guide, x, num_samples=20)
     assert sizes[0] == runtime_prediction.CPU_ROWS_PER_PASS // len(x)  # the rows bound it, not the weights
+
+
+def test_fit_names_a_library_batch_whose_last_field_is_no_targets():
+    # chemprop's DataLoader gives TrainingBatch(bmg, V_d, X_d, Y, w, lt_mask, gt_mask): read by
+    # position, its gt_mask=None was the targets, and Pyro said "forward() takes from 2 to 4
+    # positional arguments but 7 were given".
+    TrainingBatch = collections.namedtuple("TrainingBatch", "x Y weights gt_mask")
+    x, y = images()
+    model = supervised(Net(), Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.1)
+    with pytest.raises(
+        TypeError, match=r"TrainingBatch\(x, Y, weights, gt_mask\) whose last part is a NoneType"
+    ):
+        fit(model, guide, [TrainingBatch(x, y, torch.ones(len(y)), None)], progress=False)

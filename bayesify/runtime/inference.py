@@ -340,6 +340,21 @@ def _inputs_and_targets(batch: Batch, targets: str) -> Batch:
             f"{type(batch).__name__}: give batches of one of those, e.g. for PyTorch Geometric a "
             "DataLoader whose collate_fn makes a Batch b and returns ((b.x, b.edge_index, b.batch), b.y)"
         )
+    if len(batch) > 1 and not isinstance(batch[-1], torch.Tensor):
+        # A library's batch object (chemprop's TrainingBatch of seven fields, gt_mask last) read
+        # by position fed None to the likelihood as targets, and the network the other six.
+        fields = getattr(batch, "_fields", None)
+        named = (
+            f"{type(batch).__name__}({', '.join(fields)})"
+            if fields
+            else f"{type(batch).__name__} of {len(batch)}"
+        )
+        raise TypeError(
+            f"a supervised model reads a batch as (x, y) or (x1, ..., xk, y), the targets last, and this "
+            f"batch is a {named} whose last part is a {type(batch[-1]).__name__}, not the targets: give fit "
+            "batches of (inputs, targets), from a DataLoader whose collate_fn returns them or an iterable "
+            "that maps the loader's each time it is read (for chemprop's TrainingBatch b: (b.bmg, b.Y))"
+        )
     return (tuple(batch[:-1]), batch[-1]) if len(batch) > 2 else batch
 
 
