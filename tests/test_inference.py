@@ -1389,19 +1389,24 @@ def test_predict_takes_networks_written_for_one_batch_dimension(tmp_path, recwar
         assert torch.allclose(prediction.outputs, trained(x).expand(12, -1, -1), atol=1e-4)
 
 
-def test_fit_warns_of_a_checkpoints_batchnorm_in_training_mode(tmp_path, recwarn):
+def test_fit_from_a_checkpoint_runs_the_network_in_eval_mode_and_leaves_its_modes(tmp_path, recwarn):
     # Built afresh, a network is in training mode: a trial's EfficientNet fitted so from its
-    # checkpoint reached a test NLL of 0.43, against 0.18 in eval mode.
-    net, _, values = _rewritten_normed_net(tmp_path, ["nn.Conv*.weight", "nn.Linear.weight"])
-    model = supervised(net, Categorical(DATASET_SIZE))
+    # checkpoint reached a test NLL of 0.43, against 0.18 in eval mode; chemprop's output is
+    # unscaled in eval mode alone, so its noise was fitted in other units than it predicted.
+    built, trained, values = _rewritten_normed_net(tmp_path, ["nn.Conv*.weight", "nn.Linear.weight"])
     x, _ = images()
     data = (x, torch.randint(0, 3, (len(x),)))
-    fit(model, CheckpointNormal(model, values), data, progress=False)  # in eval mode: quiet
+    losses = {}
+    for mode in ("eval", "train"):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        net = copy.deepcopy(built).train(mode == "train")  # fit trains its deterministic parameters
+        model = supervised(net, Categorical(DATASET_SIZE))
+        losses[mode] = fit(model, CheckpointNormal(model, values), data, epochs=3, progress=False)
+        assert net.training == (mode == "train")
+        assert torch.equal(net.norm.running_mean, trained.norm.running_mean)  # not updated by fit
+    assert losses["train"] == losses["eval"]
     assert not recwarn.list
-    pyro.clear_param_store()
-    net.train()
-    with pytest.warns(UserWarning, match="BatchNorm is in training mode.*call net.eval"):
-        fit(model, CheckpointNormal(model, values), data, progress=False)
 
 
 def test_samples_in_the_batch_are_each_computed_with_their_own_weights(tmp_path):
