@@ -9,6 +9,7 @@ import math
 import pickle
 import subprocess
 import sys
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -2101,3 +2102,42 @@ def test_fit_names_a_library_batch_whose_last_field_is_no_targets():
         TypeError, match=r"TrainingBatch\(x, Y, weights, gt_mask\) whose last part is a NoneType"
     ):
         fit(model, guide, [TrainingBatch(x, y, torch.ones(len(y)), None)], progress=False)
+
+
+class _Unscale(nn.Module):
+    """chemprop's UnscaleTransform: outputs in the targets' units in eval mode alone."""
+
+    def __init__(self, mean, scale):
+        super().__init__()
+        self.mean, self.scale = mean, scale
+
+    def forward(self, x):
+        return x if self.training else x * self.scale + self.mean
+
+
+def test_a_network_whose_eval_mode_output_is_in_other_units_than_the_targets_is_warned_of():
+    torch.manual_seed(0)
+    x = torch.randn(256, 3)
+    y = 100 * (x @ torch.tensor([[1.0], [-2.0], [0.5]])) + 500 + 10 * torch.randn(256, 1)
+    mean, scale = y.mean().item(), y.std().item()
+    trained = nn.Sequential(nn.Linear(3, 1), _Unscale(mean, scale))
+    optimizer = torch.optim.Adam(trained.parameters(), 0.05)
+    for _ in range(300):  # in training mode, on scaled targets, as chemprop trains
+        optimizer.zero_grad()
+        (trained(x) - (y - mean) / scale).pow(2).mean().backward()
+        optimizer.step()
+    fits = {}
+    for name, targets in [("scaled", (y - mean) / scale), ("as predicted", y)]:
+        pyro.clear_param_store()
+        net = pyro_module(nn.Sequential(nn.Linear(3, 1), _Unscale(mean, scale)))
+        set_prior(net, "nn.Linear.weight", "Normal", 0, 1)
+        model = supervised(net, Normal(len(x)))
+        guide = CheckpointNormal(model, load_deterministic(net, trained.state_dict()))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit(model, guide, (x, targets), epochs=100, lr=0.01, progress=False)
+        fits[name] = [str(warning.message) for warning in caught], predict(model, guide, x, num_samples=20)
+    assert any("in other units" in message for message in fits["scaled"][0])
+    warned, prediction = fits["as predicted"]
+    assert not warned
+    assert 8 < float(prediction.sd.mean()) < 12  # the noise, 10, in the targets' units

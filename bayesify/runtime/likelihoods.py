@@ -13,6 +13,7 @@ set, and the prior keeps its weight. It also turns sampled network outputs into 
 """
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -21,6 +22,8 @@ import pyro.distributions as dist
 import torch
 from pyro.poutine.runtime import get_plates
 from torch.distributions import constraints
+
+from bayesify.runtime.prior import _caller_outside_libraries
 
 
 @dataclass
@@ -171,6 +174,7 @@ class Normal:
                 # the residuals are from it (an FNO's were 0.01, and its fit ended at 0.9).
                 return torch.ones((), dtype=output.dtype, device=output.device)
             initial = (target - output).detach().pow(2).mean().sqrt().clamp_min(1e-3)
+            _warn_of_other_units(initial, target)
         initial = torch.as_tensor(initial, dtype=output.dtype, device=output.device)
         return pyro.param(name, initial, constraint=constraints.positive)
 
@@ -225,6 +229,23 @@ def _shaped_as(target: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         f"the targets have the shape {tuple(target.shape)}, and the network's outputs for them "
         f"{tuple(shape)}: give one target per output"
     )
+
+
+def _warn_of_other_units(residual: torch.Tensor, target: torch.Tensor) -> None:
+    """Warns where a network's outputs miss the first batch's targets by ten times the targets'
+    own spread: no trained network does, and one started at trained weights then computes in
+    other units than its targets (chemprop's output, unscaled in eval mode, against the scaled
+    targets its loaders give; the trial's fit went from an RMSE of 10 to 537)."""
+    spread = target.detach().float().std() if target.numel() > 1 else None
+    if spread is not None and float(residual) > 10 * float(spread):
+        warnings.warn(
+            f"Normal: the network's outputs miss the first batch's targets by {float(residual):.4g} (root "
+            f"mean square), ten times the targets' own spread ({float(spread):.4g}): for a network started "
+            "at trained weights, its outputs and the targets are in other units (fit and predict run such "
+            "a network in eval mode, where an output transform such as chemprop's unscaling applies: give "
+            "the targets in the units of its eval-mode outputs)",
+            stacklevel=_caller_outside_libraries(),
+        )
 
 
 def _enclosing_plates() -> int:
