@@ -530,6 +530,42 @@ def test_plan_build_of_a_network_another_module_holds_names_the_entries_that_dec
     assert "selects nothing" not in result.output
 
 
+SUBCLASS = """\
+import torch
+from torch import nn
+
+
+class TensorProduct(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n))
+
+
+class FullyConnectedTensorProduct(TensorProduct):  # e3nn's: it only configures its base
+    def __init__(self, n):
+        super().__init__(n)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.tp = FullyConnectedTensorProduct(3)
+"""
+
+
+def test_plan_build_credits_a_base_classs_entry_with_the_parameter_a_subclass_inherits(tmp_path, monkeypatch):
+    # e3nn's FullyConnectedTensorProduct: its weight, random by the TensorProduct entry, was
+    # listed "selected by -", and that entry as selecting nothing in the built model.
+    (tmp_path / "tp.py").write_text(SUBCLASS)
+    (tmp_path / "priors.yaml").write_text("version: 1\npriors:\n  TensorProduct.weight: Normal(0, 1)\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["plan", "tp.py", "--priors", "priors.yaml", "--build", "tp:Net()"])
+    assert result.exit_code == 0, result.output
+    built = result.output.split("\n\n", 1)[1].splitlines()
+    assert built[2].split()[:4] == ["tp.weight", "(3,)", "priors.yaml:3", "(TensorProduct.weight)"]
+    assert "selects nothing" not in result.output
+
+
 def test_plan_build_refuses_a_module_that_is_not_the_rewritten_one(tmp_path, monkeypatch):
     (tmp_path / "net.py").write_bytes((FIXTURES / "selection" / "input" / "zoo.py").read_bytes())
     monkeypatch.chdir(tmp_path)

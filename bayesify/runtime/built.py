@@ -48,6 +48,11 @@ def parameters(model: torch.nn.Module) -> List[Dict]:
                 {
                     "name": f"{pyro_name}.{name}" if pyro_name else name,
                     "class": type(module).__name__,
+                    # and its bases: a parameter a base class sets (e3nn's TensorProduct.weight,
+                    # in a FullyConnectedTensorProduct) was made random by the base's entry
+                    "classes": [
+                        cls.__name__ for cls in type(module).__mro__ if issubclass(cls, torch.nn.Module)
+                    ],
                     "layer": _layer_class(module),
                     "attribute": name,
                     "shape": str(tuple(shape)),
