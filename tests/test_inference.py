@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from pyro.infer import Predictive, Trace_ELBO, TraceMeanField_ELBO
-from pyro.infer.autoguide import AutoNormal
+from pyro.infer.autoguide import AutoNormal, init_to_value
 from pyro.nn import PyroModule, PyroSample
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -1402,11 +1402,19 @@ def test_fit_from_a_checkpoint_runs_the_network_in_eval_mode_and_leaves_its_mode
         pyro.clear_param_store()
         pyro.set_rng_seed(0)
         net = copy.deepcopy(built).train(mode == "train")  # fit trains its deterministic parameters
+        net.up.eval()
         model = supervised(net, Categorical(DATASET_SIZE))
         losses[mode] = fit(model, CheckpointNormal(model, values), data, epochs=3, progress=False)
-        assert net.training == (mode == "train")
+        assert (net.training, net.norm.training, net.up.training) == (mode == "train",) * 2 + (False,)
         assert torch.equal(net.norm.running_mean, trained.norm.running_mean)  # not updated by fit
     assert losses["train"] == losses["eval"]
+    # Started at the checkpoint as load_deterministic's docstring shows, by Pyro's own guide.
+    pyro.clear_param_store()
+    net = copy.deepcopy(built).train()
+    load_deterministic(net, trained.state_dict())
+    model = supervised(net, Categorical(DATASET_SIZE))
+    fit(model, AutoNormal(model, init_loc_fn=init_to_value(values=values)), data, progress=False)
+    assert net.training and torch.equal(net.norm.running_mean, trained.norm.running_mean)
     assert not recwarn.list
 
 
@@ -2090,18 +2098,23 @@ def test_predict_sizes_its_passes_by_what_grows_with_the_rows_not_by_products_of
     assert sizes[0] == runtime_prediction.CPU_ROWS_PER_PASS // len(x)  # the rows bound it, not the weights
 
 
-def test_fit_names_a_library_batch_whose_last_field_is_no_targets():
+def test_fit_names_a_library_batch_whose_last_field_is_no_targets_and_predict_reads_x_still():
     # chemprop's DataLoader gives TrainingBatch(bmg, V_d, X_d, Y, w, lt_mask, gt_mask): read by
-    # position, its gt_mask=None was the targets, and Pyro said "forward() takes from 2 to 4
-    # positional arguments but 7 were given".
+    # position, its gt_mask (None, or a mask for inequality targets) was the targets, and
+    # Pyro said "forward() takes from 2 to 4 positional arguments but 7 were given".
     TrainingBatch = collections.namedtuple("TrainingBatch", "x Y weights gt_mask")
     x, y = images()
     model = supervised(Net(), Categorical(DATASET_SIZE))
     guide = CheckpointNormal(model, init_scale=0.1)
-    with pytest.raises(
-        TypeError, match=r"TrainingBatch\(x, Y, weights, gt_mask\) whose last part is a NoneType"
-    ):
-        fit(model, guide, [TrainingBatch(x, y, torch.ones(len(y)), None)], progress=False)
+    for mask in (None, torch.zeros(len(y), dtype=torch.bool)):
+        with pytest.raises(
+            TypeError, match=r"TrainingBatch\(x, Y, weights, gt_mask\), whose fields it would"
+        ):
+            fit(model, guide, [TrainingBatch(x, y, torch.ones(len(y)), mask)], progress=False)
+    with pytest.raises(TypeError, match=r"a list of 2, whose fields"):
+        fit(model, guide, [[x, None]], progress=False)
+    identified = DataLoader(TensorDataset(x, torch.arange(len(x))), batch_size=4)  # (x, ids): predict reads x
+    assert predict(model, guide, identified, num_samples=3).probs.shape == (len(x), 4)
 
 
 class _Unscale(nn.Module):

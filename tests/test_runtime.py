@@ -573,6 +573,13 @@ def test_a_network_called_outside_inference_after_its_checkpoint_loaded_is_warne
         warnings.simplefilter("error")
         model.linear(x)  # before a checkpoint is loaded, drawing from the prior is what is asked
     load_deterministic(model, DeterministicRegressor().state_dict())
+    held = nn.Sequential(nn.Linear(3, 2))
+    set_prior(held, "nn.Linear.*", "Normal", 0, 1)
+    pyro_module(held)
+    load_deterministic(held, nn.Sequential(nn.Linear(3, 2)).state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        repr(held)  # nn.Linear's extra_repr reads its bias: no prediction
     with pytest.warns(UserWarning, match="drawn from its prior: the network runs outside Pyro") as caught:
         model.linear(x)
     assert caught[0].filename == __file__
@@ -592,7 +599,9 @@ def test_a_weight_drawn_inside_a_plate_of_data_is_warned_of_and_not_in_plates_of
             model.linear(x)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with poutine.trace(), pyro.plate("num_particles_vectorized", 3, dim=-3):
-            model(x, y)
         with poutine.trace(), pyro.plate("samples", 3, dim=-2):  # a user's own plate of samples
             model.linear(x)
+        # Pyro's, at -1 around a model without a plate of its own
+        for samples in ("num_particles_vectorized", "_num_predictive_samples"):
+            with poutine.trace(), pyro.plate(samples, 3, dim=-1):
+                model.linear.weight

@@ -132,6 +132,8 @@ def _refuse_other_shapes(
         if key not in random_sites:
             continue
         prior = random_sites[key]._pyro_samples[key.rpartition(".")[2]]
+        if value.is_complex():  # refused below, with the advice for complex values
+            continue
         if isinstance(prior, Prior) and prior.shape and tuple(value.shape) != prior.shape:
             mismatched.append(
                 f"{key} is {tuple(value.shape)} in the checkpoint and {prior.shape} in its prior"

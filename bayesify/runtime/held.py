@@ -113,7 +113,8 @@ def pyro_module(module: torch.nn.Module) -> torch.nn.Module:
     ``append``, a conditional expression, a module passed in, another
     library's. Its parameters are then Pyro parameters named by their module path
     (``layers.0.weight``), and none of its modules is a second Pyro root. A module
-    that holds neither a parameter nor a Pyro module keeps its class. Empty
+    that pickles by a ``__reduce__`` of its own (torch.fx's ``GraphModule``) and holds
+    no parameter keeps its class. Empty
     slots (``nn.ModuleList([layer, None])``) stay empty. A value that is not an
     :class:`torch.nn.Module` is returned as it is.
 
@@ -148,11 +149,11 @@ def pyro_module(module: torch.nn.Module) -> torch.nn.Module:
 def _convert(module: torch.nn.Module) -> None:
     for child in module.children():
         _convert(child)
-    # A module that holds neither a parameter nor a Pyro module (whose sites it would name)
-    # has nothing for Pyro to do, and keeps its class: what depends on it keeps working
-    # (torch.fx's GraphModule pickles by its own __reduce__, which Pyro's class replaces;
-    # e3nn holds one in every layer), and its calls cost no Pyro context.
-    if not isinstance(module, PyroModule) and _holds_anything_pyro(module):
+    # A module that pickles by a __reduce__ of its own (torch.fx's GraphModule, which e3nn
+    # holds in every layer) and holds nothing for Pyro keeps its class: Pyro's class would
+    # replace that __reduce__ with its own, which pickles the class by reference, and
+    # GraphModule's class is made anew for each instance.
+    if not isinstance(module, PyroModule) and not _pickles_itself_and_holds_nothing_for_pyro(module):
         # Children first: the parent then re-registers them as the PyroModules they are. The
         # class is made first where Pyro's PyroModule[...] would be a metaclass conflict.
         pyro_module_class(type(module))
@@ -164,9 +165,16 @@ def _convert(module: torch.nn.Module) -> None:
             _reorder(getattr(module, table), order)
 
 
-def _holds_anything_pyro(module: torch.nn.Module) -> bool:
-    return next(module.parameters(), None) is not None or any(
-        isinstance(part, PyroModule) for part in module.modules()
+def _pickles_itself_and_holds_nothing_for_pyro(module: torch.nn.Module) -> bool:
+    pickles_itself = any(
+        "__reduce__" in vars(cls) or "__reduce_ex__" in vars(cls)
+        for cls in type(module).__mro__
+        if cls is not object
+    )
+    return (
+        pickles_itself
+        and next(module.parameters(recurse=False), None) is None
+        and not any(isinstance(child, PyroModule) for child in module.children())
     )
 
 

@@ -34,6 +34,8 @@ from pyro.util import warn_if_nan
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 from tqdm.auto import tqdm
 
+from bayesify.runtime.prior import Prior
+
 #: A network's input: one tensor, the tuple of the tensors it takes (``net(*inputs)``), or a
 #: dict of them by keyword (``net(**inputs)``).
 Inputs = Union[torch.Tensor, Sequence[torch.Tensor], Mapping[str, torch.Tensor]]
@@ -247,7 +249,7 @@ def fit(
     # means drift (a trial's NLL 0.43 against 0.18), and an output transform that applies in
     # eval mode alone (chemprop's unscaling) left the learned noise in other units than the
     # predictions.
-    from_checkpoint = isinstance(model, BayesianModel) and getattr(guide, "values", None)
+    from_checkpoint = isinstance(model, BayesianModel) and _started_at_a_checkpoint(model.net, guide)
     losses = []
     with (
         _in_eval_mode(model.net if from_checkpoint else None),
@@ -258,6 +260,17 @@ def fit(
             losses.append(sum(step_losses) / max(len(step_losses), 1))
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
     return losses
+
+
+def _started_at_a_checkpoint(net: torch.nn.Module, guide: Callable) -> bool:
+    """Whether a fit starts from the trained network: a guide started at its values, or a
+    network whose checkpoint :func:`~bayesify.runtime.load_deterministic` loaded (an
+    ``AutoNormal`` started at its values by ``init_to_value``)."""
+    return bool(getattr(guide, "values", None)) or any(
+        isinstance(prior, Prior) and prior.deterministic is not None
+        for module in net.modules()
+        for prior in module.__dict__.get("_pyro_samples", {}).values()
+    )
 
 
 def _refuse_parameters_of_another_model(model: Callable) -> None:
@@ -303,7 +316,29 @@ def _model_batches(model: Callable, data: Iterable[Batch]) -> Iterable[Batch]:
     its dict batch as the dict of its inputs and its targets."""
     if not isinstance(model, BayesianModel):
         return (_positional(batch) for batch in _batches(data))
-    return (_inputs_and_targets(batch, model.targets) for batch in _batches(data))
+    return (_inputs_and_targets(_refuse_a_library_batch(batch), model.targets) for batch in _batches(data))
+
+
+def _refuse_a_library_batch(batch: Batch) -> Batch:
+    """``batch``, where it can be ``(x1, ..., xk, y)``: a library's batch object (chemprop's
+    TrainingBatch(bmg, V_d, X_d, Y, w, lt_mask, gt_mask)), read by position, gave its last
+    field as the targets (None, or a mask) and the others to the network."""
+    fields = getattr(batch, "_fields", None)
+    if isinstance(batch, (tuple, list)) and (
+        (fields and len(fields) > 2) or (len(batch) > 1 and not isinstance(batch[-1], torch.Tensor))
+    ):
+        named = (
+            f"{type(batch).__name__}({', '.join(fields)})"
+            if fields
+            else f"{type(batch).__name__} of {len(batch)}"
+        )
+        raise TypeError(
+            f"a supervised model reads a batch as (x, y) or (x1, ..., xk, y), the targets last, and this "
+            f"batch is a {named}, whose fields it would read by position, its last as the targets: give fit "
+            "batches of (inputs, targets), from a DataLoader whose collate_fn returns them or an iterable "
+            "that maps the loader's each time it is read (for chemprop's TrainingBatch b: (b.bmg, b.Y))"
+        )
+    return batch
 
 
 def _positional(batch: Batch) -> Batch:
@@ -331,21 +366,6 @@ def _inputs_and_targets(batch: Batch, targets: str) -> Batch:
             f"a supervised model reads a batch as (x, y), (x1, ..., xk, y) or a dict, not a "
             f"{type(batch).__name__}: give batches of one of those, e.g. for PyTorch Geometric a "
             "DataLoader whose collate_fn makes a Batch b and returns ((b.x, b.edge_index, b.batch), b.y)"
-        )
-    if len(batch) > 1 and not isinstance(batch[-1], torch.Tensor):
-        # A library's batch object (chemprop's TrainingBatch of seven fields, gt_mask last) read
-        # by position fed None to the likelihood as targets, and the network the other six.
-        fields = getattr(batch, "_fields", None)
-        named = (
-            f"{type(batch).__name__}({', '.join(fields)})"
-            if fields
-            else f"{type(batch).__name__} of {len(batch)}"
-        )
-        raise TypeError(
-            f"a supervised model reads a batch as (x, y) or (x1, ..., xk, y), the targets last, and this "
-            f"batch is a {named} whose last part is a {type(batch[-1]).__name__}, not the targets: give fit "
-            "batches of (inputs, targets), from a DataLoader whose collate_fn returns them or an iterable "
-            "that maps the loader's each time it is read (for chemprop's TrainingBatch b: (b.bmg, b.Y))"
         )
     return (tuple(batch[:-1]), batch[-1]) if len(batch) > 2 else batch
 

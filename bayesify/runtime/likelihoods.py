@@ -23,7 +23,7 @@ import torch
 from pyro.poutine.runtime import get_plates
 from torch.distributions import constraints
 
-from bayesify.runtime.prior import _caller_outside_libraries
+from bayesify.runtime.prior import user_stacklevel
 
 
 @dataclass
@@ -233,18 +233,19 @@ def _shaped_as(target: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 def _warn_of_other_units(residual: torch.Tensor, target: torch.Tensor) -> None:
     """Warns where a network's outputs miss the first batch's targets by ten times the targets'
-    own spread: no trained network does, and one started at trained weights then computes in
-    other units than its targets (chemprop's output, unscaled in eval mode, against the scaled
-    targets its loaders give; the trial's fit went from an RMSE of 10 to 537)."""
-    spread = target.detach().float().std() if target.numel() > 1 else None
-    if spread is not None and float(residual) > 10 * float(spread):
+    own size: a network's outputs of about 0 (one not yet trained) miss them by about their
+    size, and a trained one by less; one that does computes in other units than its targets
+    (chemprop's output, unscaled in eval mode, against the scaled targets its loaders give;
+    the trial's fit went from an RMSE of 10 to 537)."""
+    size = float(target.detach().float().pow(2).mean().sqrt())
+    if size > 0 and float(residual) > 10 * size:
         warnings.warn(
             f"Normal: the network's outputs miss the first batch's targets by {float(residual):.4g} (root "
-            f"mean square), ten times the targets' own spread ({float(spread):.4g}): for a network started "
-            "at trained weights, its outputs and the targets are in other units (fit and predict run such "
-            "a network in eval mode, where an output transform such as chemprop's unscaling applies: give "
-            "the targets in the units of its eval-mode outputs)",
-            stacklevel=_caller_outside_libraries(),
+            f"mean square), ten times the targets' own size ({size:.4g}): its outputs and the targets "
+            "are in other units (fit and predict run a network started at its checkpoint in eval mode, "
+            "where an output transform such as chemprop's unscaling applies: give the targets in the units "
+            "of its eval-mode outputs)",
+            stacklevel=user_stacklevel(),
         )
 
 

@@ -2,7 +2,6 @@
 likelihood, in vectorised passes of several weight samples each."""
 
 import contextlib
-import os
 import traceback
 import warnings
 import weakref
@@ -16,7 +15,6 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, RandomSampler
 
-from bayesify.runtime import likelihoods
 from bayesify.runtime.batched import BATCHED_LAYERS, FunctionalLayers, SamplesInBatchMessenger
 from bayesify.runtime.inference import (
     Batch,
@@ -30,7 +28,7 @@ from bayesify.runtime.inference import (
     _with_tensors,
 )
 from bayesify.runtime.likelihoods import Prediction
-from bayesify.runtime.prior import PREDICT_PLATE
+from bayesify.runtime.prior import LIBRARY_FOLDERS
 
 #: How many rows (weight samples times inputs) one pass of :func:`predict` computes on a CPU.
 CPU_ROWS_PER_PASS = 5_000
@@ -136,8 +134,9 @@ def _described(error: BaseException) -> str:
     torch's, Pyro's or this runtime's, where it passed through them (a bare ``assert`` in a
     library's forward has nothing else to say)."""
     frames = traceback.extract_tb(error.__traceback__)
-    libraries = tuple(os.path.dirname(module.__file__) + os.sep for module in (torch, pyro, likelihoods))
-    frame = next((each for each in reversed(frames) if not each.filename.startswith(libraries)), frames[-1])
+    frame = next(
+        (each for each in reversed(frames) if not each.filename.startswith(LIBRARY_FOLDERS)), frames[-1]
+    )
     message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     return f"{message}, raised at {frame.filename}:{frame.lineno}"
 
@@ -300,14 +299,14 @@ def _widest_output(model: BayesianModel, weights: poutine.Trace, x: Inputs) -> i
             with recorder:
                 _replayed(model, _one_draw(weights, 0), _with_tensors(x, iter(_first_rows(x, count))))
         except Exception:  # the passes will say what fails, if anything
-            return 0
+            break
         probes.append(recorder.sizes)
+    if not probes:
+        return 0
     if len(probes) == 1 or len(probes[0]) != len(probes[1]):  # one row, or another path for two
         return max(probes[0], default=0)
-    # An output of c + r elements for one row and c + 2r for two: r a row, c for all.
-    per_row = max((two - one for one, two in zip(*probes)), default=0)
-    for_all = max((2 * one - two for one, two in zip(*probes)), default=0)
-    return max(per_row, -(-for_all // rows))
+    # An output of c + r elements for one row and c + 2r for two: r a row, c for all of them.
+    return max((two - one + -(-(2 * one - two) // rows) for one, two in zip(*probes)), default=0)
 
 
 def _widest_output_each_sample(
@@ -416,7 +415,8 @@ def _passes(
             else:
                 output = _replayed(model, _sliced(weights, start, stop), x)
                 if not output.dim() or len(output) != count:
-                    # A pass of one sample: an expand to the inputs' shape swallows its dimension.
+                    # An expand to the inputs' shape swallows a pass's one sample's dimension (where
+                    # the inputs are one row too, the last sample's check finds it).
                     raise ValueError(
                         f"the network's output {tuple(output.shape)} has no first dimension of the pass's "
                         f"{count} weight samples: a random parameter broadcast to the inputs' shape (an "
@@ -603,7 +603,8 @@ class _ComputedOnce(TorchFunctionMode):
         return copy
 
 
-_SAMPLES = PREDICT_PLATE
+#: The name of :func:`predict`'s plate of weight samples.
+_SAMPLES = "predictive_samples"
 
 
 class _DrawnInPlace(Messenger):

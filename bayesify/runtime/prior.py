@@ -12,7 +12,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.poutine.plate_messenger import PlateMessenger
-from pyro.poutine.runtime import _PYRO_STACK
+from pyro.poutine.runtime import _PYRO_STACK, am_i_wrapped
 
 #: Name of the empty buffer that :class:`Prior` registers on its module.
 #:
@@ -240,20 +240,21 @@ def _warn_where_drawn_wrongly(prior: Prior, module: torch.nn.Module) -> None:
     than its checkpoint); and inside a plate of data, one draw for each element (a network
     called inside the likelihood's plate, or one whose forward returns a function that runs it
     later, as zuko's flows do)."""
-    if not _PYRO_STACK:
-        if prior.deterministic is not None:
+    if not am_i_wrapped():
+        # Inside a call of the network, not a read of its attributes (print(net) reads a bias).
+        if prior.deterministic is not None and module._pyro_context.active:
             warnings.warn(
                 f"a random parameter of {type(module).__name__} is drawn from its prior: the network runs "
                 "outside Pyro's inference after load_deterministic loaded its checkpoint, so it predicts "
                 "with prior draws, neither the checkpoint's weights nor a guide's. Predict with "
                 "bayesify.runtime.predict(model, guide, x), or run it under a guide's draw: "
                 "poutine.replay(net, trace=poutine.trace(guide).get_trace(x))(x)",
-                stacklevel=_caller_outside_libraries(),
+                stacklevel=user_stacklevel(),
             )
         return
-    # A plate of data is the rightmost (a plate of samples around a model lies left of its
-    # data's, and a user's own, around a network, is told from one by where it lies alone).
-    # The stack read directly: Pyro's get_plates() costs as much as a small layer, every draw.
+    # A plate of data is the rightmost: a plate of samples around a model lies left of its
+    # data's (Pyro's own, named here, lie at -1 around a model without plates). The stack is
+    # read directly: Pyro's get_plates() sends a message through every handler, every draw.
     for plate in _PYRO_STACK:
         if isinstance(plate, PlateMessenger) and plate.dim == -1 and plate.name not in SAMPLE_PLATES:
             warnings.warn(
@@ -261,16 +262,14 @@ def _warn_where_drawn_wrongly(prior: Prior, module: torch.nn.Module) -> None:
                 "draw for each of its elements, not one for the model. Call the network before the plate (a "
                 "module whose forward returns a function or a distribution runs its layers where that is "
                 "used: call it, and read what it returns, before the plate; see docs/pitfalls.md)",
-                stacklevel=_caller_outside_libraries(),
+                stacklevel=user_stacklevel(),
             )
             return
 
 
-#: The name of :func:`~bayesify.runtime.predict`'s plate of weight samples.
-PREDICT_PLATE = "predictive_samples"
-#: The plates of weight samples that Pyro and bayesify draw in: of predict, of
-#: ``Predictive(parallel=True)``, of ``vectorize_particles=True``.
-SAMPLE_PLATES = frozenset({PREDICT_PLATE, "_num_predictive_samples", "num_particles_vectorized"})
+#: Pyro's plates of weight samples: of ``Predictive(parallel=True)`` and of
+#: ``vectorize_particles=True``.
+SAMPLE_PLATES = frozenset({"_num_predictive_samples", "num_particles_vectorized"})
 
 
 def _warn_of_values_for_random_sites(module, state_dict, prefix, *rest) -> None:
@@ -283,21 +282,22 @@ def _warn_of_values_for_random_sites(module, state_dict, prefix, *rest) -> None:
             "load_state_dict leaves out the checkpoint's values of random weights, which are drawn "
             "from their priors instead: load a deterministic checkpoint with "
             "bayesify.runtime.load_deterministic, which returns those values to start a guide",
-            stacklevel=_caller_outside_libraries(),
+            stacklevel=user_stacklevel(),
         )
 
 
-def _caller_outside_libraries() -> int:
-    """The ``stacklevel`` of the first caller of the function calling this one that is no
-    code of torch's, Pyro's or this runtime's (``load_state_dict`` calls a module's hooks
-    through several of its own frames, a prior is drawn through Pyro's): where the warning
-    names the user's line."""
+def user_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller of the function calling this one whose code is
+    none of :data:`LIBRARY_FOLDERS` (``load_state_dict`` calls a module's hooks through
+    several of its own frames, a prior is drawn through Pyro's): the line a warning names,
+    the user's, or that of a library their code called (a trainer's loop)."""
     frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_FOLDERS):
+    while frame is not None and frame.f_code.co_filename.startswith(LIBRARY_FOLDERS):
         frame, level = frame.f_back, level + 1
     return level
 
 
-_LIBRARY_FOLDERS = tuple(
+#: The folders of torch, Pyro and this runtime: code that is not the user's.
+LIBRARY_FOLDERS = tuple(
     os.path.dirname(module.__file__) + os.sep for module in (torch, pyro, sys.modules[__name__])
 )
