@@ -40,7 +40,8 @@ from bayesify.runtime import (
     set_prior,
     supervised,
 )
-from bayesify.runtime.inference import _batches, _LeanTraceMeanField_ELBO
+from bayesify.runtime.data import read_batches
+from bayesify.runtime.inference import _LeanTraceMeanField_ELBO
 
 DATASET_SIZE, BATCH = 120, 8
 
@@ -347,7 +348,7 @@ def test_fit_reads_a_tensor_data_loader_as_the_loader_would():
         return DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)  # shuffled by torch's seed
 
     torch.manual_seed(4)
-    read, after = list(_batches(loader())), torch.rand(1)
+    read, after = list(read_batches(loader())), torch.rand(1)
     torch.manual_seed(4)
     expected, expected_after = list(loader()), torch.rand(1)
     assert [len(batch[0]) for batch in read] == [16, 16, 16, 2]
@@ -355,7 +356,7 @@ def test_fit_reads_a_tensor_data_loader_as_the_loader_would():
         assert all(torch.equal(a, b) for a, b in zip(ours, its, strict=True))
     assert torch.equal(after, expected_after)  # the same random numbers follow
     custom = DataLoader(TensorDataset(x, y), collate_fn=lambda rows: rows)
-    assert _batches(custom) is custom  # a loader of its own collation is read as it is
+    assert read_batches(custom) is custom  # a loader of its own collation is read as it is
 
 
 class Fourier(nn.Module):

@@ -21,8 +21,9 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to, constraints
 
 from bayesify.runtime import likelihoods
+from bayesify.runtime.data import Batch, as_batches, model_batches
 from bayesify.runtime.held import Tied
-from bayesify.runtime.inference import Batch, BayesianModel, _as_batches, _in_eval_mode, _model_batches
+from bayesify.runtime.inference import BayesianModel, _in_eval_mode
 
 #: The default relative spread of :class:`CheckpointNormal`: sd = DELTA * |trained weight|.
 DELTA = 0.01
@@ -247,7 +248,9 @@ class CheckpointLaplace(AutoGuideList):
     ) -> None:
         super().__init__(model)
         joint = model  # the observations included: the Hessian is the posterior's
-        batches = iter(_model_batches(model, _as_batches(data)))
+        batches = iter(
+            model_batches(as_batches(data), model.targets if isinstance(model, BayesianModel) else None)
+        )
         first = next(batches, None)
         if first is None:
             raise ValueError("CheckpointLaplace needs the training data: a DataLoader or (x, y), not nothing")

@@ -19,7 +19,7 @@ last-layer Laplace approximation at the trained weights, as Pyro's
 """
 
 import contextlib
-from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 
 import pyro
 import pyro.poutine as poutine
@@ -31,16 +31,10 @@ from pyro.nn.module import _is_module_local_param_enabled
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import warn_if_nan
-from torch.utils.data import DataLoader, TensorDataset, default_collate
 from tqdm.auto import tqdm
 
+from bayesify.runtime.data import Batch, Inputs, as_batches, called_on, model_batches
 from bayesify.runtime.prior import Prior
-
-#: A network's input: one tensor, the tuple of the tensors it takes (``net(*inputs)``), or a
-#: dict of them by keyword (``net(**inputs)``).
-Inputs = Union[torch.Tensor, Sequence[torch.Tensor], Mapping[str, torch.Tensor]]
-#: A batch ``(x, y)``, the network's inputs and the targets; or a dict holding both.
-Batch = Union[Sequence[Union[torch.Tensor, Inputs]], Mapping[str, torch.Tensor]]
 
 
 class BayesianModel:
@@ -68,7 +62,7 @@ class BayesianModel:
 
     def network(self, x: Inputs) -> torch.Tensor:
         """The tensor the likelihood observes: the network's output on ``x``, or ``output`` of it."""
-        returned = _called(self.net, x)
+        returned = called_on(self.net, x)
         if self.output is not None:
             return self.output(returned)
         if not isinstance(returned, torch.Tensor):
@@ -213,7 +207,7 @@ def fit(
     :param bool progress: show a progress bar with the current loss.
     :returns: the mean loss per epoch.
     """
-    data = _as_batches(data)
+    data = as_batches(data)
     if epochs > 1 and isinstance(data, Iterator):  # not iter(data): a loader's iterator draws its seed
         raise TypeError(
             f"fit: data is an iterator ({type(data).__name__}), which the first epoch reads to its end, "
@@ -256,10 +250,16 @@ def fit(
         tqdm(range(epochs), disable=not progress, desc="fit", unit="epoch") as bar,
     ):
         for _ in bar:
-            step_losses = [step(batch) for batch in _model_batches(model, data)]
+            step_losses = [step(batch) for batch in batches_for(model, data)]
             losses.append(sum(step_losses) / max(len(step_losses), 1))
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
     return losses
+
+
+def batches_for(model: Callable, data: Iterable[Batch]) -> Iterable[Batch]:
+    """The batches of ``data`` as ``model`` takes them: a :func:`supervised` model's inputs
+    and targets, a model of one's own's parts in order (see :func:`~bayesify.runtime.data.model_batches`)."""
+    return model_batches(data, model.targets if isinstance(model, BayesianModel) else None)
 
 
 def _started_at_a_checkpoint(net: torch.nn.Module, guide: Callable) -> bool:
@@ -296,148 +296,6 @@ def _refuse_parameters_of_another_model(model: Callable) -> None:
                     "pyro.clear_param_store() before building a model, or set "
                     "pyro.settings.set(module_local_params=True)"
                 )
-
-
-def _as_batches(data: Union[Iterable[Batch], Batch]) -> Iterable[Batch]:
-    """``data`` as an iterable of batches: one batch (``(x, y)``, its targets a tensor, its
-    inputs tensors, or tuples and dicts holding nothing but tensors; or a dict of tensors) is
-    a list of itself."""
-    if isinstance(data, Mapping) and all(isinstance(part, torch.Tensor) for part in data.values()):
-        return [data]
-    if isinstance(data, (tuple, list)) and len(data) > 1 and isinstance(data[-1], torch.Tensor):
-        if all(map(_holds_only_tensors, data[:-1])):
-            return [tuple(data)]
-    return data
-
-
-def _model_batches(model: Callable, data: Iterable[Batch]) -> Iterable[Batch]:
-    """The batches of ``data`` as ``model`` takes them, ``model(*batch)``: a :func:`supervised`
-    model's batch of more than two tensors ``(x1, ..., xk, y)`` as ``((x1, ..., xk), y)``, and
-    its dict batch as the dict of its inputs and its targets."""
-    if not isinstance(model, BayesianModel):
-        return (_positional(batch) for batch in _batches(data))
-    return (_inputs_and_targets(_refuse_a_library_batch(batch), model.targets) for batch in _batches(data))
-
-
-def _refuse_a_library_batch(batch: Batch) -> Batch:
-    """``batch``, where it can be ``(x1, ..., xk, y)``: a library's batch object (chemprop's
-    TrainingBatch(bmg, V_d, X_d, Y, w, lt_mask, gt_mask)), read by position, gave its last
-    field as the targets (None, or a mask) and the others to the network."""
-    fields = getattr(batch, "_fields", None)
-    if isinstance(batch, (tuple, list)) and (
-        (fields and len(fields) > 2) or (len(batch) > 1 and not isinstance(batch[-1], torch.Tensor))
-    ):
-        named = (
-            f"{type(batch).__name__}({', '.join(fields)})"
-            if fields
-            else f"{type(batch).__name__} of {len(batch)}"
-        )
-        raise TypeError(
-            f"a supervised model reads a batch as (x, y) or (x1, ..., xk, y), the targets last, and this "
-            f"batch is a {named}, whose fields it would read by position, its last as the targets: give fit "
-            "batches of (inputs, targets), from a DataLoader whose collate_fn returns them or an iterable "
-            "that maps the loader's each time it is read (for chemprop's TrainingBatch b: (b.bmg, b.Y))"
-        )
-    return batch
-
-
-def _positional(batch: Batch) -> Batch:
-    if isinstance(batch, torch.Tensor):  # a model of one input: fit(model, guide, (x,)), a loader of x
-        return (batch,)
-    if isinstance(batch, Mapping):  # its keys would be the model's arguments
-        raise TypeError(
-            f"a model of one's own is called with a batch's parts in order, model(*batch), and this "
-            f"batch is a dict (keys {', '.join(map(repr, batch))}): make the loader give tuples, or "
-            "make the model with supervised(net, likelihood), which reads dict batches"
-        )
-    return batch
-
-
-def _inputs_and_targets(batch: Batch, targets: str) -> Batch:
-    if isinstance(batch, Mapping):
-        if targets not in batch:
-            raise KeyError(
-                f"a supervised model reads a dict batch's targets under {targets!r}, and this batch has "
-                f"the keys {', '.join(map(repr, batch))}: name its key, supervised(..., targets='...')"
-            )
-        return {key: value for key, value in batch.items() if key != targets}, batch[targets]
-    if not isinstance(batch, (tuple, list)):
-        raise TypeError(
-            f"a supervised model reads a batch as (x, y), (x1, ..., xk, y) or a dict, not a "
-            f"{type(batch).__name__}: give batches of one of those, e.g. for PyTorch Geometric a "
-            "DataLoader whose collate_fn makes a Batch b and returns ((b.x, b.edge_index, b.batch), b.y)"
-        )
-    return (tuple(batch[:-1]), batch[-1]) if len(batch) > 2 else batch
-
-
-def _called(fn: Callable, x: Inputs):
-    """``fn`` on the inputs ``x``: ``fn(x)`` for a tensor, ``fn(*x)`` for a tuple, ``fn(**x)``
-    for a dict."""
-    if isinstance(x, Mapping):
-        return fn(**x)
-    return fn(*x) if isinstance(x, (tuple, list)) else fn(x)
-
-
-def _parts(value) -> Optional[list]:
-    """The items of a tuple or list, or the values of a dict; ``None`` for anything else."""
-    if isinstance(value, Mapping):
-        return list(value.values())
-    return list(value) if isinstance(value, (tuple, list)) else None
-
-
-def _tensors_in(value) -> List[torch.Tensor]:
-    """The tensors in ``value``, in order: itself, or those its tuples, lists and dicts hold."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    return [tensor for part in _parts(value) or () for tensor in _tensors_in(part)]
-
-
-def _holds_only_tensors(value) -> bool:
-    """Whether ``value`` is a tensor, or tuples, lists and dicts of nothing but tensors."""
-    parts = _parts(value)
-    return isinstance(value, torch.Tensor) or bool(parts) and all(map(_holds_only_tensors, parts))
-
-
-def _with_tensors(value, tensors: Iterator[torch.Tensor]):
-    """``value`` with its tensors replaced, in the order of :func:`_tensors_in`, by ``tensors``."""
-    if isinstance(value, torch.Tensor):
-        return next(tensors)
-    if isinstance(value, Mapping):
-        return {key: _with_tensors(part, tensors) for key, part in value.items()}
-    if isinstance(value, (tuple, list)):
-        parts = [_with_tensors(part, tensors) for part in value]
-        return type(value)(*parts) if hasattr(value, "_fields") else type(value)(parts)  # a named tuple
-    return value
-
-
-def _batches(data: Iterable[Batch]) -> Iterable[Batch]:
-    """The batches of ``data``. A :class:`~torch.utils.data.DataLoader` that collates rows of a
-    :class:`~torch.utils.data.TensorDataset` in this process gives the same batches as the
-    dataset's tensors indexed with each batch's indices from its sampler: one indexing per
-    tensor instead of a lookup per row and a stack, which costs a small network a sixth of
-    its step."""
-    if (
-        isinstance(data, DataLoader)
-        and isinstance(data.dataset, TensorDataset)
-        and data.batch_sampler is not None
-        and data.collate_fn is default_collate
-        and data.num_workers == 0
-        and not data.pin_memory
-    ):
-        return _indexed(data)
-    return data
-
-
-def _indexed(loader: DataLoader) -> Iterable[Batch]:
-    batches = iter(loader.batch_sampler)
-    # The random draw with which the loader's own iterator starts (its workers' seed), so
-    # that the batches, and every random number after them, are those the loader gives.
-    torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
-    for indices in batches:
-        # index_select, not tensor[indices]: indexing with a list of ints takes torch's general
-        # indexing path, about twice as long for a small batch.
-        rows = torch.as_tensor(indices, dtype=torch.long)
-        yield tuple(tensor.index_select(0, rows.to(tensor.device)) for tensor in loader.dataset.tensors)
 
 
 def _optimizer(optimizer: Callable[..., torch.optim.Optimizer], params, lr: float) -> torch.optim.Optimizer:

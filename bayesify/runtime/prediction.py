@@ -16,17 +16,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, RandomSampler
 
 from bayesify.runtime.batched import BATCHED_LAYERS, FunctionalLayers, SamplesInBatchMessenger
-from bayesify.runtime.inference import (
+from bayesify.runtime.data import (
     Batch,
-    BayesianModel,
     Inputs,
-    _batches,
-    _in_eval_mode,
-    _inputs_and_targets,
-    _parts,
-    _tensors_in,
-    _with_tensors,
+    inputs_and_targets,
+    parts_of,
+    read_batches,
+    tensors_in,
+    with_tensors,
 )
+from bayesify.runtime.inference import BayesianModel, _in_eval_mode
 from bayesify.runtime.likelihoods import Prediction
 from bayesify.runtime.prior import LIBRARY_FOLDERS
 
@@ -147,7 +146,7 @@ def _set_up(guide: Callable, x: Inputs) -> None:
     ``predict`` gives what its later ones give for the same seed."""
     if getattr(guide, "prototype_trace", False) is not None:
         return
-    devices = [tensor.device for tensor in _tensors_in(x) if tensor.is_cuda][:1]
+    devices = [tensor.device for tensor in tensors_in(x) if tensor.is_cuda][:1]
     with torch.random.fork_rng(devices=devices), poutine.block():
         guide(x)
 
@@ -163,7 +162,7 @@ def _prediction_inputs(model: BayesianModel, x: Union[Inputs, DataLoader]) -> Li
             "the predictions could not be matched to their inputs; predict with a loader made with "
             "shuffle=False"
         )
-    batches = [_without_targets(batch, model.targets) for batch in _batches(x)]
+    batches = [_without_targets(batch, model.targets) for batch in read_batches(x)]
     if not batches:
         raise ValueError("predict: the DataLoader gave no batches")
     return batches
@@ -172,7 +171,7 @@ def _prediction_inputs(model: BayesianModel, x: Union[Inputs, DataLoader]) -> Li
 def _without_targets(batch: Batch, targets: str) -> Inputs:
     if isinstance(batch, Mapping):
         return {key: value for key, value in batch.items() if key != targets}
-    return batch[0] if len(batch) == 1 else _inputs_and_targets(batch, targets)[0]
+    return batch[0] if len(batch) == 1 else inputs_and_targets(batch, targets)[0]
 
 
 def _joined(outputs: List[torch.Tensor], dim: int) -> torch.Tensor:
@@ -271,7 +270,7 @@ def _per_pass(
     allocator on a CPU maps fresh memory for every tensor, and its page faults cost more than
     the pass."""
     if samples_per_pass is None:
-        inputs = _tensors_in(x)
+        inputs = tensors_in(x)
         if inputs and inputs[0].device.type != "cpu":
             return num_samples
         rows = len(inputs[0]) if inputs and inputs[0].dim() else 1
@@ -288,7 +287,7 @@ def _widest_output(model: BayesianModel, weights: poutine.Trace, x: Inputs) -> i
     row). Every operation's, not only every module's: an attention's logits, computed between
     its layers, are tokens times tokens a head. What does not grow with the rows (a masked
     layer's ``weight * mask``, a flow's) counts once for all of them, not once a row."""
-    inputs = _tensors_in(x)
+    inputs = tensors_in(x)
     rows = _rows(inputs)
     if rows is None or inputs[0].device.type != "cpu":
         return 0
@@ -297,7 +296,7 @@ def _widest_output(model: BayesianModel, weights: poutine.Trace, x: Inputs) -> i
         recorder = _WidestOutputs()
         try:
             with recorder:
-                _replayed(model, _one_draw(weights, 0), _with_tensors(x, iter(_first_rows(x, count))))
+                _replayed(model, _one_draw(weights, 0), with_tensors(x, iter(_first_rows(x, count))))
         except Exception:  # the passes will say what fails, if anything
             break
         probes.append(recorder.sizes)
@@ -329,7 +328,7 @@ def _widest_output_each_sample(
     recorder = _WidestOutputs(once)
     try:
         with pyro.plate(_SAMPLES, count, dim=-2), SamplesInBatchMessenger(count), once, recorder:
-            _replayed(model, _sliced(weights, 0, count), _with_tensors(x, iter(copies)))
+            _replayed(model, _sliced(weights, 0, count), with_tensors(x, iter(copies)))
     except Exception:  # the passes will say what fails, if anything
         return None
     if not once.computed or once.draws:  # a trunk's own random numbers: one draw a sample, as written
@@ -340,7 +339,7 @@ def _widest_output_each_sample(
 def _first_rows(x: Inputs, count: int = 1) -> Optional[List[torch.Tensor]]:
     """The first ``count`` rows of each of the inputs ``x``; None where they are no rows of
     examples."""
-    inputs = _tensors_in(x)
+    inputs = tensors_in(x)
     return None if _rows(inputs) is None else [input[:count] for input in inputs]
 
 
@@ -366,7 +365,7 @@ class _WidestOutputs(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         output = func(*args, **(kwargs or {}))
         if not func.is_view:
-            width = max([0, *(tensor.numel() for tensor in _tensors_in(output))])
+            width = max([0, *(tensor.numel() for tensor in tensors_in(output))])
             self.sizes.append(width)
             if self._once is None or not self._once.inside:
                 self.widest_outside = max(self.widest_outside, width)
@@ -388,7 +387,7 @@ def _passes(
     (with ``any_module``, any module's), each of ``trunks`` computed once a pass where it reads
     nothing but the inputs' copies (see :class:`_ComputedOnce`; each one so computed is
     appended to ``computed``)."""
-    inputs = _tensors_in(x)  # those of a dict that one argument holds too
+    inputs = tensors_in(x)  # those of a dict that one argument holds too
     size = _rows(inputs)
     # The samples travel in the batch where nothing but the layers meets them and every input
     # is one row per example (a graph network's edges are not): the inputs once per sample,
@@ -410,7 +409,7 @@ def _passes(
                     else contextlib.nullcontext()
                 )
                 with SamplesInBatchMessenger(count, shared=shared), once:
-                    output = _replayed(model, _sliced(weights, start, stop), _with_tensors(x, iter(rows)))
+                    output = _replayed(model, _sliced(weights, start, stop), with_tensors(x, iter(rows)))
                 output = output.reshape(count, size, *output.shape[1:])
             else:
                 output = _replayed(model, _sliced(weights, start, stop), x)
@@ -519,7 +518,7 @@ class _ComputedOnce(TorchFunctionMode):
         result = func(*args, **kwargs)
         if not (isinstance(result, torch.Tensor) and result.dim() and len(result) == self.count * self.rows):
             return result
-        if any(tensor is result for tensor in _tensors_in((args, kwargs))):
+        if any(tensor is result for tensor in tensors_in((args, kwargs))):
             return result  # an in-place function
         originals = self._on_originals_of(args, kwargs, only_copies=False)  # a parameter added too
         if originals is None:
@@ -559,7 +558,7 @@ class _ComputedOnce(TorchFunctionMode):
         """``args`` and ``kwargs`` with each copy replaced by what it repeats; None where they
         hold no copy, a tensor in a container, or (``only_copies``) a tensor that is no copy."""
         values = [*args, *kwargs.values()]
-        if any(_parts(value) and _tensors_in(value) for value in values):
+        if any(parts_of(value) and tensors_in(value) for value in values):
             return None
         tensors = [value for value in values if isinstance(value, torch.Tensor)]
         swap = {
