@@ -64,6 +64,19 @@ def fresh_store():
     pyro.clear_param_store()
 
 
+@pytest.fixture
+def pass_sizes(monkeypatch):
+    """The number of samples of each of predict's passes over a batch, as it sizes them."""
+    sizes, passes = [], runtime_prediction._passes
+
+    def sized(model, weights, x, num_samples, samples_per_pass, *args):
+        sizes.append(samples_per_pass)
+        return passes(model, weights, x, num_samples, samples_per_pass, *args)
+
+    monkeypatch.setattr(runtime_prediction, "_passes", sized)
+    return sizes
+
+
 class Net(PyroModule):
     """What the rewrite makes of a small conv net: held layers, priors set once built."""
 
@@ -473,7 +486,7 @@ def test_predict_replays_the_network_on_one_draw_of_the_guide_as_pyro_samples_it
     assert torch.equal(predict(model, guide, x, num_samples=30, samples_per_pass=30).outputs, expected)
 
 
-def test_predict_on_a_cpu_sizes_its_passes_by_the_layers_outputs(monkeypatch):
+def test_predict_on_a_cpu_sizes_its_passes_by_the_layers_outputs(monkeypatch, pass_sizes):
     # A convolution's outputs are tens of times its inputs: passes of as many rows as an MLP
     # takes made tensors of hundreds of megabytes on a CPU, each fresh memory to fault in,
     # and predict twice as slow as a pass per sample.
@@ -481,19 +494,12 @@ def test_predict_on_a_cpu_sizes_its_passes_by_the_layers_outputs(monkeypatch):
     model = supervised(Net(), Categorical(DATASET_SIZE))
     guide = CheckpointNormal(model, init_scale=0.5)
     guide(x)
-    sizes, passes = [], runtime_prediction._passes
-
-    def sized(model, weights, x, num_samples, samples_per_pass, *args):
-        sizes.append(samples_per_pass)
-        return passes(model, weights, x, num_samples, samples_per_pass, *args)
-
-    monkeypatch.setattr(runtime_prediction, "_passes", sized)
     outputs = []
     for budget in (10**9, 1):
         monkeypatch.setattr(runtime_prediction, "CPU_ELEMENTS_PER_PASS", budget)
         pyro.set_rng_seed(3)
         outputs.append(predict(model, guide, x, num_samples=12).outputs)
-    assert sizes == [12, 1]  # the rows' bound alone, then the outputs' bound
+    assert pass_sizes == [12, 1]  # the rows' bound alone, then the outputs' bound
     assert torch.allclose(*outputs, atol=1e-6)  # one draw however many passes
 
 
@@ -514,7 +520,7 @@ class Attention(nn.Module):
 """
 
 
-def test_predict_sizes_its_passes_by_an_attentions_logits_too(tmp_path, monkeypatch):
+def test_predict_sizes_its_passes_by_an_attentions_logits_too(tmp_path, monkeypatch, pass_sizes):
     # The logits, tokens times tokens a row, are no layer's output: passes sized by the
     # layers' outputs (8 x 32 a row here, against 32 x 32) made them tens of megabytes, and a
     # small transformer's prediction twice as slow as a pass per sample.
@@ -524,16 +530,9 @@ def test_predict_sizes_its_passes_by_an_attentions_logits_too(tmp_path, monkeypa
     model = supervised(bayesian.Attention(), Categorical(DATASET_SIZE))
     guide = CheckpointNormal(model, init_scale=0.1)
     x = torch.randn(10, 32, 4)
-    sizes, passes = [], runtime_prediction._passes
-
-    def sized(model, weights, x, num_samples, samples_per_pass, *args):
-        sizes.append(samples_per_pass)
-        return passes(model, weights, x, num_samples, samples_per_pass, *args)
-
-    monkeypatch.setattr(runtime_prediction, "_passes", sized)
     monkeypatch.setattr(runtime_prediction, "CPU_ELEMENTS_PER_PASS", 10 * 32 * 32 * 4)
     predict(model, guide, x, num_samples=12)
-    assert sizes == [4]
+    assert pass_sizes == [4]
 
 
 BACKBONE_SOURCE = """\
@@ -2078,7 +2077,7 @@ class MADE(nn.Module):
 
 
 def test_predict_sizes_its_passes_by_what_grows_with_the_rows_not_by_products_of_weights(
-    tmp_path, monkeypatch
+    tmp_path, pass_sizes
 ):
     # The probe counted a masked layer's 64x64 weight * mask as 4,096 elements a row: passes of
     # one sample, through the slow functional routing, slower than samples_per_pass=1.
@@ -2087,16 +2086,11 @@ def test_predict_sizes_its_passes_by_what_grows_with_the_rows_not_by_products_of
     )
     model = supervised(bayesian.MADE(), Normal(DATASET_SIZE, scale=0.1))
     guide = CheckpointNormal(model, init_scale=0.1)
-    sizes, passes = [], runtime_prediction._passes
-
-    def sized(model, weights, x, num_samples, samples_per_pass, *args):
-        sizes.append(samples_per_pass)
-        return passes(model, weights, x, num_samples, samples_per_pass, *args)
-
-    monkeypatch.setattr(runtime_prediction, "_passes", sized)
     x = torch.randn(1000, 2)
     predict(model, guide, x, num_samples=20)
-    assert sizes[0] == runtime_prediction.CPU_ROWS_PER_PASS // len(x)  # the rows bound it, not the weights
+    assert pass_sizes[0] == runtime_prediction.CPU_ROWS_PER_PASS // len(
+        x
+    )  # the rows bound it, not the weights
 
 
 def test_fit_names_a_library_batch_whose_last_field_is_no_targets_and_predict_reads_x_still():
