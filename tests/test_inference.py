@@ -1638,16 +1638,16 @@ def test_predicts_check_allows_rounding_small_beside_the_samples_differences():
         shifted = computed.clone()
         shifted[-1] += off
         if agrees:
-            runtime_prediction._check_last_sample(model, weights, x, shifted)
+            runtime_prediction._check_last_sample(model, weights, x, shifted, 4)
         else:
             with pytest.raises(ValueError, match="differs from the network run on its weights alone"):
-                runtime_prediction._check_last_sample(model, weights, x, shifted)
+                runtime_prediction._check_last_sample(model, weights, x, shifted, 4)
     same = computed[-1:].expand(4, -1, -1).clone()  # no spread: rounding alone is allowed
     same[-1] += 5e-4 * size
-    runtime_prediction._check_last_sample(model, weights, x, same)
+    runtime_prediction._check_last_sample(model, weights, x, same, 4)
     same[-1] += 2e-3 * size
     with pytest.raises(ValueError, match="differs"):
-        runtime_prediction._check_last_sample(model, weights, x, same)
+        runtime_prediction._check_last_sample(model, weights, x, same, 4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

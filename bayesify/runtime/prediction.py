@@ -413,19 +413,11 @@ def _passes(
                 output = output.reshape(count, size, *output.shape[1:])
             else:
                 output = _replayed(model, _sliced(weights, start, stop), x)
-                if not output.dim() or len(output) != count:
-                    # An expand to the inputs' shape swallows a pass's one sample's dimension (where
-                    # the inputs are one row too, the last sample's check finds it).
-                    raise ValueError(
-                        f"the network's output {tuple(output.shape)} has no first dimension of the pass's "
-                        f"{count} weight samples: a random parameter broadcast to the inputs' shape (an "
-                        "expand or view of it by their sizes) loses the samples' dimension"
-                    )
         # Into one tensor as each pass ends, rather than concatenated at the end: a pass's
         # output kept would sit in memory its activations freed, and the next pass's
         # activations would need fresh memory (on a CPU, pages to fault in) every pass.
         if outputs is None:
-            _check_last_sample(model, weights, x, output)
+            _check_last_sample(model, weights, x, output, count)
             outputs = output.new_empty((num_samples, *output.shape[1:]))
         outputs[start:stop] = output
         del output
@@ -670,10 +662,11 @@ def _each_site(weights: poutine.Trace, take: Callable) -> poutine.Trace:
 
 
 def _check_last_sample(
-    model: BayesianModel, weights: poutine.Trace, x: Inputs, computed: torch.Tensor
+    model: BayesianModel, weights: poutine.Trace, x: Inputs, computed: torch.Tensor, count: int
 ) -> None:
-    """Raises where the last of the first pass's outputs, ``computed``, are not the network's
-    outputs on that sample's weights alone. A network can take a batch of samples and still
+    """Raises where the first pass's outputs, ``computed``, hold no first dimension of its
+    ``count`` samples, or their last is not the network's outputs on that sample's weights
+    alone. A network can take a batch of samples and still
     compute them wrongly (a graph network's messages between the rows of its batch, an
     indexing of the first dimension, a dropout that stays on in eval mode): one pass of one
     sample is what it costs to know.
@@ -684,7 +677,15 @@ def _check_last_sample(
     training (weights drawn from a wide prior) amplifies the rounding of another order of
     the same sums to a hundredth, which is no wrong computation and leaves the samples'
     spread as it is."""
-    index = len(computed) - 1  # the first pass's samples are the draw's first
+    if not computed.dim() or len(computed) != count:
+        # An expand to the inputs' shape swallows a pass's one sample's dimension (where the
+        # inputs are one row too, the shapes compared below differ).
+        raise ValueError(
+            f"the network's output {tuple(computed.shape)} has no first dimension of the pass's "
+            f"{count} weight samples: a random parameter broadcast to the inputs' shape (an "
+            "expand or view of it by their sizes) loses the samples' dimension"
+        )
+    index = count - 1  # the first pass's samples are the draw's first
     alone, last = _replayed(model, _one_draw(weights, index), x), computed[-1]
     if alone.shape != last.shape:
         raise ValueError(
