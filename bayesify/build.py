@@ -160,14 +160,8 @@ def built_table(report: dict, result: RunResult) -> str:
         selector = site["selector"]
         if selector is None and site["becomes"] != "deterministic":
             # A class's own parameter, made random in the rewritten source: the plan knows why.
-            found = next(
-                (
-                    static[key]
-                    for key in ((cls, (site["attribute"],)) for cls in site["classes"])
-                    if key in static
-                ),
-                None,
-            )
+            keys = [(cls, (site["attribute"],)) for cls in site["classes"]]
+            found = next((static[key] for key in keys if key in static), None)
             selector = found.selector.text if found else None
         entry = entries.get(selector) if selector else None
         if entry is not None:

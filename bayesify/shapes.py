@@ -91,7 +91,7 @@ def static_shape(node: cst.BaseExpression, imports: ImportTable) -> Optional[str
         # unpacked stay unpacked in the shape, (*(...), n).
         if name not in SIZE_FACTORIES or name in ("full", "normal", "randint"):
             return None
-        return _tuple(f"*{code(arg.value)}" if arg.star else code(arg.value) for arg in positional)
+        return _tuple(_size(arg.value, bool(arg.star)) for arg in positional)
     if name in ("tensor", "as_tensor") and positional:
         dims = _literal_shape(positional[0].value)
         return _tuple(str(d) for d in dims) if dims is not None else None
@@ -150,13 +150,16 @@ def _sizes(values: list[cst.BaseExpression]) -> str:
     if len(values) == 1:
         only = values[0]
         if isinstance(only, (cst.Tuple, cst.List)):
-            return _tuple(_element(element) for element in only.elements)
+            return _tuple(
+                _size(element.value, isinstance(element, cst.StarredElement)) for element in only.elements
+            )
         return code(only)
     return _tuple(code(value) for value in values)
 
 
-def _element(element: cst.BaseElement) -> str:
-    return f"*{code(element.value)}" if isinstance(element, cst.StarredElement) else code(element.value)
+def _size(value: cst.BaseExpression, unpacked: bool) -> str:
+    """A size's text in a shape's tuple, sizes unpacked into it (``*lead``) as they were."""
+    return f"*{code(value)}" if unpacked else code(value)
 
 
 def _tuple(parts) -> str:
