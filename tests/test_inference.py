@@ -755,6 +755,32 @@ def test_a_guides_first_predict_gives_what_its_later_ones_give_for_the_same_seed
     assert torch.equal(*probabilities)
 
 
+PREDICT_ALONE = """
+import sys
+
+import torch
+from torch import nn
+
+from bayesify.runtime import Categorical, CheckpointNormal, load_deterministic, predict, pyro_module, set_prior, supervised
+
+net = pyro_module(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)))
+set_prior(net, "Sequential.*.weight", "Normal", 0, 1)
+values = load_deterministic(net, nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).state_dict())
+model = supervised(net, Categorical())
+predict(model, CheckpointNormal(model, values), torch.randn(16, 4))
+print(sorted(name for name in ("torch._dynamo", "torch.fx.experimental.symbolic_shapes") if name in sys.modules))
+"""
+
+
+def test_a_process_that_only_predicts_does_not_load_torchs_compiler():
+    # A script or a service that loads a fitted model to predict paid a second or two at its
+    # first prediction: a dispatch mode and a shape broadcast imported torch._dynamo and torch.fx.
+    imported = subprocess.run(
+        [sys.executable, "-c", PREDICT_ALONE], capture_output=True, text=True, check=True
+    ).stdout
+    assert imported.strip() == "[]"
+
+
 def test_a_predict_before_fit_leaves_the_learned_noise_to_start_at_the_residuals():
     # A look at the start fixed the noise's start at 1, where the residuals were 0.01: the
     # likelihood a hundred times too weak, the fit dragged the network off its checkpoint.

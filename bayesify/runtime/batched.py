@@ -32,6 +32,7 @@ from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from pyro.distributions.util import broadcast_shape
 from pyro.nn import PyroModule
 from pyro.nn.module import _PyroModuleMeta
 from pyro.poutine.messenger import Messenger
@@ -59,13 +60,7 @@ def output_batch(weight_batch: torch.Size, input_batch: torch.Size) -> Tuple[tor
     split = max(0, len(input_batch) - shared)
     rows = (1,) * (shared - (len(input_batch) - split)) + tuple(input_batch[split:])
     weight_samples, input_samples = weight_batch[: len(weight_batch) - shared], input_batch[:split]
-    # torch.broadcast_shapes is Python that takes longer than a small layer's product; most
-    # often one side has no sample dimensions.
-    if weight_samples and input_samples:
-        samples = torch.broadcast_shapes(weight_samples, input_samples)
-    else:
-        samples = weight_samples or input_samples
-    return torch.Size(samples), torch.Size(rows)
+    return torch.Size(broadcast_shape(weight_samples, input_samples)), torch.Size(rows)
 
 
 def _batched_linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:

@@ -362,6 +362,12 @@ class _WidestOutputs(TorchDispatchMode):
         self.sizes: List[int] = []  # of every tensor made, in order
         self._once = once
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Nothing compiles this mode: wrapping it to skip Dynamo would import torch._dynamo, about
+        # a second, at the first prediction of a process.
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         output = func(*args, **(kwargs or {}))
         if not func.is_view:

@@ -11,6 +11,7 @@ from typing import Optional, Sequence, Tuple, Union
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.distributions.util import broadcast_shape
 from pyro.poutine.plate_messenger import PlateMessenger
 from pyro.poutine.runtime import _PYRO_STACK, am_i_wrapped
 
@@ -132,7 +133,9 @@ class Prior:
         args = [self._resolve(module, anchor, value) for value in self.args]
         kwargs = {key: self._resolve(module, anchor, value) for key, value in self.kwargs.items()}
         prior = self.family(*args, **kwargs)
-        batch_shape = torch.broadcast_shapes(prior.batch_shape, self.shape)
+        # pyro's broadcast_shape, not torch's: torch's imports torch.fx's symbolic shapes, about
+        # a second, the first time a prior is sampled in a process.
+        batch_shape = broadcast_shape(prior.batch_shape, self.shape)
         if batch_shape != prior.batch_shape:
             prior = prior.expand(batch_shape)
         return prior.to_event(len(self.shape)) if self.shape else prior
