@@ -56,7 +56,7 @@ from .sites import SiteKind
 from .spec import Entry, Spec
 
 #: Bumped whenever the layout of the file changes; an older file is then a miss.
-FORMAT = 7
+FORMAT = 8
 
 
 def cache_folder() -> tuple[Optional[Path], str]:
@@ -561,16 +561,19 @@ def _index_to_json(index: Optional[FileIndex]) -> Optional[list]:
         ]
         for record in index.classes
     ]
-    return [imports.module, imports.package, imports.bound, classes, index.ties_weights]
+    return [imports.module, imports.package, imports.bound, imports.star_sources, classes, index.ties_weights]
 
 
 def _index_from_json(value: Any, path: str) -> Optional[FileIndex]:
     if value is None:
         return None
-    module, package, bound, classes, ties_weights = _list(value, 5)
+    module, package, bound, star_sources, classes, ties_weights = _list(value, 6)
     imports = ImportTable(_str(module), is_package=False)
     imports.package = _str(package)
     imports.bound = _str_map(bound)
+    if type(star_sources) is not list or not _all_str(star_sources):
+        raise _Damaged
+    imports.star_sources = star_sources
     records = []
     # The checks are written out here, not called per value: a cached run reads thousands.
     for row in _list(classes):
