@@ -537,7 +537,7 @@ def _write_mirror(result: RunResult, paths: tuple[str, ...], out: Path) -> list[
     that changed during the run (left out of it), the warnings the files in it that no longer
     have a source, and the mirrored packages an import here would not find first."""
     try:
-        root = package_mirror_root(list(paths))
+        root = package_mirror_root(list(paths), result.results)
         orphans, failures = mirror(result.results, root, out)
         packages = mirrored_packages(result.results, root)
         copies = set(mirror_package_files(result.results, packages, root, out))
@@ -571,12 +571,14 @@ def _shadowed_package(name: str, out: Path) -> Optional[Diagnostic]:
     import importlib.machinery
 
     found = importlib.machinery.PathFinder.find_spec(name, [os.getcwd(), *sys.path])
+    # A package's origin is its __init__.py; a namespace package has none, only its folder.
     origin = found and (found.origin or next(iter(found.submodule_search_locations or ()), None))
     if not origin or Path(os.path.abspath(out)) in Path(os.path.abspath(origin)).parents:
         return None
+    folder = Path(origin).parent if found.origin else Path(origin)
     return Diagnostic.of(
         "BAY209",
-        f"the rewritten {name}; `import {name}` here loads {shown(str(Path(origin).parent))}/, the original, "
+        f"the rewritten {name}; `import {name}` here loads {shown(str(folder))}/, the original, "
         f"unless {out} comes before it on sys.path (PYTHONPATH={out}; `python -m` and `python -c` search "
         "the current folder first)",
         str(out / name),

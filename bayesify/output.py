@@ -307,13 +307,15 @@ def _refuse_links(out: Path, relative: Path, checked: set[Path]) -> None:
 _NOT_COPIED_DIRS, _NOT_COPIED_SUFFIXES = frozenset({"__pycache__"}), frozenset({".pyc", ".pyo"})
 
 
-def package_mirror_root(paths: list[str]) -> Path:
+def package_mirror_root(paths: list[str], results: list[FileResult]) -> Path:
     """The folder that ``--out`` mirrors, taken above any package that holds the paths, so
     the mirror holds each package under its own name: ``rewrite pkg/ --out out/`` writes
     ``out/pkg/``, and with ``out/`` first on ``sys.path`` the package's own absolute
-    imports (``from pkg.x import Y``) load the rewritten code."""
+    imports (``from pkg.x import Y``) load the rewritten code. A folder without
+    ``__init__.py`` whose files import it by its name is a package too (a namespace package,
+    as pytorch-tabnet's wheel ships): mirrored flat, those imports loaded the original."""
     root = mirror_root(paths)
-    while _is_package(root) and root.parent != root:
+    while _is_package(root, results) and root.parent != root:
         root = root.parent
     return root
 
@@ -321,7 +323,7 @@ def package_mirror_root(paths: list[str]) -> Path:
 def mirrored_packages(results: list[FileResult], root: Path) -> list[Path]:
     """The top-level packages under ``root`` that hold a file of the run, by their folders."""
     tops = {Path(result.path).resolve().relative_to(root.resolve()).parts[0] for result in results}
-    return sorted(root / top for top in tops if _is_package(root / top))
+    return sorted(root / top for top in tops if _is_package(root / top, results))
 
 
 def mirror_package_files(
@@ -362,5 +364,31 @@ def _copy_if_changed(source: Path, target: Path) -> None:
         write_atomically(target, data, mode=mode)
 
 
-def _is_package(folder: Path) -> bool:
-    return (folder / "__init__.py").is_file() or (folder / "__init__.pyi").is_file()
+def _is_package(folder: Path, results: list[FileResult] = ()) -> bool:
+    """Whether ``folder`` is a package: it has an ``__init__.py``, or a file of the run in it
+    imports it by its name (``from folder.x import Y``, ``import folder.x``)."""
+    if (folder / "__init__.py").is_file() or (folder / "__init__.pyi").is_file():
+        return True
+    if not folder.is_dir() or not folder.name.isidentifier():
+        return False
+    imports_it = re.compile(
+        rb"^[ \t]*(?:from[ \t]+%s(?:\.|[ \t]+import\b)|import[ \t]+%s\.)"
+        % ((re.escape(folder.name.encode()),) * 2),
+        re.MULTILINE,
+    )
+    inside = folder.resolve()
+    return any(
+        inside in Path(result.path).resolve().parents and imports_it.search(_source_of(result))
+        for result in results
+    )
+
+
+def _source_of(result: FileResult) -> bytes:
+    """The bytes of a file of the run: a file that holds no class was only read for the
+    index, and its result does not keep them."""
+    if result.original:
+        return result.original
+    try:
+        return Path(result.path).read_bytes()
+    except OSError:
+        return b""

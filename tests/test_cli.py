@@ -514,6 +514,29 @@ def test_a_package_mirror_warns_when_an_import_would_load_the_original(project: 
     ) in loud.stderr
 
 
+def test_a_namespace_package_that_imports_itself_by_name_is_mirrored_under_its_name(project: Path):
+    """pytorch-tabnet's wheel has no __init__.py: mirrored flat, its files' imports by the
+    package's name (``from netpkg.layers import Block``) loaded the original classes, silently."""
+    package = make_package(project / "src")
+    (package / "__init__.py").unlink()
+    (package / "factory.py").write_text("from netpkg.model import Net\n\n\ndef make():\n    return Net()\n")
+    (project / "priors.yaml").write_text("version: 1\npriors:\n  Block.scale: Normal(0, 1)\n")
+    result = bayesify("rewrite", "src/netpkg", "--out", "twin")
+    assert result.exit_code == 0, result.stderr
+    assert {"netpkg/factory.py", "netpkg/model.py", "netpkg/data/width.txt"} <= set(tree(project / "twin"))
+    check = (
+        "import sys, pyro.nn\nimport netpkg.factory\n"
+        "net = netpkg.factory.make()\nassert isinstance(net.block, pyro.nn.PyroModule)\n"
+        "print(sys.modules[type(net.block).__module__].__file__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project / "twin"), str(ROOT)])}
+    ran = subprocess.run(
+        [sys.executable, "-c", check], cwd=project.parent, env=env, capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == str(project / "twin" / "netpkg" / "layers.py")
+
+
 def test_mirror_with_check_or_diff_is_a_usage_error(project: Path):
     assert bayesify("rewrite", "src", "--out", "twin", "--check").exit_code == 2
     assert not (project / "twin").exists()
