@@ -1059,6 +1059,38 @@ def test_laplace_guide_is_the_exact_last_layer_posterior_and_widens_between_the_
     assert_passes_replay_one_draw(model, guide, gap)
 
 
+class ActorCritic(nn.Module):
+    """stable-baselines3's ActorCriticPolicy: the value head runs before the action head."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(3, 8), nn.Tanh())
+        self.value_net = nn.Linear(8, 1)
+        self.action_net = nn.Linear(8, 2)
+
+    def forward(self, x):
+        hidden = self.body(x)
+        values = self.value_net(hidden)
+        return self.action_net(hidden), values
+
+
+def test_laplace_guides_last_layer_is_the_last_one_the_observed_output_reads():
+    # The site sampled last was the action head's, which the observed value never reads: its
+    # Laplace posterior was its prior, and the value's predictions had no spread at all.
+    x, y = torch.randn(40, 3), torch.randn(40, 1)
+    net = pyro_module(ActorCritic())
+    set_prior(net, "nn.Linear.weight", "Normal", 0, 1)
+    values = load_deterministic(net, ActorCritic().state_dict())
+    model = supervised(net, Normal(len(x), scale=0.1), output=lambda out: out[1])
+    guide = CheckpointLaplace(model, values, (x, y))
+    laplace = poutine.trace(guide[1]).get_trace(x).stochastic_nodes
+    assert "value_net.weight" in laplace and "action_net.weight" not in laplace
+    assert (predict(model, guide, x).epistemic > 0).all()
+    unread = supervised(net, Normal(len(x), scale=0.1), output=lambda out: out[1].detach())
+    with pytest.raises(ValueError, match="depends on none of the random weights"):
+        CheckpointLaplace(unread, values, (x, y))
+
+
 def test_laplace_guide_says_when_the_model_has_nothing_random():
     model = supervised(pyro_module(nn.Linear(2, 1)), Normal(DATASET_SIZE, scale=0.1))
     with pytest.raises(ValueError, match="CheckpointLaplace: the model has no random weights"):

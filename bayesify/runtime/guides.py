@@ -21,7 +21,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to, constraints
 
 from bayesify.runtime import likelihoods
-from bayesify.runtime.data import Batch, as_batches, model_batches
+from bayesify.runtime.data import Batch, as_batches, model_batches, tensors_in
 from bayesify.runtime.held import Tied
 from bayesify.runtime.inference import BayesianModel, _in_eval_mode
 
@@ -234,7 +234,8 @@ class CheckpointLaplace(AutoGuideList):
     :param data: the training data, as for :func:`fit`: an iterable of batches ``(x, y)``
         or one batch. Each batch's Hessian counts by its share of the data.
     :param sites: the names of the sites given a full covariance; by default those of the
-        module whose site is sampled last (the last layer's weight and bias). At most
+        module sampled last of those the observed output depends on (the last layer's
+        weight and bias). At most
         :data:`MAX_LAPLACE_SIZE` weights in all: the Hessian has their number squared.
     """
 
@@ -274,7 +275,7 @@ class CheckpointLaplace(AutoGuideList):
                 )
             _refuse_values_of_other_sites(values, prototype)
             if sites is None:
-                module = latent[-1].rpartition(".")[0]
+                module = _observed(joint, prototype, latent, first)[-1].rpartition(".")[0]
                 sites = [name for name in latent if name.rpartition(".")[0] == module]
             size = sum(prototype.nodes[name]["value"].numel() for name in sites)
             if size > MAX_LAPLACE_SIZE:  # before the guide holds a scale of that size squared
@@ -312,6 +313,29 @@ class CheckpointLaplace(AutoGuideList):
                     f"definite, so no normal distribution approximates their posterior there ({cause}): "
                     "name the sites of an output layer used once, or use CheckpointNormal"
                 ) from None
+
+
+def _observed(model: Callable, prototype: poutine.Trace, latent: List[str], batch: Batch) -> List[str]:
+    """The ``latent`` sites, in the order sampled, that the output a supervised model observes
+    depends on: the module sampled last may be a head the likelihood never sees (an
+    actor-critic's action head, when the value is observed), whose Laplace posterior is its
+    prior's, and whose predictions had no spread at all. Every site, for a model of one's own."""
+    if not isinstance(model, BayesianModel):
+        return latent
+    values = {name: prototype.nodes[name]["value"].detach().requires_grad_() for name in latent}
+    with torch.enable_grad(), poutine.block():
+        output = poutine.condition(model.network, data=values)(batch[0])
+    sums = [tensor.sum() for tensor in tensors_in(output) if tensor.requires_grad]
+    read = (
+        torch.autograd.grad(sums, list(values.values()), allow_unused=True) if sums else [None] * len(values)
+    )
+    observed = [name for name, gradient in zip(values, read) if gradient is not None]
+    if not observed:
+        raise ValueError(
+            "CheckpointLaplace: the output the likelihood observes depends on none of the random weights "
+            f"({_some(latent)}): does supervised(..., output=...) pick the output the spec makes random?"
+        )
+    return observed
 
 
 def _read_in_several_places(net: torch.nn.Module, sites: Sequence[str]) -> List[str]:
