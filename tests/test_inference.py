@@ -432,6 +432,54 @@ def test_fit_names_a_batch_it_cannot_split_into_inputs_and_targets():
         fit(model, CheckpointNormal(model), [GraphBatch(*images())], progress=False)
 
 
+class Potential(nn.Module):
+    """An interatomic potential as schnetpack writes one: the energy, and the forces as its
+    gradient by the positions, differentiable by the weights in training mode only."""
+
+    def __init__(self):
+        super().__init__()
+        self.atom = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+
+    def forward(self, positions):
+        positions = positions.requires_grad_()
+        energy = self.atom(positions).squeeze(-1)
+        (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=self.training)
+        return torch.cat([energy.unsqueeze(-1), -gradient], -1)
+
+
+def test_a_potentials_forces_train_predict_and_laplace_with_the_modes_they_need():
+    torch.manual_seed(0)
+    trained, positions = Potential(), torch.randn(16, 3)
+    targets = trained(positions).detach()
+    net = pyro_module(Potential())
+    set_prior(net, "nn.Linear.weight", "Normal", 0, 1)
+    values = load_deterministic(net, trained.state_dict())
+    model = supervised(net, Normal(len(positions), scale=0.1))
+    # Eval mode (a checkpoint's) freed the energy's graph inside forward: torch's bare message.
+    with pytest.raises(RuntimeError, match="pass eval_mode=False"):
+        fit(model, CheckpointNormal(model, values), (positions, targets), progress=False)
+    pyro.clear_param_store()
+    guide = CheckpointNormal(model, values)
+    losses = fit(model, guide, (positions, targets), epochs=30, lr=0.01, progress=False, eval_mode=False)
+    assert losses[-1] < losses[0] and net.training
+
+    with pytest.raises(RuntimeError, match="pass grad=True"):
+        predict(model, guide, positions, num_samples=4)
+    forces = predict(model, guide, positions, num_samples=20, grad=True).mean[:, 1:]
+    by_hand = torch.stack(
+        [
+            poutine.replay(model.network, trace=poutine.trace(guide).get_trace(positions))(positions)
+            for _ in range(20)
+        ]
+    )
+    assert torch.allclose(forces, by_hand.mean(0)[:, 1:].detach(), atol=0.05)
+
+    with pytest.raises(RuntimeError, match="pass eval_mode=False"):
+        CheckpointLaplace(model, values, (positions, targets))
+    laplace = CheckpointLaplace(model, values, (positions, targets), eval_mode=False)
+    assert (predict(model, laplace, positions, grad=True).epistemic > 0).all()
+
+
 def test_fit_reduces_the_loss_with_a_data_loader_and_under_a_handler():
     x, y = images(64)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True)

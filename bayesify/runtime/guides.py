@@ -23,7 +23,7 @@ from torch.distributions import biject_to, constraints
 from bayesify.runtime import likelihoods
 from bayesify.runtime.data import Batch, as_batches, model_batches, tensors_in
 from bayesify.runtime.held import Tied
-from bayesify.runtime.inference import BayesianModel, _in_eval_mode
+from bayesify.runtime.inference import BayesianModel, _in_eval_mode, _raise_naming_eval_mode
 
 #: The default relative spread of :class:`CheckpointNormal`: sd = DELTA * |trained weight|.
 DELTA = 0.01
@@ -87,14 +87,7 @@ class CheckpointNormal(AutoNormal):
         )
 
     def _setup_prototype(self, *args, **kwargs) -> None:
-        # Without autograd: the trace it keeps would hold the model's outputs with their graph,
-        # which copy.deepcopy refuses (a Lightning callback's copy, torch's AveragedModel).
-        # A model that differentiates the network itself (a PINN's physics residual) needs it.
-        try:
-            with torch.no_grad():
-                super()._setup_prototype(*args, **kwargs)
-        except RuntimeError:
-            super()._setup_prototype(*args, **kwargs)
+        _set_up_without_graph(super()._setup_prototype, *args, **kwargs)
         _refuse_values_of_other_sites(self.values, self.prototype_trace)
         for name, site in self.prototype_trace.iter_stochastic_nodes():
             if _usable(site, self.values):
@@ -163,6 +156,18 @@ class CheckpointNormal(AutoNormal):
             log_density = transform.inv.log_abs_det_jacobian(value, unconstrained)
             log_density = sum_rightmost(log_density, log_density.dim() - value.dim() + site["fn"].event_dim)
         return pyro.sample(name, dist.Delta(value, log_density=log_density, event_dim=site["fn"].event_dim))
+
+
+def _set_up_without_graph(set_up: Callable, *args, **kwargs) -> None:
+    """Sets a guide up without autograd: the trace it keeps would hold the model's outputs with
+    their graph, which copy.deepcopy refuses (a Lightning callback's copy, torch's
+    AveragedModel). With autograd where the model differentiates the network itself (a
+    PINN's physics residual, a potential's forces)."""
+    try:
+        with torch.no_grad():
+            set_up(*args, **kwargs)
+    except RuntimeError:
+        set_up(*args, **kwargs)
 
 
 def _unbounded(support: constraints.Constraint) -> bool:
@@ -237,6 +242,9 @@ class CheckpointLaplace(AutoGuideList):
         module sampled last of those the observed output depends on (the last layer's
         weight and bias). At most
         :data:`MAX_LAPLACE_SIZE` weights in all: the Hessian has their number squared.
+    :param bool eval_mode: compute it with the network in eval mode, as
+        :func:`~bayesify.runtime.predict` runs it; ``False`` for a network whose forward
+        needs training mode to be differentiated (see :func:`~bayesify.runtime.fit`).
     """
 
     def __init__(
@@ -246,8 +254,15 @@ class CheckpointLaplace(AutoGuideList):
         data: Union[Iterable[Batch], Batch],
         *,
         sites: Optional[Sequence[str]] = None,
+        eval_mode: bool = True,
     ) -> None:
         super().__init__(model)
+        try:
+            self._approximate(model, values, data, sites, eval_mode)
+        except RuntimeError as error:
+            _raise_naming_eval_mode(error, eval_mode, "CheckpointLaplace")
+
+    def _approximate(self, model, values, data, sites, eval_mode) -> None:
         joint = model  # the observations included: the Hessian is the posterior's
         batches = iter(
             model_batches(as_batches(data), model.targets if isinstance(model, BayesianModel) else None)
@@ -260,7 +275,7 @@ class CheckpointLaplace(AutoGuideList):
         init = functools.partial(_init_to_checkpoint, values=values)
         # At the trained network as it predicts: BatchNorm's running statistics (which a pass
         # in training mode would also update), dropout off.
-        with _in_eval_mode(joint.net if isinstance(joint, BayesianModel) else None):
+        with _in_eval_mode(joint.net if eval_mode and isinstance(joint, BayesianModel) else None):
             with poutine.block():
                 prototype = poutine.trace(InitMessenger(init)(model)).get_trace(*first)
             latent = [
@@ -290,8 +305,7 @@ class CheckpointLaplace(AutoGuideList):
                 poutine.block(poutine.condition(model, data=fixed), expose=list(sites)), init_loc_fn=init
             )
             self.append(laplace)
-            with torch.no_grad():  # sets up the parts, their traces free of the model's graph
-                self(*first)
+            _set_up_without_graph(self, *first)
             noise = None  # a learned normal noise is re-estimated with the covariance
             likelihood = joint.likelihood if isinstance(joint, BayesianModel) else None
             if isinstance(likelihood, likelihoods.Normal) and likelihood.fixed_scale is None:

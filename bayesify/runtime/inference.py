@@ -168,6 +168,7 @@ def fit(
     optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
     loss=None,
     progress: bool = True,
+    eval_mode: Optional[bool] = None,
 ) -> List[float]:
     """
     Trains ``guide`` (and the model's deterministic parameters) by stochastic variational
@@ -205,6 +206,11 @@ def fit(
         ``Trace_ELBO(num_particles=8, vectorize_particles=True)`` averages several weight
         samples per step.
     :param bool progress: show a progress bar with the current loss.
+    :param eval_mode: ``None`` (the default): eval mode where the guide starts at a
+        checkpoint, the modules' own modes otherwise; ``True``: eval mode; ``False``: the
+        modules' own modes, for a network whose forward needs training mode to be
+        differentiated (an interatomic potential's forces,
+        ``torch.autograd.grad(energy, positions, create_graph=self.training)``).
     :returns: the mean loss per epoch.
     """
     data = as_batches(data)
@@ -238,19 +244,27 @@ def fit(
         optimizing.step()
         return value.item()
 
+    def first_step(batch: Batch) -> float:
+        try:
+            return step(batch)
+        except RuntimeError as error:
+            _raise_naming_eval_mode(error, in_eval_mode, "fit")
+
     # Started at a checkpoint, the network is the trained one in eval mode, as predict runs it:
     # in training mode its BatchNorm's batch statistics hid from the likelihood how the weights'
     # means drift (a trial's NLL 0.43 against 0.18), and an output transform that applies in
     # eval mode alone (chemprop's unscaling) left the learned noise in other units than the
     # predictions.
-    from_checkpoint = isinstance(model, BayesianModel) and _started_at_a_checkpoint(model.net, guide)
+    if eval_mode is None:
+        eval_mode = isinstance(model, BayesianModel) and _started_at_a_checkpoint(model.net, guide)
+    in_eval_mode = eval_mode and isinstance(model, BayesianModel)
     losses = []
     with (
-        _in_eval_mode(model.net if from_checkpoint else None),
+        _in_eval_mode(model.net if in_eval_mode else None),
         tqdm(range(epochs), disable=not progress, desc="fit", unit="epoch") as bar,
     ):
         for _ in bar:
-            step_losses = [step(batch) for batch in batches_for(model, data)]
+            step_losses = [(step if optimizing else first_step)(batch) for batch in batches_for(model, data)]
             losses.append(sum(step_losses) / max(len(step_losses), 1))
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
     return losses
@@ -309,6 +323,23 @@ def _optimizer(optimizer: Callable[..., torch.optim.Optimizer], params, lr: floa
         except RuntimeError:
             pass
     return optimizer(params, lr=lr)
+
+
+#: What torch says when a forward that differentiates itself ran in the wrong mode or
+#: without autograd: its graph was freed, or never made.
+_AUTOGRAD_ERRORS = ("backward through the graph a second time", "does not require grad")
+
+
+def _raise_naming_eval_mode(error: RuntimeError, in_eval_mode: bool, caller: str) -> None:
+    """Raises ``error`` again, saying that ``caller`` ran the network in eval mode where that
+    may be its cause."""
+    if not in_eval_mode or not any(text in str(error) for text in _AUTOGRAD_ERRORS):
+        raise error
+    raise RuntimeError(
+        f"{error}\n{caller} ran the network in eval mode, as it does at a checkpoint; a forward that "
+        "differentiates itself in training mode only (forces as torch.autograd.grad(energy, positions, "
+        "create_graph=self.training)) cannot be differentiated again so: pass eval_mode=False"
+    ) from error
 
 
 @contextlib.contextmanager

@@ -41,7 +41,6 @@ CPU_ELEMENTS_PER_PASS = 2**20
 CPU_ELEMENTS_PER_PASS_ONCE = 2**24
 
 
-@torch.no_grad()
 def predict(
     model: BayesianModel,
     guide: Callable,
@@ -49,6 +48,7 @@ def predict(
     num_samples: int = 100,
     *,
     samples_per_pass: Optional[int] = None,
+    grad: bool = False,
 ) -> Prediction:
     """
     The model's predictions on ``x`` under ``num_samples`` weight samples from ``guide``,
@@ -96,7 +96,29 @@ def predict(
         predictions for the same seed. ``1`` samples the guide and runs the network once per
         sample, without any plate, for a network whose layers cannot take a batch of weights
         (other draws of the same guide for the same seed).
+    :param bool grad: run the network with autograd on, for a forward that differentiates
+        itself (an interatomic potential's forces, ``-torch.autograd.grad(energy,
+        positions)``); without it, as by default, nothing keeps a graph.
     """
+    with torch.set_grad_enabled(grad):
+        try:
+            return _predict(model, guide, x, num_samples, samples_per_pass)
+        except RuntimeError as error:
+            if grad or "does not require grad" not in str(error):
+                raise
+            raise RuntimeError(
+                f"{error}\npredict runs the network without autograd; for a forward that differentiates "
+                "itself (forces as torch.autograd.grad(energy, positions)), pass grad=True"
+            ) from error
+
+
+def _predict(
+    model: BayesianModel,
+    guide: Callable,
+    x: Union[Inputs, DataLoader],
+    num_samples: int,
+    samples_per_pass: Optional[int],
+) -> Prediction:
     if not isinstance(model, BayesianModel):
         raise TypeError(
             f"predict takes a model made by supervised(net, likelihood), not a {type(model).__name__}: it "
@@ -125,7 +147,7 @@ def predict(
                     for weights in (poutine.trace(guide).get_trace(batches[0]) for _ in range(num_samples))
                 ]
             )
-    return model.likelihood.summarize(outputs)
+    return model.likelihood.summarize(outputs.detach())
 
 
 def _described(error: BaseException) -> str:
@@ -692,7 +714,7 @@ def _check_last_sample(
             "expand or view of it by their sizes) loses the samples' dimension"
         )
     index = count - 1  # the first pass's samples are the draw's first
-    alone, last = _replayed(model, _one_draw(weights, index), x), computed[-1]
+    alone, last = _replayed(model, _one_draw(weights, index), x).detach(), computed[-1].detach()
     if alone.shape != last.shape:
         raise ValueError(
             f"sample {index} has the shape {tuple(last.shape)} in one pass with others, "
@@ -703,7 +725,7 @@ def _check_last_sample(
     allowed = 0.0
     if alone.is_floating_point():
         rounding = max(1e-3, torch.finfo(alone.dtype).eps ** 0.5) * float(alone.abs().max())
-        allowed = max(rounding, 0.1 * float((computed[0] - last).abs().max()))
+        allowed = max(rounding, 0.1 * float((computed[0].detach() - last).abs().max()))
     if not float((last - alone).abs().max()) <= allowed:  # not: a NaN disagrees too
         raise DisagreeingSampleError(
             f"sample {index}, computed with others in one pass, differs from the network run on its "
