@@ -1996,6 +1996,17 @@ def test_a_network_that_was_not_rewritten_is_named_before_anything_trains(recwar
         fit(model, CheckpointNormal(model, values), (torch.randn(4, 3), torch.zeros(4, dtype=torch.long)))
 
 
+def test_a_rewritten_network_its_spec_selects_nothing_in_is_not_told_to_import_the_rewrite():
+    # TabNet's head-only entry in a multi-task configuration, which has no such head: the class
+    # was the rewrite's, and the warning said to import the rewrite's.
+    net = pyro_module(nn.Sequential(nn.Linear(3, 2)))
+    set_prior(net, "Sequential.head.weight", "Normal", 0, 1)
+    with pytest.warns(UserWarning, match="no random parameters") as caught:
+        load_deterministic(net, net.state_dict())
+    assert "its priors select nothing in it as built" in str(caught[0].message)
+    assert "import the class" not in str(caught[0].message)
+
+
 class FunctionalLinear(nn.Linear):
     """A Linear whose forward calls the functional form itself, as timm's Linear does."""
 

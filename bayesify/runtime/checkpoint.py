@@ -5,6 +5,7 @@ import warnings
 from typing import Dict, Iterator, Mapping
 
 import torch
+from pyro.nn import PyroModule
 from torch.distributions import transform_to
 
 from bayesify.runtime.held import COMPLEX_ADVICE, site_name
@@ -66,12 +67,18 @@ def load_deterministic(
             constrained[prefix + name] = (f"{prefix}{name}_unconstrained", constraint)
 
     if not random_sites:
+        # A rewritten class is a PyroModule: its spec selects nothing as it was built (TabNet's
+        # head-only entry in a multi-task configuration, which has no such head).
+        cause = (
+            "its priors select nothing in it as built"
+            if any(isinstance(module, PyroModule) for module in model.modules())
+            else f"it was imported from {_source(type(model))}; import the class from the rewrite's output, "
+            "or make its priors select something"
+        )
         warnings.warn(
             f"load_deterministic: {type(model).__name__} has no random parameters, so there is nothing "
-            f"to make Bayesian: it was imported from {_source(type(model))}; import the class from the "
-            "rewrite's output, or make its priors select something (`bayesify plan --build` lists what "
-            "each entry selects in the built model, and another library's layers that a torch layer "
-            "type such as nn.Linear misses)",
+            f"to make Bayesian: {cause} (`bayesify plan --build` lists what each entry selects in the "
+            "built model, and another library's layers that a torch layer type such as nn.Linear misses)",
             stacklevel=2,
         )
     unconstrained_keys = {model_key for model_key, _ in constrained.values()}
