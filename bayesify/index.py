@@ -100,6 +100,10 @@ class BaseRef:
 
 #: What :attr:`ClassRecord.method_reads` holds for a method that calls its own module, ``self(x)``.
 CALLS_ITSELF = "__call__"
+#: What it holds for a method that calls the class's attributes (its parts) more than once:
+#: at two places, or in a loop (``self.first(x)``, ``self.second(h)``; ``for block in
+#: self.blocks: h = block(h)``).
+RUNS_PARTS = "__parts__"
 
 
 @dataclass
@@ -147,9 +151,11 @@ class ClassRecord:
         )
 
     def runs_the_module(self, method: str) -> bool:
-        """Whether ``method`` runs the module: itself, or through another method of the class
-        that reads what the class sets (its layers, its parameters): an autoregressive
-        ``generate()`` calling ``self(x)`` or ``self.step(x)`` a token at a time. Not
+        """Whether ``method`` runs the module: itself, its parts more than once (TabNet's
+        ``forward_masks``, which runs blocks that share a layer; a flow's ``inverse``, its
+        conditioner once a dimension), or through another method of the class that reads
+        what the class sets (its layers, its parameters): an autoregressive ``generate()``
+        calling ``self(x)`` or ``self.step(x)`` a token at a time. Not
         ``forward``, nor, through another method, one that ``__init__`` runs
         (``self._warm_up()``), which runs the parts as they are built."""
         if self.runs_itself(method):
@@ -157,6 +163,8 @@ class ClassRecord:
         if method == "forward" or method in self.run_by_init:
             return False
         own = self.method_reads
+        if RUNS_PARTS in own.get(method, frozenset()):
+            return True
         return any(
             other != method
             and not (other.startswith("__") and other.endswith("__"))
@@ -338,6 +346,7 @@ def _scan_methods(
     """
     lines: dict[str, int] = {}
     reads: dict[str, frozenset[str]] = {}
+    part_calls: dict[str, list[tuple[str, bool]]] = {}  # by method: (attribute, in a loop) a call
     init_reads: set[str] = set()
     literal_targets: set[int] = set()
     set_otherwise: set[str] = set()
@@ -373,7 +382,54 @@ def _scan_methods(
                     lines.setdefault(named, node.lineno)
                     set_otherwise.add(named)
         reads[method.name] = reads.get(method.name, frozenset()) | names
+        part_calls.setdefault(method.name, []).extend(_calls_of_attributes(method, self_name))
+    for method, calls in part_calls.items():
+        parts = [looped for attribute, looped in calls if attribute in lines]
+        if len(parts) > 1 or any(parts):
+            reads[method] |= {RUNS_PARTS}
     return lines, reads, frozenset(init_reads), frozenset(lines) - set_otherwise
+
+
+def _calls_of_attributes(method: ast.AST, self_name: Optional[str]) -> list[tuple[str, bool]]:
+    """The calls of ``self``'s attributes in ``method`` (``self.fc(x)``, ``self.encoder.masks(x)``,
+    ``self.blocks[0](x)``; in ``for block in self.blocks:``, ``block(x)``): the attribute, and
+    whether the call is in a loop."""
+    calls = []
+
+    def visit(node: ast.AST, looped: bool, aliases: dict[str, str]) -> None:
+        if isinstance(node, ast.Call):
+            root = _self_attribute(node.func, self_name)
+            if root is None and isinstance(node.func, ast.Name):
+                root = aliases.get(node.func.id)
+            if root is not None:
+                calls.append((root, looped))
+        loops = [node] if isinstance(node, (ast.For, ast.AsyncFor)) else getattr(node, "generators", [])
+        for loop in loops:
+            iterated = next(
+                filter(None, (_self_attribute(part, self_name) for part in ast.walk(loop.iter))), None
+            )
+            if iterated is not None:
+                targets = (name.id for name in ast.walk(loop.target) if isinstance(name, ast.Name))
+                aliases = {**aliases, **dict.fromkeys(targets, iterated)}
+        inside = looped or bool(loops) or isinstance(node, ast.While)
+        for child in ast.iter_child_nodes(node):
+            visit(child, inside, aliases)
+
+    visit(method, False, {})
+    return calls
+
+
+def _self_attribute(node: ast.AST, self_name: Optional[str]) -> Optional[str]:
+    """``attr`` where ``node`` is ``self.attr``, or an attribute, item or slice of it."""
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == self_name
+        ):
+            return node.attr
+        node = node.value
+    return None
 
 
 def _is_literal(node: ast.expr) -> bool:

@@ -255,6 +255,21 @@ def test_pyro_method_makes_a_helper_method_sample_its_prior():
     assert repr(model) == "Regressor(3)"
 
 
+def test_a_method_that_runs_blocks_sharing_a_layer_reads_one_draw_of_it():
+    # TabNet's forward_masks runs blocks that share a layer: undecorated, each block drew the
+    # shared weight anew, and a trace of it failed on two sites of one name.
+    from bayesify.rewriters.methods import PyroMethodRewriter
+
+    namespace: dict = {}
+    exec(PyroMethodRewriter.examples[3].after, namespace)
+    net, x = namespace["Net"](), torch.randn(4, 2)
+    draw = poutine.trace(net.explain).get_trace(x)
+    assert [name for name, site in draw.nodes.items() if site["type"] == "sample"] == ["blocks.1.0.weight"]
+    hidden, output = poutine.replay(net.explain, trace=draw)(x)
+    assert torch.equal(output, poutine.replay(net, trace=draw)(x))
+    assert torch.equal(poutine.replay(net.invert, trace=draw)(x), poutine.replay(net, trace=draw)(x))
+
+
 def test_every_import_spelling_gives_a_pyro_module_with_a_random_site():
     for file, cls in [
         ("alias_nn", "A"),

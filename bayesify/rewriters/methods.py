@@ -18,9 +18,11 @@ After::
 
 A method that runs the module itself, ``self(x)`` or ``self.forward(x)`` (an autoregressive
 ``generate`` that calls it once a token), or another of its methods that reads its layers
-or parameters (``self.step(x)``, mambapy's and recurrent models' ``generate``), gets it
-too, where the class has random attributes or the spec gives any weight a prior (a
-submodule's): every call inside it reads one draw of the weights, not a draw a token.
+or parameters (``self.step(x)``, mambapy's and recurrent models' ``generate``), or its
+parts more than once (at two places or in a loop: TabNet's ``forward_masks``, a flow's
+``inverse``), gets it too, where the class has random attributes or the spec gives any
+weight a prior (a submodule's): every call inside it reads one draw of the weights, not a
+draw a token or a part.
 A method that ``__init__`` runs (``self._init_weights()``) is not decorated for what it calls:
 it runs the parts as they are built.
 
@@ -232,5 +234,77 @@ class Recurrent(PyroModule):
         return h
 """,
         spec="priors:\n  Recurrent.cell.weight: Normal(0, 1)\n",
+    ),
+    # valid: explain runs two blocks that share a layer (TabNet's forward_masks), invert its
+    # blocks in a loop (a flow's inverse, its conditioner once a dimension): one draw a call;
+    # first runs one part once, and _reset, which __init__ runs, is left alone
+    Example(
+        before="""\
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        shared = nn.Linear(2, 2)
+        self.blocks = nn.ModuleList([nn.Sequential(shared, nn.Tanh()) for _ in range(2)])
+        self._reset()
+
+    def _reset(self):
+        self.blocks[0][0].reset_parameters()
+        self.blocks[1][0].reset_parameters()
+
+    def forward(self, x):
+        return self.blocks[1](self.blocks[0](x))
+
+    def explain(self, x):
+        hidden = self.blocks[0](x)
+        return hidden, self.blocks[1](hidden)
+
+    def invert(self, y):
+        for block in reversed(self.blocks):
+            y = block(y)
+        return y
+
+    def first(self, x):
+        return self.blocks[0](x)
+""",
+        after="""\
+from torch import nn
+from pyro.nn import PyroModule, pyro_method
+from bayesify.runtime import pyro_module, set_prior
+
+
+class Net(PyroModule):
+    def __init__(self):
+        super().__init__()
+        shared = nn.Linear(2, 2)
+        self.blocks = nn.ModuleList([nn.Sequential(shared, nn.Tanh()) for _ in range(2)])
+        self._reset()
+        set_prior(self, "nn.Linear.weight", "Normal", 0, 1)
+        pyro_module(self)
+
+    def _reset(self):
+        self.blocks[0][0].reset_parameters()
+        self.blocks[1][0].reset_parameters()
+
+    def forward(self, x):
+        return self.blocks[1](self.blocks[0](x))
+
+    @pyro_method
+    def explain(self, x):
+        hidden = self.blocks[0](x)
+        return hidden, self.blocks[1](hidden)
+
+    @pyro_method
+    def invert(self, y):
+        for block in reversed(self.blocks):
+            y = block(y)
+        return y
+
+    def first(self, x):
+        return self.blocks[0](x)
+""",
+        spec="priors:\n  nn.Linear.weight: Normal(0, 1)\n",
     ),
 )
