@@ -480,6 +480,28 @@ def test_a_potentials_forces_train_predict_and_laplace_with_the_modes_they_need(
     assert (predict(model, laplace, positions, grad=True).epistemic > 0).all()
 
 
+def test_fit_leaves_a_frozen_backbone_as_its_checkpoint_has_it():
+    # Pyro's parameter store turns requires_grad on when it first reads a parameter: a
+    # backbone frozen under a random head was fitted anyway (a trial's TabNet, 53 of 55).
+    net = pyro_module(nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 4)))
+    set_prior(net, "Sequential.2.weight", "Normal", 0, 1)
+    values = load_deterministic(net, nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 4)).state_dict())
+    net[0].requires_grad_(False)
+    backbone = copy.deepcopy(net[0].state_dict())
+    head_bias = net[2].bias.detach().clone()
+    model = supervised(net, Categorical(DATASET_SIZE))
+    fit(
+        model,
+        CheckpointNormal(model, values),
+        (torch.randn(16, 3), torch.randint(0, 4, (16,))),
+        epochs=5,
+        progress=False,
+    )
+    assert all(torch.equal(value, backbone[name]) for name, value in net[0].state_dict().items())
+    assert not any(param.requires_grad for param in net[0].parameters())
+    assert not torch.equal(net[2].bias, head_bias)  # what is not frozen trains
+
+
 def test_fit_reduces_the_loss_with_a_data_loader_and_under_a_handler():
     x, y = images(64)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True)

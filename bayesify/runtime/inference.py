@@ -19,7 +19,7 @@ last-layer Laplace approximation at the trained weights, as Pyro's
 """
 
 import contextlib
-from typing import Callable, Iterable, Iterator, List, Optional, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 import pyro
 import pyro.poutine as poutine
@@ -171,8 +171,10 @@ def fit(
     eval_mode: Optional[bool] = None,
 ) -> List[float]:
     """
-    Trains ``guide`` (and the model's deterministic parameters) by stochastic variational
-    inference, and returns the mean loss of each epoch.
+    Trains ``guide`` (and the model's deterministic parameters, but those that do not
+    require grad: ``net.backbone.requires_grad_(False)`` keeps a backbone as its checkpoint
+    has it under a random head) by stochastic variational inference, and returns the mean
+    loss of each epoch.
 
     Each step is ``loss.differentiable_loss(model, guide, x, y)``, its gradient, and a step
     of a torch optimizer over every Pyro parameter the first step used (Pyro's way of using
@@ -226,9 +228,13 @@ def fit(
     def step(batch: Batch) -> float:
         nonlocal optimizing
         if optimizing is None:
+            frozen = _frozen_parameters(model)
             with pyro.validation_enabled(True), poutine.trace(param_only=True) as found:
                 value = elbo.differentiable_loss(model, guide, *batch)
             params = [site["value"].unconstrained() for site in found.trace.nodes.values()]
+            params = [param for param in params if id(param) not in frozen]
+            for param in frozen.values():
+                param.requires_grad_(False)
             _refuse_parameters_of_another_model(model)
             if not params:
                 raise ValueError(
@@ -285,6 +291,16 @@ def _started_at_a_checkpoint(net: torch.nn.Module, guide: Callable) -> bool:
         for module in net.modules()
         for prior in module.__dict__.get("_pyro_samples", {}).values()
     )
+
+
+def _frozen_parameters(model: Callable) -> Dict[int, torch.Tensor]:
+    """The network's parameters that do not require grad, by id: frozen by the user
+    (``net.backbone.requires_grad_(False)``, a fixed backbone under a random head), which
+    Pyro's parameter store turns on again when it first reads them."""
+    net = model.net if isinstance(model, BayesianModel) else model
+    if not isinstance(net, torch.nn.Module):
+        return {}
+    return {id(param): param for param in net.parameters() if not param.requires_grad}
 
 
 def _refuse_parameters_of_another_model(model: Callable) -> None:
