@@ -195,6 +195,43 @@ def test_parallel_predictive_equals_sequential_for_the_same_weights():
         assert torch.allclose(parallel["_RETURN"][i], one, atol=1e-5)
 
 
+class Normalized(nn.Module):
+    """Random layers before trained batch norms, as in most tabular and vision networks."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm2d = nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.fc, self.norm1d = nn.Linear(48, 8), nn.BatchNorm1d(8)
+        self.out = nn.Linear(8, 4)
+
+    def forward(self, x):
+        hidden = torch.relu(self.norm2d(self.conv(x)))
+        return self.out(torch.relu(self.norm1d(self.fc(hidden.flatten(-3)))))
+
+
+def test_parallel_predictive_normalizes_each_sample_by_the_batch_norms_statistics():
+    # Torch read (samples, batch, channels) as (batch, channels, length): with as many rows as
+    # channels, each row was normalized by another channel's statistics, silently.
+    net = pyro_module(Normalized())
+    set_prior(net, "Normalized.*.weight", "Normal", 0, 1)
+    for norm in (net.norm1d, net.norm2d):
+        norm.running_mean.uniform_(-3, 3)
+        norm.running_var.uniform_(0.5, 4)
+    net.eval()
+    x = torch.randn(8, 1, 4, 4)  # 8 rows, 8 channels
+    model = supervised(net, Categorical(DATASET_SIZE))
+    sites = ["conv.weight", "norm2d.weight", "fc.weight", "norm1d.weight", "out.weight", "_RETURN"]
+    parallel = Predictive(
+        model, guide=CheckpointNormal(model, init_scale=0.1), num_samples=3, parallel=True, return_sites=sites
+    )(x)
+    for i in range(3):
+        one = poutine.condition(model, {name: parallel[name][i] for name in sites[:-1]})(x)
+        assert torch.allclose(parallel["_RETURN"][i], one, atol=1e-5)
+    net.train()
+    with pytest.raises(ValueError, match="BatchNorm2d normalizes by batch statistics"):
+        Predictive(model, guide=CheckpointNormal(model, init_scale=0.1), num_samples=3, parallel=True)(x)
+
+
 def test_vectorized_particles_estimate_the_same_elbo():
     x, y = images(32)
     model = supervised(Net(), Categorical(DATASET_SIZE))

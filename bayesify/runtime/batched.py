@@ -7,7 +7,7 @@ own plates: a ``Linear`` weight of shape ``(out, in)`` arrives as ``(particles, 
 :mod:`bayesify.runtime` makes ``PyroModule[nn.Linear]``, ``PyroModule[nn.Embedding]``,
 ``PyroModule[nn.Conv1d|2d|3d]`` and ``PyroModule[nn.ConvTranspose1d|2d|3d]`` (what the rewrite and
 :func:`~bayesify.runtime.pyro_module` turn those layers into) the classes below, which accept
-both::
+both (and ``PyroModule[nn.BatchNorm1d|2d|3d]`` in eval mode takes their outputs)::
 
     layer = PyroModule[nn.Linear](3, 2)
     layer.weight = PyroSample(dist.Normal(0, 1).expand([2, 3]).to_event(2))
@@ -39,6 +39,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import effectful, get_plates
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from bayesify.runtime.prior import SAMPLE_PLATES
 
 _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _TRANSPOSED_CONVOLUTIONS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -546,6 +548,57 @@ PyroConvTranspose3d = _pyro_conv(nn.ConvTranspose3d, 3, _PyroConvTranspose)
 #: The layers whose weights may carry samples.
 BATCHED_LAYERS = (PyroLinear, PyroEmbedding, _PyroConv, _PyroConvTranspose)
 
+#: The dimensions a batch norm of 1, 2 and 3 dimensions takes, with its channels second.
+_NORMALIZED_DIMS = {1: (2, 3), 2: (4,), 3: (5,)}
+
+
+class _PyroBatchNorm(_PyroMixin):
+    """A batch norm in eval mode, after a layer whose weights carry samples: under Pyro's
+    vectorised plates (``Predictive(parallel=True)``, ``vectorize_particles=True``) its input
+    has the samples' dimensions first, ``(samples, batch, channels)``, which torch read as
+    ``(batch, channels, length)``: an error, or where the batch had as many rows as there
+    were channels, every row normalized by another channel's statistics, silently. The
+    samples are normalized as more rows of the batch."""
+
+    _dims: int
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        samples = self._sample_dims(input)
+        if not samples:
+            return super().forward(input)
+        if self.training or not self.track_running_stats:
+            raise ValueError(
+                f"{self._layer.__name__} normalizes by batch statistics (training mode), and its input "
+                f"{tuple(input.shape)} carries {tuple(input.shape[:samples])} weight samples, whose "
+                "statistics would mix: train with one particle a step (fit's default), or in eval mode"
+            )
+        flat = input.flatten(0, samples)
+        normalized = F.batch_norm(flat, self.running_mean, self.running_var, eps=self.eps).view(input.shape)
+        # The scale and shift, random too, carry the samples as well: (samples, 1, channels).
+        for value, apply in ((self.weight, torch.mul), (self.bias, torch.add)):
+            if value is not None:
+                lead = value.shape[:-1]
+                spread = (*lead, *(1,) * (samples + 1 - len(lead)), -1, *(1,) * (input.dim() - samples - 2))
+                normalized = apply(normalized, value.reshape(spread))
+        return normalized
+
+    def _sample_dims(self, input: torch.Tensor) -> int:
+        """How many of the input's first dimensions are the samples of a Pyro plate around it."""
+        if not input.dim() or not any(
+            frame.vectorized and frame.name in SAMPLE_PLATES and frame.size == len(input)
+            for frame in get_plates()
+        ):
+            return 0
+        return next(
+            (
+                leading
+                for leading in range(1, input.dim())
+                if input.dim() - leading in _NORMALIZED_DIMS[self._dims]
+                and input.shape[leading + 1] == self.num_features
+            ),
+            0,
+        )
+
 
 class _OneSampleAtATime(_PyroMixin):
     """A recurrent layer takes one sample of its weights at a time: torch's ``nn.LSTM``, given
@@ -566,6 +619,11 @@ class _OneSampleAtATime(_PyroMixin):
                     "Predictive without parallel=True, and an ELBO without vectorize_particles=True)"
                 )
         return super().forward(*args, **kwargs)
+
+
+PyroBatchNorm1d = _pyro_conv(nn.BatchNorm1d, 1, _PyroBatchNorm)
+PyroBatchNorm2d = _pyro_conv(nn.BatchNorm2d, 2, _PyroBatchNorm)
+PyroBatchNorm3d = _pyro_conv(nn.BatchNorm3d, 3, _PyroBatchNorm)
 
 
 def _pyro_recurrent(layer: type) -> type:
@@ -594,6 +652,9 @@ for _layer, _pyro_class in (
     (nn.ConvTranspose1d, PyroConvTranspose1d),
     (nn.ConvTranspose2d, PyroConvTranspose2d),
     (nn.ConvTranspose3d, PyroConvTranspose3d),
+    (nn.BatchNorm1d, PyroBatchNorm1d),
+    (nn.BatchNorm2d, PyroBatchNorm2d),
+    (nn.BatchNorm3d, PyroBatchNorm3d),
     *(
         (layer, _pyro_recurrent(layer))
         for layer in (nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell)
