@@ -469,6 +469,28 @@ def test_fit_names_a_batch_it_cannot_split_into_inputs_and_targets():
         fit(model, CheckpointNormal(model), [GraphBatch(*images())], progress=False)
 
 
+class Molecules(nn.Module):
+    """A graph network's energy per molecule: atoms, their molecule, and how many molecules."""
+
+    def __init__(self):
+        super().__init__()
+        self.atom = nn.Linear(3, 1)
+
+    def forward(self, positions, molecule, molecules):
+        return torch.zeros(molecules).index_add(0, molecule, self.atom(positions).squeeze(-1))
+
+
+def test_fit_reads_one_batch_whose_inputs_hold_a_number_as_one_batch():
+    # A number among the inputs (a molecule count) made the batch read as a list of batches,
+    # and the error spoke of chemprop's batches.
+    net = pyro_module(Molecules())
+    set_prior(net, "Molecules.atom.weight", "Normal", 0, 1)
+    model = supervised(net, Normal(2, scale=0.1))
+    inputs = (torch.randn(6, 3), torch.tensor([0, 0, 0, 1, 1, 1]), 2)
+    losses = fit(model, CheckpointNormal(model), (inputs, torch.randn(2)), epochs=3, progress=False)
+    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)
+
+
 class Potential(nn.Module):
     """An interatomic potential as schnetpack writes one: the energy, and the forces as its
     gradient by the positions, differentiable by the weights in training mode only."""

@@ -16,12 +16,12 @@ Batch = Union[Sequence[Union[torch.Tensor, Inputs]], Mapping[str, torch.Tensor]]
 
 def as_batches(data: Union[Iterable[Batch], Batch]) -> Iterable[Batch]:
     """``data`` as an iterable of batches: one batch (``(x, y)``, its targets a tensor, its
-    inputs tensors, or tuples and dicts holding nothing but tensors; or a dict of tensors) is
-    a list of itself."""
+    inputs tensors, or tuples and dicts of tensors and numbers, a graph network's
+    ``(positions, index, molecules)``; or a dict of tensors) is a list of itself."""
     if isinstance(data, Mapping) and all(isinstance(part, torch.Tensor) for part in data.values()):
         return [data]
     if isinstance(data, (tuple, list)) and len(data) > 1 and isinstance(data[-1], torch.Tensor):
-        if all(map(_holds_only_tensors, data[:-1])):
+        if all(map(_holds_inputs, data[:-1])) and tensors_in(data[:-1]):
             return [tuple(data)]
     return data
 
@@ -109,10 +109,10 @@ def tensors_in(value) -> List[torch.Tensor]:
     return [tensor for part in parts_of(value) or () for tensor in tensors_in(part)]
 
 
-def _holds_only_tensors(value) -> bool:
-    """Whether ``value`` is a tensor, or tuples, lists and dicts of nothing but tensors."""
+def _holds_inputs(value) -> bool:
+    """Whether ``value`` is a tensor or a number, or tuples, lists and dicts of nothing else."""
     parts = parts_of(value)
-    return isinstance(value, torch.Tensor) or bool(parts) and all(map(_holds_only_tensors, parts))
+    return isinstance(value, (torch.Tensor, int, float)) or bool(parts) and all(map(_holds_inputs, parts))
 
 
 def with_tensors(value, tensors: Iterator[torch.Tensor]):
