@@ -17,8 +17,8 @@ long option names, ``-`` or ``_`` alike; values have the option's type. Paths (`
 ``out``, ``context``) are relative to the config file, so the same config works from any
 folder. A ``[tool.bayesify.<command>]`` table holds keys for one subcommand, which win over
 the shared ones for it; a shared key that one subcommand's option refuses (``format =
-"github"``, which ``plan`` has not) is left to the subcommands that take it. Without a ``priors`` key the spec is ``priors.yaml`` beside the config file, or at
-the project root when there is no config.
+"github"``, which ``plan`` has not) is left to the subcommands that take it. Without a ``priors`` key the spec is the nearest ``priors.yaml`` on the way from the paths up to
+the project root, else ``priors.yaml`` beside the config file.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on older Pythons only
     import tomli as tomllib
 
-from .discover import find_project_root
+from .discover import common_folder, find_project_root
 
 DEFAULT_SPEC = "priors.yaml"
 #: Options whose values are paths, resolved against the config file's folder.
@@ -94,10 +94,18 @@ def _path_value(config: Path, key: str, value: Any) -> str:
 
 
 def spec_location(paths: Sequence[str], config: Optional[Path]) -> Path:
-    """Where the spec is when no option names it: ``priors.yaml`` beside the config file,
-    or at the project root when there is no config."""
-    folder = config.resolve().parent if config else find_project_root(_real_paths(paths))
-    return folder / DEFAULT_SPEC
+    """Where the spec is when no option names it: the nearest ``priors.yaml`` on the way from
+    the folder that holds the paths up to the project root (a subproject's spec in a
+    repository), else the one beside the config file, or at the root when there is none."""
+    paths = _real_paths(paths)
+    root = find_project_root(paths)
+    common = common_folder(paths)
+    for folder in (common, *common.parents):
+        if (folder / DEFAULT_SPEC).is_file():
+            return folder / DEFAULT_SPEC
+        if folder == root:
+            break
+    return (config.resolve().parent if config else root) / DEFAULT_SPEC
 
 
 def default_priors(paths: Sequence[str], config: Optional[Path]) -> Optional[str]:

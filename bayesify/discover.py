@@ -71,15 +71,20 @@ def find_project_root(paths: Sequence[str | Path]) -> Path:
         >>> find_project_root(["src/pkg/a.py", "tests"])  # doctest: +SKIP
         PosixPath('/home/me/project')
     """
-    folders = []
-    for path in paths:
-        absolute = Path(os.path.abspath(path))
-        folders.append(absolute if absolute.is_dir() else absolute.parent)
-    common = Path(os.path.commonpath(folders)) if folders else Path.cwd()
+    common = common_folder(paths)
     for folder in (common, *common.parents):
         if any((folder / marker).exists() for marker in PROJECT_ROOT_MARKERS):
             return folder
     return common
+
+
+def common_folder(paths: Sequence[str | Path]) -> Path:
+    """The deepest folder that holds all ``paths`` (the current folder when there are none)."""
+    folders = []
+    for path in paths:
+        absolute = Path(os.path.abspath(path))
+        folders.append(absolute if absolute.is_dir() else absolute.parent)
+    return Path(os.path.commonpath(folders)) if folders else Path.cwd()
 
 
 def discover(

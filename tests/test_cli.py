@@ -988,6 +988,19 @@ def test_quiet_says_nothing_when_the_run_passes_even_with_unmatched_entries_allo
     assert "priors.yaml:4: warning BAY205: priors entry 'Other.w' selects no parameter" in loud.stderr
 
 
+def test_a_subprojects_spec_beside_its_code_is_found_below_the_repository_root(project: Path):
+    # A spec beside the code in a folder of a larger repository was not read (the root's
+    # was looked for): nothing was made random, and -q hid the warning that said so.
+    subproject = project / "packages" / "model"
+    subproject.mkdir(parents=True)
+    shutil.move(project / "src", subproject / "src")
+    shutil.move(project / "priors.yaml", subproject / "priors.yaml")
+    (project / ".git").mkdir()
+    result = bayesify("rewrite", "-q", "packages/model/src")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert b"PyroSample(Prior(self" in (subproject / "src" / "model.py").read_bytes()
+
+
 def test_no_spec_found_is_a_warning_by_default(project: Path):
     (project / "priors.yaml").unlink()
     result = bayesify("rewrite", "--check", "src")
