@@ -171,6 +171,7 @@ class HeldModuleRewriter(Rule):
     def _hold(self, record: ClassRecord, attr: str, value: cst.BaseExpression) -> None:
         """``self.<attr> = value``, ``self.add_module("<attr>", value)`` or ``setattr(self,
         "<attr>", value)`` in a method of ``record``."""
+        value = _unchained(value)
         if isinstance(value, cst.Name):
             # self.shared = shared: configuration, or a module passed in; an entry that names
             # the attribute exactly (Block.shared.weight) says which.
@@ -372,6 +373,7 @@ class HeldModuleRewriter(Rule):
         """The torch.nn layer a value builds, when its parameters are known by name: for a
         conditional (``nn.Linear(…) if project else nn.Identity()``), the one layer with
         parameters it may build."""
+        value = _unchained(value)
         if isinstance(value, cst.IfExp):
             layers = {self._layer(value.body), self._layer(value.orelse)} - {None}
             with_parameters = {layer for layer in layers if catalog.NN_LAYERS[layer]}
@@ -618,6 +620,26 @@ class HeldModuleRewriter(Rule):
         resolved = self.context.imports.resolve(dotted_from_cst(call.func))
         generated = (RUNTIME + SET_PRIOR, RUNTIME + SET_CONSTRAINT, RUNTIME + WRAP)
         return resolved in generated and bool(call.args) and _is_name(call.args[0].value, self_name)
+
+
+#: Module methods that return the module itself: ``nn.Sequential(*layers).to(device)`` holds
+#: what ``nn.Sequential(*layers)`` does (stable-baselines3's MlpExtractor).
+_RETURNS_THE_MODULE = frozenset(
+    {"to", "cuda", "cpu", "double", "float", "half", "bfloat16", "train", "eval", "requires_grad_"}
+)
+
+
+def _unchained(value: cst.BaseExpression) -> cst.BaseExpression:
+    """The module a value builds before a chain of calls that return it: ``nn.Linear(2, 2)``
+    for ``nn.Linear(2, 2).to(device).eval()``."""
+    while (
+        isinstance(value, cst.Call)
+        and isinstance(value.func, cst.Attribute)
+        and value.func.attr.value in _RETURNS_THE_MODULE
+        and isinstance(value.func.value, cst.Call)
+    ):
+        value = value.func.value
+    return value
 
 
 def _is_name(node: cst.BaseExpression, name: str) -> bool:
