@@ -96,6 +96,9 @@ class HeldModuleRewriter(Rule):
         #: Containers each class holds whose every element the source names as a torch.nn
         #: layer (``nn.Sequential(nn.Linear(…), nn.ReLU())``): their parameters are all listed.
         self._complete: dict[int, set[str]] = {}
+        #: What local names of each class's methods were last set to (``fc = nn.Linear(…)``
+        #: before ``self.heads.append(fc)`` or ``self.fc = fc``), by class and name.
+        self._locals: dict[tuple[int, str], cst.BaseExpression] = {}
         #: Parameters a held layer is built without in every assignment that builds it
         #: (``nn.Linear(…, bias=False)``), by class and attribute.
         self._without: dict[tuple[int, str], frozenset[str]] = {}
@@ -162,6 +165,8 @@ class HeldModuleRewriter(Rule):
         if scope is None:
             return
         record, self_name = scope
+        if isinstance(target, cst.Name):
+            self._locals[record.order, target.value] = value
         if isinstance(target, cst.Subscript) and _is_self_attribute(target.value, self_name):
             self._attaches.add(record.order)  # self.heads["a"] = ...
         if not _is_self_attribute(target, self_name):
@@ -171,7 +176,7 @@ class HeldModuleRewriter(Rule):
     def _hold(self, record: ClassRecord, attr: str, value: cst.BaseExpression) -> None:
         """``self.<attr> = value``, ``self.add_module("<attr>", value)`` or ``setattr(self,
         "<attr>", value)`` in a method of ``record``."""
-        value = _unchained(value)
+        value = self._local_value(record, _unchained(value))
         if isinstance(value, cst.Name):
             # self.shared = shared: configuration, or a module passed in; an entry that names
             # the attribute exactly (Block.shared.weight) says which.
@@ -196,7 +201,7 @@ class HeldModuleRewriter(Rule):
         if method not in ("append", "extend", "add_module") or not owner or not call.args:
             return
         self._complete.get(record.order, set()).discard(owner.partition(".")[2])  # self.layers.append(…)
-        value = call.args[-1].value
+        value = self._local_value(record, call.args[-1].value)
         layers = self._layer_list(record, value) if method == "extend" else [self._layer(value)]
         layers = [layer for layer in layers if layer]
         if not layers:
@@ -208,6 +213,12 @@ class HeldModuleRewriter(Rule):
             self._elements.setdefault(record.order, {}).setdefault(attr, []).extend(
                 ("*", layer, frozenset()) for layer in layers
             )
+
+    def _local_value(self, record: ClassRecord, value: cst.BaseExpression) -> cst.BaseExpression:
+        """What a local name was set to earlier in the class's methods, else ``value``."""
+        if isinstance(value, cst.Name):
+            return self._locals.get((record.order, value.value), value)
+        return value
 
     def leave_AugAssign(self, original_node: cst.AugAssign, updated_node: cst.AugAssign) -> cst.AugAssign:
         """``layers += [nn.Linear(…), nn.ReLU()]`` on a local list."""
