@@ -56,7 +56,7 @@ from .sites import SiteKind
 from .spec import Entry, Spec
 
 #: Bumped whenever the layout of the file changes; an older file is then a miss.
-FORMAT = 9
+FORMAT = 10
 
 
 def cache_folder() -> tuple[Optional[Path], str]:

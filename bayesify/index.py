@@ -334,12 +334,13 @@ _REGISTERS = ("register_parameter", "register_buffer", "add_module")
 def _scan_methods(
     cls: ast.ClassDef,
 ) -> tuple[dict[str, int], dict[str, frozenset[str]], frozenset[str], frozenset[str]]:
-    """One walk of each method of ``cls`` for what the rewrite needs to know of it:
+    """What the rewrite needs to know of each method of ``cls``:
 
     - the first line of each ``self.<attr> = …`` (or ``register_parameter("attr", …)``), how
       the plan reports a site's line without libcst position metadata;
     - the ``self.<attr>`` names each method mentions (and :data:`CALLS_ITSELF` where it calls
-      ``self(…)``), which decide ``@pyro_method``;
+      ``self(…)``, :data:`RUNS_PARTS` where it calls its attributes more than once), which
+      decide ``@pyro_method``;
     - those ``__init__`` reads: a parameter read there may be tied to another place;
     - the attributes only ever set to literals (``self._trainer = None``), which no glob of a
       spec can find a module in.
@@ -383,22 +384,32 @@ def _scan_methods(
                     set_otherwise.add(named)
         reads[method.name] = reads.get(method.name, frozenset()) | names
         part_calls.setdefault(method.name, []).extend(_calls_of_attributes(method, self_name))
+    plain = frozenset(lines) - set_otherwise
     for method, calls in part_calls.items():
-        parts = [looped for attribute, looped in calls if attribute in lines]
+        parts = [looped for attribute, looped in calls if attribute in lines and attribute not in plain]
         if len(parts) > 1 or any(parts):
             reads[method] |= {RUNS_PARTS}
-    return lines, reads, frozenset(init_reads), frozenset(lines) - set_otherwise
+    return lines, reads, frozenset(init_reads), plain
 
 
 def _calls_of_attributes(method: ast.AST, self_name: Optional[str]) -> list[tuple[str, bool]]:
-    """The calls of ``self``'s attributes in ``method`` (``self.fc(x)``, ``self.encoder.masks(x)``,
-    ``self.blocks[0](x)``; in ``for block in self.blocks:``, ``block(x)``): the attribute, and
-    whether the call is in a loop."""
+    """The calls of ``self``'s attributes in ``method`` (``self.fc(x)``, ``self.blocks[0](x)``;
+    in ``for block in self.blocks:``, ``block(x)``), not of their methods (``self.mask.to(x)``):
+    the attribute, and whether the call is in a loop."""
     calls = []
 
     def visit(node: ast.AST, looped: bool, aliases: dict[str, str]) -> None:
         if isinstance(node, ast.Call):
-            root = _self_attribute(node.func, self_name)
+            called = node.func
+            while isinstance(called, ast.Subscript):
+                called = called.value
+            root = (
+                called.attr
+                if isinstance(called, ast.Attribute)
+                and isinstance(called.value, ast.Name)
+                and called.value.id == self_name
+                else None
+            )
             if root is None and isinstance(node.func, ast.Name):
                 root = aliases.get(node.func.id)
             if root is not None:

@@ -25,7 +25,9 @@ from pyro.nn import PyroModule, PyroParam, PyroSample, pyro_method
 from pyro.optim import Adam
 from torch.distributions import constraints
 
+from bayesify import runner
 from bayesify.runtime import pyro_metaclass_of
+from bayesify.spec import parse_spec
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -255,13 +257,17 @@ def test_pyro_method_makes_a_helper_method_sample_its_prior():
     assert repr(model) == "Regressor(3)"
 
 
-def test_a_method_that_runs_blocks_sharing_a_layer_reads_one_draw_of_it():
+def test_a_method_that_runs_blocks_sharing_a_layer_reads_one_draw_of_it(tmp_path):
     # TabNet's forward_masks runs blocks that share a layer: undecorated, each block drew the
     # shared weight anew, and a trace of it failed on two sites of one name.
     from bayesify.rewriters.methods import PyroMethodRewriter
 
+    example = PyroMethodRewriter.examples[3]
+    source = tmp_path / "blocks.py"
+    source.write_text(example.before)
+    rewritten = runner.run([source], parse_spec("version: 1\n" + example.spec), jobs=1).results[0].rewritten
     namespace: dict = {}
-    exec(PyroMethodRewriter.examples[3].after, namespace)
+    exec(rewritten, namespace)
     net, x = namespace["Net"](), torch.randn(4, 2)
     draw = poutine.trace(net.explain).get_trace(x)
     assert [name for name, site in draw.nodes.items() if site["type"] == "sample"] == ["blocks.1.0.weight"]

@@ -104,12 +104,21 @@ def predict(
         try:
             return _predict(model, guide, x, num_samples, samples_per_pass)
         except RuntimeError as error:
-            if grad or "does not require grad" not in str(error):
+            if not _needs_autograd(error):
                 raise
             raise RuntimeError(
                 f"{error}\npredict runs the network without autograd; for a forward that differentiates "
                 "itself (forces as torch.autograd.grad(energy, positions)), pass grad=True"
             ) from error
+
+
+def _needs_autograd(error: BaseException) -> bool:
+    """Whether ``error`` is torch's where a forward differentiated itself without autograd."""
+    return (
+        isinstance(error, RuntimeError)
+        and not torch.is_grad_enabled()
+        and "does not require grad" in str(error)
+    )
 
 
 def _predict(
@@ -135,6 +144,8 @@ def _predict(
             try:
                 outputs = _in_passes(model, guide, batches, num_samples, samples_per_pass)
             except Exception as error:
+                if _needs_autograd(error):
+                    raise  # it fails a sample at a time as well: predict says what to pass
                 warnings.warn(
                     f"predict: the network did not take a batch of weight samples ({_described(error)}); "
                     "it runs once per sample instead, as with samples_per_pass=1, which skips this try",
