@@ -210,26 +210,27 @@ class Normalized(nn.Module):
 
 
 def test_parallel_predictive_normalizes_each_sample_by_the_batch_norms_statistics():
-    # Torch read (samples, batch, channels) as (batch, channels, length): with as many rows as
-    # channels, each row was normalized by another channel's statistics, silently.
+    # Torch read (samples, batch, channels) as (batch, channels, length): an error, or with as
+    # many rows as channels, each row normalized by another channel's statistics, silently.
     net = pyro_module(Normalized())
     set_prior(net, "Normalized.*.weight", "Normal", 0, 1)
     for norm in (net.norm1d, net.norm2d):
         norm.running_mean.uniform_(-3, 3)
         norm.running_var.uniform_(0.5, 4)
     net.eval()
-    x = torch.randn(8, 1, 4, 4)  # 8 rows, 8 channels
     model = supervised(net, Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.1)
     sites = ["conv.weight", "norm2d.weight", "fc.weight", "norm1d.weight", "out.weight", "_RETURN"]
-    parallel = Predictive(
-        model, guide=CheckpointNormal(model, init_scale=0.1), num_samples=3, parallel=True, return_sites=sites
-    )(x)
+    x = torch.randn(5, 1, 4, 4)
+    parallel = Predictive(model, guide=guide, num_samples=3, parallel=True, return_sites=sites)(x)
     for i in range(3):
         one = poutine.condition(model, {name: parallel[name][i] for name in sites[:-1]})(x)
         assert torch.allclose(parallel["_RETURN"][i], one, atol=1e-5)
+    with pytest.raises(ValueError, match=r"BatchNorm1d's input \(3, 8, 8\) may be 3 weight samples"):
+        Predictive(model, guide=guide, num_samples=3, parallel=True)(torch.randn(8, 1, 4, 4))
     net.train()
     with pytest.raises(ValueError, match="BatchNorm2d normalizes by batch statistics"):
-        Predictive(model, guide=CheckpointNormal(model, init_scale=0.1), num_samples=3, parallel=True)(x)
+        Predictive(model, guide=guide, num_samples=3, parallel=True)(x)
 
 
 def test_vectorized_particles_estimate_the_same_elbo():

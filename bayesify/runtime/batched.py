@@ -524,7 +524,7 @@ class _PyroConvTranspose(_PyroMixin):
         )
 
 
-def _pyro_conv(layer: type, dims: int, forward: type = _PyroConv) -> type:
+def _pyro_layer(layer: type, dims: int, forward: type = _PyroConv) -> type:
     return type(
         "Pyro" + layer.__name__,
         (forward, layer, PyroModule[layer.__bases__[0]]),
@@ -538,12 +538,12 @@ def _pyro_conv(layer: type, dims: int, forward: type = _PyroConv) -> type:
     )
 
 
-PyroConv1d = _pyro_conv(nn.Conv1d, 1)
-PyroConv2d = _pyro_conv(nn.Conv2d, 2)
-PyroConv3d = _pyro_conv(nn.Conv3d, 3)
-PyroConvTranspose1d = _pyro_conv(nn.ConvTranspose1d, 1, _PyroConvTranspose)
-PyroConvTranspose2d = _pyro_conv(nn.ConvTranspose2d, 2, _PyroConvTranspose)
-PyroConvTranspose3d = _pyro_conv(nn.ConvTranspose3d, 3, _PyroConvTranspose)
+PyroConv1d = _pyro_layer(nn.Conv1d, 1)
+PyroConv2d = _pyro_layer(nn.Conv2d, 2)
+PyroConv3d = _pyro_layer(nn.Conv3d, 3)
+PyroConvTranspose1d = _pyro_layer(nn.ConvTranspose1d, 1, _PyroConvTranspose)
+PyroConvTranspose2d = _pyro_layer(nn.ConvTranspose2d, 2, _PyroConvTranspose)
+PyroConvTranspose3d = _pyro_layer(nn.ConvTranspose3d, 3, _PyroConvTranspose)
 
 #: The layers whose weights may carry samples.
 BATCHED_LAYERS = (PyroLinear, PyroEmbedding, _PyroConv, _PyroConvTranspose)
@@ -568,7 +568,8 @@ class _PyroBatchNorm(_PyroMixin):
             return super().forward(input)
         if self.training or not self.track_running_stats:
             raise ValueError(
-                f"{self._layer.__name__} normalizes by batch statistics (training mode), and its input "
+                f"{self._layer.__name__} normalizes by batch statistics (in training mode, or without "
+                f"running statistics), and its input "
                 f"{tuple(input.shape)} carries {tuple(input.shape[:samples])} weight samples, whose "
                 "statistics would mix: train with one particle a step (fit's default), or in eval mode"
             )
@@ -589,15 +590,22 @@ class _PyroBatchNorm(_PyroMixin):
             for frame in get_plates()
         ):
             return 0
-        return next(
+        normalized = _NORMALIZED_DIMS[self._dims]
+        leading = next(
             (
                 leading
                 for leading in range(1, input.dim())
-                if input.dim() - leading in _NORMALIZED_DIMS[self._dims]
-                and input.shape[leading + 1] == self.num_features
+                if input.dim() - leading in normalized and input.shape[leading + 1] == self.num_features
             ),
             0,
         )
+        if leading and input.dim() in normalized and input.shape[1] == self.num_features:
+            raise ValueError(
+                f"{self._layer.__name__}'s input {tuple(input.shape)} may be {len(input)} weight samples of a "
+                "batch (samples, batch, channels) or one batch (batch, channels, length), which its shape "
+                "cannot tell apart: use Predictive without parallel=True, or bayesify's predict"
+            )
+        return leading
 
 
 class _OneSampleAtATime(_PyroMixin):
@@ -621,9 +629,9 @@ class _OneSampleAtATime(_PyroMixin):
         return super().forward(*args, **kwargs)
 
 
-PyroBatchNorm1d = _pyro_conv(nn.BatchNorm1d, 1, _PyroBatchNorm)
-PyroBatchNorm2d = _pyro_conv(nn.BatchNorm2d, 2, _PyroBatchNorm)
-PyroBatchNorm3d = _pyro_conv(nn.BatchNorm3d, 3, _PyroBatchNorm)
+PyroBatchNorm1d = _pyro_layer(nn.BatchNorm1d, 1, _PyroBatchNorm)
+PyroBatchNorm2d = _pyro_layer(nn.BatchNorm2d, 2, _PyroBatchNorm)
+PyroBatchNorm3d = _pyro_layer(nn.BatchNorm3d, 3, _PyroBatchNorm)
 
 
 def _pyro_recurrent(layer: type) -> type:
