@@ -17,12 +17,14 @@ long option names, ``-`` or ``_`` alike; values have the option's type. Paths (`
 ``out``, ``context``) are relative to the config file, so the same config works from any
 folder. A ``[tool.bayesify.<command>]`` table holds keys for one subcommand, which win over
 the shared ones for it; a shared key that one subcommand's option refuses (``format =
-"github"``, which ``plan`` has not) is left to the subcommands that take it. Without a ``priors`` key the spec is the nearest ``priors.yaml`` on the way from the paths up to
-the project root, else ``priors.yaml`` beside the config file.
+"github"``, which ``plan`` has not) is left to the subcommands that take it. Without a ``priors`` key the spec is as :func:`spec_location` says: the nearest ``priors.yaml``
+on the way from the paths up to the project root, else the one beside the config file, or
+at the root when there is none.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -96,16 +98,17 @@ def _path_value(config: Path, key: str, value: Any) -> str:
 def spec_location(paths: Sequence[str], config: Optional[Path]) -> Path:
     """Where the spec is when no option names it: the nearest ``priors.yaml`` on the way from
     the folder that holds the paths up to the project root (a subproject's spec in a
-    repository), else the one beside the config file, or at the root when there is none."""
+    repository); but beside a config file off that way (``--config ci/pyproject.toml``), the
+    one there; else ``priors.yaml`` beside the config file, or at the root without one."""
     paths = _real_paths(paths)
     root = find_project_root(paths)
     common = common_folder(paths)
-    for folder in (common, *common.parents):
-        if (folder / DEFAULT_SPEC).is_file():
-            return folder / DEFAULT_SPEC
-        if folder == root:
-            break
-    return (config.resolve().parent if config else root) / DEFAULT_SPEC
+    way = [common, *itertools.takewhile(lambda folder: folder != root.parent, common.parents)]
+    beside_config = config.resolve().parent / DEFAULT_SPEC if config else None
+    if beside_config is not None and beside_config.parent not in way and beside_config.is_file():
+        return beside_config
+    nearest = next((folder / DEFAULT_SPEC for folder in way if (folder / DEFAULT_SPEC).is_file()), None)
+    return nearest or beside_config or root / DEFAULT_SPEC
 
 
 def default_priors(paths: Sequence[str], config: Optional[Path]) -> Optional[str]:

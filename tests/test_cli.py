@@ -632,6 +632,7 @@ def test_the_default_spec_is_beside_an_explicit_config(project: Path, tmp_path: 
     elsewhere = tmp_path / "ci"
     elsewhere.mkdir()
     shutil.move(project / "priors.yaml", elsewhere / "priors.yaml")
+    (project / "priors.yaml").write_text("version: 1\npriors: {}\n")  # the root's, on the way up
     (elsewhere / "pyproject.toml").write_text("[tool.bayesify]\n")
     result = bayesify("rewrite", "--config", str(elsewhere / "pyproject.toml"), "--check", "src")
     assert result.exit_code == 1
