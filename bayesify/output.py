@@ -12,6 +12,7 @@ machine stopped) is removed by the next write into its folder.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import difflib
 import io
@@ -19,6 +20,7 @@ import os
 import re
 import signal
 import stat
+import sys
 import threading
 from pathlib import Path
 from typing import Iterator, Optional
@@ -364,23 +366,57 @@ def _copy_if_changed(source: Path, target: Path) -> None:
         write_atomically(target, data, mode=mode)
 
 
-def _is_package(folder: Path, results: list[FileResult] = ()) -> bool:
-    """Whether ``folder`` is a package: it has an ``__init__.py``, or a file of the run in it
-    imports it by its name (``from folder.x import Y``, ``import folder.x``)."""
-    if (folder / "__init__.py").is_file() or (folder / "__init__.pyi").is_file():
-        return True
-    if not folder.is_dir() or not folder.name.isidentifier():
+def _is_package(folder: Path, results: list[FileResult]) -> bool:
+    """Whether ``folder`` is a package: it has an ``__init__.py``, or it is a namespace package
+    (:func:`_is_namespace_package`)."""
+    return _has_init(folder) or _is_namespace_package(folder, results)
+
+
+def _has_init(folder: Path) -> bool:
+    return (folder / "__init__.py").is_file() or (folder / "__init__.pyi").is_file()
+
+
+def _is_namespace_package(folder: Path, results: list[FileResult]) -> bool:
+    """Whether ``folder``, without ``__init__.py``, is imported as a package by its own files:
+    one of them imports a module of it by the folder's name (``from folder.x import Y``,
+    ``import folder.x``, ``from folder import x``, where ``x`` is a file or folder in it), and
+    no installed package of that name would be imported first."""
+    name = folder.name
+    if not folder.is_dir() or not name.isidentifier() or _installed_package(name, folder):
         return False
-    imports_it = re.compile(
-        rb"^[ \t]*(?:from[ \t]+%s(?:\.|[ \t]+import\b)|import[ \t]+%s\.)"
-        % ((re.escape(folder.name.encode()),) * 2),
-        re.MULTILINE,
-    )
     inside = folder.resolve()
-    return any(
-        inside in Path(result.path).resolve().parents and imports_it.search(_source_of(result))
-        for result in results
-    )
+
+    def is_part(module: str) -> bool:
+        return (folder / f"{module}.py").is_file() or (folder / module).is_dir()
+
+    for result in results:
+        if inside not in Path(result.path).resolve().parents:
+            continue
+        try:
+            tree = ast.parse(_source_of(result))
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+                if node.module == name:
+                    modules += [f"{name}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            if any(module.startswith(name + ".") and is_part(module.split(".")[1]) for module in modules):
+                return True
+    return False
+
+
+def _installed_package(name: str, folder: Path) -> bool:
+    """Whether ``import name`` loads a regular package other than ``folder`` (a folder named
+    like an installed library, ``tqdm/``, whose files import the library)."""
+    import importlib.machinery
+
+    found = importlib.machinery.PathFinder.find_spec(name, sys.path)
+    return bool(found and found.origin and Path(found.origin).resolve().parent != folder.resolve())
 
 
 def _source_of(result: FileResult) -> bytes:

@@ -536,6 +536,17 @@ def test_a_namespace_package_that_imports_itself_by_name_is_mirrored_under_its_n
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == str(project / "twin" / "netpkg" / "layers.py")
 
+    # A folder named like an installed package, whose files import that package: `import yaml`
+    # loads the installed one first, so the folder is no package, and its mirror stays flat.
+    (project / "yaml").mkdir()
+    (project / "yaml" / "loader.py").write_text("")
+    (project / "yaml" / "model.py").write_text(
+        "from yaml.loader import SafeLoader\n" + (project / "src" / "model.py").read_text()
+    )
+    flat = bayesify("rewrite", "yaml", "--out", "flat", "--allow-unmatched")
+    assert flat.exit_code == 0, flat.stderr
+    assert (project / "flat" / "model.py").is_file()
+
 
 def test_mirror_with_check_or_diff_is_a_usage_error(project: Path):
     assert bayesify("rewrite", "src", "--out", "twin", "--check").exit_code == 2
