@@ -23,7 +23,7 @@ from torch.distributions import biject_to, constraints
 from bayesify.runtime import likelihoods
 from bayesify.runtime.data import Batch, as_batches, model_batches, tensors_in
 from bayesify.runtime.held import Tied
-from bayesify.runtime.inference import BayesianModel, _in_eval_mode, _raise_naming_eval_mode
+from bayesify.runtime.inference import BayesianModel, _in_eval_mode, _keeping_frozen, _raise_naming_eval_mode
 
 #: The default relative spread of :class:`CheckpointNormal`: sd = DELTA * |trained weight|.
 DELTA = 0.01
@@ -258,7 +258,8 @@ class CheckpointLaplace(AutoGuideList):
     ) -> None:
         super().__init__(model)
         try:
-            self._approximate(model, values, data, sites, eval_mode)
+            with _keeping_frozen(model):
+                self._approximate(model, values, data, sites, eval_mode)
         except RuntimeError as error:
             _raise_naming_eval_mode(error, eval_mode, "CheckpointLaplace")
 

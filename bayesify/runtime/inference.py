@@ -228,12 +228,11 @@ def fit(
     def step(batch: Batch) -> float:
         nonlocal optimizing
         if optimizing is None:
-            frozen = _frozen_parameters(model)
             with pyro.validation_enabled(True), poutine.trace(param_only=True) as found:
                 value = elbo.differentiable_loss(model, guide, *batch)
             params = [site["value"].unconstrained() for site in found.trace.nodes.values()]
             params = [param for param in params if id(param) not in frozen]
-            for param in frozen.values():
+            for param in frozen.values():  # no gradients for them from the second step on
                 param.requires_grad_(False)
             _refuse_parameters_of_another_model(model)
             if not params:
@@ -266,6 +265,7 @@ def fit(
     in_eval_mode = eval_mode and isinstance(model, BayesianModel)
     losses = []
     with (
+        _keeping_frozen(model) as frozen,
         _in_eval_mode(model.net if in_eval_mode else None),
         tqdm(range(epochs), disable=not progress, desc="fit", unit="epoch") as bar,
     ):
@@ -293,14 +293,21 @@ def _started_at_a_checkpoint(net: torch.nn.Module, guide: Callable) -> bool:
     )
 
 
-def _frozen_parameters(model: Callable) -> Dict[int, torch.Tensor]:
-    """The network's parameters that do not require grad, by id: frozen by the user
-    (``net.backbone.requires_grad_(False)``, a fixed backbone under a random head), which
-    Pyro's parameter store turns on again when it first reads them."""
+@contextlib.contextmanager
+def _keeping_frozen(model: Callable) -> Iterator[Dict[int, torch.Tensor]]:
+    """Gives the network's parameters that do not require grad, by id, and leaves them so
+    after: frozen by the user (``net.backbone.requires_grad_(False)``, a fixed backbone under
+    a random head), they are turned on again by Pyro's parameter store when it first reads
+    them."""
     net = model.net if isinstance(model, BayesianModel) else model
-    if not isinstance(net, torch.nn.Module):
-        return {}
-    return {id(param): param for param in net.parameters() if not param.requires_grad}
+    frozen = {}
+    if isinstance(net, torch.nn.Module):
+        frozen = {id(param): param for param in net.parameters() if not param.requires_grad}
+    try:
+        yield frozen
+    finally:
+        for param in frozen.values():
+            param.requires_grad_(False)
 
 
 def _refuse_parameters_of_another_model(model: Callable) -> None:

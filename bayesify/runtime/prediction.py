@@ -25,7 +25,7 @@ from bayesify.runtime.data import (
     tensors_in,
     with_tensors,
 )
-from bayesify.runtime.inference import BayesianModel, _in_eval_mode
+from bayesify.runtime.inference import BayesianModel, _in_eval_mode, _keeping_frozen
 from bayesify.runtime.likelihoods import Prediction
 from bayesify.runtime.prior import LIBRARY_FOLDERS
 
@@ -100,7 +100,7 @@ def predict(
         itself (an interatomic potential's forces, ``-torch.autograd.grad(energy,
         positions)``); without it, as by default, nothing keeps a graph.
     """
-    with torch.set_grad_enabled(grad):
+    with torch.set_grad_enabled(grad), _keeping_frozen(model):
         try:
             return _predict(model, guide, x, num_samples, samples_per_pass)
         except RuntimeError as error:
