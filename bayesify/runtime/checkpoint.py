@@ -71,7 +71,7 @@ def load_deterministic(
         # head-only entry in a multi-task configuration, which has no such head).
         cause = (
             "its priors select nothing in it as built"
-            if any(isinstance(module, PyroModule) for module in model.modules())
+            if isinstance(model, PyroModule)
             else f"it was imported from {_source(type(model))}; import the class from the rewrite's output, "
             "or make its priors select something"
         )

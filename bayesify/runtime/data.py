@@ -2,6 +2,7 @@
 data: a network's inputs (a tensor, a tuple of them, a dict of them by keyword), batches of
 inputs and targets, and the batches of a ``DataLoader``."""
 
+import numbers
 from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -112,7 +113,7 @@ def tensors_in(value) -> List[torch.Tensor]:
 def _holds_inputs(value) -> bool:
     """Whether ``value`` is a tensor or a number, or tuples, lists and dicts of nothing else."""
     parts = parts_of(value)
-    return isinstance(value, (torch.Tensor, int, float)) or bool(parts) and all(map(_holds_inputs, parts))
+    return isinstance(value, (torch.Tensor, numbers.Number)) or bool(parts) and all(map(_holds_inputs, parts))
 
 
 def with_tensors(value, tensors: Iterator[torch.Tensor]):

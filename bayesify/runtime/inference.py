@@ -208,8 +208,9 @@ def fit(
         ``Trace_ELBO(num_particles=8, vectorize_particles=True)`` averages several weight
         samples per step.
     :param bool progress: show a progress bar with the current loss.
-    :param eval_mode: ``None`` (the default): eval mode where the guide starts at a
-        checkpoint, the modules' own modes otherwise; ``True``: eval mode; ``False``: the
+    :param eval_mode: for a :func:`supervised` model (a model of one's own runs its network
+        as it is): ``None`` (the default), eval mode where the guide starts at a checkpoint,
+        the modules' own modes otherwise; ``True``: eval mode; ``False``: the
         modules' own modes, for a network whose forward needs training mode to be
         differentiated (an interatomic potential's forces,
         ``torch.autograd.grad(energy, positions, create_graph=self.training)``).
