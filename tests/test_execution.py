@@ -276,6 +276,34 @@ def test_a_method_that_runs_blocks_sharing_a_layer_reads_one_draw_of_it(tmp_path
     assert torch.equal(poutine.replay(net.invert, trace=draw)(x), poutine.replay(net, trace=draw)(x))
 
 
+class _CallsForwardItself(nn.Module):
+    """gpytorch's Module: a __call__ of its own that runs forward, not nn.Module's."""
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+
+def test_a_class_on_a_base_that_calls_forward_itself_reads_one_draw_a_call():
+    # pyro_module_class(ExactGP) put gpytorch's __call__ before PyroModule's: no Pyro context
+    # was opened, and each call of the feature extractor drew its weights anew.
+    from bayesify.runtime import pyro_module, pyro_module_class, set_prior
+
+    class Model(pyro_module_class(_CallsForwardItself)):  # what the rewrite makes of a subclass
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Linear(2, 2)
+            set_prior(self, "nn.Linear.weight", "Normal", 0, 1)
+            pyro_module(self)
+
+        def forward(self, x):
+            return self.features(x) - self.features(x)
+
+    model = Model()
+    trace = poutine.trace(model).get_trace(torch.randn(3, 2))
+    assert [name for name, site in trace.nodes.items() if site["type"] == "sample"] == ["features.weight"]
+    assert torch.equal(model(torch.randn(3, 2)), torch.zeros(3, 2))
+
+
 def test_every_import_spelling_gives_a_pyro_module_with_a_random_site():
     for file, cls in [
         ("alias_nn", "A"),

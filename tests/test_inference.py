@@ -540,6 +540,24 @@ def test_a_potentials_forces_train_predict_and_laplace_with_the_modes_they_need(
     assert (predict(model, laplace, positions, grad=True).epistemic > 0).all()
 
 
+def test_what_the_likelihood_reads_of_the_network_is_the_calls_one_draw():
+    # gpytorch evaluates a kernel lazily, in the marginal likelihood, after the network's call
+    # returned: a random lengthscale read there was an untraced draw of the prior at each read.
+    net = pyro_module(nn.Linear(2, 1))
+    net.log_noise = PyroSample(dist.Normal(0.0, 1.0))
+    noises = []
+
+    def likelihood(output, y):
+        noises.extend([net.log_noise, net.log_noise])
+        with pyro.plate("data", len(output)):
+            pyro.sample("obs", dist.Normal(output.squeeze(-1), net.log_noise.exp()), obs=y)
+
+    model = supervised(net, likelihood)
+    trace = poutine.trace(model).get_trace(torch.randn(4, 2), torch.randn(4))
+    assert trace.nodes["log_noise"]["type"] == "sample"
+    assert noises[0] is noises[1] is trace.nodes["log_noise"]["value"]
+
+
 def test_fit_leaves_a_frozen_backbone_as_its_checkpoint_has_it():
     # Pyro's parameter store turns requires_grad on when it first reads a parameter: a
     # backbone frozen under a random head was fitted anyway (a trial's TabNet, 53 of 55).

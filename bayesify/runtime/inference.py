@@ -51,8 +51,12 @@ class BayesianModel:
         self.targets = targets
 
     def __call__(self, x: Inputs, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        output = self.network(x)
-        self.likelihood(output, y)
+        # The likelihood runs inside the network's Pyro context too: what it reads of the
+        # network (a GP's kernel, which gpytorch evaluates lazily, in the marginal likelihood)
+        # is then the call's one draw, a site of the trace, not an untraced draw of the prior.
+        with self.net._pyro_context if isinstance(self.net, PyroModule) else contextlib.nullcontext():
+            output = self.network(x)
+            self.likelihood(output, y)
         return output
 
     @property

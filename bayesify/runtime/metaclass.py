@@ -97,12 +97,31 @@ def pyro_module_class(cls: type) -> type:
     if not issubclass(cls, torch.nn.Module):
         return cls
     try:
-        return _made(cls)
+        made = _made(cls)
     except TypeError:
         if not any("__init_subclass__" in vars(base) for base in cls.__mro__[:-1]):  # object's aside
             raise
-    with _without_init_subclass(cls):
-        return _made(cls)
+        with _without_init_subclass(cls):
+            made = _made(cls)
+    _call_in_context(made)
+    return made
+
+
+def _call_in_context(made: type) -> None:
+    """Where the base's own ``__call__`` comes before PyroModule's in the made class (Pyro
+    makes ``PyroModule[ExactGP]`` as ``(ExactGP, PyroModule[GP])``, and gpytorch's modules
+    call ``forward`` themselves), a ``__call__`` that runs it inside the module's Pyro
+    context: without one, every submodule call drew the random weights anew (two draws in
+    one prediction of an exact GP, and a trace failed on two sites of one name)."""
+    call = made.__call__
+    if call is PyroModule.__call__ or "__call__" in vars(made):
+        return
+
+    def __call__(self, *args, **kwargs):
+        with self._pyro_context:
+            return call(self, *args, **kwargs)
+
+    made.__call__ = __call__
 
 
 @contextlib.contextmanager
