@@ -342,6 +342,8 @@ class HeldModuleRewriter(Rule):
             return [self._layer(element.value) for element in value.elements]
         if isinstance(value, (cst.ListComp, cst.GeneratorExp)):
             return [self._layer(value.elt)]
+        if isinstance(value, cst.DictComp):  # nn.ModuleDict({name: nn.Linear(…) for name in names})
+            return [self._layer(value.value)]
         if isinstance(value, cst.Name):
             return list(self._local_layers.get((record.order, value.value), ()))
         return []
