@@ -723,6 +723,51 @@ def test_predict_computes_a_deterministic_backbone_once_a_pass(tmp_path, monkeyp
     assert (once[0] - once[-1]).abs().max() > 0.1  # the head's samples differ
 
 
+class Features(nn.Module):
+    """An encoder that returns its features as a list, as segmentation_models_pytorch's do."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+
+    def forward(self, x):
+        return [x, torch.relu(self.conv(x))]
+
+
+class Merge(nn.Module):
+    def forward(self, features):  # a list, as smp's UnetDecoder.forward(features)
+        return torch.cat(features, 1)
+
+
+class UNetLike(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder, self.decoder, self.head = Features(), Merge(), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.decoder(self.encoder(x)))
+
+
+def test_a_trunk_that_takes_a_list_of_trunk_outputs_computes_once_too(monkeypatch):
+    # smp's decoders take the encoder's features as a list: with only the head random, the
+    # decoder (and the 14M weights before it) ran once for every sample, slower than all random.
+    net = pyro_module(UNetLike())
+    set_prior(net, "UNetLike.head.weight", "Normal", 0, 1)
+    model = supervised(net, Categorical(DATASET_SIZE, class_dim=1))
+    guide = CheckpointNormal(model, init_scale=0.3)
+    x = torch.randn(BATCH, 1, 4, 4)
+    rows = []
+    net.decoder.register_forward_hook(lambda module, args, output: rows.append(len(args[0][0])))
+    pyro.set_rng_seed(0)
+    once = predict(model, guide, x, num_samples=12, samples_per_pass=12).outputs
+    assert rows[-2:] == [BATCH, BATCH]  # the pass on the inputs themselves, the check of one sample
+    monkeypatch.setattr(runtime_prediction, "_deterministic_trunks", lambda net: [])
+    pyro.set_rng_seed(0)
+    assert torch.allclose(
+        once, predict(model, guide, x, num_samples=12, samples_per_pass=12).outputs, atol=1e-5
+    )
+
+
 SEQUENCE_SOURCE = """\
 import torch
 from torch import nn

@@ -20,7 +20,6 @@ from bayesify.runtime.data import (
     Batch,
     Inputs,
     inputs_and_targets,
-    parts_of,
     read_batches,
     tensors_in,
     with_tensors,
@@ -586,21 +585,16 @@ class _ComputedOnce(TorchFunctionMode):
         return entry[2]
 
     def _on_originals_of(self, args: tuple, kwargs: dict, only_copies: bool) -> Optional[Tuple[tuple, dict]]:
-        """``args`` and ``kwargs`` with each copy replaced by what it repeats; None where they
-        hold no copy, a tensor in a container, or (``only_copies``) a tensor that is no copy."""
-        values = [*args, *kwargs.values()]
-        if any(parts_of(value) and tensors_in(value) for value in values):
+        """``args`` and ``kwargs`` with each copy replaced by what it repeats, in lists, tuples
+        and dicts too (segmentation_models_pytorch's decoders take the encoder's features as a
+        list); None where they hold no copy, or (``only_copies``) a tensor that is no copy."""
+        tensors = tensors_in((args, kwargs))
+        originals = [self._original(tensor) for tensor in tensors]
+        found = sum(original is not None for original in originals)
+        if not found or only_copies and found < len(tensors):
             return None
-        tensors = [value for value in values if isinstance(value, torch.Tensor)]
-        swap = {
-            id(tensor): original for tensor in tensors if (original := self._original(tensor)) is not None
-        }
-        if not swap or only_copies and len(swap) < len(tensors):
-            return None
-        return (
-            tuple(swap.get(id(value), value) for value in args),
-            {key: swap.get(id(value), value) for key, value in kwargs.items()},
-        )
+        swapped = (tensor if original is None else original for tensor, original in zip(tensors, originals))
+        return with_tensors((args, kwargs), swapped)
 
     def _on_originals(self, module, args, kwargs):
         originals = self._on_originals_of(args, kwargs, only_copies=True)
