@@ -931,6 +931,22 @@ def test_a_backbone_whose_output_is_not_one_row_an_input_computes_as_written(tmp
     )
 
 
+def test_predict_draws_a_large_networks_samples_in_parts(monkeypatch):
+    # Every sample's weights in one draw: a U-Net's 14 million random weights, 100 samples,
+    # took 7 GB.
+    x, _ = images()
+    model = supervised(Net(), Categorical(DATASET_SIZE))
+    guide = CheckpointNormal(model, init_scale=0.3)
+    counts, in_passes = [], runtime_prediction._in_passes
+    monkeypatch.setattr(
+        runtime_prediction, "_in_passes", lambda *args: counts.append(args[3]) or in_passes(*args)
+    )
+    monkeypatch.setattr(runtime_prediction, "CPU_WEIGHTS_PER_DRAW", 3 * (27 + 3 + 192 + 4))  # 3 samples
+    outputs = predict(model, guide, x, num_samples=10).outputs
+    assert counts == [3, 3, 3, 1] and outputs.shape == (10, BATCH, 4)
+    assert len({tuple(sample.flatten().tolist()) for sample in outputs}) == 10  # each its own weights
+
+
 def test_a_guides_first_predict_gives_what_its_later_ones_give_for_the_same_seed():
     # An autoguide's first call makes its parameters, which ran the model and drew from the
     # priors: on the caller's seed, the first predict differed from the others by 0.15.
