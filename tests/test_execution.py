@@ -9,6 +9,7 @@ import importlib.util
 import math
 import pickle
 import shutil
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -302,6 +303,54 @@ def test_a_class_on_a_base_that_calls_forward_itself_reads_one_draw_a_call():
     trace = poutine.trace(model).get_trace(torch.randn(3, 2))
     assert [name for name, site in trace.nodes.items() if site["type"] == "sample"] == ["features.weight"]
     assert torch.equal(model(torch.randn(3, 2)), torch.zeros(3, 2))
+
+
+HELD_GP = """
+from torch import nn
+
+
+class CallsForwardItself(nn.Module):  # gpytorch's Module
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+
+class Held(CallsForwardItself):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.features(x) - self.features(x)
+"""
+
+
+def test_a_held_module_on_such_a_base_reads_one_draw_a_call_after_pickling_too(tmp_path, monkeypatch):
+    # Pickle makes PyroModule[Held] anew in a new process, as Pyro makes it: there it ran
+    # Held's __call__ outside any Pyro context again.
+    from bayesify.runtime import pyro_module, set_prior
+
+    (tmp_path / "heldgp.py").write_text(HELD_GP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import heldgp
+
+    net = pyro_module(heldgp.Held())
+    set_prior(net, "nn.Linear.weight", "Normal", 0, 1)
+    assert torch.equal(net(torch.randn(3, 2)), torch.zeros(3, 2))
+    torch.save(net, tmp_path / "net.pt")
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, torch, bayesify.runtime; sys.path.insert(0, sys.argv[1]); "
+            "net = torch.load(sys.argv[2], weights_only=False); "
+            "print(torch.equal(net(torch.randn(3, 2)), torch.zeros(3, 2)))",
+            str(tmp_path),
+            str(tmp_path / "net.pt"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert loaded.stdout.strip() == "True", loaded.stderr
 
 
 def test_every_import_spelling_gives_a_pyro_module_with_a_random_site():

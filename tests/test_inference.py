@@ -558,6 +558,19 @@ def test_what_the_likelihood_reads_of_the_network_is_the_calls_one_draw():
     assert noises[0] is noises[1] is trace.nodes["log_noise"]["value"]
 
 
+def test_with_module_local_params_the_learned_noise_is_the_models():
+    # The network's context is its own parameter store there: the noise went into it, and the
+    # prediction read a noise of 1 instead of the learned one.
+    with pyro.settings.context(module_local_params=True):
+        net = pyro_module(nn.Linear(2, 1))
+        set_prior(net, "Linear.weight", "Normal", 0, 1)
+        model = supervised(net, Normal(len(x := torch.randn(8, 2))))
+        guide = CheckpointNormal(model)
+        poutine.trace(model).get_trace(x, 3 + torch.randn(8, 1))
+        assert "obs.scale" in pyro.get_param_store()
+        assert predict(model, guide, x, num_samples=4).noise > 1.5
+
+
 def test_fit_leaves_a_frozen_backbone_as_its_checkpoint_has_it():
     # Pyro's parameter store turns requires_grad on when it first reads a parameter: a
     # backbone frozen under a random head was fitted anyway (a trial's TabNet, 53 of 55).
@@ -724,34 +737,38 @@ def test_predict_computes_a_deterministic_backbone_once_a_pass(tmp_path, monkeyp
 
 
 class Features(nn.Module):
-    """An encoder that returns its features as a list, as segmentation_models_pytorch's do."""
+    """An encoder that returns its features as a list, as segmentation_models_pytorch's do,
+    or as another container."""
 
-    def __init__(self):
+    def __init__(self, container):
         super().__init__()
-        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.conv, self.container = nn.Conv2d(1, 3, 3, padding=1), container
 
     def forward(self, x):
-        return [x, torch.relu(self.conv(x))]
+        features = [x, torch.relu(self.conv(x))]
+        return features if self.container is list else self.container(enumerate(features))
 
 
 class Merge(nn.Module):
     def forward(self, features):  # a list, as smp's UnetDecoder.forward(features)
-        return torch.cat(features, 1)
+        assert isinstance(features, (list, collections.OrderedDict))  # the type the encoder gave
+        return torch.cat(features if isinstance(features, list) else list(features.values()), 1)
 
 
 class UNetLike(nn.Module):
-    def __init__(self):
+    def __init__(self, container):
         super().__init__()
-        self.encoder, self.decoder, self.head = Features(), Merge(), nn.Conv2d(4, 2, 1)
+        self.encoder, self.decoder, self.head = Features(container), Merge(), nn.Conv2d(4, 2, 1)
 
     def forward(self, x):
         return self.head(self.decoder(self.encoder(x)))
 
 
-def test_a_trunk_that_takes_a_list_of_trunk_outputs_computes_once_too(monkeypatch):
+@pytest.mark.parametrize("container", [list, collections.OrderedDict])
+def test_a_trunk_that_takes_a_list_of_trunk_outputs_computes_once_too(monkeypatch, container):
     # smp's decoders take the encoder's features as a list: with only the head random, the
     # decoder (and the 14M weights before it) ran once for every sample, slower than all random.
-    net = pyro_module(UNetLike())
+    net = pyro_module(UNetLike(container))
     set_prior(net, "UNetLike.head.weight", "Normal", 0, 1)
     model = supervised(net, Categorical(DATASET_SIZE, class_dim=1))
     guide = CheckpointNormal(model, init_scale=0.3)
@@ -945,6 +962,22 @@ def test_predict_draws_a_large_networks_samples_in_parts(monkeypatch):
     outputs = predict(model, guide, x, num_samples=10).outputs
     assert counts == [3, 3, 3, 1] and outputs.shape == (10, BATCH, 4)
     assert len({tuple(sample.flatten().tolist()) for sample in outputs}) == 10  # each its own weights
+
+
+def test_predict_draws_a_laplace_guides_samples_by_what_is_random_in_them(monkeypatch):
+    # Its point masses are one value, expanded: counted as weights of every sample, a
+    # last-layer Laplace of a large network was drawn a few samples at a time, for nothing.
+    checkpoint, x, y = trained_gap_regressor()
+    net = GapRegressor()
+    model = supervised(net, Normal(len(x), scale=0.1))
+    guide = CheckpointLaplace(model, load_deterministic(net, checkpoint), (x, y))
+    counts, in_passes = [], runtime_prediction._in_passes
+    monkeypatch.setattr(
+        runtime_prediction, "_in_passes", lambda *args: counts.append(args[3]) or in_passes(*args)
+    )
+    monkeypatch.setattr(runtime_prediction, "CPU_WEIGHTS_PER_DRAW", 10 * 33)  # 10 samples of the last layer
+    predict(model, guide, x, num_samples=10)
+    assert counts == [10]
 
 
 def test_a_guides_first_predict_gives_what_its_later_ones_give_for_the_same_seed():

@@ -2,6 +2,7 @@
 data: a network's inputs (a tensor, a tuple of them, a dict of them by keyword), batches of
 inputs and targets, and the batches of a ``DataLoader``."""
 
+import copy
 import numbers
 from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
@@ -120,6 +121,11 @@ def with_tensors(value, tensors: Iterator[torch.Tensor]):
     """``value`` with its tensors replaced, in the order of :func:`tensors_in`, by ``tensors``."""
     if isinstance(value, torch.Tensor):
         return next(tensors)
+    if isinstance(value, dict):  # of its own type: an OrderedDict, transformers' ModelOutput
+        replaced = copy.copy(value)
+        for key, part in value.items():
+            replaced[key] = with_tensors(part, tensors)
+        return replaced
     if isinstance(value, Mapping):
         return {key: with_tensors(part, tensors) for key, part in value.items()}
     if isinstance(value, (tuple, list)):

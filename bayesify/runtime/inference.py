@@ -54,7 +54,10 @@ class BayesianModel:
         # The likelihood runs inside the network's Pyro context too: what it reads of the
         # network (a GP's kernel, which gpytorch evaluates lazily, in the marginal likelihood)
         # is then the call's one draw, a site of the trace, not an untraced draw of the prior.
-        with self.net._pyro_context if isinstance(self.net, PyroModule) else contextlib.nullcontext():
+        # Not with module-local parameters, whose context is the network's own parameter store:
+        # the likelihood's (a learned noise) are the model's, in Pyro's.
+        shared = isinstance(self.net, PyroModule) and not _is_module_local_param_enabled()
+        with self.net._pyro_context if shared else contextlib.nullcontext():
             output = self.network(x)
             self.likelihood(output, y)
         return output
@@ -86,12 +89,16 @@ def supervised(
     its random weights) and observes ``y`` through ``likelihood``
     (:class:`~bayesify.runtime.Categorical`, :class:`~bayesify.runtime.Normal`, or any
     callable ``likelihood(output, y)`` with Pyro statements); it returns the output. The same
-    as writing::
+    as writing, for a network that is a :class:`~pyro.nn.PyroModule`::
 
         def model(x, y=None):
-            output = net(x)
-            likelihood(output, y)
+            with net._pyro_context:  # one draw of the weights for the whole call
+                output = net(x)
+                likelihood(output, y)
             return output
+
+    so that what the likelihood reads of the network (a GP's kernel, which gpytorch
+    evaluates lazily; the network called again) is the same draw, traced once.
 
     For a network of several inputs (a transformer's tokens and attention mask, a graph
     network's features and edges), ``x`` is the tuple of them: ``model((tokens, mask), y)``

@@ -97,31 +97,44 @@ def pyro_module_class(cls: type) -> type:
     if not issubclass(cls, torch.nn.Module):
         return cls
     try:
-        made = _made(cls)
+        return _made(cls)
     except TypeError:
         if not any("__init_subclass__" in vars(base) for base in cls.__mro__[:-1]):  # object's aside
             raise
-        with _without_init_subclass(cls):
-            made = _made(cls)
-    _call_in_context(made)
+    with _without_init_subclass(cls):
+        return _made(cls)
+
+
+def _call_in_context(made: type) -> type:
+    """``made``, a class that ``PyroModule[Base]`` made; where the base's own ``__call__``
+    comes before PyroModule's in it (Pyro makes ``PyroModule[ExactGP]`` as ``(ExactGP,
+    PyroModule[GP])``, and gpytorch's modules call ``forward`` themselves), given a
+    ``__call__`` that runs the base's inside the module's Pyro context: without one, every
+    submodule call drew the random weights anew (two draws in one prediction of an exact
+    GP, and a trace failed on two sites of one name)."""
+    if made.__call__ is PyroModule.__call__ or "__call__" in vars(made):
+        return made
+
+    @functools.wraps(made.__call__)
+    def __call__(self, *args, **kwargs):
+        with self._pyro_context:
+            return super(made, self).__call__(*args, **kwargs)
+
+    made.__call__ = __call__
     return made
 
 
-def _call_in_context(made: type) -> None:
-    """Where the base's own ``__call__`` comes before PyroModule's in the made class (Pyro
-    makes ``PyroModule[ExactGP]`` as ``(ExactGP, PyroModule[GP])``, and gpytorch's modules
-    call ``forward`` themselves), a ``__call__`` that runs it inside the module's Pyro
-    context: without one, every submodule call drew the random weights anew (two draws in
-    one prediction of an exact GP, and a trace failed on two sites of one name)."""
-    call = made.__call__
-    if call is PyroModule.__call__ or "__call__" in vars(made):
-        return
+_pyro_getitem = _PYRO_META.__getitem__
 
-    def __call__(self, *args, **kwargs):
-        with self._pyro_context:
-            return call(self, *args, **kwargs)
 
-    made.__call__ = __call__
+def _getitem(cls, module: type) -> type:
+    made = _pyro_getitem(cls, module)
+    return made if made is module or made is PyroModule else _call_in_context(made)
+
+
+# Every class Pyro makes for PyroModule[Base] (the rewrite's, pyro_module's, and pickle's,
+# which makes it again in a new process) runs a base's own __call__ inside its Pyro context.
+_PYRO_META.__getitem__ = _getitem
 
 
 @contextlib.contextmanager
@@ -157,7 +170,7 @@ def _made(cls: type) -> type:
             },
         )
         _PyroModuleMeta._pyro_mixin_cache[cls] = made
-        return made
+        return _call_in_context(made)
 
 
 def _reduce(self):

@@ -192,25 +192,43 @@ def _set_up(guide: Callable, x: Inputs) -> None:
     ``predict`` gives what its later ones give for the same seed."""
     if getattr(guide, "prototype_trace", False) is not None:
         return
-    devices = [tensor.device for tensor in tensors_in(x) if tensor.is_cuda][:1]
-    with torch.random.fork_rng(devices=devices), poutine.block():
+    with _aside(x):
         guide(x)
 
 
 def _draws(guide: Callable, x: Inputs, num_samples: int) -> List[int]:
     """How many samples each draw of the guide holds: all of them, where their random weights
     fit in :data:`CPU_WEIGHTS_PER_DRAW` (:data:`GPU_WEIGHTS_PER_DRAW`), else as many as do."""
-    trace = getattr(guide, "prototype_trace", None)
-    if trace is None:  # a guide of one's own: one sample of it, on random numbers of its own
-        devices = [tensor.device for tensor in tensors_in(x) if tensor.is_cuda][:1]
-        with torch.random.fork_rng(devices=devices), poutine.block():
-            trace = poutine.trace(guide).get_trace(x)
-    weights = sum(
-        site["value"].numel() for _, site in trace.iter_stochastic_nodes() if not site["is_observed"]
-    )
     on_gpu = any(tensor.is_cuda for tensor in tensors_in(x))
-    per_draw = max(1, (GPU_WEIGHTS_PER_DRAW if on_gpu else CPU_WEIGHTS_PER_DRAW) // max(weights, 1))
+    budget = GPU_WEIGHTS_PER_DRAW if on_gpu else CPU_WEIGHTS_PER_DRAW
+    prototype = getattr(guide, "prototype_trace", None)
+    if prototype is not None:
+        weights = sum(site["value"].numel() for _, site in prototype.iter_stochastic_nodes())
+        if weights * num_samples <= budget:
+            return [num_samples]
+    # What a draw holds for each sample: two samples of the guide, and the values that differ
+    # between them in memory (a Laplace guide's point masses are one value, expanded), each
+    # memory once (its sites are views of one latent vector).
+    with _aside(x), pyro.plate(_SAMPLES, 2, dim=-2):
+        trace = poutine.trace(guide).get_trace(x)
+    held: Dict[int, int] = {}
+    for _, site in trace.iter_stochastic_nodes():
+        value = site["value"]
+        if value.dim() and len(value) == 2 and value.stride(0):
+            memory = value.untyped_storage().data_ptr()
+            held[memory] = max(held.get(memory, 0), value.numel() // 2)
+    weights = sum(held.values())
+    per_draw = max(1, budget // max(weights, 1))
     return [min(per_draw, num_samples - start) for start in range(0, num_samples, per_draw)]
+
+
+@contextlib.contextmanager
+def _aside(x: Inputs):
+    """Pyro statements that leave no trace, on random numbers that leave the caller's as they
+    were (a guide's first call, a look at what it draws)."""
+    devices = [tensor.device for tensor in tensors_in(x) if tensor.is_cuda][:1]
+    with torch.random.fork_rng(devices=devices), poutine.block():
+        yield
 
 
 def _prediction_inputs(model: BayesianModel, x: Union[Inputs, DataLoader]) -> List[Inputs]:
@@ -643,12 +661,9 @@ class _ComputedOnce(TorchFunctionMode):
             return None
         if not torch.equal(called[2], torch.get_rng_state()):
             self.draws = True
-        outputs = [output] if isinstance(output, torch.Tensor) else output
-        if type(outputs) in (list, tuple) and all(
-            isinstance(part, torch.Tensor) and part.dim() and len(part) == self.rows for part in outputs
-        ):
-            copies = [self._copy(part) for part in outputs]
-            return copies[0] if isinstance(output, torch.Tensor) else type(output)(copies)
+        parts = tensors_in(output)
+        if parts and all(part.dim() and len(part) == self.rows for part in parts):
+            return with_tensors(output, iter([self._copy(part) for part in parts]))
         return module.forward(*called[0], **called[1])
 
     def _copy(self, original: torch.Tensor) -> torch.Tensor:
