@@ -2204,6 +2204,30 @@ class FunctionalLinear(nn.Linear):
         return F.linear(input, self.weight, self.bias)
 
 
+class AtomsToMolecules(nn.Module):
+    """schnetpack's energy: a Dense layer (F.linear itself) per atom, summed into molecules."""
+
+    def __init__(self):
+        super().__init__()
+        self.atom = FunctionalLinear(3, 1)
+
+    def forward(self, positions, molecule):
+        energies = self.atom(positions).squeeze(-1)
+        return torch.zeros(int(molecule.max()) + 1).index_add(0, molecule, energies)
+
+
+def test_predicts_fallback_warning_says_what_stopped_the_routed_layers_too(recwarn):
+    # It named the first try's error alone, a Dense layer's F.linear, where the sum of atoms
+    # into molecules was what kept the samples from sharing a pass.
+    net = pyro_module(AtomsToMolecules())
+    set_prior(net, "AtomsToMolecules.atom.weight", "Normal", 0, 1)
+    model = supervised(net, Normal(2, scale=0.1))
+    inputs = (torch.randn(6, 3), torch.tensor([0, 0, 0, 1, 1, 1]))
+    assert predict(model, CheckpointNormal(model), inputs, num_samples=4).outputs.shape == (4, 2)
+    fallback = next(str(warning.message) for warning in recwarn if "did not take" in str(warning.message))
+    assert "; with torch's functional forms routed to the batched layers, RuntimeError" in fallback
+
+
 class OwnForwards(PyroModule):
     """Layers used through torch's functional forms, as library code often uses them: an
     attention's projection, a convolution and a transposed one, and a Linear subclass."""

@@ -183,7 +183,9 @@ def _described(error: BaseException) -> str:
         (each for each in reversed(frames) if not each.filename.startswith(LIBRARY_FOLDERS)), frames[-1]
     )
     message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    return f"{message}, raised at {frame.filename}:{frame.lineno}"
+    return "; ".join(
+        [f"{message}, raised at {frame.filename}:{frame.lineno}", *getattr(error, "__notes__", ())]
+    )
 
 
 def _set_up(guide: Callable, x: Inputs) -> None:
@@ -328,11 +330,17 @@ def _in_passes(
             return every_batch()
         except DisagreeingSampleError:
             raise
-        except Exception:
-            pass
+        except Exception as error:
+            routed_error = error
         try:
             return every_batch(any_module=True)
         except Exception:  # a disagreement too: this layout was a guess, the first error says why
+            # What stopped the network once its layers took the samples (schnetpack's sum of atoms'
+            # energies into molecules, after a Dense layer that calls F.linear itself).
+            if str(routed_error) != str(first_error):
+                first_error.add_note(
+                    f"with torch's functional forms routed to the batched layers, {_described(routed_error)}"
+                )
             raise first_error from None
 
 
