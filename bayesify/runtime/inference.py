@@ -182,7 +182,7 @@ def fit(
     eval_mode: Optional[bool] = None,
 ) -> List[float]:
     """
-    Trains ``guide`` (and the model's deterministic parameters, but those that do not
+    Trains ``guide`` (and the model's deterministic parameters, except those that do not
     require grad: ``net.backbone.requires_grad_(False)`` keeps a backbone as its checkpoint
     has it under a random head) by stochastic variational inference, and returns the mean
     loss of each epoch.
