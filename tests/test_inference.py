@@ -2144,6 +2144,11 @@ def test_supervised_says_what_it_reads_where_batches_or_outputs_are_not_its_own(
     # A model of one's own is called with a batch's parts in order, which a dict has not.
     with pytest.raises(TypeError, match=r"model\(\*batch\).*dict \(keys 'input_ids'"):
         fit(model.__call__, CheckpointNormal(model), loader, progress=False)
+    # A gpytorch GP returns a distribution: the advice was a Hugging Face model's and a tuple's.
+    gp_like = pyro_module(nn.Linear(2, 1))
+    gp_like.forward = lambda inputs: torch.distributions.Normal(inputs.sum(-1), 1.0)
+    with pytest.raises(TypeError, match=r"returned a Normal, not a tensor.*out\.mean for a distribution"):
+        supervised(gp_like, Normal(DATASET_SIZE))(torch.randn(3, 2))
 
 
 @pytest.mark.parametrize("batches", ["tensors", "dicts"])

@@ -76,7 +76,9 @@ class BayesianModel:
             raise TypeError(
                 f"{type(self.net).__name__} returned a {type(returned).__name__}, not a tensor: say which "
                 "tensor the likelihood observes, e.g. supervised(net, likelihood, output=lambda out: "
-                "out.logits) for a Hugging Face model, or output=lambda out: out[0] for a tuple"
+                "out.logits) for a Hugging Face model, output=lambda out: out[0] for a tuple, or "
+                "output=lambda out: out.mean for a distribution (a gpytorch GP's), whose likelihood is then "
+                "one of your own"
             )
         return returned
 
