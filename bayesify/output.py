@@ -392,8 +392,11 @@ def _is_namespace_package(folder: Path, results: list[FileResult]) -> bool:
     for result in results:
         if inside not in Path(result.path).resolve().parents:
             continue
+        source = _source_of(result)
+        if name.encode() not in source:  # most files: parsed by the index already, not again here
+            continue
         try:
-            tree = ast.parse(_source_of(result))
+            tree = ast.parse(source)
         except (SyntaxError, ValueError):
             continue
         for node in ast.walk(tree):

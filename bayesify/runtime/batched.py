@@ -585,11 +585,6 @@ class _PyroBatchNorm(_PyroMixin):
 
     def _sample_dims(self, input: torch.Tensor) -> int:
         """How many of the input's first dimensions are the samples of a Pyro plate around it."""
-        if not input.dim() or not any(
-            frame.vectorized and frame.name in SAMPLE_PLATES and frame.size == len(input)
-            for frame in get_plates()
-        ):
-            return 0
         normalized = _NORMALIZED_DIMS[self._dims]
         leading = next(
             (
@@ -599,7 +594,14 @@ class _PyroBatchNorm(_PyroMixin):
             ),
             0,
         )
-        if leading and input.dim() in normalized and input.shape[1] == self.num_features:
+        # The shape first: Pyro's plates are looked up only where it may hold samples, not at
+        # every call of every batch norm of a network trained or predicted without them.
+        if not leading or not any(
+            frame.vectorized and frame.name in SAMPLE_PLATES and frame.size == len(input)
+            for frame in get_plates()
+        ):
+            return 0
+        if input.dim() in normalized and input.shape[1] == self.num_features:
             raise ValueError(
                 f"{self._layer.__name__}'s input {tuple(input.shape)} may be {len(input)} weight samples of a "
                 "batch (samples, batch, channels) or one batch (batch, channels, length), which its shape "

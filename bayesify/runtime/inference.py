@@ -284,7 +284,9 @@ def fit(
         tqdm(range(epochs), disable=not progress, desc="fit", unit="epoch") as bar,
     ):
         for _ in bar:
-            step_losses = [(step if optimizing else first_step)(batch) for batch in batches_for(model, data)]
+            step_losses = [
+                (first_step if optimizing is None else step)(batch) for batch in batches_for(model, data)
+            ]
             losses.append(sum(step_losses) / max(len(step_losses), 1))
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
     return losses

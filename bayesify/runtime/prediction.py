@@ -150,12 +150,11 @@ def _predict(
         _set_up(guide, batches[0])
         if samples_per_pass != 1:
             try:
-                outputs = torch.cat(
-                    [
-                        _in_passes(model, guide, batches, count, samples_per_pass)
-                        for count in _draws(guide, batches[0], num_samples)
-                    ]
-                )
+                parts = [
+                    _in_passes(model, guide, batches, count, samples_per_pass)
+                    for count in _draws(guide, batches[0], num_samples)
+                ]
+                outputs = parts[0] if len(parts) == 1 else torch.cat(parts)  # one draw: no copy
             except Exception as error:
                 if _needs_autograd(error):
                     raise  # it fails a sample at a time as well: predict says what to pass
